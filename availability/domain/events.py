@@ -1,0 +1,163 @@
+"""Canonical stock events: the one shape every source system's message is turned into.
+
+Adapters (POS, WMS, ERP, OMS, Shopify webhooks) translate their own formats into
+`StockEvent`; the ledger applies nothing else. The wire shape (streams and
+`POST /v1/events`) is a JSON object with these field names; see docs/events.md.
+
+Quantities are always non-negative: the event *type* (and for adjustments the
+*reason*) says in which direction a bucket moves, so a negative number on the wire
+is an impossible quantity, not a decrement.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+import msgspec
+
+from availability.domain.errors import InvalidEvent
+
+EventType = Literal[
+    # POS (store tills; may arrive late when a till was offline)
+    "pos_sale",
+    "pos_return",
+    "pos_void",
+    # WMS / 3PL
+    "receipt",
+    "adjustment",
+    "pick",
+    "ship",
+    "cycle_count",
+    # ERP
+    "snapshot",
+    "purchase_order",
+    "transfer_out",
+    "transfer_in",
+    # Orders / OMS / Shopify
+    "reserve",
+    "release",
+    "allocate",
+    "fulfil",
+    "return",
+]
+
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+
+#: Absolute counts: `quantity` replaces on_hand as of `occurred_at`.
+ABSOLUTE_TYPES = frozenset({"cycle_count", "snapshot"})
+
+AdjustmentReason = Literal[
+    "found",  # on_hand +q
+    "lost",  # on_hand -q (shrinkage, theft)
+    "damaged",  # unsellable +q (still physically on hand)
+    "quality_hold",  # unsellable +q
+    "quality_release",  # unsellable -q
+    "write_off",  # on_hand -q and unsellable -q (damaged stock disposed of)
+]
+ADJUSTMENT_REASONS: tuple[str, ...] = AdjustmentReason.__args__  # type: ignore[attr-defined]
+
+Source = Literal["pos", "wms", "erp", "oms", "shopify", "api", "sim"]
+
+#: Shopify caps quantities at 1,000,000,000; nothing we hold is larger.
+MAX_QUANTITY = 1_000_000_000
+
+#: Reference-bearing types: the reference names the reservation / order the event belongs to.
+RESERVATION_TYPES = frozenset({"reserve", "release", "allocate", "fulfil"})
+
+
+class StockEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One fact about stock at one (SKU, location), from one source system."""
+
+    event_id: str
+    type: EventType
+    source: str
+    occurred_at: datetime
+    sku: str
+    location: str
+    quantity: int
+    #: order, PO, transfer or POS transaction this event belongs to
+    reference: str | None = None
+    #: adjustment reason (required for `adjustment`), free text otherwise
+    reason: str | None = None
+    correlation_id: str | None = None
+    #: expected arrival of incoming supply (`purchase_order`, `transfer_out` to us)
+    eta: datetime | None = None
+    #: sales channel of an order event (informational; reservations by API carry their own)
+    channel: str | None = None
+    #: POS till that recorded the sale (informational, for audit)
+    till_id: str | None = None
+
+    @property
+    def occurred_ms(self) -> int:
+        return to_epoch_ms(self.occurred_at)
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        # Naive timestamps from sources are taken as UTC: every source we parse documents UTC.
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def validate_event(event: StockEvent) -> StockEvent:
+    """Semantic checks that the type system cannot express. Raises `InvalidEvent`."""
+    if not event.event_id or len(event.event_id) > 200:
+        raise InvalidEvent("event_id must be 1..200 characters", event_id=event.event_id)
+    if not event.sku or len(event.sku) > 128 or not _is_key_safe(event.sku):
+        raise InvalidEvent("sku must be 1..128 printable characters without '{', '}' or '|'", event_id=event.event_id)
+    if not event.location or len(event.location) > 64 or not _is_key_safe(event.location):
+        raise InvalidEvent(
+            "location must be 1..64 printable characters without '{', '}' or '|'", event_id=event.event_id
+        )
+    if event.quantity < 0:
+        raise InvalidEvent(
+            f"quantity {event.quantity} is negative: the type gives the direction", event_id=event.event_id
+        )
+    if event.quantity > MAX_QUANTITY:
+        raise InvalidEvent(f"quantity {event.quantity} exceeds {MAX_QUANTITY}", event_id=event.event_id)
+    if event.type == "adjustment" and event.reason not in ADJUSTMENT_REASONS:
+        raise InvalidEvent(
+            f"adjustment reason {event.reason!r} is not one of {', '.join(ADJUSTMENT_REASONS)}",
+            event_id=event.event_id,
+        )
+    if event.type in RESERVATION_TYPES and not event.reference:
+        raise InvalidEvent(f"{event.type} needs a reference (the order or reservation id)", event_id=event.event_id)
+    return event
+
+
+def _is_key_safe(value: str) -> bool:
+    # Braces would break the Redis Cluster hash tag, '|' is our field separator.
+    return value.isprintable() and not any(c in value for c in "{}|")
+
+
+_event_decoder = msgspec.json.Decoder(StockEvent)
+_events_decoder = msgspec.json.Decoder(StockEvent | list[StockEvent])
+_encoder = msgspec.json.Encoder()
+
+
+def decode_event(raw: bytes | str) -> StockEvent:
+    """Parse and validate one wire event. Raises `InvalidEvent` with the reason."""
+    try:
+        event = _event_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(f"invalid event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"unparseable event: {exc}") from None
+    return validate_event(event)
+
+
+def decode_events(raw: bytes | str) -> list[StockEvent]:
+    """Parse one event or a JSON list of events, each validated."""
+    try:
+        parsed = _events_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(f"invalid event: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"unparseable event: {exc}") from None
+    events = parsed if isinstance(parsed, list) else [parsed]
+    return [validate_event(e) for e in events]
+
+
+def encode_event(event: StockEvent) -> bytes:
+    return _encoder.encode(event)
