@@ -36,7 +36,9 @@ def redis_url():
 
 @pytest_asyncio.fixture(scope="session")
 async def redis_client(redis_url):
-    client = aioredis.Redis.from_url(redis_url, max_connections=64)
+    # A blocking pool queues callers instead of failing, as the service's own client does.
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=30)
+    client = aioredis.Redis(connection_pool=pool)
     yield client
     await client.aclose()
 
