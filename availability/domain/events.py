@@ -11,6 +11,7 @@ is an impossible quantity, not a decrement.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -106,9 +107,9 @@ def validate_event(event: StockEvent) -> StockEvent:
         raise InvalidEvent("event_id must be 1..200 characters", event_id=event.event_id)
     if not event.sku or len(event.sku) > 128 or not _is_key_safe(event.sku):
         raise InvalidEvent("sku must be 1..128 printable characters without '{', '}' or '|'", event_id=event.event_id)
-    if not event.location or len(event.location) > 64 or not _is_key_safe(event.location):
+    if not is_location_code(event.location):
         raise InvalidEvent(
-            "location must be 1..64 printable characters without '{', '}' or '|'", event_id=event.event_id
+            f"location {event.location!r} must be 1..64 letters, digits or '-_.:'", event_id=event.event_id
         )
     if event.quantity < 0:
         raise InvalidEvent(
@@ -124,6 +125,14 @@ def validate_event(event: StockEvent) -> StockEvent:
     if event.type in RESERVATION_TYPES and not event.reference:
         raise InvalidEvent(f"{event.type} needs a reference (the order or reservation id)", event_id=event.event_id)
     return event
+
+
+_LOCATION_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
+
+
+def is_location_code(value: str) -> bool:
+    # Location codes are stored inside packed ledger values, so separators are not allowed.
+    return bool(_LOCATION_CODE.fullmatch(value))
 
 
 def _is_key_safe(value: str) -> bool:
