@@ -144,6 +144,9 @@ def channel_availability(
     channel does not sell from are left out, because the channel cannot offer them.
     """
     sellable = book.channel_locations(channel)
+    if book.sells_everywhere(channel):
+        unlisted = sorted(code for code in stock if code not in book.locations)
+        sellable = sellable + tuple(unlisted) if unlisted else sellable
     if locations is not None:
         wanted = set(locations)
         sellable = tuple(code for code in sellable if code in wanted)

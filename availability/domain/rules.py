@@ -188,7 +188,15 @@ class RuleBook:
         """Locations a channel sells from, in location priority order."""
         return self._channel_locations[channel]
 
+    def sells_everywhere(self, channel: str) -> bool:
+        """A channel configured without locations sells from every location, including ones
+        the ledger has stock for but master data does not list yet (a fresh install)."""
+        ch = self.channels[channel]
+        return ch.locations is None and not ch.location_groups
+
     def channels_at(self, location: str) -> tuple[str, ...]:
+        if location not in self.locations:
+            return tuple(name for name in self.channels if self.sells_everywhere(name))
         return tuple(name for name, locs in self._channel_locations.items() if location in locs)
 
     def location_priority(self, code: str) -> int:

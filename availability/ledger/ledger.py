@@ -182,12 +182,15 @@ class Ledger:
         if channel not in book.channels:
             raise UnknownChannel(f"unknown channel {channel!r}", channel=channel)
         sellable = book.channel_locations(channel)
+        everywhere = book.sells_everywhere(channel)
         stamp = at_ms if at_ms is not None else now_ms()
         expires = stamp + request.ttl_seconds * 1000 if request.ttl_seconds else 0
 
         by_sku: dict[str, list[int]] = defaultdict(list)
         for index, line in enumerate(request.lines):
-            if line.location is not None and line.location not in sellable:
+            if line.location is not None and line.location not in sellable and not (
+                everywhere and line.location not in book.locations
+            ):
                 raise InvalidReservation(
                     f"line {index}: channel {channel!r} does not sell from location {line.location!r}",
                     location=line.location,
@@ -202,9 +205,15 @@ class Ledger:
                 for index in by_sku[sku]:
                     line = request.lines[index]
                     candidates = (line.location,) if line.location else sellable
-                    args += [line.quantity, len(candidates)]
+                    # "*" stands for the ledger's locations that master data does not list
+                    # yet; rules can only reach them through non-location selectors, so one
+                    # set of terms serves them all.
+                    wildcard = everywhere and not line.location
+                    args += [line.quantity, len(candidates) + wildcard]
                     for loc in candidates:
                         args += _candidate_args(book, sku, loc, channel)
+                    if wildcard:
+                        args += _candidate_args(book, sku, UNLISTED_LOCATION, channel, label="*")
                 pipe.evalsha(
                     self._sha["reserve"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
                     self.keys.journal, *args,
@@ -358,12 +367,16 @@ class Ledger:
         return expired
 
 
-def _candidate_args(book: RuleBook, sku: str, location: str, channel: str) -> list:
+#: stands in for any location the ledger has but master data does not list
+UNLISTED_LOCATION = "\x00unlisted"
+
+
+def _candidate_args(book: RuleBook, sku: str, location: str, channel: str, *, label: str | None = None) -> list:
     terms = book.terms(sku, location, channel)
     protections = book.protections(sku, location)
     own = next((i + 1 for i, p in enumerate(protections) if p.channel == channel), 0)
     args: list = [
-        location,
+        label or location,
         terms.safety_units,
         terms.buffer_units,
         basis_points(terms.buffer_percent),

@@ -131,3 +131,18 @@ async def test_line_at_a_location_the_channel_does_not_sell_from_is_rejected(led
     rules = book(locations=("DC1", "STORE-1"), channels=[Channel(name="online", locations=("DC1",))])
     with pytest.raises(InvalidReservation):
         await ledger.reserve(request("x", ("TEE-BLK-M", 1, "STORE-1")), rules)
+
+
+async def test_fresh_install_sells_stock_at_locations_master_data_does_not_list_yet(ledger):
+    from tests.factories import book as make_book
+
+    fresh = make_book(locations=())
+    await ledger.apply_batch([event("receipt", location="DC9", quantity=3), event("receipt", location="DC2", quantity=4)])
+    stock = await ledger.stock("TEE-BLK-M")
+    assert channel_availability(fresh, "TEE-BLK-M", "online", stock).ats == 7
+    held = await ledger.reserve(request("f1", ("TEE-BLK-M", 4)), fresh)
+    assert [(a.location, a.quantity) for a in held.lines[0].allocations] == [("DC2", 4)]
+    held = await ledger.reserve(request("f2", ("TEE-BLK-M", 2, "DC9")), fresh)
+    assert held.lines[0].allocations[0].quantity == 2
+    with pytest.raises(InsufficientStock):
+        await ledger.reserve(request("f3", ("TEE-BLK-M", 2)), fresh)

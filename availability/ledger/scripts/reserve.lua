@@ -14,6 +14,9 @@
 --           location, safety_units, buffer_units, buffer_bp, threshold_units,
 --           own protection index (1-based in the list below, 0 = none), number of protections,
 --           then per protection (fill order): units, bp
+--         A candidate named '*' stands for every location in the stock hash that is not
+--         another candidate of the line (locations master data does not list yet), tried
+--         in name order with the '*' candidate's terms.
 -- Returns one of
 --   {'held', n_lines, [n_allocs, loc, qty, ...] per line}
 --   {'exists', STATE, hold body}          (idempotent replay; caller compares the lines)
@@ -81,6 +84,19 @@ for li = 1, tonumber(ARGV[7]) do
       pos = pos + 2
     end
     line.cands[ci] = c
+  end
+  if n > 0 and line.cands[n].loc == '*' then
+    local template = table.remove(line.cands)
+    local named = {}
+    for _, c in ipairs(line.cands) do named[c.loc] = true end
+    local others = redis.call('HKEYS', KEYS[1])
+    table.sort(others)
+    for _, loc in ipairs(others) do
+      if not named[loc] then
+        line.cands[#line.cands + 1] = {loc = loc, safety = template.safety, buf_units = template.buf_units,
+          buf_bp = template.buf_bp, threshold = template.threshold, own = template.own, prot = template.prot}
+      end
+    end
   end
   lines[li] = line
 end
