@@ -1,0 +1,103 @@
+"""Benchmark: events applied per second through the ledger (Ledger.apply_batch, pipelined),
+beside the ceiling of the same apply script driven by redis-benchmark against the same
+server in the same run. Prints JSON.
+
+    python -m loadtests.bench_ledger            # 200k events
+    python -m loadtests.bench_ledger --events 50000 --quick
+
+With AVAILABILITY_REDIS_URL set it uses that server (writing only under its own key
+prefixes, removed afterwards); otherwise it starts an embedded redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from availability.bootstrap import make_redis
+from availability.domain.events import StockEvent
+from availability.embedded_redis import EmbeddedRedis
+from availability.ledger.keys import KeyLayout
+from availability.ledger.ledger import Ledger
+from loadtests.ceilings import apply_script_ceiling, delete_prefix
+
+T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
+
+
+def synthetic_events(count: int, skus: int, seed: int = 1) -> list[StockEvent]:
+    rnd = random.Random(seed)
+    return [
+        StockEvent(event_id=f"bench-{i}", type="receipt", source="sim", occurred_at=T0 + timedelta(milliseconds=i),
+                   sku=f"SKU-{rnd.randrange(skus)}", location="DC1", quantity=1)
+        for i in range(count)
+    ]
+
+
+async def measure_ledger(redis_url: str, events: list[StockEvent], *, batch: int, in_flight: int) -> dict:
+    redis = make_redis(redis_url)
+    prefix = f"bl{uuid.uuid4().hex[:6]}"
+    ledger = Ledger(redis, keys=KeyLayout(prefix))
+    await ledger.load_scripts()
+    batches = [events[i : i + batch] for i in range(0, len(events), batch)]
+    queue = iter(batches)
+
+    async def worker():
+        for chunk in queue:
+            await ledger.apply_batch(chunk)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    await redis.aclose()
+    delete_prefix(redis_url, prefix)
+    return {"events": len(events), "batch": batch, "in_flight_batches": in_flight,
+            "seconds": round(elapsed, 3), "events_per_sec": round(len(events) / elapsed, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--skus", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--quick", action="store_true", help="50k events, smaller ceiling run")
+    args = parser.parse_args()
+    if args.quick:
+        args.events = min(args.events, 50_000)
+
+    server = None
+    redis_url = os.environ.get("AVAILABILITY_REDIS_URL")
+    tmp = tempfile.TemporaryDirectory(prefix="av-bench-")
+    if not redis_url:
+        server = EmbeddedRedis(tmp.name, appendonly=False).start()
+        redis_url = server.url
+    try:
+        events = synthetic_events(args.events, args.skus)
+        ceiling = apply_script_ceiling(redis_url, requests=args.events, skus=args.skus)
+        delete_prefix(redis_url, ceiling["key_prefix"])
+        sequential = asyncio.run(measure_ledger(redis_url, events, batch=args.batch, in_flight=1))
+        concurrent = asyncio.run(measure_ledger(redis_url, events, batch=args.batch, in_flight=4))
+    finally:
+        if server:
+            server.stop()
+        tmp.cleanup()
+    best = max(sequential["events_per_sec"], concurrent["events_per_sec"])
+    print(json.dumps({
+        "benchmark": "ledger_apply",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "ceiling": ceiling,
+        "ledger_sequential": sequential,
+        "ledger_4_in_flight": concurrent,
+        "ratio_to_ceiling": round(best / ceiling["ops_per_sec"], 3),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
