@@ -364,6 +364,9 @@ class RuleStore:
     `RuleStore("sqlite+aiosqlite:///var/availability.db")` or
     `RuleStore("postgresql+asyncpg://user@host/db")`; call `await start()` before use
     and `await close()` after (or use `async with`).
+
+    `sqlite+aiosqlite:///:memory:` works for quick single-coroutine use, but it is
+    one shared connection, so concurrent writers need a file (or PostgreSQL).
     """
 
     def __init__(self, database_url: str | URL, *, echo: bool = False) -> None:
