@@ -54,5 +54,43 @@ class Settings(BaseSettings):
     shopify_webhook_secrets: list[str] = Field(default_factory=list)
     push_window_seconds: float = 1.0
 
+    #: ingestion: stream consumer group, crash recovery, retention, HTTP intake
+    consumer_group: str = "ledger"
+    #: a pending entry idle this long is taken over from its (presumably dead) consumer
+    reclaim_idle_ms: int = 30_000
+    reclaim_interval_seconds: float = 5.0
+    #: an entry delivered this many times without being acknowledged goes to the DLQ
+    max_deliveries: int = 10
+    #: acknowledged stream entries are kept this long (for inspection), then trimmed
+    stream_retention_seconds: int = 3600
+    consumer_poll_ms: int = 100
+    #: X-Shopify-Webhook-Id values are remembered this long to drop redeliveries
+    webhook_dedupe_seconds: int = 3 * 24 * 3600
+    ingest_max_body_bytes: int = 256 * 1024 * 1024
+    #: WMS drop folder watched by the `dropfolder` service (off when empty)
+    dropfolder_path: str | None = None
+    dropfolder_interval_seconds: float = 2.0
+
+    #: HTTP API (availability/api). POST /v1/events: "stream" publishes to the ingest stream
+    #: (202), "direct" applies to the ledger in the request (200), "auto" = stream when the
+    #: ingest publisher is installed, else direct
+    events_mode: Literal["auto", "stream", "direct"] = "auto"
+    #: largest request body accepted (413 beyond)
+    max_body_bytes: int = 1024 * 1024
+    #: SKUs per POST /v1/availability/batch and events per POST /v1/events (422 beyond)
+    batch_max_skus: int = 500
+    events_max: int = 1000
+    #: with no API key configured and public_read off, `serve` creates an admin key in
+    #: data_dir/dev-admin-key (printed at start) so the service is usable locally
+    dev_admin_key: bool = True
+    #: how often keys added to the rule store (`availability keys add`) are picked up
+    api_keys_refresh_seconds: float = 5.0
+    #: /bench/constant, the benchmark's framework-only baseline; off in production
+    bench_endpoints: bool = False
+    #: POST /v1/rules/preview scans at most this many SKUs unless the request says otherwise
+    preview_default_limit: int = 100_000
+    #: RuleChangeMarker: stock keys per SCAN batch when marking pairs dirty after a rule change
+    rules_dirty_batch: int = 5000
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/availability.db"

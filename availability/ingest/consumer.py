@@ -1,0 +1,228 @@
+"""The stream consumer: FastStream subscribers that feed batches to `IngestPipeline`.
+
+One subscriber per partition, batch reads, manual acknowledgement (the pipeline
+acknowledges after the batch is applied, so a crash leaves the batch pending). The
+broker is `Settings.broker`:
+
+- redis (default): Redis Streams, consumer group `consumer_group`, XREADGROUP batches of
+  `batch_size`; the Reclaimer (reclaim.py) takes over entries a dead consumer left pending,
+  because neither Redis nor FastStream redelivers them by itself.
+- nats: JetStream pull consumers (durable `{group}-{p}`), batches of `batch_size`;
+  JetStream redelivers what is not acked within its ack wait.
+- kafka: one topic keyed by SKU, consumer group `consumer_group`, batches of `batch_size`,
+  offsets committed after the batch is applied.
+
+Each broker's handler only turns its raw batch into `Entry`s and calls the same pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Annotated, Any
+
+from faststream import AckPolicy, Context
+
+from availability.ingest.pipeline import Entry, IngestPipeline
+from availability.ingest.publisher import ensure_nats_stream, ensure_redis_groups
+from availability.ingest.reclaim import Reclaimer
+from availability.ingest.streams import StreamNames, entry_payload
+
+if TYPE_CHECKING:
+    from availability.bootstrap import Runtime
+
+log = logging.getLogger(__name__)
+
+Message = Annotated[Any, Context("message")]
+
+
+def default_consumer_name() -> str:
+    # Unique per process: a restarted consumer is a new one, and the old one's pending
+    # entries are reclaimed from it after the idle timeout.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _raw_redis_batch(msg: Any) -> Any:
+    """FastStream parser that leaves the entries raw: the pipeline decodes them with msgspec,
+    so FastStream's per-entry JSON round trip is skipped on the hot path."""
+    from faststream.message import StreamMessage  # noqa: PLC0415
+
+    return StreamMessage(raw_message=msg, body=b"")
+
+
+async def _no_decode(msg: Any) -> None:
+    return None
+
+
+class StreamConsumer:
+    """Runs the consumer for `runtime.settings.broker` until `stop()`."""
+
+    def __init__(
+        self,
+        runtime: "Runtime",
+        *,
+        consumer_name: str | None = None,
+        partitions: list[int] | None = None,
+    ) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.settings = settings
+        self.names = StreamNames.from_settings(settings)
+        self.consumer_name = consumer_name or settings.consumer_name or default_consumer_name()
+        self.partitions = partitions if partitions is not None else list(range(settings.partitions))
+        self.pipeline = IngestPipeline(runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules)
+        self.reclaimer: Reclaimer | None = None
+        self._broker: Any = None
+        self._reclaim_task: asyncio.Task | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        kind = self.settings.broker
+        if kind == "redis":
+            await ensure_redis_groups(self.runtime.redis, self.names)
+            self.reclaimer = Reclaimer(
+                self.runtime.redis,
+                self.names,
+                self.pipeline,
+                self.consumer_name,
+                partitions=self.partitions,
+                idle_ms=self.settings.reclaim_idle_ms,
+                batch_size=self.settings.batch_size,
+                max_deliveries=self.settings.max_deliveries,
+                retention_ms=self.settings.stream_retention_seconds * 1000,
+            )
+            # What this consumer name left pending in a previous life is not in flight now.
+            await self.reclaimer.recover_own()
+            self._broker = self._redis_broker()
+        elif kind == "nats":
+            self._broker = self._nats_broker()
+        elif kind == "kafka":
+            self._broker = self._kafka_broker()
+        else:  # pragma: no cover
+            raise ValueError(f"unknown broker {kind!r}")
+        await self._broker.start()
+        if self.reclaimer is not None:
+            self._reclaim_task = asyncio.create_task(
+                self.reclaimer.run(self.settings.reclaim_interval_seconds), name="ingest-reclaimer"
+            )
+        log.info(
+            "consumer %s started on %s, partitions %s, batch %d",
+            self.consumer_name, kind, self.partitions, self.settings.batch_size,
+        )
+
+    async def stop(self) -> None:
+        if self._reclaim_task is not None:
+            self._reclaim_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reclaim_task
+            self._reclaim_task = None
+        if self._broker is not None:
+            # FastStream waits (graceful_timeout) for in-flight batches to finish and ack.
+            await self._broker.stop()
+            self._broker = None
+
+    async def __aenter__(self) -> "StreamConsumer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- brokers ----------------------------------------------------------------------------
+
+    def _redis_broker(self) -> Any:
+        from faststream.redis import RedisBroker, StreamSub  # noqa: PLC0415
+
+        broker = RedisBroker(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log)
+        pipeline = self.pipeline
+
+        async def on_redis_batch(message: Message) -> None:
+            raw = message.raw_message
+            stream = raw["channel"]
+            ids = raw["message_ids"]
+            entries = [
+                Entry(mid.decode(), entry_payload(fields), stream) for mid, fields in zip(ids, raw["data"])
+            ]
+            await pipeline.process(entries, ack=(stream, ids))
+
+        for p in self.partitions:
+            sub = broker.subscriber(
+                stream=StreamSub(
+                    self.names.partition(p),
+                    group=self.names.group,
+                    consumer=self.consumer_name,
+                    batch=True,
+                    max_records=self.settings.batch_size,
+                    polling_interval=self.settings.consumer_poll_ms,
+                ),
+                parser=_raw_redis_batch,
+                decoder=_no_decode,
+                ack_policy=AckPolicy.MANUAL,
+            )
+            sub(on_redis_batch)
+        return broker
+
+    def _nats_broker(self) -> Any:
+        from faststream.nats import JStream, NatsBroker, PullSub  # noqa: PLC0415
+
+        broker = NatsBroker(self.settings.broker_url or "nats://127.0.0.1:4222", graceful_timeout=30.0, logger=log)
+        stream = JStream(self.names.nats_stream, subjects=[self.names.nats_subjects_wildcard])
+        pipeline = self.pipeline
+
+        async def on_nats_batch(message: Message) -> None:
+            entries = [Entry(str(m.metadata.sequence.stream), m.data, m.subject) for m in message.raw_message]
+            await pipeline.process(entries)
+            await message.ack()
+
+        for p in self.partitions:
+            sub = broker.subscriber(
+                self.names.nats_subject(p),
+                stream=stream,
+                durable=f"{self.names.group}-{p}",
+                pull_sub=PullSub(batch_size=self.settings.batch_size, timeout=max(self.settings.consumer_poll_ms, 10) / 1000, batch=True),
+                parser=self._keep_raw_nats,
+                decoder=_no_decode,
+                ack_policy=AckPolicy.MANUAL,
+            )
+            sub(on_nats_batch)
+        return broker
+
+    @staticmethod
+    async def _keep_raw_nats(msg: Any) -> Any:
+        from faststream.nats.message import NatsBatchMessage  # noqa: PLC0415
+
+        return NatsBatchMessage(raw_message=msg, body=b"")
+
+    def _kafka_broker(self) -> Any:
+        from faststream.kafka import KafkaBroker  # noqa: PLC0415
+
+        broker = KafkaBroker(self.settings.broker_url or "127.0.0.1:9092", graceful_timeout=30.0, logger=log)
+        register_kafka_subscriber(broker, self.names, self.pipeline, self.settings.batch_size)
+        return broker
+
+
+def register_kafka_subscriber(broker: Any, names: StreamNames, pipeline: IngestPipeline, batch_size: int) -> Any:
+    """The Kafka subscriber (also used with FastStream's TestKafkaBroker in tests)."""
+
+    async def on_kafka_batch(message: Message) -> None:
+        records = message.raw_message
+        if not isinstance(records, (list, tuple)):
+            records = [records]
+        entries = [Entry(f"{r.partition}/{r.offset}", r.value or b"", r.topic) for r in records]
+        await pipeline.process(entries)
+        await message.ack()
+
+    sub = broker.subscriber(
+        names.kafka_topic,
+        group_id=names.group,
+        batch=True,
+        max_records=batch_size,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+    )
+    sub(on_kafka_batch)
+    return sub
