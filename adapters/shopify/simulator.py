@@ -182,6 +182,7 @@ import msgspec
 import uvicorn
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from adapters.shopify.gid import (
     GidError,
@@ -1732,7 +1733,7 @@ async def _read_json(request: Request[Any, Any, Any]) -> Any:
 
 
 @post("/admin/api/{version:str}/graphql.json", status_code=200)
-async def graphql_endpoint(request: Request[Any, Any, Any], version: str) -> Response[bytes]:
+async def graphql_endpoint(request: Request[Any, Any, Any], version: FromPath[str]) -> Response[bytes]:
     state, sender = _sim(request), _sender(request)
     token = request.headers.get("x-shopify-access-token")
     if not state.token_valid(token):
