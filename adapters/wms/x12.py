@@ -27,7 +27,9 @@ Mapping (source = "wms")
 set    lines                         canonical type    reference                   event_id
 =====  ============================  ================  ==========================  ==========================================
 944    W07 (W07-01 qty received)     receipt           W17-04 depositor order      wms:944:{ISA-06}:{W17-03 receipt}:{line}
-                                                       (PO/transfer), else W17-03
+                                                       (the PO / transfer
+                                                       received against), or
+                                                       None
 945    W12 (W12-03 units shipped)    ship              W06-02 depositor order      wms:945:{ISA-06}:{W06-04 shipment}:{line}
 947    W19 (W19-02 +/- quantity)     adjustment        W15-02 (or W15-03)          wms:947:{ISA-06}:{W15-02|W15-03}:{line}
 846    LIN + QTY (17 on hand,        cycle_count       BIA-03                      wms:846:{ISA-06}:{BIA-03}:{location}:{sku}
@@ -795,7 +797,9 @@ def parse_944(ts: TransactionSet, options: X12Options = DEFAULT_OPTIONS) -> list
     w17 = ctx.first("W17", "warehouse receipt identification")
     receipt_date = _date(w17, 2, "receipt date")
     receipt_number = w17.require(3, "warehouse receipt number")
-    reference = w17.get(4) or receipt_number
+    # The ledger draws a referenced receipt down from `incoming`: only a PO / transfer
+    # number belongs here, never the warehouse's own receipt number.
+    reference = w17.get(4) or None
     occurred_at = ctx.moment(receipt_date, _time(w17, 7))
     location = ctx.location(("WH", "ST"))
 
