@@ -59,6 +59,16 @@ class ApplyResult:
     buckets: Buckets | None
 
 
+class ReservationHeader(msgspec.Struct, array_like=True):
+    """What a reservation asked for; where it is held lives in the per-SKU holds."""
+
+    channel: str
+    lines: list[dict]
+    created_at_ms: int
+    expires_at_ms: int
+    skus: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerLimits:
     #: how long an event_id is remembered (a duplicate after this is applied again)
@@ -219,7 +229,22 @@ class Ledger:
                     self.keys.journal, *args,
                 )
 
-        replies = await self._run_pipeline(build)
+        header_key = self.keys.reservation(request.reservation_id)
+        header = msgspec.json.encode(
+            ReservationHeader(channel, [msgspec.to_builtins(line) for line in request.lines], stamp, expires, skus)
+        )
+
+        def build_all(pipe):
+            # The header and TTL index ride in the same round trip as the holds; NX keeps a
+            # replay from overwriting the first attempt's header.
+            pipe.hsetnx(header_key, "doc", header)
+            if expires:
+                pipe.zadd(self.keys.expiry, {request.reservation_id: expires}, nx=True)
+            build(pipe)
+
+        replies = await self._run_pipeline(build_all)
+        header_created = bool(replies[0])
+        replies = replies[2 if expires else 1 :]
         held_now: list[str] = []
         shorts: list[ShortLine] = []
         replayed: dict[str, tuple[str, str]] = {}
@@ -246,34 +271,29 @@ class Ledger:
             # All or nothing: undo the SKUs this call just held. A partial replay (some SKUs
             # exist, others were new) means two different requests share the id.
             await self._settle(request.reservation_id, held_now, "rollback", stamp)
+            if header_created and not replayed:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.delete(header_key)
+                pipe.zrem(self.keys.expiry, request.reservation_id)
+                await pipe.execute()
             if shorts:
-                detail = "not enough stock for " + ", ".join(f"{s.sku} (wanted {s.requested}, {s.available} available)" for s in shorts)
+                detail = "not enough stock for " + ", ".join(
+                    f"{s.sku} (wanted {s.requested}, {s.available} available)" for s in shorts
+                )
                 raise InsufficientStock(detail, [msgspec.to_builtins(s) for s in shorts])
             raise ReservationConflict(
                 f"reservation {request.reservation_id!r} exists with other lines", reservation_id=request.reservation_id
             )
         if replayed:
             return await self._replay(request, replayed)
-
-        reservation = Reservation(
+        return Reservation(
             reservation_id=request.reservation_id,
             channel=channel,
             status="held",
-            lines=[
-                ReservedLine(line.sku, line.quantity, placed[index]) for index, line in enumerate(request.lines)
-            ],
+            lines=[ReservedLine(line.sku, line.quantity, placed[index]) for index, line in enumerate(request.lines)],
             expires_at_ms=expires or None,
             created_at_ms=stamp,
         )
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(
-            self.keys.reservation(request.reservation_id),
-            mapping={"doc": msgspec.json.encode(reservation), "skus": "|".join(skus)},
-        )
-        if expires:
-            pipe.zadd(self.keys.expiry, {request.reservation_id: expires})
-        await pipe.execute()
-        return reservation
 
     async def _replay(self, request: ReservationRequest, replayed: dict[str, tuple[str, str]]) -> Reservation:
         """Same reservation id again: answer as the first time if the lines are the same."""
@@ -286,7 +306,7 @@ class Ledger:
                     f"reservation {request.reservation_id!r} is {HOLD_STATES[state]}",
                     reservation_id=request.reservation_id,
                 )
-            held = sum(int(part.split("=")[1].split("/")[0]) + int(part.split("/")[1]) for part in body.split(";") if part)
+            held = sum(reserved + allocated for _, reserved, allocated in _hold_lines(body))
             if state == "H" and held != wanted[sku]:
                 raise ReservationConflict(
                     f"reservation {request.reservation_id!r} exists with other quantities for {sku}",
@@ -314,21 +334,41 @@ class Ledger:
         replies = await self._run_pipeline(build)
         return [(_s(r[0]), _s(r[1]), _s(r[2])) for r in replies]
 
-    async def _header(self, reservation_id: str) -> tuple[Reservation, list[str]]:
-        header = await self.redis.hgetall(self.keys.reservation(reservation_id))
-        if not header:
+    async def _header(self, reservation_id: str) -> ReservationHeader:
+        raw = await self.redis.hget(self.keys.reservation(reservation_id), "doc")
+        if raw is None:
             raise UnknownReservation(f"no reservation {reservation_id!r}", reservation_id=reservation_id)
-        doc = msgspec.json.decode(header[b"doc"], type=Reservation)
-        return doc, header[b"skus"].decode().split("|")
+        return msgspec.json.decode(raw, type=ReservationHeader)
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
-        doc, skus = await self._header(reservation_id)
+        """The reservation as the holds say now: status and where each line is held."""
+        header = await self._header(reservation_id)
         pipe = self.redis.pipeline(transaction=False)
-        for sku in skus:
+        for sku in header.skus:
             pipe.hget(self.keys.holds(sku), reservation_id)
-        states = {HOLD_STATES.get(_s(raw)[0], "unknown") for raw in await pipe.execute() if raw}
-        status = states.pop() if len(states) == 1 else "mixed"
-        return msgspec.structs.replace(doc, status=status)
+        holds = {sku: _s(raw) for sku, raw in zip(header.skus, await pipe.execute()) if raw}
+        states = {HOLD_STATES.get(raw[0], "unknown") for raw in holds.values()}
+        status = states.pop() if len(states) == 1 else ("mixed" if states else "unknown")
+        # Hand each SKU's held units back to its lines in order (a SKU rarely has two lines).
+        left = {sku: [[loc, r + a] for loc, r, a in _hold_lines(raw.split("|", 3)[3])] for sku, raw in holds.items()}
+        lines = []
+        for line in header.lines:
+            wanted, allocations = line["quantity"], []
+            for entry in left.get(line["sku"], []):
+                take = min(wanted, entry[1])
+                if take:
+                    allocations.append(Allocation(entry[0], take))
+                    entry[1] -= take
+                    wanted -= take
+            lines.append(ReservedLine(line["sku"], line["quantity"], allocations))
+        return Reservation(
+            reservation_id=reservation_id,
+            channel=header.channel,
+            status=status,
+            lines=lines,
+            expires_at_ms=header.expires_at_ms or None,
+            created_at_ms=header.created_at_ms,
+        )
 
     async def release(self, reservation_id: str, *, at_ms: int | None = None) -> Reservation:
         return await self._transition(reservation_id, "release", at_ms)
@@ -337,9 +377,9 @@ class Ledger:
         return await self._transition(reservation_id, "commit", at_ms)
 
     async def _transition(self, reservation_id: str, action: str, at_ms: int | None) -> Reservation:
-        doc, skus = await self._header(reservation_id)
+        header = await self._header(reservation_id)
         stamp = at_ms if at_ms is not None else now_ms()
-        outcomes = await self._settle(reservation_id, skus, action, stamp)
+        outcomes = await self._settle(reservation_id, header.skus, action, stamp)
         if action == "commit" and any(o[0] == "already_released" for o in outcomes):
             raise ReservationConflict(
                 f"reservation {reservation_id!r} was released or expired and cannot be committed",
@@ -358,7 +398,7 @@ class Ledger:
         for raw_id in due:
             reservation_id = _s(raw_id)
             try:
-                _, skus = await self._header(reservation_id)
+                skus = (await self._header(reservation_id)).skus
             except UnknownReservation:
                 skus = []
             outcomes = await self._settle(reservation_id, skus, "expire", stamp)
@@ -387,6 +427,17 @@ def _candidate_args(book: RuleBook, sku: str, location: str, channel: str, *, la
     for p in protections:
         args += [p.units, basis_points(p.percent)]
     return args
+
+
+def _hold_lines(body: str) -> list[tuple[str, int, int]]:
+    """"DC1=2/0;S1=1/3" -> [("DC1", 2, 0), ("S1", 1, 3)] (location, reserved, allocated)."""
+    out = []
+    for part in body.split(";"):
+        if part:
+            loc, _, amounts = part.partition("=")
+            reserved, _, allocated = amounts.partition("/")
+            out.append((loc, int(reserved), int(allocated)))
+    return out
 
 
 def _s(value) -> str:
