@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     #: WMS drop folder watched by the `dropfolder` service (off when empty)
     dropfolder_path: str | None = None
     dropfolder_interval_seconds: float = 2.0
+    #: where Shopify order webhooks without a location (online orders) reserve; empty = the
+    #: first location the `online` channel sells from
+    shopify_default_location: str | None = None
 
     #: HTTP API (availability/api). POST /v1/events: "stream" publishes to the ingest stream
     #: (202), "direct" applies to the ledger in the request (200), "auto" = stream when the
