@@ -152,6 +152,8 @@ def parse_count(value: str | int | None, what: str, *, allow_zero: bool = True) 
         raise RowProblem(f"{what} {value!r} is not a whole number")
     if isinstance(value, int):
         quantity = value
+    elif value.isdigit():  # the common case, kept cheap for files of millions of rows
+        quantity = int(value)
     else:
         text = value.strip()
         if text.startswith("-") and _WHOLE.fullmatch(text[1:]):
@@ -199,6 +201,8 @@ def optional_time(value: str | None, what: str, naive_tz: tzinfo = timezone.utc)
 
 
 def required_text(value: str | None, what: str) -> str:
+    if value and not value[0].isspace() and not value[-1].isspace():
+        return value
     if value is None or not str(value).strip():
         raise RowProblem(f"{what} is missing")
     return str(value).strip()

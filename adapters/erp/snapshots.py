@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone, tzinfo
+from functools import lru_cache
 from pathlib import Path
 
 import msgspec
@@ -84,7 +85,7 @@ def snapshot_event(
     """The canonical event of one snapshot row. Raises `RowProblem` / `InvalidEvent`."""
     location = map_location(location, location_map)
     event = StockEvent(
-        event_id=stable_id(SOURCE, "snapshot", location, sku, str(to_epoch_ms(as_of))),
+        event_id=stable_id(SOURCE, "snapshot", location, sku, _epoch_ms_text(as_of)),
         type="snapshot",
         source=SOURCE,
         occurred_at=as_of,
@@ -197,6 +198,11 @@ def iter_snapshot_file(
             yield from iter_snapshot_jsonl(f, **kwargs)  # type: ignore[arg-type]
     else:
         raise ErpFileError(f"{path.name}: snapshot files are .csv, .jsonl or .ndjson")
+
+
+@lru_cache(maxsize=1024)
+def _epoch_ms_text(as_of: datetime) -> str:
+    return str(to_epoch_ms(as_of))
 
 
 def _reason(exc: Exception) -> str:

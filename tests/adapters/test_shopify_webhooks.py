@@ -1,0 +1,231 @@
+"""Shopify webhooks: HMAC (with secret rotation), delivery headers, payload -> events."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from availability.domain.errors import InvalidEvent
+
+from adapters.shopify.webhooks import (
+    InventoryLevelUpdate,
+    ShopifyWebhook,
+    WebhookEvents,
+    compute_hmac,
+    map_webhook,
+    verify_hmac,
+)
+
+LOCATIONS = {655441491: "DC1", "655441492": "STORE-12", "gid://shopify/Location/655441493": "STORE-7"}
+BODY = b'{"id":5960412037184,"line_items":[]}'
+
+
+def sign(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+# ------------------------------------------------------------------------ HMAC
+
+
+def test_hmac_accepts_the_right_signature_and_rejects_forgeries():
+    header = sign(BODY, "shpss_current")
+    assert compute_hmac(BODY, "shpss_current") == header
+    assert verify_hmac(BODY, header, ["shpss_current"])
+    assert not verify_hmac(BODY + b" ", header, ["shpss_current"])  # body tampered with
+    assert not verify_hmac(BODY, header, ["shpss_other"])  # signed with another secret
+    assert not verify_hmac(BODY, sign(BODY, "shpss_current")[:-4] + "AAA=", ["shpss_current"])
+
+
+def test_hmac_during_secret_rotation_accepts_old_and_new():
+    secrets = ["shpss_new", "shpss_old"]
+    assert verify_hmac(BODY, sign(BODY, "shpss_old"), secrets)
+    assert verify_hmac(BODY, sign(BODY, "shpss_new"), secrets)
+    assert not verify_hmac(BODY, sign(BODY, "shpss_retired"), secrets)
+
+
+@pytest.mark.parametrize("header", [None, "", "not base64!!", base64.b64encode(b"short").decode()])
+def test_hmac_rejects_missing_or_malformed_headers(header):
+    assert not verify_hmac(BODY, header, ["shpss_current"])
+
+
+def test_hmac_with_no_configured_secret_accepts_nothing():
+    assert not verify_hmac(BODY, sign(BODY, ""), [])
+    assert not verify_hmac(BODY, sign(BODY, ""), [""])
+
+
+def test_hmac_matches_the_simulators_signature():
+    from adapters.shopify.simulator import sign_webhook
+
+    assert verify_hmac(BODY, sign_webhook("shpss_sim", BODY), ["shpss_sim"])
+
+
+def test_sample_deliveries_verify_against_their_exact_bytes(samples):
+    deliveries = json.loads((samples / "shopify_webhook_deliveries.json").read_text())
+    for delivery in deliveries["deliveries"]:
+        body = (samples / delivery["payload_file"]).read_bytes()
+        webhook = ShopifyWebhook.from_headers(delivery["headers"])
+        assert verify_hmac(body, webhook.hmac_sha256, [deliveries["secret"]]), delivery["payload_file"]
+
+
+# ------------------------------------------------------------------------ headers
+
+
+def test_headers_are_read_case_insensitively_from_a_mapping_or_asgi_pairs():
+    headers = {
+        "X-Shopify-Topic": "orders/create",
+        "x-shopify-webhook-id": "b54557e4",
+        "X-SHOPIFY-SHOP-DOMAIN": "retailco.myshopify.com",
+        "X-Shopify-API-Version": "2026-10",
+        "X-Shopify-Event-Id": "98880550",
+        "X-Shopify-Triggered-At": "2026-11-20T10:15:01.123Z",
+        "X-Shopify-Hmac-Sha256": "abc=",
+    }
+    webhook = ShopifyWebhook.from_headers(headers)
+    assert (webhook.topic, webhook.webhook_id, webhook.shop_domain, webhook.api_version, webhook.event_id) == (
+        "orders/create", "b54557e4", "retailco.myshopify.com", "2026-10", "98880550")
+    assert webhook.triggered_at == datetime(2026, 11, 20, 10, 15, 1, 123000, tzinfo=timezone.utc)
+    pairs = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    assert ShopifyWebhook.from_headers(pairs) == webhook
+
+
+def test_missing_headers_are_named():
+    with pytest.raises(InvalidEvent, match="without the X-Shopify-Webhook-Id header"):
+        ShopifyWebhook.from_headers({"X-Shopify-Topic": "orders/create", "X-Shopify-Shop-Domain": "x"})
+    with pytest.raises(InvalidEvent, match="X-Shopify-Triggered-At 'soon'"):
+        ShopifyWebhook.from_headers({"X-Shopify-Topic": "t", "X-Shopify-Shop-Domain": "x",
+                                     "X-Shopify-Webhook-Id": "w", "X-Shopify-Triggered-At": "soon"})
+
+
+# ------------------------------------------------------------------------ mapping
+
+
+def load(samples, name):
+    return json.loads((samples / name).read_text())
+
+
+def test_orders_create_reserves_each_line_and_counts_lines_without_sku(samples):
+    result = map_webhook("orders/create", load(samples, "shopify_orders_create.json"), LOCATIONS,
+                         default_location="DC1")
+    assert isinstance(result, WebhookEvents) and isinstance(result, list)
+    assert [(e.event_id, e.type, e.sku, e.quantity, e.location) for e in result] == [
+        ("shopify:orders/create:5960412037184:13839205187648", "reserve", "TEE-BLK-M", 2, "DC1"),
+        ("shopify:orders/create:5960412037184:13839205220416", "reserve", "CAP-RED", 1, "DC1"),
+    ]
+    assert result.skipped_without_sku == 1  # the gift-wrapping line
+    first = result[0]
+    assert (first.source, first.reference, first.channel) == ("shopify", "5960412037184", "online")
+    assert first.occurred_at == datetime(2026, 11, 20, 10, 15, tzinfo=timezone.utc)  # -05:00 converted
+
+
+def test_pos_orders_are_till_sales_at_the_orders_location(samples):
+    (sale,) = map_webhook("orders/create", load(samples, "shopify_orders_create_pos.json"), LOCATIONS,
+                          default_location="DC1")
+    assert (sale.type, sale.location, sale.reference, sale.channel, sale.till_id) == (
+        "pos_sale", "STORE-12", "5960412102720", "pos", "4283715")
+
+
+def test_orders_cancelled_releases_what_was_not_fulfilled(samples):
+    result = map_webhook("orders/cancelled", load(samples, "shopify_orders_cancelled.json"), LOCATIONS,
+                         default_location="DC1")
+    assert [(e.type, e.sku, e.quantity, e.location) for e in result] == [
+        ("release", "HOODIE-GRY-XL", 1, "DC1"),
+        ("release", "MUG-CLASSIC", 2, "DC1"),  # 3 ordered, 1 already shipped
+    ]
+    assert result[0].occurred_at == datetime(2026, 11, 20, 14, 30, tzinfo=timezone.utc)
+    assert result[0].event_id == "shopify:orders/cancelled:5960412168256:13839205384256"
+
+
+def test_a_cancelled_pos_order_releases_nothing(samples):
+    payload = load(samples, "shopify_orders_create_pos.json") | {"cancelled_at": "2026-11-20T12:00:00-05:00"}
+    assert map_webhook("orders/cancelled", payload, LOCATIONS, default_location="DC1") == []
+
+
+def test_fulfillments_create_fulfils_at_the_fulfillment_location(samples):
+    result = map_webhook("fulfillments/create", load(samples, "shopify_fulfillments_create.json"), LOCATIONS,
+                         default_location="STORE-7")
+    assert [(e.event_id, e.type, e.sku, e.quantity, e.location, e.reference) for e in result] == [
+        ("shopify:fulfillments/create:4856742658112:13839205187648", "fulfil", "TEE-BLK-M", 2, "DC1", "5960412037184"),
+        ("shopify:fulfillments/create:4856742658112:13839205220416", "fulfil", "CAP-RED", 1, "DC1", "5960412037184"),
+    ]
+
+
+def test_a_fulfillment_that_is_not_a_success_moves_nothing(samples):
+    payload = load(samples, "shopify_fulfillments_create.json") | {"status": "pending"}
+    assert map_webhook("fulfillments/create", payload, LOCATIONS, default_location="DC1") == []
+
+
+def test_refunds_create_returns_restocked_lines_and_releases_cancelled_ones(samples):
+    result = map_webhook("refunds/create", load(samples, "shopify_refunds_create.json"), LOCATIONS,
+                         default_location="DC1")
+    assert [(e.event_id, e.type, e.sku, e.quantity, e.location, e.reference) for e in result] == [
+        ("shopify:refunds/create:938271234624:402391351360", "return", "TEE-BLK-M", 1, "STORE-12", "5960412234816"),
+        # Never shipped: adding it to on hand would count it twice, so the reservation is released.
+        ("shopify:refunds/create:938271234624:402391384128", "release", "CAP-RED", 1, "DC1", "5960412234816"),
+    ]  # the no_restock line gives nothing
+    assert result[0].occurred_at == datetime(2026, 11, 20, 18, 5, 1, tzinfo=timezone.utc)  # processed_at
+
+
+def test_legacy_restock_is_a_return_only_for_shipped_lines(samples):
+    payload = load(samples, "shopify_refunds_create.json")
+    for item in payload["refund_line_items"]:
+        item["restock_type"] = "legacy_restock"
+    types = [(e.sku, e.type) for e in map_webhook("refunds/create", payload, LOCATIONS, default_location="DC1")]
+    assert types == [("TEE-BLK-M", "return"), ("CAP-RED", "release"), ("MUG-CLASSIC", "return")]
+
+
+def test_inventory_levels_update_is_a_level_not_an_event(samples):
+    level = map_webhook("inventory_levels/update", load(samples, "shopify_inventory_levels_update.json"),
+                        LOCATIONS, default_location="DC1")
+    assert level == InventoryLevelUpdate(
+        inventory_item_id=46804215226432,
+        location_id=655441491,
+        available=37,
+        updated_at=datetime(2026, 11, 20, 11, 2, 11, tzinfo=timezone.utc),
+        location="DC1",
+    )
+    elsewhere = map_webhook("inventory_levels/update", load(samples, "shopify_inventory_levels_update.json"),
+                            {}, default_location="DC1")
+    assert elsewhere.location is None
+
+
+def test_retries_of_a_delivery_give_the_same_ids_and_carry_the_event_id(samples):
+    body = (samples / "shopify_orders_create.json").read_bytes()
+    webhook = ShopifyWebhook(topic="orders/create", webhook_id="w-1", shop_domain="x", event_id="e-1")
+    first = map_webhook("orders/create", body, LOCATIONS, default_location="DC1", webhook=webhook)
+    retry = map_webhook("orders/create", json.loads(body), LOCATIONS, default_location="DC1", webhook=webhook)
+    assert list(first) == list(retry)
+    assert {e.correlation_id for e in first} == {"e-1"}
+
+
+def test_location_ids_are_looked_up_as_int_str_or_gid_and_unknown_ones_refused(samples):
+    payload = load(samples, "shopify_fulfillments_create.json")
+    for location_id, expected in [(655441491, "DC1"), (655441492, "STORE-12"), ("655441493", "STORE-7"),
+                                  (None, "DEFAULT")]:
+        result = map_webhook("fulfillments/create", payload | {"location_id": location_id}, LOCATIONS,
+                             default_location="DEFAULT")
+        assert result[0].location == expected
+    with pytest.raises(InvalidEvent, match="fulfillments/create: location 111 is not in the location map"):
+        map_webhook("fulfillments/create", payload | {"location_id": 111}, LOCATIONS, default_location="DC1")
+
+
+def test_topics_we_ignore_and_topics_we_refuse():
+    assert map_webhook("orders/fulfilled", {}, LOCATIONS, default_location="DC1") == []
+    with pytest.raises(InvalidEvent, match="topic 'carts/update' is not handled"):
+        map_webhook("carts/update", {}, LOCATIONS, default_location="DC1")
+
+
+def test_payloads_that_do_not_fit_the_topic_are_refused_with_the_path(samples):
+    payload = load(samples, "shopify_orders_create.json")
+    payload["line_items"][0]["quantity"] = "two"
+    with pytest.raises(InvalidEvent, match=r"orders/create payload: Expected `int`, got `str` - at `\$.line_items\[0\].quantity`"):
+        map_webhook("orders/create", payload, LOCATIONS, default_location="DC1")
+    with pytest.raises(InvalidEvent, match="refunds/create payload: Object missing required field `order_id`"):
+        map_webhook("refunds/create", {"id": 1, "created_at": "2026-11-20T10:00:00Z"}, LOCATIONS,
+                    default_location="DC1")
+    with pytest.raises(InvalidEvent, match="orders/create payload: Input data was truncated"):
+        map_webhook("orders/create", b"{", LOCATIONS, default_location="DC1")
