@@ -157,7 +157,9 @@ class ShopifyWebhook(msgspec.Struct, frozen=True, kw_only=True):
     def from_headers(cls, headers: Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]) -> ShopifyWebhook:
         """From a headers mapping or (name, value) pairs (str or bytes, as ASGI gives them),
         names matched case-insensitively. Raises `InvalidEvent` naming a missing header."""
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        # Mappings and framework header objects (Litestar, Starlette) have items(); ASGI
+        # scopes give a list of (bytes, bytes) pairs.
+        pairs = headers.items() if hasattr(headers, "items") else headers
         found: dict[str, str] = {}
         for name, value in pairs:
             key = (name.decode("latin-1") if isinstance(name, bytes) else name).strip().lower()

@@ -1,7 +1,7 @@
 """A WMS / 3PL drop folder of X12 files (SFTP landing directory), processed file by file.
 
 `process_drop_folder(folder, publish)` scans `folder` for ``*.edi`` / ``*.x12`` files
-(case-insensitive, oldest name first; dot-files and files younger than
+(case-insensitive, in name order; dot-files and files younger than
 `min_age_seconds`, which may still be uploading, are left alone), parses each whole file
 with `adapters.wms.x12.parse_x12`, and:
 

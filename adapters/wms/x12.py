@@ -75,7 +75,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -1042,8 +1042,6 @@ def parse_x12(
     if options is None:
         options = X12Options(location_map=location_map, **option_fields)  # type: ignore[arg-type]
     elif location_map is not None or option_fields:
-        from dataclasses import replace
-
         fields = dict(option_fields)
         if location_map is not None:
             fields["location_map"] = location_map
