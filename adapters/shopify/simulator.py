@@ -2061,7 +2061,13 @@ class SimulatorServer:
     def graphql_url(self, version: str | None = None) -> str:
         return f"{self.base_url}/admin/api/{version or self.config.api_version}/graphql.json"
 
+    def request_stop(self) -> None:
+        """Ask the server to shut down without waiting (see :meth:`stop`)."""
+        if self._server is not None:
+            self._server.should_exit = True
+
     def stop(self, timeout: float = 10.0) -> None:
+        """Shut down and wait for the server thread to end."""
         if self._server is None or self._thread is None:
             return
         self._server.should_exit = True

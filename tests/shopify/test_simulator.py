@@ -14,7 +14,7 @@ import pytest
 from adapters.shopify.gid import item_gid, location_gid, parse_inventory_level_gid
 from adapters.shopify.simulator import FaultConfig
 
-from .conftest import LEVELS_QUERY, entry, eventually, set_input, set_mutation
+from .conftest import HTTP, LEVELS_QUERY, entry, eventually, set_input, set_mutation
 
 
 def _payload(resp: httpx.Response) -> dict:
@@ -40,7 +40,7 @@ def test_wrong_or_missing_token_is_401_with_shopify_error(shop):
 
 def test_bad_version_malformed_body_and_unknown_queries_never_500(shop):
     assert shop.gql("{ shop { name } }", version="latest").status_code == 404
-    r = httpx.post(
+    r = HTTP.post(
         shop.sim.graphql_url(),
         content=b"{not json",
         headers={"X-Shopify-Access-Token": shop.sim.config.access_token},
@@ -459,7 +459,7 @@ def test_throttle_can_answer_429(shop_factory):
 def test_seed_levels_stats_and_faults_endpoints(sim_factory):
     sim = sim_factory()
     url = sim.base_url
-    r = httpx.post(
+    r = HTTP.post(
         f"{url}/_sim/seed",
         json={
             "locations": [{"id": 11, "name": "DC1"}, {"id": 12, "name": "STORE-12"}],
@@ -469,7 +469,7 @@ def test_seed_levels_stats_and_faults_endpoints(sim_factory):
     )
     assert r.status_code == 200, r.text
     assert r.json()["items"] == [item_gid(501)]
-    levels = httpx.get(f"{url}/_sim/levels").json()["levels"]
+    levels = HTTP.get(f"{url}/_sim/levels").json()["levels"]
     assert levels == [
         {
             "inventory_item_id": item_gid(501),
@@ -487,15 +487,15 @@ def test_seed_levels_stats_and_faults_endpoints(sim_factory):
             "incoming": 0,
         }
     ]
-    assert httpx.post(f"{url}/_sim/seed", json={"levels": [{"inventory_item_id": 501, "location_id": 99}]}).status_code == 400
-    r = httpx.post(f"{url}/_sim/faults", json={"latency_ms": 5, "force_throttle": 1})
+    assert HTTP.post(f"{url}/_sim/seed", json={"levels": [{"inventory_item_id": 501, "location_id": 99}]}).status_code == 400
+    r = HTTP.post(f"{url}/_sim/faults", json={"latency_ms": 5, "force_throttle": 1})
     assert r.status_code == 200 and r.json()["latency_ms"] == 5
-    assert httpx.post(f"{url}/_sim/faults", json={"no_such_knob": 1}).status_code == 400
-    assert httpx.post(f"{url}/_sim/faults", json={"error_rate": "lots"}).status_code == 400
-    stats = httpx.get(f"{url}/_sim/stats").json()
+    assert HTTP.post(f"{url}/_sim/faults", json={"no_such_knob": 1}).status_code == 400
+    assert HTTP.post(f"{url}/_sim/faults", json={"error_rate": "lots"}).status_code == 400
+    stats = HTTP.get(f"{url}/_sim/stats").json()
     assert stats["stats"]["calls"] == 0 and stats["plan"] == {"restore_rate": 100.0, "bucket_size": 2000.0}
-    assert httpx.post(f"{url}/_sim/reset").json() == {"reset": True}
-    assert httpx.get(f"{url}/_sim/levels").json() == {"levels": []}
+    assert HTTP.post(f"{url}/_sim/reset").json() == {"reset": True}
+    assert HTTP.get(f"{url}/_sim/levels").json() == {"levels": []}
 
 
 # ------------------------------------------------------------------ webhooks (faults)
@@ -509,7 +509,7 @@ def _verify(received, secret: str) -> None:
 def test_external_change_posts_signed_webhook(shop_factory, webhook_receiver):
     shop = shop_factory(webhook_url=webhook_receiver.url, webhook_secret="s3cret", api_version="2026-04")
     item, loc = shop.items[1], shop.locations[1]
-    r = httpx.post(
+    r = HTTP.post(
         f"{shop.sim.base_url}/_sim/external-change",
         json={"inventory_item_id": item, "location_id": loc, "available": 17},
     )
