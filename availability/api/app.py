@@ -1,0 +1,219 @@
+"""The Litestar app: routes, auth gate, problem+json errors, metrics, lifespan.
+
+- `create_app(runtime)`: an app over a runtime someone else opened (tests, embedding).
+- `create_asgi_app()`: the ASGI factory for uvicorn (`availability serve`, or
+  `uvicorn --factory availability.api.app:create_asgi_app`): reads `Settings` from the
+  environment, opens the runtime in the lifespan (embedded Redis when no URL is given)
+  and runs the background services beside the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, AsyncIterator
+
+from litestar import Litestar
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from availability.api import events, lookups, master, ops, reservations, rules
+from availability.api.context import ApiContext
+from availability.api.metrics import MetricsASGI
+from availability.api.problems import EXCEPTION_HANDLERS
+from availability.api.security import Gate, Principal, ensure_dev_admin_key
+from availability.config import Settings
+
+if TYPE_CHECKING:
+    from availability.bootstrap import Runtime
+
+log = logging.getLogger("availability.api")
+
+API_VERSION = "1.0"
+
+
+def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Litestar:
+    """The API over an open `runtime`.
+
+    `services`: also run the background services in the app's lifespan: every one of
+    `availability.services.SERVICES` that is installed (True), or the named ones.
+    """
+    settings = runtime.settings
+    ctx = ApiContext(settings, runtime)
+    handlers = [
+        *lookups.routes(ctx),
+        *reservations.routes(ctx),
+        *rules.routes(ctx),
+        *master.routes(ctx),
+        *events.routes(ctx),
+        *ops.routes(ctx),
+        *_intake_routes(runtime),
+    ]
+    app = Litestar(
+        route_handlers=handlers,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[
+            DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)
+        ],
+        lifespan=[_lifespan(ctx, services)],
+        openapi_config=OpenAPIConfig(
+            title="Availability API",
+            version=API_VERSION,
+            description=(
+                "Real-time available-to-sell per SKU, channel and location; reservations that never oversell; "
+                "versioned rules with preview. Errors are RFC 9457 application/problem+json. docs/api.md has the "
+                "guide."
+            ),
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="API key"),
+                    "apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header"),
+                }
+            ),
+            security=[{"bearer": []}, {"apiKey": []}],
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+    # Outside routing, so unknown paths and framework errors are timed as well.
+    app.asgi_handler = MetricsASGI(app.asgi_handler, ctx.metrics)
+    app.state.api = ctx
+    return app
+
+
+def _intake_routes(runtime: "Runtime") -> list:
+    """The ingest area's HTTP intake (source formats, Shopify webhooks), when installed.
+
+    Uploads need the `events` scope; the Shopify webhook authenticates by its HMAC instead.
+    """
+    try:
+        from availability.ingest.http import intake_handlers  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("availability.ingest"):
+            return []
+        raise
+    handlers = intake_handlers(runtime)
+    for handler in handlers:
+        if not any(path.startswith("/webhooks/") for path in handler.paths):
+            handler.opt.setdefault("scope", "events")
+    return handlers
+
+
+class ServedApp:
+    """The ASGI app `availability serve` runs: opens the runtime at startup (embedded Redis
+    when no URL is given), builds the API over it, runs the background services, and closes
+    everything at shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app: Litestar | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if self.app is None:  # only reachable when a server skips the lifespan
+            raise RuntimeError("availability API started without its lifespan (use lifespan='on')")
+        await self.app(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        from availability.bootstrap import open_runtime  # noqa: PLC0415
+
+        await receive()  # lifespan.startup
+        started = False
+        try:
+            async with AsyncExitStack() as stack:
+                runtime = await stack.enter_async_context(open_runtime(self.settings))
+                app = create_app(runtime, services=True)
+                await stack.enter_async_context(app.lifespan())
+                self.app = app
+                started = True
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+                self.app = None
+        except Exception as exc:
+            log.exception("API %s failed", "shutdown" if started else "startup")
+            kind = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
+            await send({"type": kind, "message": f"{type(exc).__name__}: {exc}"})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def create_asgi_app() -> ServedApp:
+    """ASGI factory (`uvicorn --factory availability.api.app:create_asgi_app`): settings from the environment."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return ServedApp(Settings())
+
+
+def _lifespan(ctx: ApiContext, services: bool | list[str]):
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            runtime = ctx.runtime
+            await _load_keys(ctx)
+            refresher = asyncio.create_task(_refresh_keys(ctx), name="api-keys-refresh")
+            stack.push_async_callback(_cancel, refresher)
+            await ctx.open_events()
+            stack.push_async_callback(ctx.close_events)
+            if services:
+                await _start_services(ctx, runtime, services, stack)
+            log.info(
+                "API ready: rules v%s, events %s, public_read=%s",
+                runtime.rules.book.version, ctx.events_mode, ctx.settings.public_read,
+            )
+            yield
+
+    return lifespan
+
+
+async def _start_services(ctx: ApiContext, runtime: "Runtime", services: bool | list[str], stack: AsyncExitStack) -> None:
+    from availability.services import build_services  # noqa: PLC0415
+
+    # Other processes (the CLI, other replicas) change rules too: poll for their changes.
+    await runtime.rules.start_background()
+    names = None if services is True else list(services)
+    for service in build_services(runtime, names):
+        await service.start()
+        stack.push_async_callback(service.stop)
+        ctx.services.append(service)
+        if getattr(service, "name", None) == "rules-dirty":
+            ctx.marker = service  # type: ignore[assignment]
+        log.info("service %s started", getattr(service, "name", type(service).__name__))
+
+
+async def _load_keys(ctx: ApiContext) -> None:
+    settings = ctx.settings
+    await ctx.keys.refresh(ctx.runtime.store)
+    if ctx.keys.configured or settings.public_read or not settings.dev_admin_key:
+        return
+    key = ensure_dev_admin_key(settings.data_dir)
+    ctx.keys.add(key, Principal("dev-admin", frozenset({"admin"})))
+    log.warning(
+        "no API key is configured: using the development admin key from %s/dev-admin-key. "
+        "Call with `Authorization: Bearer %s`. Configure AVAILABILITY_API_KEYS (or AVAILABILITY_PUBLIC_READ) "
+        "for anything but local use.",
+        settings.data_dir, key,
+    )
+
+
+async def _refresh_keys(ctx: ApiContext) -> None:
+    while True:
+        await asyncio.sleep(ctx.settings.api_keys_refresh_seconds)
+        try:
+            await ctx.keys.refresh(ctx.runtime.store)
+        except Exception:  # keep the keys we have; retry next tick
+            log.exception("reloading API keys from the rule store failed")
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,82 @@
+"""`availability serve`: the HTTP API and the background services, under uvicorn.
+
+    availability serve [--host H] [--port P] [--workers N] [--access-log]
+
+Host, port and workers default to AVAILABILITY_HOST / _PORT / _WORKERS. Each worker runs
+the API and the background services (expiry sweeper, rules-dirty marker, and the
+consumer and publisher when installed); the services coordinate through Redis.
+
+With no AVAILABILITY_REDIS_URL an embedded redis-server is started here, in the parent,
+and its URL handed to the workers through the environment, so every worker shares one
+Redis whatever the worker count. With more than one worker Prometheus multiprocess mode is
+switched on (a fresh directory under data_dir) so /metrics aggregates every worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from availability.config import Settings
+
+log = logging.getLogger("availability.api")
+
+ASGI_FACTORY = "availability.api.app:create_asgi_app"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the HTTP API with the consumer, publisher and other background services",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="bind address (default AVAILABILITY_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default AVAILABILITY_PORT or 8000)")
+    parser.add_argument("--workers", type=int, help="worker processes (default AVAILABILITY_WORKERS or 1)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    parser.set_defaults(handler=serve)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = max(1, args.workers or settings.workers)
+    embedded = None
+    if not settings.redis_url:
+        from availability.bootstrap import start_embedded_redis  # noqa: PLC0415
+
+        embedded = start_embedded_redis(settings)
+        os.environ["AVAILABILITY_REDIS_URL"] = embedded.url
+    if workers > 1:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_dir(Path(settings.data_dir) / "prometheus-multiproc"))
+    log.info("serving the availability API on http://%s:%s with %d worker(s); docs at /schema", host, port, workers)
+    try:
+        uvicorn.run(
+            ASGI_FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            lifespan="on",
+            access_log=args.access_log,
+            log_level=logging.getLevelName(logging.getLogger().level).lower() if logging.getLogger().level else "info",
+            timeout_graceful_shutdown=15,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _fresh_dir(path: Path) -> Path:
+    # Multiprocess files of a previous run would be summed into this one's counters.
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path

@@ -1,0 +1,79 @@
+"""What the routes share: the runtime (ledger, rule cache, store), keys, limits, metrics.
+
+One `ApiContext` per app. Route handlers are closures over it (built in each routes
+module's `routes(ctx)`), so the hot path reads `ctx.runtime.ledger` and
+`ctx.runtime.rules.book` directly: no per-request dependency injection.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from availability.api.metrics import ApiMetrics
+from availability.api.security import KeyRing, RateLimiter, keyring_from_settings
+from availability.config import Settings
+
+if TYPE_CHECKING:
+    from availability.bootstrap import Runtime
+    from availability.rules.dirtying import RuleChangeMarker
+
+log = logging.getLogger("availability.api")
+
+PUBLISHER_MODULE = "availability.ingest.publisher"
+
+
+class ApiContext:
+    def __init__(self, settings: Settings, runtime: "Runtime | None" = None) -> None:
+        self.settings = settings
+        self._runtime = runtime
+        self.keys: KeyRing = keyring_from_settings(settings)
+        self.limiter = RateLimiter(settings.rate_limit_per_second)
+        self.metrics = ApiMetrics()
+        #: set when the events route publishes to the stream (Settings.events_mode)
+        self.publisher: Any = None
+        self.events_mode: str = "direct"
+        #: the rules-dirty service when this app runs it (for its /metrics gauge)
+        self.marker: "RuleChangeMarker | None" = None
+        self.services: list = []
+
+    @property
+    def runtime(self) -> "Runtime":
+        if self._runtime is None:
+            raise RuntimeError("the API's runtime is opened in the app lifespan; it is not running")
+        return self._runtime
+
+    @runtime.setter
+    def runtime(self, value: "Runtime | None") -> None:
+        self._runtime = value
+
+    async def open_events(self) -> None:
+        """Decide between publishing events to the stream and applying them directly."""
+        mode = self.settings.events_mode
+        if mode == "direct":
+            self.events_mode = "direct"
+            return
+        try:
+            module = importlib.import_module(PUBLISHER_MODULE)
+        except ModuleNotFoundError as exc:
+            if exc.name != PUBLISHER_MODULE or mode == "stream":
+                raise
+            log.info("POST /v1/events applies events directly: %s is not installed", PUBLISHER_MODULE)
+            self.events_mode = "direct"
+            return
+        publisher = module.EventPublisher(self.runtime)
+        start = getattr(publisher, "start", None)
+        if start is not None:
+            await start()
+        self.publisher = publisher
+        self.events_mode = "stream"
+
+    async def close_events(self) -> None:
+        publisher, self.publisher = self.publisher, None
+        if publisher is not None:
+            for name in ("close", "stop"):
+                closer = getattr(publisher, name, None)
+                if closer is not None:
+                    await closer()
+                    break

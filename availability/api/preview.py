@@ -1,0 +1,248 @@
+"""What a proposed rule change would do, computed against the live ledger.
+
+A candidate `RuleBook` is built from the current one with the proposed creates, updates
+and deletes applied (nothing is written). Then every (SKU, location, channel) ATS in scope
+is computed under both books:
+
+- scope: the SKUs the change can affect (`affected_skus`: SKU- and category-scoped rules
+  only touch their SKUs, which are read directly); anything wider SCANs the ledger's stock
+  keys in batches, one pipelined read per batch, up to `limit` SKUs;
+- report: how many values change, units exposed per channel before and after, SKUs whose
+  channel total would drop to zero, and a sample of changed rows.
+
+Both books are fresh copies, so a large preview does not churn the live book's memoised
+lookups that every storefront request relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any, Sequence
+
+import msgspec
+
+from availability.api.schemas import (
+    ChangedValue,
+    ChannelExposure,
+    PreviewReport,
+    ProposedChange,
+    SkuToZero,
+)
+from availability.domain.ats import Buckets, location_availability
+from availability.domain.errors import InvalidRule, UnknownChannel, UnknownLocation, UnknownRule
+from availability.domain.rules import Rule, RuleBook, check_rule
+from availability.ledger.ledger import Ledger
+from availability.rules.dirtying import affected_skus
+
+SCAN_BATCH = 1000
+TO_ZERO_LISTED = 1000
+
+
+def copy_book(book: RuleBook, rules: Sequence[Rule] | None = None) -> RuleBook:
+    return RuleBook(
+        version=book.version,
+        locations=list(book.locations.values()),
+        channels=list(book.channels.values()),
+        rules=list(book.rules if rules is None else rules),
+        sku_categories=book.sku_categories,
+    )
+
+
+def candidate_book(book: RuleBook, changes: Sequence[ProposedChange]) -> tuple[RuleBook, list[Rule], list[int]]:
+    """The book with `changes` applied, the rules as proposed, and the ids deleted.
+
+    New rules get negative ids (-1, -2, ...) so they never collide with stored ones.
+    Raises the store's errors for the same mistakes (unknown rule, location or channel,
+    a rule that cannot mean anything).
+    """
+    rules: dict[int, Rule] = {r.id: r for r in book.rules}
+    proposed: list[Rule] = []
+    deleted: list[int] = []
+    next_new_id = -1
+    for index, change in enumerate(changes):
+        where = f"changes[{index}]: "
+        if change.op == "create":
+            if change.rule is None:
+                raise InvalidRule(f"{where}a create needs `rule`")
+            rule = _build(change.rule.rule_fields(), rule_id=next_new_id, version=1, where=where)
+            next_new_id -= 1
+        else:
+            if change.id is None:
+                raise InvalidRule(f"{where}an {change.op} needs `id`")
+            current = rules.get(change.id)
+            if current is None:
+                raise UnknownRule(f"{where}no live rule {change.id}", rule_id=change.id)
+            if change.op == "delete":
+                del rules[change.id]
+                deleted.append(change.id)
+                continue
+            if change.rule is None:
+                raise InvalidRule(f"{where}an update needs `rule` with the fields to change")
+            fields = msgspec.to_builtins(current) | change.rule.rule_fields()
+            rule = _build(fields, rule_id=current.id, version=current.version + 1, where=where)
+        _check_refs(book, rule, where)
+        rules[rule.id] = rule
+        proposed.append(rule)
+    return copy_book(book, list(rules.values())), proposed, deleted
+
+
+def _build(fields: dict[str, Any], *, rule_id: int, version: int, where: str) -> Rule:
+    data = {k: (None if k in _SELECTORS and v == "" else v) for k, v in fields.items()}
+    data.update(id=rule_id, version=version)
+    if "kind" not in data:
+        raise InvalidRule(f"{where}`kind` is required")
+    try:
+        rule = msgspec.convert(data, Rule)
+    except msgspec.ValidationError as exc:
+        raise InvalidRule(f"{where}{exc}") from None
+    try:
+        return check_rule(rule)
+    except InvalidRule as exc:
+        raise InvalidRule(f"{where}{exc.detail}") from None
+
+
+_SELECTORS = ("sku", "category", "location", "location_group", "channel")
+
+
+def _check_refs(book: RuleBook, rule: Rule, where: str) -> None:
+    if rule.location is not None and rule.location not in book.locations:
+        raise UnknownLocation(f"{where}unknown location {rule.location!r}", location=rule.location)
+    if rule.channel is not None and rule.channel not in book.channels:
+        raise UnknownChannel(f"{where}unknown channel {rule.channel!r}", channel=rule.channel)
+
+
+class _Comparison:
+    """Running totals of before/after ATS over the SKUs read so far."""
+
+    def __init__(self, before: RuleBook, after: RuleBook, sample: int) -> None:
+        self.before = before
+        self.after = after
+        self.sample_size = sample
+        self.skus = 0
+        self.pairs = 0
+        self.compared = 0
+        self.changed = 0
+        self.units_before: dict[str, int] = defaultdict(int)
+        self.units_after: dict[str, int] = defaultdict(int)
+        self.to_zero: list[SkuToZero] = []
+        self.to_zero_count = 0
+        self.sample: list[ChangedValue] = []
+        self._channels_at: dict[str, tuple[str, ...]] = {}
+        for name in before.channels:
+            self.units_before[name] += 0
+            self.units_after[name] += 0
+
+    def channels_at(self, location: str) -> tuple[str, ...]:
+        # A preview changes rules only, never master data: both books sell alike.
+        found = self._channels_at.get(location)
+        if found is None:
+            found = self._channels_at[location] = self.before.channels_at(location)
+        return found
+
+    def add(self, sku: str, stock: dict[str, Buckets]) -> None:
+        self.skus += 1
+        sku_before: dict[str, int] = defaultdict(int)
+        sku_after: dict[str, int] = defaultdict(int)
+        for location, buckets in stock.items():
+            self.pairs += 1
+            for channel in self.channels_at(location):
+                was = _ats(self.before, sku, location, channel, buckets)
+                will = _ats(self.after, sku, location, channel, buckets)
+                self.compared += 1
+                sku_before[channel] += was
+                sku_after[channel] += will
+                if was != will:
+                    self.changed += 1
+                    if len(self.sample) < self.sample_size:
+                        self.sample.append(ChangedValue(sku=sku, location=location, channel=channel, before=was, after=will))
+        for channel, was in sku_before.items():
+            self.units_before[channel] += was
+            self.units_after[channel] += sku_after[channel]
+            if was > 0 and sku_after[channel] == 0:
+                self.to_zero_count += 1
+                if len(self.to_zero) < TO_ZERO_LISTED:
+                    self.to_zero.append(SkuToZero(sku=sku, channel=channel, before=was))
+
+
+def _ats(book: RuleBook, sku: str, location: str, channel: str, buckets: Buckets) -> int:
+    return location_availability(book, sku, location, channel, buckets).ats
+
+
+async def preview(
+    ledger: Ledger, book: RuleBook, changes: Sequence[ProposedChange], *, limit: int, sample: int = 20
+) -> PreviewReport:
+    before = copy_book(book)
+    after, proposed, deleted = candidate_book(book, changes)
+    comparison = _Comparison(before, after, sample)
+    scoped = affected_skus(before, after)
+    if scoped is not None:
+        skus = sorted(scoped)
+        complete = len(skus) <= limit
+        skus = skus[:limit]
+        for start in range(0, len(skus), SCAN_BATCH):
+            chunk = skus[start : start + SCAN_BATCH]
+            for sku, stock in (await ledger.stock_many(chunk)).items():
+                comparison.add(sku, stock)
+            await asyncio.sleep(0)
+    else:
+        complete = await _scan_all(ledger, comparison, limit)
+    return PreviewReport(
+        rules_version=book.version,
+        scope="all" if scoped is None else "skus",
+        complete=complete,
+        skus_scanned=comparison.skus,
+        pairs_scanned=comparison.pairs,
+        values_compared=comparison.compared,
+        values_changed=comparison.changed,
+        channels=[
+            ChannelExposure(channel=name, units_before=was, units_after=comparison.units_after[name],
+                            delta=comparison.units_after[name] - was)
+            for name, was in sorted(comparison.units_before.items())
+        ],
+        skus_to_zero_count=comparison.to_zero_count,
+        skus_to_zero=comparison.to_zero,
+        sample=comparison.sample,
+        proposed=proposed,
+        deleted=deleted,
+    )
+
+
+async def _scan_all(ledger: Ledger, comparison: _Comparison, limit: int) -> bool:
+    """SCAN every stock key (up to `limit` SKUs); True if the scan reached the end."""
+    keys = ledger.keys
+    seen: set[str] = set()
+    cursor: int = 0
+    while True:
+        cursor, found = await ledger.redis.scan(cursor, match=keys.stock_pattern(), count=SCAN_BATCH)
+        skus = []
+        for raw in found:
+            sku = keys.sku_of_stock_key(raw.decode() if isinstance(raw, bytes) else raw)
+            if sku not in seen:
+                seen.add(sku)
+                skus.append(sku)
+        room = limit - comparison.skus
+        truncated = len(skus) > room
+        skus = skus[:room]
+        if skus:
+            for sku, stock in (await ledger.stock_many(skus)).items():
+                comparison.add(sku, stock)
+        if truncated:
+            return False
+        if int(cursor) == 0:
+            return True
+        if comparison.skus >= limit:
+            # Exactly at the limit: complete only if nothing is left to scan.
+            return await _nothing_left(ledger, cursor, seen)
+        await asyncio.sleep(0)
+
+
+async def _nothing_left(ledger: Ledger, cursor: int, seen: set[str]) -> bool:
+    keys = ledger.keys
+    while True:
+        cursor, found = await ledger.redis.scan(cursor, match=keys.stock_pattern(), count=SCAN_BATCH)
+        for raw in found:
+            if keys.sku_of_stock_key(raw.decode() if isinstance(raw, bytes) else raw) not in seen:
+                return False
+        if int(cursor) == 0:
+            return True

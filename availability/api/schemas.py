@@ -1,0 +1,246 @@
+"""Request and response bodies of the HTTP API that are not domain types already.
+
+Availability answers, explanations, reservations, rules, locations and channels are the
+domain's own msgspec structs (availability/domain); this module adds what only the API
+needs: batch envelopes, write bodies with an audit `reason`, preview and event reports.
+Bounds are declared here (msgspec `Meta`) so oversized input is refused while decoding
+and documented in the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from availability.domain.ats import ChannelAvailability
+from availability.domain.rules import Channel, Location, LocationType, Rule, RuleKind
+
+Code = Annotated[str, Meta(min_length=1, max_length=128)]
+Text = Annotated[str, Meta(max_length=2000)]
+Units = Annotated[int, Meta(ge=0, le=1_000_000_000)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
+Priority = Annotated[int, Meta(ge=-1_000_000_000, le=1_000_000_000)]
+Version = Annotated[int, Meta(ge=1, le=2**53)]
+
+
+# --- availability -------------------------------------------------------------------------------
+
+
+class BatchRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    skus: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=10_000)]
+    channel: Code = "online"
+    location: Code | None = None
+    location_group: Code | None = None
+
+
+class BatchAvailability(Struct, kw_only=True):
+    channel: str
+    rules_version: int
+    items: list[ChannelAvailability]
+
+
+class Constant(Struct):
+    """The benchmark's baseline answer (`/bench/constant`): same framework, no Redis, no rules."""
+
+    sku: str
+    channel: str
+    ats: int
+
+
+# --- rules --------------------------------------------------------------------------------------
+
+
+class RuleBody(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Fields of a rule to create, or the fields to change in an update (others are kept).
+
+    A selector set to "" or null is cleared. `expected_version` (or `version`, or an
+    If-Match header) makes an update compare-and-set: a stale one gets 409.
+    """
+
+    kind: RuleKind | UnsetType = UNSET
+    units: Units | UnsetType = UNSET
+    percent: Percent | UnsetType = UNSET
+    sku: Annotated[str, Meta(max_length=128)] | None | UnsetType = UNSET
+    category: Annotated[str, Meta(max_length=128)] | None | UnsetType = UNSET
+    location: Annotated[str, Meta(max_length=128)] | None | UnsetType = UNSET
+    location_group: Annotated[str, Meta(max_length=128)] | None | UnsetType = UNSET
+    channel: Annotated[str, Meta(max_length=128)] | None | UnsetType = UNSET
+    priority: Priority | UnsetType = UNSET
+    note: Text | UnsetType = UNSET
+    version: Version | UnsetType = UNSET
+    expected_version: Version | UnsetType = UNSET
+    #: why (recorded in the rule's history); the X-Change-Reason header is the alternative
+    reason: Text | UnsetType = UNSET
+
+    def rule_fields(self) -> dict[str, Any]:
+        out = {}
+        for name in RULE_FIELD_NAMES:
+            value = getattr(self, name, UNSET)
+            if value is not UNSET:
+                out[name] = value
+        return out
+
+
+RULE_FIELD_NAMES = tuple(f for f in Rule.__struct_fields__ if f not in ("id", "version"))
+
+
+class RollbackBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    to_version: Version
+    expected_version: Version | None = None
+    reason: Text | None = None
+
+
+class ProposedChange(Struct, forbid_unknown_fields=True, kw_only=True):
+    """One change of a what-if: `create` (with `rule`), `update` (`id` and the fields in `rule`), `delete` (`id`)."""
+
+    op: Literal["create", "update", "delete"]
+    id: Annotated[int, Meta(ge=1, le=2**53)] | None = None
+    rule: RuleBody | None = None
+
+
+class PreviewRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+    changes: Annotated[list[ProposedChange], Meta(min_length=1, max_length=100)]
+    #: scan at most this many SKUs (default Settings.preview_default_limit); `complete` says if all were seen
+    limit: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+    #: how many changed values to list in `sample`
+    sample: Annotated[int, Meta(ge=0, le=1000)] = 20
+
+
+class ChannelExposure(Struct, kw_only=True):
+    channel: str
+    units_before: int
+    units_after: int
+    delta: int
+
+
+class ChangedValue(Struct, kw_only=True):
+    sku: str
+    location: str
+    channel: str
+    before: int
+    after: int
+
+
+class SkuToZero(Struct, kw_only=True):
+    sku: str
+    channel: str
+    before: int
+
+
+class PreviewReport(Struct, kw_only=True):
+    rules_version: int
+    #: "skus" when the change names SKUs or categories (only those were read), "all" otherwise
+    scope: Literal["skus", "all"]
+    #: every SKU in scope was compared (false when `limit` stopped the scan)
+    complete: bool
+    skus_scanned: int
+    pairs_scanned: int
+    values_compared: int
+    values_changed: int
+    channels: list[ChannelExposure]
+    skus_to_zero_count: int
+    skus_to_zero: list[SkuToZero]
+    sample: list[ChangedValue]
+    proposed: list[Rule]
+    deleted: list[int]
+
+
+# --- master data --------------------------------------------------------------------------------
+
+
+class LocationBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A location, replacing the stored one. `code` may be left out (the path names it)."""
+
+    code: Code | None = None
+    name: Annotated[str, Meta(max_length=200)] = ""
+    type: LocationType = "warehouse"
+    priority: Priority = 100
+    ships: bool = True
+    pickup: bool = False
+    sells_in_store: bool = False
+    groups: Annotated[list[Code], Meta(max_length=100)] = []
+    active: bool = True
+    reason: Text | None = None
+
+    def to_location(self, code: str) -> dict[str, Any]:
+        data = msgspec.to_builtins(self)
+        data.pop("reason", None)
+        data["code"] = code
+        return data
+
+
+class ChannelBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A channel, replacing the stored one. `locations` null = every active location."""
+
+    name: Code | None = None
+    priority: Priority = 100
+    locations: Annotated[list[Code], Meta(max_length=10_000)] | None = None
+    location_groups: Annotated[list[Code], Meta(max_length=100)] = []
+    description: Text = ""
+    reason: Text | None = None
+
+    def to_channel(self, name: str) -> dict[str, Any]:
+        data = msgspec.to_builtins(self)
+        data.pop("reason", None)
+        data["name"] = name
+        return data
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+class EventOutcome(Struct):
+    event_id: str
+    status: str
+
+
+class EventsAccepted(Struct, kw_only=True):
+    #: "direct": applied to the ledger in this request; "stream": queued for the consumer
+    mode: Literal["direct", "stream"]
+    received: int
+    #: direct mode: each event's ledger status (applied, duplicate, stale_count, ...)
+    results: list[EventOutcome] | None = None
+    #: direct mode: events per status
+    counts: dict[str, int] | None = None
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class Problem(Struct, kw_only=True):
+    """RFC 9457 problem details; some problems add members (`short_lines`, `errors`, ...)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+# --- operations ---------------------------------------------------------------------------------
+
+
+class Health(Struct, kw_only=True):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+__all__ = [
+    "BatchRequest",
+    "BatchAvailability",
+    "Constant",
+    "RuleBody",
+    "RollbackBody",
+    "ProposedChange",
+    "PreviewRequest",
+    "PreviewReport",
+    "LocationBody",
+    "ChannelBody",
+    "EventsAccepted",
+    "Health",
+    "Problem",
+    "Location",
+    "Channel",
+]
