@@ -37,6 +37,11 @@ class Hold:
     def empty(self) -> bool:
         return all(r == 0 and a == 0 for r, a in self.lines.values())
 
+    def compact(self) -> None:
+        # The Lua side stores only non-zero lines, so a line emptied and touched again
+        # moves to the end of the order; mirror that.
+        self.lines = {loc: line for loc, line in self.lines.items() if line[0] or line[1]}
+
 
 @dataclass
 class PairState:
@@ -117,6 +122,13 @@ class LedgerModel:
         return status
 
     def _order_event(self, event: StockEvent, pair: PairState) -> tuple[str, int]:
+        status, d_oh = self._settle_order_event(event, pair)
+        hold = self.holds.get((event.sku, event.reference or ""))
+        if hold is not None:
+            hold.compact()
+        return status, d_oh
+
+    def _settle_order_event(self, event: StockEvent, pair: PairState) -> tuple[str, int]:
         q, etype, loc = event.quantity, event.type, event.location
         hold_key = (event.sku, event.reference or "")
         hold = self.holds.get(hold_key) if event.reference else None
@@ -156,6 +168,21 @@ class LedgerModel:
             from_reserved = min(q - from_allocated, line[0])
             line[0] -= from_reserved
             pair.reserved -= from_reserved
+            # Shipped from elsewhere than it was held: settle the hold at other locations too.
+            rest = q - from_allocated - from_reserved
+            for other, other_line in hold.lines.items():
+                if rest <= 0:
+                    break
+                if other == loc or not (other_line[0] or other_line[1]):
+                    continue
+                other_allocated = min(rest, other_line[1])
+                other_reserved = min(rest - other_allocated, other_line[0])
+                other_line[1] -= other_allocated
+                other_line[0] -= other_reserved
+                rest -= other_allocated + other_reserved
+                other_pair = self.pairs.setdefault((event.sku, other), PairState())
+                other_pair.reserved -= min(other_reserved, other_pair.reserved)
+                other_pair.allocated -= min(other_allocated, other_pair.allocated)
             if hold.empty():
                 hold.state = "F"
         return "applied", d_oh

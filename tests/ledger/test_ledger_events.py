@@ -84,3 +84,14 @@ async def test_many_skus_read_in_one_call(ledger):
     stock = await ledger.stock_many([f"SKU-{i}" for i in range(50)] + ["NEVER-SEEN"])
     assert stock["SKU-49"]["DC1"].on_hand == 50
     assert stock["NEVER-SEEN"] == {}
+
+
+async def test_order_fulfilled_from_another_location_settles_its_hold_there(ledger):
+    # a web order held at the default location DC1, shipped from STORE-1
+    await ledger.apply_batch([event("receipt", location="DC1", quantity=10),
+                              event("receipt", location="STORE-1", quantity=10)])
+    await ledger.apply(event("reserve", location="DC1", quantity=2, reference="web-1", source="shopify"))
+    await ledger.apply(event("fulfil", location="STORE-1", quantity=2, reference="web-1", source="shopify"))
+    stock = await ledger.stock("TEE-BLK-M")
+    assert stock["DC1"] == Buckets(on_hand=10)
+    assert stock["STORE-1"] == Buckets(on_hand=8)

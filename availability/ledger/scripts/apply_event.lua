@@ -150,6 +150,27 @@ elseif etype == 'reserve' or etype == 'release' or etype == 'allocate' or etype 
     local r = math.min(q - a, x[1])
     x[1] = x[1] - r
     rs = rs - r
+    -- Shipped from elsewhere than it was held (a web order held at the default location,
+    -- fulfilled from a store): the rest of the hold at other locations is settled too,
+    -- so it does not stay reserved there forever.
+    local rest = q - a - r
+    for _, other in ipairs(h.order) do
+      if rest <= 0 then break end
+      local y = h.lines[other]
+      if other ~= loc and (y[1] > 0 or y[2] > 0) then
+        local oa = math.min(rest, y[2])
+        local orr = math.min(rest - oa, y[1])
+        y[2] = y[2] - oa
+        y[1] = y[1] - orr
+        rest = rest - oa - orr
+        local praw = redis.call('HGET', KEYS[1], other) or '0,0,0,0,0,-1'
+        local p1, p2, p3, p4, p5, p6 = string.match(praw, '^(-?%d+),(%d+),(%d+),(%d+),(%d+),(-?%d+)$')
+        local prs = tonumber(p2) - math.min(orr, tonumber(p2))
+        local pal = tonumber(p3) - math.min(oa, tonumber(p3))
+        redis.call('HSET', KEYS[1], other, table.concat({p1, prs, pal, p4, p5, p6}, ','))
+        redis.call('ZADD', KEYS[5], 'NX', now, sku .. '|' .. other)
+      end
+    end
     if hold_empty(h) then h.state = 'F' end
     save_hold(h)
   end
