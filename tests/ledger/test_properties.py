@@ -3,6 +3,7 @@ real Lua ledger and through the plain-Python oracle (availability/domain/ledger_
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import timedelta
 
@@ -54,7 +55,7 @@ def fresh_ledger(redis_client) -> Ledger:
     return Ledger(redis_client, keys=KeyLayout(f"p{uuid.uuid4().hex[:10]}"))
 
 
-PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(max_examples=int(os.environ.get("AVAILABILITY_PROPERTY_EXAMPLES", "80")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @PROPERTY_SETTINGS
