@@ -27,6 +27,7 @@ from availability.api.schemas import (
     ChannelExposure,
     PreviewReport,
     ProposedChange,
+    RuleView,
     SkuToZero,
 )
 from availability.domain.ats import Buckets, location_availability
@@ -203,7 +204,7 @@ async def preview(
         skus_to_zero_count=comparison.to_zero_count,
         skus_to_zero=comparison.to_zero,
         sample=comparison.sample,
-        proposed=proposed,
+        proposed=[RuleView.of(rule) for rule in proposed],
         deleted=deleted,
     )
 

@@ -16,7 +16,7 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 from availability.api.context import ApiContext
 from availability.api.preview import preview
 from availability.api.problems import InvalidInput, problem_responses
-from availability.api.schemas import PreviewReport, PreviewRequest, RollbackBody, RuleBody
+from availability.api.schemas import PreviewReport, PreviewRequest, RollbackBody, RuleBody, RuleView
 from availability.api.security import principal_of
 from availability.domain.rules import RULE_KINDS, Rule
 from availability.rules.store import RuleChange
@@ -70,25 +70,25 @@ def routes(ctx: ApiContext) -> list:
     async def list_rules(
         kind: Annotated[str | None, QueryParameter(description=f"one of {', '.join(RULE_KINDS)}", max_length=64)] = None,
         include_deleted: Annotated[bool, QueryParameter(description="also deleted rules")] = False,
-    ) -> list[Rule]:
+    ) -> list[RuleView]:
         if kind is not None and kind not in RULE_KINDS:
             raise InvalidInput(f"unknown rule kind {kind!r}: one of {', '.join(RULE_KINDS)}")
-        return await store().list_rules(kind=kind, include_deleted=include_deleted)
+        return [RuleView.of(r) for r in await store().list_rules(kind=kind, include_deleted=include_deleted)]
 
     @get("/v1/rules/{rule_id:int}", opt=READ, tags=["rules"], summary="One rule (ETag = its version)",
          responses=problem_responses(401, 403, 404, 429))
-    async def get_rule(rule_id: RuleId) -> Response[Rule]:
+    async def get_rule(rule_id: RuleId) -> Response[RuleView]:
         rule = await store().get_rule(rule_id)
-        return Response(rule, headers=etag(rule))
+        return Response(RuleView.of(rule), headers=etag(rule))
 
     @post("/v1/rules", opt=RULES, status_code=201, tags=["rules"], summary="Create a rule (version 1)",
           responses=WRITE_PROBLEMS)
-    async def create_rule(data: JSONBody[RuleBody], request: Request, x_change_reason: Reason = None) -> Response[Rule]:
+    async def create_rule(data: JSONBody[RuleBody], request: Request, x_change_reason: Reason = None) -> Response[RuleView]:
         rule = await store().create_rule(
             data.rule_fields(), actor=principal_of(request.scope).name, reason=_reason(data.reason, x_change_reason)
         )
         await changed()
-        return Response(rule, status_code=201, headers={**etag(rule), "Location": f"/v1/rules/{rule.id}"})
+        return Response(RuleView.of(rule), status_code=201, headers={**etag(rule), "Location": f"/v1/rules/{rule.id}"})
 
     @route(
         "/v1/rules/{rule_id:int}",
@@ -101,7 +101,7 @@ def routes(ctx: ApiContext) -> list:
     )
     async def update_rule(
         rule_id: RuleId, data: JSONBody[RuleBody], request: Request, if_match: IfMatch = None, x_change_reason: Reason = None
-    ) -> Response[Rule]:
+    ) -> Response[RuleView]:
         version = expected(
             data.expected_version or None, data.version or None, version_from_if_match(if_match)
         )
@@ -113,7 +113,7 @@ def routes(ctx: ApiContext) -> list:
             reason=_reason(data.reason, x_change_reason),
         )
         await changed()
-        return Response(rule, headers=etag(rule))
+        return Response(RuleView.of(rule), headers=etag(rule))
 
     @delete("/v1/rules/{rule_id:int}", opt=RULES, tags=["rules"], summary="Delete a rule (kept in history)",
             responses=WRITE_PROBLEMS)
@@ -142,7 +142,7 @@ def routes(ctx: ApiContext) -> list:
           summary="Make an earlier version current again (as a new version)", responses=WRITE_PROBLEMS)
     async def rollback_rule(
         rule_id: RuleId, data: JSONBody[RollbackBody], request: Request, if_match: IfMatch = None, x_change_reason: Reason = None
-    ) -> Response[Rule]:
+    ) -> Response[RuleView]:
         rule = await store().rollback_rule(
             rule_id,
             data.to_version,
@@ -151,7 +151,7 @@ def routes(ctx: ApiContext) -> list:
             reason=_reason(data.reason, x_change_reason),
         )
         await changed()
-        return Response(rule, headers=etag(rule))
+        return Response(RuleView.of(rule), headers=etag(rule))
 
     @post(
         "/v1/rules/preview",

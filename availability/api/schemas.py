@@ -83,6 +83,27 @@ class RuleBody(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=T
         return out
 
 
+class RuleView(Struct, kw_only=True):
+    """A rule as the API shows it: every field, defaults included (the domain struct omits them)."""
+
+    id: int
+    kind: RuleKind
+    units: int
+    percent: float
+    sku: str | None
+    category: str | None
+    location: str | None
+    location_group: str | None
+    channel: str | None
+    priority: int
+    version: int
+    note: str
+
+    @classmethod
+    def of(cls, rule: Rule) -> "RuleView":
+        return cls(**msgspec.structs.asdict(rule))
+
+
 RULE_FIELD_NAMES = tuple(f for f in Rule.__struct_fields__ if f not in ("id", "version"))
 
 
@@ -143,7 +164,7 @@ class PreviewReport(Struct, kw_only=True):
     skus_to_zero_count: int
     skus_to_zero: list[SkuToZero]
     sample: list[ChangedValue]
-    proposed: list[Rule]
+    proposed: list[RuleView]
     deleted: list[int]
 
 
@@ -196,7 +217,7 @@ class EventOutcome(Struct):
     status: str
 
 
-class EventsAccepted(Struct, kw_only=True):
+class EventsAccepted(Struct, kw_only=True, omit_defaults=True):
     #: "direct": applied to the ledger in this request; "stream": queued for the consumer
     mode: Literal["direct", "stream"]
     received: int

@@ -88,7 +88,7 @@ class Api:
 @pytest.fixture
 def make_api(redis_url, key_prefix, tmp_path):
     @asynccontextmanager
-    async def factory(*, key: str | None = ADMIN, **overrides):
+    async def factory(*, key: str | None = ADMIN, services: bool | list[str] = False, **overrides):
         fields: dict[str, Any] = dict(
             redis_url=redis_url,
             key_prefix=key_prefix,
@@ -101,7 +101,7 @@ def make_api(redis_url, key_prefix, tmp_path):
         fields.update(overrides)
         settings = Settings(_env_file=None, **fields)
         async with open_runtime(settings) as runtime:
-            app = create_app(runtime)
+            app = create_app(runtime, services=services)
             async with Lifespan(app):
                 transport = httpx.ASGITransport(app=app)
                 headers = bearer(key) if key else {}

@@ -55,8 +55,13 @@ async def test_unknown_sku_is_zero_but_unknown_channel_is_404(api):
     problem = resp.json()
     assert problem["type"].endswith(":unknown-channel") and problem["status"] == 404 and problem["channel"] == "marketplace"
 
-    resp = await c.get("/v1/availability/TEE", params={"location": "MARS"})
+    resp = await c.get("/v1/availability/TEE", params={"channel": "pos", "location": "MARS"})
     assert resp.status_code == 404 and resp.json()["type"].endswith(":unknown-location")
+    resp = await c.get("/v1/availability/TEE", params={"channel": "pos", "location_group": "south"})
+    assert resp.status_code == 404
+    # online sells from every location, listed or not yet: an unlisted code is a fair question
+    resp = await c.get("/v1/availability/TEE", params={"location": "MARS"})
+    assert resp.status_code == 200 and resp.json()["ats"] == 0
     resp = await c.get("/v1/availability/BAD|SKU")
     assert resp.status_code == 422 and resp.headers["content-type"].startswith(PROBLEM)
 

@@ -1,0 +1,46 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from tests.api.conftest import receipt
+
+
+async def test_live_and_ready(api):
+    assert (await api.client.get("/health/live")).json() == {"status": "ok", "checks": {}}
+    ready = await api.client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"redis": "ok", "rule_store": "ok", "ledger_scripts": "ok"}
+
+
+async def test_ready_is_503_when_a_dependency_fails(api, monkeypatch):
+    async def unreachable():
+        raise OSError("database is unreachable")
+
+    monkeypatch.setattr(api.runtime.store, "version", unreachable)
+    resp = await api.client.get("/health/ready")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["status"] == "unavailable" and body["checks"]["rule_store"].startswith("error")
+    assert body["checks"]["redis"] == "ok"
+
+
+async def test_metrics_has_latency_per_route_template_and_ledger_gauges(api):
+    await api.seed(receipt("M", "DC1", 3))
+    await api.client.get("/v1/availability/M")
+    await api.client.get("/v1/availability/N")
+    await api.client.get("/v1/availability/M", params={"channel": "nope"})
+    await api.client.post(
+        "/v1/reservations",
+        json={"reservation_id": "m-1", "channel": "online", "lines": [{"sku": "M", "quantity": 1}], "ttl_seconds": 60},
+    )
+    resp = await api.client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    text = resp.text
+    route = 'route="/v1/availability/{sku}"'
+    assert f'availability_http_request_duration_seconds_count{{method="GET",{route},status="200"}} 2.0' in text
+    assert f'availability_http_request_duration_seconds_count{{method="GET",{route},status="404"}} 1.0' in text
+    assert f'availability_http_request_duration_seconds_bucket{{le="0.0001",method="GET",{route},status="200"}}' in text
+    assert 'availability_api_reservations_total{outcome="held"} 1.0' in text
+    assert "availability_reservations_pending_expiry 1.0" in text
+    assert f"availability_rules_version {float(api.runtime.rules.book.version)}" in text
+    assert "availability_dirty_pairs 1.0" in text  # M|DC1 from the receipt and the hold
