@@ -1,0 +1,273 @@
+"""CLI of the sync flows (thin: parse, call one function, print).
+
+    availability publish                                  run the Shopify publisher alone
+    availability shopify status                           pending marks, outbox, dead letters, unmapped
+    availability shopify resync [--dry-run] [--sku S]...  compare every mapped level with ATS and repair
+    availability shopify import-mappings PATH             SKU -> item and (channel, location) -> location GIDs
+    availability shopify unmapped [--scan] [--limit N]    SKUs with stock changes but no item mapping
+    availability shopify dlq list [--limit N]             dead-lettered pushes with their reasons
+    availability shopify dlq replay (ID... | --all)       push them again (Shopify's value read first)
+    availability sim shopify [--port 8765 --plan ...]     the local Shopify Admin API simulator
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
+from availability.config import Settings
+
+
+def register(sub) -> None:
+    p = sub.add_parser("publish", help="run the Shopify publisher (push, outbox recovery, drift repair) alone")
+    p.set_defaults(handler=lambda args, settings: asyncio.run(run_publish(args, settings)))
+
+    shopify = sub.add_parser("shopify", help="Shopify inventory push tools: resync, mappings, unmapped, dead letters")
+    ssub = shopify.add_subparsers(dest="shopify_command", metavar="ACTION")
+    shopify.set_defaults(handler=lambda args, settings: _help(shopify))
+
+    p = ssub.add_parser("status", help="pending marks, outbox, dead letters and unmapped SKUs (JSON)")
+    p.set_defaults(handler=lambda args, settings: asyncio.run(show_status(args, settings)))
+
+    p = ssub.add_parser("resync", help="read every mapped Shopify level back, compare with ATS, repair differences")
+    p.add_argument("--dry-run", action="store_true", help="only print the differences")
+    p.add_argument("--sku", action="append", default=None, help="only this SKU (repeatable)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the repairs to be pushed")
+    p.set_defaults(handler=lambda args, settings: asyncio.run(resync(args, settings)))
+
+    p = ssub.add_parser("import-mappings", help="import Shopify mappings from a .csv or .json file")
+    p.add_argument("path")
+    p.add_argument("--actor", default="cli")
+    p.add_argument("--reason", default="import-mappings")
+    p.set_defaults(handler=lambda args, settings: asyncio.run(import_mappings(args, settings)))
+
+    p = ssub.add_parser("unmapped", help="SKUs whose stock changed but that have no InventoryItem mapping")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--scan", action="store_true", help="scan the whole ledger instead of the SKUs seen by the publisher")
+    p.set_defaults(handler=lambda args, settings: asyncio.run(list_unmapped(args, settings)))
+
+    dlq = ssub.add_parser("dlq", help="dead-lettered pushes: list, replay")
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION")
+    dlq.set_defaults(handler=lambda args, settings: _help(dlq))
+    p = dsub.add_parser("list", help="dead letters, oldest first (JSON lines)")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(handler=lambda args, settings: asyncio.run(dlq_list(args, settings)))
+    p = dsub.add_parser("replay", help="unpark dead-lettered levels and push them again")
+    p.add_argument("ids", nargs="*", help="dead letter ids (see `dlq list`)")
+    p.add_argument("--all", action="store_true", help="replay every dead letter")
+    p.set_defaults(handler=lambda args, settings: asyncio.run(dlq_replay(args, settings)))
+
+    _register_sim(sub)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+def _register_sim(sub) -> None:
+    """`availability sim shopify`. Another area may own `sim` (other simulators): join it."""
+    existing = sub.choices.get("sim") if hasattr(sub, "choices") else None
+    if existing is None:
+        existing = sub.add_parser("sim", help="local simulators of outside systems")
+        existing.set_defaults(handler=lambda args, settings: _help(existing))
+    actions = [a for a in existing._actions if isinstance(a, argparse._SubParsersAction)]
+    sims = actions[0] if actions else existing.add_subparsers(dest="sim_command", metavar="SYSTEM")
+    if "shopify" in sims.choices:
+        return
+    from adapters.shopify.simulator import PLANS, SimulatorConfig  # noqa: PLC0415
+
+    defaults = SimulatorConfig()
+    p = sims.add_parser("shopify", help="the Shopify GraphQL Admin API simulator (cost-based rate limits, faults, webhooks)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--plan", choices=sorted(PLANS), default="standard", help="rate-limit plan (standard = 100 points/s)")
+    p.add_argument("--restore-rate", type=float, default=None, help="points/s (overrides --plan)")
+    p.add_argument("--bucket-size", type=float, default=None, help="bucket size (overrides --plan)")
+    p.add_argument("--token", default=defaults.access_token, help="accepted X-Shopify-Access-Token")
+    p.add_argument("--api-version", default=defaults.api_version, help="version announced in webhooks")
+    p.add_argument("--shop-domain", default=defaults.shop_domain)
+    p.add_argument("--throttle-status", type=int, choices=[200, 429], default=200)
+    p.add_argument("--webhook-url", default=None, help="where inventory_levels/update webhooks go")
+    p.add_argument("--webhook-secret", default=defaults.webhook_secret)
+    p.add_argument("--no-echo-api-writes", action="store_true", help="do not announce the app's own writes")
+    p.add_argument("--seed-items", type=int, default=0, help="seed N items stocked at every location")
+    p.add_argument("--seed-locations", type=int, default=2)
+    p.add_argument("--initial-available", type=int, default=10)
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 5xx")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--latency-jitter-ms", type=float, default=0.0)
+    p.add_argument("--timeout-rate", type=float, default=0.0, help="share of answers held back (applied, answer lost)")
+    p.add_argument("--timeout-s", type=float, default=30.0)
+    p.add_argument("--external-writer-interval", type=float, default=0.0, help="seconds between external changes")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed for faults")
+    p.set_defaults(handler=run_sim_shopify)
+
+
+def run_sim_shopify(args, settings: Settings) -> int:
+    from adapters.shopify.simulator import config_from_args, run_simulator  # noqa: PLC0415
+
+    run_simulator(args.host, args.port, config_from_args(args))
+    return 0
+
+
+# --- handlers -------------------------------------------------------------------------------------
+
+
+def _print(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=False, default=str))
+
+
+async def run_publish(args, settings: Settings) -> int:
+    from availability.bootstrap import open_runtime  # noqa: PLC0415
+    from availability.flows.service import PublisherService, shopify_configured  # noqa: PLC0415
+
+    if not shopify_configured(settings):
+        print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(settings) as runtime:
+        service = PublisherService(runtime)
+        await service.start()
+        print(f"publishing to {settings.shopify_url}; Ctrl-C stops", file=sys.stderr, flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await service.stop()
+    return 0
+
+
+async def show_status(args, settings: Settings) -> int:
+    from availability.bootstrap import open_runtime  # noqa: PLC0415
+    from availability.flows.service import build_publisher  # noqa: PLC0415
+
+    async with open_runtime(settings) as runtime:
+        publisher = build_publisher(runtime)
+        try:
+            marks, urgent = await publisher.queue.pending()
+            oldest = await publisher.queue.oldest_ms()
+            outbox = await publisher.outbox.messages()
+            _print(
+                {
+                    "shopify_url": settings.shopify_url,
+                    "pending_marks": marks,
+                    "urgent_marks": urgent,
+                    "oldest_mark_ms": oldest,
+                    "outbox": [{"id": o.id, "key": o.idempotency_key, "attempts": o.attempts, "owner": o.owner,
+                                "last_error": o.last_error} for o in outbox],
+                    "dead_letters": await publisher.dlq.size(),
+                    "parked_levels": len(await publisher.state.parked_all()),
+                    "unmapped_skus": await publisher.state.unmapped_count(),
+                }
+            )
+        finally:
+            await publisher.client.aclose()
+    return 0
+
+
+async def resync(args, settings: Settings) -> int:
+    from availability.bootstrap import open_runtime  # noqa: PLC0415
+    from availability.flows.service import build_publisher, build_repairer, shopify_configured  # noqa: PLC0415
+
+    if not shopify_configured(settings):
+        print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
+        return 2
+    async with open_runtime(settings) as runtime:
+        publisher = build_publisher(runtime)
+        try:
+            await publisher.refresh_mappings(force=True)
+            repairer = build_repairer(publisher, settings)
+            result = await repairer.resync(skus=args.sku, dry_run=args.dry_run, timeout=args.timeout)
+            result["dry_run"] = args.dry_run
+            _print(result)
+        finally:
+            await publisher.client.aclose()
+    return 0
+
+
+async def import_mappings(args, settings: Settings) -> int:
+    from availability.bootstrap import open_runtime  # noqa: PLC0415
+    from availability.rules.errors import InvalidMasterData  # noqa: PLC0415
+    from availability.domain.errors import AvailabilityError  # noqa: PLC0415
+
+    async with open_runtime(settings) as runtime:
+        try:
+            changed = await runtime.store.import_mappings_file(args.path, actor=args.actor, reason=args.reason)
+        except (InvalidMasterData, AvailabilityError, OSError) as exc:
+            print(f"{args.path}: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
+            return 1
+        _print({"changed": changed, "store_version": await runtime.store.version()})
+    return 0
+
+
+async def list_unmapped(args, settings: Settings) -> int:
+    from availability.bootstrap import open_runtime  # noqa: PLC0415
+    from availability.flows.state import PushKeys, PushState  # noqa: PLC0415
+    from availability.flows.machinery import Scripts  # noqa: PLC0415
+
+    async with open_runtime(settings) as runtime:
+        items = await runtime.store.item_mappings()
+        if args.scan:
+            skus = []
+            cursor = 0
+            keys = runtime.ledger.keys
+            while True:
+                cursor, found = await runtime.redis.scan(cursor, match=keys.stock_pattern(), count=5000)
+                for k in found:
+                    sku = keys.sku_of_stock_key(k.decode() if isinstance(k, bytes) else k)
+                    if sku not in items:
+                        skus.append(sku)
+                if int(cursor) == 0:
+                    break
+            skus = sorted(set(skus))
+            _print({"unmapped": len(skus), "skus": skus[: args.limit] if args.limit > 0 else skus})
+            return 0
+        state = PushState(runtime.redis, PushKeys(settings.key_prefix), Scripts(runtime.redis))
+        seen = [(sku, at) for sku, at in await state.unmapped(limit=0) if sku not in items]
+        _print(
+            {
+                "unmapped": len(seen),
+                "skus": [{"sku": sku, "last_seen_ms": at} for sku, at in seen[: args.limit if args.limit > 0 else None]],
+            }
+        )
+    return 0
+
+
+async def dlq_list(args, settings: Settings) -> int:
+    from availability.bootstrap import open_runtime  # noqa: PLC0415
+    from availability.flows.machinery import DeadLetterQueue  # noqa: PLC0415
+    from availability.flows.state import PushKeys  # noqa: PLC0415
+
+    import msgspec  # noqa: PLC0415
+
+    async with open_runtime(settings) as runtime:
+        dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix).dlq)
+        print(json.dumps({"dead_letters": await dlq.size()}), file=sys.stderr)
+        for letter in await dlq.list(0, args.limit):
+            print(msgspec.json.encode(letter).decode())
+    return 0
+
+
+async def dlq_replay(args, settings: Settings) -> int:
+    from availability.bootstrap import open_runtime  # noqa: PLC0415
+    from availability.flows.service import build_publisher  # noqa: PLC0415
+
+    if not args.ids and not args.all:
+        print("name dead letter ids, or --all", file=sys.stderr)
+        return 2
+    async with open_runtime(settings) as runtime:
+        publisher = build_publisher(runtime)
+        try:
+            await publisher.refresh_mappings(force=True)
+            replayed = await publisher.replay_dead_letters(None if args.all else args.ids)
+            _print({"replayed": [r.id for r in replayed], "left": await publisher.dlq.size()})
+        finally:
+            await publisher.client.aclose()
+    return 0

@@ -1,0 +1,419 @@
+"""Drift repair: making Shopify equal ATS again when it moved behind our back.
+
+Three ways in, one way out:
+
+- **webhooks**: `inventory_levels/update` bodies that ingestion puts on the Redis stream
+  `{prefix}:shopify:levels` are read with a consumer group (`shopify-drift`). A level whose
+  `available` differs from the last value we know Shopify holds is an external change
+  (an admin edit, another app); newer than what we know, it becomes the known value, and
+  if it differs from ATS the level is flagged urgent, so the publisher pushes ATS with the
+  webhook's value as the compare value. Our own writes come back as webhooks too (Shopify
+  announces them); they equal the known value and are ignored.
+- **periodic**: every `shopify_drift_interval_seconds` one process (a Redis lock) reads
+  every mapped level back (paginated, batched, paced so pushes keep priority) and does
+  the same comparison (`DriftRepairer.run_pass`).
+- **resync** (`availability shopify resync [--dry-run]`): the same pass on demand, for the
+  whole catalogue or some SKUs; `--dry-run` only reports the differences.
+
+The way out is always the publisher: a repair is a known value plus an urgent mark, so it
+goes through the same leases, compare-and-set, outbox and retries as every other push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from adapters.shopify.client import ShopifyTransientError
+from adapters.shopify.gid import GidError, item_gid, location_gid
+from availability.flows import metrics as m
+from availability.flows.machinery import Backoff, GiveUp, _s, now_ms, retry_transient
+from availability.flows.mappings import LevelKey, level_value
+
+if TYPE_CHECKING:
+    from availability.flows.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+GROUP = "shopify-drift"
+
+
+# --- webhook entries ----------------------------------------------------------------------------
+
+
+class LevelUpdate(msgspec.Struct, frozen=True):
+    """Shopify's view of one level, from an inventory_levels/update webhook."""
+
+    item: str
+    location: str
+    available: int | None
+    updated_ms: int | None
+
+
+def _as_gid(value: Any, kind: str) -> str:
+    if isinstance(value, str) and value.startswith("gid://"):
+        return value
+    return item_gid(value) if kind == "InventoryItem" else location_gid(value)
+
+
+def _to_ms(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    try:
+        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def parse_level_entry(fields: dict[Any, Any]) -> LevelUpdate:
+    """A stream entry of `{prefix}:shopify:levels` -> `LevelUpdate`. Raises ValueError.
+
+    Accepted shapes (whatever the webhook intake writes): a JSON document in one of the
+    fields `level`, `payload`, `body`, `data`, `event` (the webhook body, or ingestion's
+    `InventoryLevelUpdate`), or the body's keys as flat fields. Item and location are the
+    numeric ids Shopify sends or GIDs.
+    """
+    decoded = {_s(k): v for k, v in fields.items()}
+    doc: Any = None
+    for name in ("level", "payload", "body", "data", "event"):
+        if name in decoded:
+            try:
+                doc = msgspec.json.decode(decoded[name])
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"field {name!r} is not JSON: {exc}") from None
+            break
+    if doc is None:
+        doc = {k: _s(v) for k, v in decoded.items()}
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    try:
+        item = _as_gid(doc["inventory_item_id"], "InventoryItem")
+        location = _as_gid(doc["location_id"], "Location")
+    except KeyError as exc:
+        raise ValueError(f"missing {exc.args[0]!r}") from None
+    except GidError as exc:
+        raise ValueError(str(exc)) from None
+    available = doc.get("available")
+    if available in (None, "", "None", "null"):
+        available = None
+    else:
+        try:
+            available = int(available)
+        except (TypeError, ValueError):
+            raise ValueError(f"available {available!r} is not a number") from None
+    return LevelUpdate(item, location, available, _to_ms(doc.get("updated_at")))
+
+
+# --- the repairer -------------------------------------------------------------------------------
+
+
+@dataclass
+class Difference:
+    sku: str
+    item: str
+    location: str
+    shopify: int | None
+    ats: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sku": self.sku, "item": self.item, "location": self.location, "shopify": self.shopify, "ats": self.ats}
+
+
+@dataclass
+class DriftReport:
+    source: str
+    skus: int = 0
+    levels: int = 0
+    equal: int = 0
+    different: list[Difference] = field(default_factory=list)
+    missing: list[Difference] = field(default_factory=list)
+    skipped_in_flight: int = 0
+    read_calls: int = 0
+    points: float = 0.0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "skus": self.skus,
+            "levels": self.levels,
+            "equal": self.equal,
+            "different": len(self.different),
+            "not_stocked_in_shopify": len(self.missing),
+            "skipped_in_flight": self.skipped_in_flight,
+            "read_calls": self.read_calls,
+            "points": self.points,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class DriftRepairer:
+    """Compares Shopify with ATS and hands differences to the publisher."""
+
+    def __init__(
+        self,
+        publisher: "Publisher",
+        *,
+        interval_s: float = 900.0,
+        chunk_skus: int = 50,
+        push_reserve: float = 0.5,
+        consumer: str | None = None,
+        block_ms: int = 1000,
+    ) -> None:
+        self.publisher = publisher
+        self.redis = publisher.redis
+        self.keys = publisher.keys
+        self.interval_s = interval_s
+        self.chunk_skus = chunk_skus
+        #: a periodic pass waits while the bucket is below this share of its size
+        self.push_reserve = push_reserve
+        self.consumer = consumer or publisher.owner
+        self.block_ms = block_ms
+        self.webhooks_seen = 0
+        self.webhook_drift = 0
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, *, webhooks: bool = True, periodic: bool = True) -> None:
+        self._stopping = False
+        if webhooks:
+            self._tasks.append(asyncio.create_task(self._webhook_loop(), name="shopify-drift-webhooks"))
+        if periodic and self.interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._periodic_loop(), name="shopify-drift-periodic"))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    # --- webhooks ----------------------------------------------------------------------------
+
+    async def _ensure_group(self) -> None:
+        try:
+            # From the start of what the stream retains: a repair is idempotent, and an
+            # update older than what we know is recognised and skipped.
+            await self.redis.xgroup_create(self.keys.levels_stream, GROUP, id="0", mkstream=True)
+        except Exception as exc:  # BUSYGROUP: exists already
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _webhook_loop(self) -> None:
+        await self._ensure_group()
+        last_claim = 0.0
+        while not self._stopping:
+            try:
+                if time.monotonic() - last_claim > 30:
+                    last_claim = time.monotonic()
+                    await self._claim_abandoned()
+                reply = await self.redis.xreadgroup(
+                    GROUP, self.consumer, {self.keys.levels_stream: ">"}, count=200, block=self.block_ms
+                )
+                for _stream, entries in reply or []:
+                    await self.handle_entries(entries)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading Shopify level webhooks failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _claim_abandoned(self) -> None:
+        """Entries a dead consumer read but never acknowledged."""
+        with contextlib.suppress(Exception):
+            _next, entries, *_ = await self.redis.xautoclaim(
+                self.keys.levels_stream, GROUP, self.consumer, min_idle_time=30_000, start_id="0-0", count=200
+            )
+            if entries:
+                await self.handle_entries(entries)
+
+    async def handle_entries(self, entries: list) -> None:
+        updates: list[LevelUpdate] = []
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if not fields:
+                continue
+            try:
+                updates.append(parse_level_entry(fields))
+            except ValueError as exc:
+                log.warning("skipping Shopify level webhook entry %s: %s", _s(entry_id), exc)
+        if updates:
+            await self.handle_updates(updates)
+        if ids:
+            await self.redis.xack(self.keys.levels_stream, GROUP, *ids)
+
+    async def handle_updates(self, updates: list[LevelUpdate]) -> int:
+        """Compare webhook levels with what we know and ATS; flag repairs. Returns repairs flagged."""
+        publisher = self.publisher
+        await publisher.refresh_mappings()
+        mappings = publisher.mappings
+        assert mappings is not None
+        self.webhooks_seen += len(updates)
+        levels: list[tuple[LevelKey, LevelUpdate]] = []
+        for u in updates:
+            sku = mappings.skus_by_item.get(u.item)
+            if sku is None or u.location not in mappings.rows_of or u.available is None:
+                continue
+            levels.append((LevelKey(sku, u.item, u.location), u))
+        if not levels:
+            return 0
+        known = await publisher.state.known_many([k for k, _ in levels])
+        stamp = now_ms()
+        news: list[tuple[LevelKey, LevelUpdate, int]] = []
+        for key, u in levels:
+            before = known.get(key)
+            # Shopify's clock, bounded by ours: the change happened before we got the webhook.
+            as_of = min(u.updated_ms or stamp, stamp)
+            if before is not None and (before.value == u.available or as_of < before.as_of_ms):
+                continue  # our own write coming back, or older than what we know
+            news.append((key, u, as_of))
+        if not news:
+            return 0
+        stock = await publisher.ledger.stock_many(sorted({k.sku for k, _, _ in news}))
+        book = publisher.rules.book
+        await publisher.state.record_known((k, u.available, as_of, "webhook") for k, u, as_of in news)
+        flagged: list[str] = []
+        for key, u, _as_of in news:
+            ats, _threshold = level_value(book, key.sku, mappings.rows_of.get(key.location, ()), stock[key.sku])
+            if ats != u.available:
+                flagged.extend(mappings.pairs_of(key))
+                self.webhook_drift += 1
+                m.DRIFT_DETECTED.labels("webhook").inc()
+        if flagged:
+            await publisher.queue.flag_urgent(flagged)
+        return len(flagged)
+
+    # --- periodic pass and resync ------------------------------------------------------------
+
+    async def _periodic_loop(self) -> None:
+        while not self._stopping:
+            try:
+                last = await self.redis.get(self.keys.drift_last)
+                due_in = self.interval_s - (now_ms() - int(last or 0)) / 1000.0
+                if due_in > 0:
+                    await asyncio.sleep(min(due_in, 60.0))
+                    continue
+                token = self.consumer
+                if await self.redis.set(self.keys.drift_lock, token, nx=True, px=int(self.interval_s * 1000)):
+                    try:
+                        report = await self.run_pass(source="periodic")
+                        log.info("periodic Shopify drift pass: %s", report.summary())
+                    finally:
+                        await self.redis.set(self.keys.drift_last, now_ms())
+                        with contextlib.suppress(Exception):
+                            if _s(await self.redis.get(self.keys.drift_lock) or b"") == token:
+                                await self.redis.delete(self.keys.drift_lock)
+                else:
+                    await asyncio.sleep(min(self.interval_s, 60.0))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic Shopify drift pass failed; retrying in 60 s")
+                await asyncio.sleep(60.0)
+
+    async def run_pass(
+        self,
+        *,
+        source: str = "resync",
+        skus: list[str] | None = None,
+        dry_run: bool = False,
+        paced: bool = True,
+    ) -> DriftReport:
+        """Read every mapped level of `skus` (default: every mapped SKU) back from Shopify and
+        compare with ATS. Unless `dry_run`, differences become known values + urgent marks."""
+        started = time.monotonic()
+        publisher = self.publisher
+        await publisher.refresh_mappings()
+        mappings = publisher.mappings
+        assert mappings is not None
+        report = DriftReport(source)
+        wanted = sorted(mappings.items) if skus is None else [s for s in skus if s in mappings.items]
+        report.skus = len(wanted)
+        for i in range(0, len(wanted), self.chunk_skus):
+            chunk = wanted[i : i + self.chunk_skus]
+            if paced:
+                await self._wait_for_budget()
+            as_of = now_ms()
+            try:
+                result = await retry_transient(
+                    lambda: publisher.client.read_levels_detailed([mappings.items[s] for s in chunk]),
+                    backoff=Backoff(max_attempts=6),
+                    transient=(ShopifyTransientError,),
+                )
+            except GiveUp as exc:
+                log.warning("drift pass: reading %d SKU(s) failed, skipped: %s", len(chunk), exc)
+                continue
+            report.read_calls += result.calls
+            report.points += result.points
+            m.CALLS.labels("read", "ok").inc(result.calls)
+            in_flight = await publisher.leases.holders(chunk)
+            stock = await publisher.ledger.stock_many(chunk)
+            book = publisher.rules.book
+            record: list[tuple[LevelKey, int, int, str]] = []
+            flagged: list[str] = []
+            for sku in chunk:
+                for key in mappings.all_levels(sku):
+                    report.levels += 1
+                    ats, _ = level_value(book, sku, mappings.rows_of[key.location], stock[sku])
+                    held = result.levels.get((key.item, key.location))
+                    if held is None:
+                        report.missing.append(Difference(sku, key.item, key.location, None, ats))
+                        continue
+                    if sku in in_flight:
+                        report.skipped_in_flight += 1  # a push is settling it right now
+                        continue
+                    if held == ats:
+                        report.equal += 1
+                        record.append((key, held, as_of, "read"))
+                        continue
+                    report.different.append(Difference(sku, key.item, key.location, held, ats))
+                    record.append((key, held, as_of, "drift"))
+                    flagged.extend(mappings.pairs_of(key))
+            if not dry_run:
+                await publisher.state.record_known(record)
+                if flagged:
+                    await publisher.queue.flag_urgent(flagged)
+        if not dry_run and report.different:
+            m.DRIFT_DETECTED.labels(source).inc(len(report.different))
+        report.seconds = time.monotonic() - started
+        return report
+
+    async def _wait_for_budget(self) -> None:
+        """Let pushes keep priority: read only while the bucket is above the reserve share."""
+        governor = self.publisher.client.governor
+        if governor is None or governor.status is None:
+            return
+        floor = governor.status.maximum_available * self.push_reserve
+        while True:
+            available = governor.available_estimate()
+            if available is None or available >= floor:
+                return
+            await asyncio.sleep(min(1.0, (floor - available) / max(1.0, governor.status.restore_rate)))
+
+    async def resync(self, *, skus: list[str] | None = None, dry_run: bool = False, timeout: float = 600.0) -> dict[str, Any]:
+        """The `availability shopify resync` command: a pass, then (unless dry) push the repairs."""
+        report = await self.run_pass(source="resync", skus=skus, dry_run=dry_run, paced=False)
+        out: dict[str, Any] = report.summary()
+        out["differences"] = [d.as_dict() for d in report.different]
+        out["not_stocked_in_shopify"] = [d.as_dict() for d in report.missing]
+        if not dry_run and report.different:
+            before = self.publisher.stats.quantities_pushed
+            drained = await self.publisher.drain(timeout=timeout)
+            out["pushed"] = self.publisher.stats.quantities_pushed - before
+            out["drained"] = drained
+        return out
+

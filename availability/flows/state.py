@@ -1,0 +1,154 @@
+"""What the Shopify push keeps in Redis, beside the ledger.
+
+    {prefix}:{SKU}:shopify       hash  "ITEM_GID|LOCATION_GID" -> "quantity|as_of_ms|source":
+                                       the last value Shopify is known to hold (confirmed by a
+                                       push, read back, or reported by a webhook), newest wins
+    {prefix}:dirty               zset  the ledger's dirty marks ("SKU|LOCATION" -> first-dirty ms)
+    {prefix}:shopify:urgent      zset  marks to push without waiting for the window
+    {prefix}:shopify:inflight    hash  SKU -> "owner|lease_until_ms" (one push of a SKU at a time)
+    {prefix}:shopify:outbox      hash  message id -> outbox message (key + exact variables)
+    {prefix}:shopify:outbox:lease zset message id -> lease_until ms
+    {prefix}:shopify:dlq         list  dead letters (JSON, oldest first)
+    {prefix}:shopify:parked      hash  "SKU|ITEM_GID|LOCATION_GID" -> dead letter id (not pushed until replayed)
+    {prefix}:shopify:unmapped    zset  SKU -> last seen ms (changes with no InventoryItem mapping)
+    {prefix}:shopify:levels      stream inventory_levels/update webhooks (written by ingest)
+    {prefix}:shopify:drift:lock  string one periodic drift pass at a time
+    {prefix}:shopify:drift:last  string when the last periodic pass finished (ms)
+
+The per-SKU hash shares the SKU's `{sku}` hash tag with its ledger keys.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import msgspec
+from redis.asyncio import Redis
+
+from availability.flows.machinery import Scripts, _s, now_ms
+from availability.flows.mappings import LevelKey
+
+
+class PushKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        base = f"{prefix}:shopify"
+        self.base = base
+        self.urgent = f"{base}:urgent"
+        self.leases = f"{base}:inflight"
+        self.dlq = f"{base}:dlq"
+        self.parked = f"{base}:parked"
+        self.unmapped = f"{base}:unmapped"
+        self.levels_stream = f"{base}:levels"
+        self.drift_lock = f"{base}:drift:lock"
+        self.drift_last = f"{base}:drift:last"
+
+    def known(self, sku: str) -> str:
+        return f"{self.prefix}:{{{sku}}}:shopify"
+
+    def mappings_seen(self, version: int) -> str:
+        return f"{self.base}:mappings-seen:{version}"
+
+
+class Known(msgspec.Struct, frozen=True):
+    """What Shopify holds for a level, as of when, and how we learnt it."""
+
+    value: int
+    as_of_ms: int
+    #: push (confirmed by our set), read (read back), stale (read back after a stale CAS),
+    #: webhook (inventory_levels/update), drift (periodic or resync read)
+    source: str
+
+
+def parse_known(raw: bytes | str | None) -> Known | None:
+    if raw is None:
+        return None
+    value, as_of, source = _s(raw).split("|", 2)
+    return Known(int(value), int(as_of), source)
+
+
+class PushState:
+    def __init__(self, redis: Redis, keys: PushKeys, scripts: Scripts) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = scripts
+
+    # --- last known Shopify values -------------------------------------------------------------
+
+    async def known_many(self, levels: Sequence[LevelKey]) -> dict[LevelKey, Known | None]:
+        if not levels:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for key in levels:
+            pipe.hget(self.keys.known(key.sku), key.field)
+        return {key: parse_known(raw) for key, raw in zip(levels, await pipe.execute())}
+
+    async def record_known(self, entries: Iterable[tuple[LevelKey, int, int, str]]) -> int:
+        """Record (level, value, as_of_ms, source) observations; older ones than stored are ignored."""
+        by_sku: dict[str, list] = {}
+        for key, value, as_of, source in entries:
+            by_sku.setdefault(key.sku, []).extend([key.field, int(value), int(as_of), source])
+        if not by_sku:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for sku, args in by_sku.items():
+            await self.scripts.record_known(keys=[self.keys.known(sku)], args=args, client=pipe)
+        return sum(int(n) for n in await pipe.execute())
+
+    async def forget_known(self, levels: Iterable[LevelKey]) -> None:
+        """Drop what we believe Shopify holds (the next push reads it back first)."""
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        for key in levels:
+            pipe.hdel(self.keys.known(key.sku), key.field)
+            n += 1
+        if n:
+            await pipe.execute()
+
+    # --- parked levels (dead-lettered until replayed) ----------------------------------------------
+
+    @staticmethod
+    def parked_field(key: LevelKey) -> str:
+        return f"{key.sku}|{key.field}"
+
+    async def parked(self, levels: Sequence[LevelKey]) -> set[LevelKey]:
+        if not levels:
+            return set()
+        values = await self.redis.hmget(self.keys.parked, [self.parked_field(k) for k in levels])
+        return {k for k, v in zip(levels, values) if v is not None}
+
+    async def park(self, levels: Iterable[LevelKey], letter_id: str) -> None:
+        mapping = {self.parked_field(k): letter_id for k in levels}
+        if mapping:
+            await self.redis.hset(self.keys.parked, mapping=mapping)
+
+    async def unpark(self, levels: Iterable[LevelKey]) -> int:
+        fields = [self.parked_field(k) for k in levels]
+        return int(await self.redis.hdel(self.keys.parked, *fields)) if fields else 0
+
+    async def parked_all(self) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.parked)
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    # --- unmapped SKUs -----------------------------------------------------------------------------
+
+    async def note_unmapped(self, skus: Iterable[str]) -> int:
+        mapping = {sku: now_ms() for sku in skus}
+        if not mapping:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.unmapped, mapping)
+        pipe.zcard(self.keys.unmapped)
+        _added, total = await pipe.execute()
+        return int(total)
+
+    async def unmapped(self, limit: int = 1000) -> list[tuple[str, int]]:
+        rows = await self.redis.zrevrange(self.keys.unmapped, 0, limit - 1 if limit > 0 else -1, withscores=True)
+        return [(_s(sku), int(score)) for sku, score in rows]
+
+    async def unmapped_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.unmapped))
+
+    async def clear_unmapped(self, skus: Iterable[str]) -> int:
+        skus = list(skus)
+        return int(await self.redis.zrem(self.keys.unmapped, *skus)) if skus else 0
