@@ -343,8 +343,9 @@ class DriftRepairer:
         report = DriftReport(source)
         wanted = sorted(mappings.items) if skus is None else [s for s in skus if s in mappings.items]
         report.skus = len(wanted)
-        for i in range(0, len(wanted), self.chunk_skus):
-            chunk = wanted[i : i + self.chunk_skus]
+        step = max(1, min(self.chunk_skus, publisher.read_chunk_items()))
+        for i in range(0, len(wanted), step):
+            chunk = wanted[i : i + step]
             if paced:
                 await self._wait_for_budget()
             as_of = now_ms()

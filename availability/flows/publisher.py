@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, 
 import msgspec
 
 from adapters.shopify.client import (
+    LEVEL_NODE_COST,
     STALE_CODES,
     SetQuantity,
     SetResult,
@@ -660,30 +661,36 @@ class Publisher:
             m.CALLS.labels("read", "throttled" if isinstance(exc, ShopifyThrottled) else "transient").inc()
             m.FLOW_RETRIES.labels(FLOW, "read").inc()
 
-        try:
-            result = await retry_transient(
-                lambda: self.client.read_levels_detailed(items),
-                backoff=self.config.backoff,
-                transient=(ShopifyTransientError,),
-                on_retry=on_retry,
-            )
-        except GiveUp as exc:
-            self.stats.gave_up += 1
-            m.FLOW_GAVE_UP.labels(FLOW).inc()
-            log.warning("reading %d Shopify item(s) back failed: %s", len(items), exc)
-            return None
-        except ShopifyRequestError as exc:
-            m.CALLS.labels("read", "request_error").inc()
-            log.error("reading Shopify levels was refused: %s", exc)
-            return None
-        self.stats.read_calls += result.calls
-        m.CALLS.labels("read", "ok").inc(result.calls)
-        missing = set(result.missing_items)
+        levels: dict[tuple[str, str], int] = {}
+        missing: set[str] = set()
+        size = self.read_chunk_items()
+        for i in range(0, len(items), size):
+            chunk = items[i : i + size]
+            try:
+                result = await retry_transient(
+                    lambda: self.client.read_levels_detailed(chunk),
+                    backoff=self.config.backoff,
+                    transient=(ShopifyTransientError,),
+                    on_retry=on_retry,
+                )
+            except GiveUp as exc:
+                self.stats.gave_up += 1
+                m.FLOW_GAVE_UP.labels(FLOW).inc()
+                log.warning("reading %d Shopify item(s) back failed: %s", len(chunk), exc)
+                return None
+            except ShopifyRequestError as exc:
+                m.CALLS.labels("read", "request_error").inc()
+                log.error("reading Shopify levels was refused: %s", exc)
+                return None
+            self.stats.read_calls += result.calls
+            m.CALLS.labels("read", "ok").inc(result.calls)
+            levels.update(result.levels)
+            missing.update(result.missing_items)
         out: dict[LevelKey, Known] = {}
         dead: list[tuple[Any, str, str]] = []
         by_key = {t.key: t for t in targets or ()}
         for key in keys:
-            value = result.levels.get((key.item, key.location))
+            value = levels.get((key.item, key.location))
             if value is None:
                 if key.item in missing:
                     dead.append((by_key.get(key, key), "INVALID_INVENTORY_ITEM", "Shopify has no such inventory item"))
@@ -697,6 +704,16 @@ class Publisher:
         if dead:
             await self._dead_letter(dead, current_correlation_id.get() or "", 1)
         return out
+
+    def read_chunk_items(self) -> int:
+        """Items per levels read, so one read asks for at most half the bucket (and never
+        more than the per-query cap): a read must never starve pushes or be unaffordable."""
+        per_item = 3 + LEVEL_NODE_COST * self.client.levels_page_size
+        cap = float(self.client.max_query_cost)
+        governor = self.client.governor
+        if governor is not None and governor.status is not None:
+            cap = min(cap, governor.status.maximum_available / 2)
+        return max(1, int(cap // per_item))
 
     # --- outcomes --------------------------------------------------------------------------------
 
@@ -801,8 +818,9 @@ class Publisher:
                 log.exception("Shopify outbox recovery failed; retrying")
 
     async def recover_outbox(self) -> int:
-        """Resend messages a dead worker left in the outbox, with their own key and payload.
-        Their levels are then marked again, so a fresh computation confirms the current truth."""
+        """Resend messages a dead worker left in the outbox, with their own key and payload
+        (so Shopify applies each at most once). Their levels are then marked again and read
+        back first, so a fresh computation settles the current truth."""
         recovered = 0
         for message in await self.outbox.take_over(self.config.lease_ms):
             if message.flow != FLOW:
@@ -831,10 +849,9 @@ class Publisher:
                     await self.outbox.renew(message.id, int(self.config.auth_pause_s * 1000))
                     continue
                 targets = [Target(k, v, 0, pairs, since, message.created_ms) for k, v, since, pairs in levels]
-                if result is not None and result.ok:
-                    await self.state.record_known((t.key, t.value, message.sent_ms, "push") for t in targets)
-                else:
-                    await self.state.forget_known(t.key for t in targets)
+                # Applied now or long ago, the levels may have moved since the worker died:
+                # read them back on the next push rather than trust the message's values.
+                await self.state.forget_known(t.key for t in targets)
                 await self._mark_again(targets)
                 await self.outbox.done(message.id)
                 recovered += 1

@@ -193,3 +193,48 @@ async def shop_factory(ledger, tmp_path):
         await store.close()
     for sim in servers:
         sim.stop()
+
+
+# --- fake webhook intake: what ingestion does with inventory_levels/update ------------------------
+
+
+@dataclass
+class WebhookIntake:
+    url: str
+    received: int = 0
+
+
+@pytest.fixture
+def webhook_intake(redis_url, key_prefix):
+    """An HTTP endpoint that puts every webhook body on `{prefix}:shopify:levels`, as the
+    ingestion side does (acknowledge fast, process from the stream)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(redis_url)
+    stream = f"{key_prefix}:shopify:levels"
+    intake = WebhookIntake(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.headers.get("X-Shopify-Topic") == "inventory_levels/update":
+                client.xadd(stream, {"payload": body, "webhook_id": self.headers.get("X-Shopify-Webhook-Id", "")})
+                intake.received += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    intake.url = f"http://127.0.0.1:{server.server_address[1]}/webhooks/shopify"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield intake
+    server.shutdown()
+    server.server_close()
+    client.close()
