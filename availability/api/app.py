@@ -24,7 +24,17 @@ from litestar.openapi.spec import Components, SecurityScheme
 from availability.api import events, lookups, master, ops, reservations, rules
 from availability.api.context import ApiContext
 from availability.api.metrics import MetricsASGI
+from availability.api.openapi import refine_openapi
 from availability.api.problems import EXCEPTION_HANDLERS
+from availability.api.schemas import (
+    BatchRequest,
+    ChannelBody,
+    LocationBody,
+    PreviewRequest,
+    ReservationBody,
+    RollbackBody,
+    RuleBody,
+)
 from availability.api.security import Gate, Principal, ensure_dev_admin_key
 from availability.config import Settings
 
@@ -34,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("availability.api")
 
 API_VERSION = "1.0"
+
+#: request bodies whose OpenAPI schema comes from msgspec (exact bounds, no unknown fields)
+REQUEST_BODIES = (BatchRequest, ReservationBody, RuleBody, RollbackBody, PreviewRequest, LocationBody, ChannelBody)
 
 
 def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Litestar:
@@ -82,6 +95,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         logging_config=None,
         debug=False,
     )
+    refine_openapi(app, REQUEST_BODIES, handlers, settings.public_read)
     # Outside routing, so unknown paths and framework errors are timed as well.
     app.asgi_handler = MetricsASGI(app.asgi_handler, ctx.metrics)
     app.state.api = ctx

@@ -23,14 +23,22 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 
 from availability.api.context import ApiContext
 from availability.api.problems import InvalidInput, problem_responses
-from availability.api.schemas import EventOutcome, EventsAccepted
-from availability.domain.events import StockEvent, decode_events
+from availability.api.schemas import DATETIME_PATTERN, LOCATION_PATTERN, SKU_PATTERN, EventOutcome, EventsAccepted
+from availability.domain.events import MAX_QUANTITY, StockEvent, decode_events
 
 
 def _event_schema() -> dict:
-    # The body is read raw and validated by the domain decoder, so its schema is stated here.
+    # The body is read raw and validated by the domain decoder, so its schema is stated here,
+    # with the bounds validate_event() enforces that a type cannot carry.
     generated = msgspec.json.schema(StockEvent)
-    return generated["$defs"][generated["$ref"].rsplit("/", 1)[-1]]
+    event = generated["$defs"][generated["$ref"].rsplit("/", 1)[-1]]
+    props = event["properties"]
+    props["event_id"].update(minLength=1, maxLength=200)
+    props["sku"].update(minLength=1, maxLength=128, pattern=SKU_PATTERN)
+    props["location"].update(pattern=LOCATION_PATTERN)
+    props["quantity"].update(minimum=0, maximum=MAX_QUANTITY)
+    props["occurred_at"].update(pattern=DATETIME_PATTERN)
+    return event
 
 
 def events_body_schema(max_events: int) -> dict:

@@ -10,10 +10,10 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 from availability.api.context import ApiContext
 from availability.api.problems import problem_responses
 from availability.api.queries import availability_batch, availability_of, explain_of
-from availability.api.schemas import BatchAvailability, BatchRequest, Constant
+from availability.api.schemas import SKU_PATTERN, BatchAvailability, BatchRequest, Constant
 from availability.domain.ats import ChannelAvailability, Explanation
 
-Sku = Annotated[str, PathParameter(description="the SKU", max_length=200)]
+Sku = Annotated[str, PathParameter(description="the SKU", min_length=1, max_length=128, pattern=SKU_PATTERN)]
 Channel = Annotated[str, QueryParameter(description="sales channel", max_length=128)]
 LocationCode = Annotated[str | None, QueryParameter(description="only this location", max_length=128)]
 LocationGroup = Annotated[

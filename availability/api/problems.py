@@ -142,14 +142,14 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response[bytes]:
     detail = exc.detail or HTTPStatus(status).phrase
     extra: dict[str, Any] = {}
     if isinstance(exc, ValidationException):
-        # Litestar names the failing field(s); a body that is JSON but not the documented
-        # shape is 422, a body that is not JSON at all stays 400.
+        # Litestar names the failing field(s). A value that parses but is not acceptable
+        # (wrong type, out of bounds, unknown field) is 422; a body that is not JSON stays 400.
         errors = exc.extra if isinstance(exc.extra, list) else []
         messages = [str(e.get("message", "")) for e in errors if isinstance(e, dict)]
         if messages:
             extra["errors"] = [_clean_error(e) for e in errors if isinstance(e, dict)]
             detail = "; ".join(m for m in messages if m) or detail
-        if any(e.get("source") == "body" for e in errors if isinstance(e, dict)) and not _is_syntax(messages):
+        if not _is_syntax(messages + [str(exc.detail)]):
             status = 422
     elif status == 413:
         detail = "request body too large"
@@ -188,7 +188,8 @@ def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def problem_responses(*statuses: int) -> dict[int, Any]:
-    """OpenAPI `responses` entries documenting problem+json answers for these statuses."""
+    """OpenAPI `responses` entries documenting problem+json answers for these statuses (and
+    400/422, which any route answers to input it cannot take)."""
     from litestar.openapi.datastructures import ResponseSpec  # noqa: PLC0415
 
     from availability.api.schemas import Problem  # noqa: PLC0415
@@ -197,7 +198,7 @@ def problem_responses(*statuses: int) -> dict[int, Any]:
         status: ResponseSpec(
             data_container=Problem, media_type=PROBLEM_MEDIA_TYPE, description=_describe(status), generate_examples=False
         )
-        for status in statuses
+        for status in sorted({400, 422, *statuses})
     }
 
 

@@ -11,10 +11,15 @@ from availability.ledger.ledger import Ledger
 MAX_SKU_LENGTH = 128
 
 
+_NOT_IN_SKU = frozenset("{}|\x7f" + "".join(map(chr, range(32))))
+
+
 def check_sku(sku: str) -> str:
-    if not sku or len(sku) > MAX_SKU_LENGTH or not sku.isprintable() or any(c in sku for c in "{}|"):
+    """A SKU the ledger could hold a key for (schemas.SKU_PATTERN says the same)."""
+    if not sku or len(sku) > MAX_SKU_LENGTH or not _NOT_IN_SKU.isdisjoint(sku):
         raise InvalidInput(
-            f"sku must be 1..{MAX_SKU_LENGTH} printable characters without '{{', '}}' or '|'", sku=sku[:200]
+            f"sku must be 1..{MAX_SKU_LENGTH} characters without '{{', '}}', '|' or control characters",
+            sku=sku[:200],
         )
     return sku
 

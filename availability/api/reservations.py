@@ -17,7 +17,8 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 from availability.api.context import ApiContext
 from availability.api.problems import problem_responses
 from availability.domain.errors import AvailabilityError, InsufficientStock
-from availability.domain.reservations import Reservation, ReservationRequest
+from availability.api.schemas import ReservationBody
+from availability.domain.reservations import Reservation
 from availability.ledger.ledger import now_ms
 
 ReservationId = Annotated[str, PathParameter(description="the reservation id given when it was made", max_length=200)]
@@ -43,11 +44,11 @@ def routes(ctx: ApiContext) -> list:
             **problem_responses(401, 403, 404, 409, 422, 429),
         },
     )
-    async def create_reservation(data: JSONBody[ReservationRequest]) -> Response[Reservation]:
+    async def create_reservation(data: JSONBody[ReservationBody]) -> Response[Reservation]:
         runtime = ctx.runtime
         stamp = now_ms()
         try:
-            reservation = await runtime.ledger.reserve(data, runtime.rules.book, at_ms=stamp)
+            reservation = await runtime.ledger.reserve(data.to_request(), runtime.rules.book, at_ms=stamp)
         except InsufficientStock:
             counter.labels("short").inc()
             raise

@@ -18,7 +18,7 @@ from availability.api.preview import preview
 from availability.api.problems import InvalidInput, problem_responses
 from availability.api.schemas import PreviewReport, PreviewRequest, RollbackBody, RuleBody, RuleView
 from availability.api.security import principal_of
-from availability.domain.rules import RULE_KINDS, Rule
+from availability.domain.rules import Rule, RuleKind
 from availability.rules.store import RuleChange
 
 RuleId = Annotated[int, PathParameter(description="rule id", ge=1, le=2**53)]
@@ -26,7 +26,12 @@ ExpectedVersion = Annotated[
     int | None, QueryParameter(description="compare-and-set: the version the change is based on", ge=1, le=2**53)
 ]
 IfMatch = Annotated[
-    str | None, HeaderParameter(name="If-Match", description='the rule version the change is based on, e.g. "3"')
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description='the rule version the change is based on, e.g. "3" (its ETag)',
+        pattern=r'^\s*((W/)?"?[0-9]{1,15}"?|\*)\s*$',
+    ),
 ]
 Reason = Annotated[str | None, HeaderParameter(name="X-Change-Reason", description="why (recorded in history)", max_length=2000)]
 RULES = {"scope": "rules"}
@@ -68,11 +73,9 @@ def routes(ctx: ApiContext) -> list:
     @get("/v1/rules", opt=READ, tags=["rules"], summary="Live rules (optionally of one kind, or with deleted ones)",
          responses=problem_responses(401, 403, 422, 429))
     async def list_rules(
-        kind: Annotated[str | None, QueryParameter(description=f"one of {', '.join(RULE_KINDS)}", max_length=64)] = None,
+        kind: Annotated[RuleKind | None, QueryParameter(description="only rules of this kind")] = None,
         include_deleted: Annotated[bool, QueryParameter(description="also deleted rules")] = False,
     ) -> list[RuleView]:
-        if kind is not None and kind not in RULE_KINDS:
-            raise InvalidInput(f"unknown rule kind {kind!r}: one of {', '.join(RULE_KINDS)}")
         return [RuleView.of(r) for r in await store().list_rules(kind=kind, include_deleted=include_deleted)]
 
     @get("/v1/rules/{rule_id:int}", opt=READ, tags=["rules"], summary="One rule (ETag = its version)",

@@ -15,9 +15,22 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from availability.domain.ats import ChannelAvailability
+from availability.domain.reservations import MAX_LINES, MAX_TTL_SECONDS, ReservationLine, ReservationRequest
 from availability.domain.rules import Channel, Location, LocationType, Rule, RuleKind
 
+#: what a SKU may hold: the ledger keys on it ({} would break the Redis Cluster hash tag, | is
+#: the ledger's separator), so no braces, bars or control characters
+SKU_PATTERN = "^[^{}|\\x00-\\x1f\\x7f]+$"
+#: location codes, as domain.events.is_location_code has them
+LOCATION_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,63}$"
+
+#: RFC 3339 as msgspec reads it (a missing offset is taken as UTC by the ledger)
+DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:?\d{2})?$"
+MAX_BATCH_SKUS = 500
+
 Code = Annotated[str, Meta(min_length=1, max_length=128)]
+Sku = Annotated[str, Meta(min_length=1, max_length=128, pattern=SKU_PATTERN)]
+LocationCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=LOCATION_PATTERN)]
 Text = Annotated[str, Meta(max_length=2000)]
 Units = Annotated[int, Meta(ge=0, le=1_000_000_000)]
 Percent = Annotated[float, Meta(ge=0, le=100)]
@@ -29,10 +42,36 @@ Version = Annotated[int, Meta(ge=1, le=2**53)]
 
 
 class BatchRequest(Struct, forbid_unknown_fields=True, kw_only=True):
-    skus: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=10_000)]
+    #: at most 500 (Settings.batch_max_skus may lower it)
+    skus: Annotated[list[Sku], Meta(min_length=1, max_length=MAX_BATCH_SKUS)]
     channel: Code = "online"
     location: Code | None = None
     location_group: Code | None = None
+
+
+class ReservationLineBody(Struct, forbid_unknown_fields=True):
+    sku: Sku
+    quantity: Annotated[int, Meta(ge=1, le=1_000_000)]
+    #: reserve at this location only; without it the channel's locations are tried by priority
+    location: LocationCode | None = None
+
+
+class ReservationBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A checkout's request to hold stock: every line or none (domain ReservationRequest)."""
+
+    reservation_id: Annotated[str, Meta(min_length=1, max_length=200, pattern="^[^|]+$")]
+    channel: Code
+    lines: Annotated[list[ReservationLineBody], Meta(min_length=1, max_length=MAX_LINES)]
+    #: release the hold automatically after this long unless committed or released
+    ttl_seconds: Annotated[int, Meta(ge=1, le=MAX_TTL_SECONDS)] | None = None
+
+    def to_request(self) -> ReservationRequest:
+        return ReservationRequest(
+            self.reservation_id,
+            self.channel,
+            [ReservationLine(line.sku, line.quantity, line.location) for line in self.lines],
+            self.ttl_seconds,
+        )
 
 
 class BatchAvailability(Struct, kw_only=True):
@@ -197,7 +236,7 @@ class ChannelBody(Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: Code | None = None
     priority: Priority = 100
-    locations: Annotated[list[Code], Meta(max_length=10_000)] | None = None
+    locations: Annotated[list[LocationCode], Meta(max_length=10_000)] | None = None
     location_groups: Annotated[list[Code], Meta(max_length=100)] = []
     description: Text = ""
     reason: Text | None = None
