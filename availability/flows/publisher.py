@@ -41,6 +41,7 @@ import msgspec
 
 from adapters.shopify.client import (
     LEVEL_NODE_COST,
+    MUTATION_COST,
     STALE_CODES,
     SetQuantity,
     SetResult,
@@ -302,6 +303,12 @@ class Publisher:
                 if time.monotonic() - self._last_urgent_scan >= self.config.urgent_scan_interval_s:
                     self._last_urgent_scan = time.monotonic()
                     await self.urgent_scan()
+                wait = self._budget_wait()
+                if wait > 0:
+                    # Out of points: leave the marks in the dirty set, where they keep
+                    # coalescing, rather than claim rounds that would queue for the bucket.
+                    await asyncio.sleep(min(wait, max(self.config.poll_s, 0.01)))
+                    continue
                 await self._slots.acquire()
                 owner = self._round_owner()
                 try:
@@ -327,6 +334,13 @@ class Publisher:
                 self.stats.errors += 1
                 log.exception("Shopify publisher loop failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
+
+    def _budget_wait(self) -> float:
+        """Seconds until the bucket affords one more set call (0 when unknown or now)."""
+        governor = self.client.governor
+        if governor is None or governor.status is None:
+            return 0.0
+        return governor.delay_for(MUTATION_COST)
 
     def _round_owner(self) -> str:
         return f"{self.owner}:{uuid.uuid4().hex[:8]}"
@@ -711,8 +725,9 @@ class Publisher:
         per_item = 3 + LEVEL_NODE_COST * self.client.levels_page_size
         cap = float(self.client.max_query_cost)
         governor = self.client.governor
-        if governor is not None and governor.status is not None:
-            cap = min(cap, governor.status.maximum_available / 2)
+        if governor is not None:
+            # Before the first answer the bucket size is unknown: start small.
+            cap = min(cap, governor.status.maximum_available / 2 if governor.status else 100.0)
         return max(1, int(cap // per_item))
 
     # --- outcomes --------------------------------------------------------------------------------
