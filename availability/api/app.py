@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, AsyncIterator
@@ -149,6 +150,7 @@ class ServedApp:
                 await stack.enter_async_context(app.lifespan())
                 self.app = app
                 started = True
+                _settle_heap()
                 await send({"type": "lifespan.startup.complete"})
                 await receive()  # lifespan.shutdown
                 self.app = None
@@ -158,6 +160,14 @@ class ServedApp:
             await send({"type": kind, "message": f"{type(exc).__name__}: {exc}"})
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _settle_heap() -> None:
+    """Move everything start-up created (modules, SQLAlchemy, FastStream, the first RuleBook)
+    out of the cyclic GC's reach: a full collection would otherwise walk all of it, and on a
+    loaded server that showed as 80-100 ms pauses, the whole p99 of the lookup path."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_asgi_app() -> ServedApp:
@@ -175,6 +185,8 @@ def _lifespan(ctx: ApiContext, services: bool | list[str]):
             await _load_keys(ctx)
             refresher = asyncio.create_task(_refresh_keys(ctx), name="api-keys-refresh")
             stack.push_async_callback(_cancel, refresher)
+            await ctx.open_reader()
+            stack.push_async_callback(ctx.close_reader)
             await ctx.open_events()
             stack.push_async_callback(ctx.close_events)
             if services:

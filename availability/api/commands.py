@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 from pathlib import Path
 
 from availability.config import Settings
@@ -56,6 +57,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if workers > 1:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_dir(Path(settings.data_dir) / "prometheus-multiproc"))
     log.info("serving the availability API on http://%s:%s with %d worker(s); docs at /schema", host, port, workers)
+    # uvicorn re-raises SIGTERM once it has shut down; as SystemExit it lets `finally` stop Redis.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(
             ASGI_FACTORY,
@@ -72,6 +75,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _fresh_dir(path: Path) -> Path:

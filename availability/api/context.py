@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from availability.api.metrics import ApiMetrics
 from availability.api.security import KeyRing, RateLimiter, keyring_from_settings
+from availability.api.stockreader import StockReader, open_stock_reader
 from availability.config import Settings
 
 if TYPE_CHECKING:
@@ -37,6 +38,17 @@ class ApiContext:
         #: the rules-dirty service when this app runs it (for its /metrics gauge)
         self.marker: "RuleChangeMarker | None" = None
         self.services: list = []
+        #: the hot path's stock reads (auto-pipelined when hiredis is installed)
+        self.reader: StockReader = runtime.ledger if runtime is not None else None  # type: ignore[assignment]
+
+    async def open_reader(self) -> None:
+        self.reader = open_stock_reader(self.runtime.redis_url, self.runtime.ledger)
+
+    async def close_reader(self) -> None:
+        close = getattr(self.reader, "close", None)
+        if close is not None and self.reader is not self.runtime.ledger:
+            await close()
+        self.reader = self.runtime.ledger
 
     @property
     def runtime(self) -> "Runtime":

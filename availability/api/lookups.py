@@ -41,7 +41,7 @@ def routes(ctx: ApiContext) -> list:
         sku: Sku, channel: Channel = "online", location: LocationCode = None, location_group: LocationGroup = None
     ) -> ChannelAvailability:
         runtime = ctx.runtime
-        return await availability_of(runtime.ledger, runtime.rules.book, sku, channel, location, location_group)
+        return await availability_of(ctx.reader, runtime.rules.book, sku, channel, location, location_group)
 
     @post(
         "/v1/availability/batch",
@@ -56,7 +56,7 @@ def routes(ctx: ApiContext) -> list:
         runtime = ctx.runtime
         book = runtime.rules.book
         items = await availability_batch(
-            runtime.ledger, book, data.skus, data.channel, data.location, data.location_group,
+            ctx.reader, book, data.skus, data.channel, data.location, data.location_group,
             max_skus=settings.batch_max_skus,
         )
         return BatchAvailability(channel=data.channel, rules_version=book.version, items=items)
@@ -73,7 +73,7 @@ def routes(ctx: ApiContext) -> list:
         sku: Sku, channel: Channel = "online", location: LocationCode = None, location_group: LocationGroup = None
     ) -> Explanation:
         runtime = ctx.runtime
-        return await explain_of(runtime.ledger, runtime.rules.book, sku, channel, location, location_group)
+        return await explain_of(ctx.reader, runtime.rules.book, sku, channel, location, location_group)
 
     handlers = [get_availability, post_availability_batch, get_explanation]
 

@@ -22,6 +22,9 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from availability.domain.errors import AvailabilityError
 
 log = logging.getLogger("availability.api")
@@ -168,9 +171,20 @@ def internal_error_handler(request: Request, exc: Exception) -> Response[bytes]:
     )
 
 
+def unavailable_handler(request: Request, exc: Exception) -> Response[bytes]:
+    log.warning("Redis unavailable on %s %s: %s", request.method, request.scope.get("path"), exc)
+    return problem_response(
+        503, "unavailable", "the stock ledger (Redis) is unavailable; retry shortly",
+        instance=request.scope.get("path"), headers={"Retry-After": "1"},
+    )
+
+
 EXCEPTION_HANDLERS = {
     AvailabilityError: domain_error_handler,
     HTTPException: http_error_handler,
+    ConnectionError: unavailable_handler,
+    RedisConnectionError: unavailable_handler,
+    RedisTimeoutError: unavailable_handler,
     Exception: internal_error_handler,
 }
 

@@ -6,7 +6,7 @@ from availability.api.problems import InvalidInput
 from availability.domain.ats import ChannelAvailability, Explanation, channel_availability, explain
 from availability.domain.errors import UnknownChannel, UnknownLocation
 from availability.domain.rules import RuleBook
-from availability.ledger.ledger import Ledger
+from availability.api.stockreader import StockReader
 
 MAX_SKU_LENGTH = 128
 
@@ -52,15 +52,16 @@ def narrow(book: RuleBook, channel: str, location: str | None, location_group: s
 
 
 async def availability_of(
-    ledger: Ledger, book: RuleBook, sku: str, channel: str, location: str | None = None,
+    reader: StockReader, book: RuleBook, sku: str, channel: str, location: str | None = None,
     location_group: str | None = None,
 ) -> ChannelAvailability:
     locations = narrow(book, channel, location, location_group)
-    return channel_availability(book, check_sku(sku), channel, await ledger.stock(sku), locations)
+    stock = (await reader.stock_many((check_sku(sku),)))[sku]
+    return channel_availability(book, sku, channel, stock, locations)
 
 
 async def availability_batch(
-    ledger: Ledger, book: RuleBook, skus: list[str], channel: str, location: str | None = None,
+    reader: StockReader, book: RuleBook, skus: list[str], channel: str, location: str | None = None,
     location_group: str | None = None, *, max_skus: int = 500,
 ) -> list[ChannelAvailability]:
     """Many SKUs in one Redis round trip, answered in the order asked (duplicates once)."""
@@ -70,13 +71,14 @@ async def availability_batch(
         raise InvalidInput(f"at most {max_skus} SKUs per batch, got {len(skus)}", max_skus=max_skus)
     locations = narrow(book, channel, location, location_group)
     unique = list(dict.fromkeys(check_sku(s) for s in skus))
-    stock = await ledger.stock_many(unique)
+    stock = await reader.stock_many(unique)
     return [channel_availability(book, sku, channel, stock[sku], locations) for sku in unique]
 
 
 async def explain_of(
-    ledger: Ledger, book: RuleBook, sku: str, channel: str, location: str | None = None,
+    reader: StockReader, book: RuleBook, sku: str, channel: str, location: str | None = None,
     location_group: str | None = None,
 ) -> Explanation:
     locations = narrow(book, channel, location, location_group)
-    return explain(book, check_sku(sku), channel, await ledger.stock(sku), locations)
+    stock = (await reader.stock_many((check_sku(sku),)))[sku]
+    return explain(book, sku, channel, stock, locations)

@@ -1,0 +1,197 @@
+"""A small HTTP/1.1 load generator on raw asyncio protocols (no HTTP client library).
+
+httpx and aiohttp spend more CPU per request than the server under test, and on a 2-core
+machine the client shares the CPU with the server and Redis, so the client here is as thin
+as it gets: keep-alive connections, pre-encoded requests, responses framed by
+Content-Length (what uvicorn sends for every fixed-size body), one request in flight per
+connection (no pipelining, so a latency is one request's).
+
+- `closed_loop`: N connections, each sending its next request as soon as the last one is
+  answered: the throughput ceiling, and latency at that load.
+- `open_loop`: requests started on a fixed schedule (rate per second) whatever the server
+  does; latency is measured from the scheduled start, so a stall is charged to every
+  request it delays (no coordinated omission).
+
+Only loopback addresses are used by the benchmark that drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+RequestFactory = Callable[[int], bytes]
+
+
+def build_request(method: str, path: str, host: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = ("transport", "buffer", "waiter", "closed")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.closed = False
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection closed by the server"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None or self.waiter.done():
+            return
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        head = bytes(self.buffer[:head_end]).lower()
+        at = head.find(b"\r\ncontent-length:")
+        length = 0
+        if at >= 0:
+            end = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17 : end if end > 0 else None])
+        total = head_end + 4 + length
+        if len(self.buffer) < total:
+            return
+        status = int(head[9:12])
+        body = bytes(self.buffer[head_end + 4 : total])
+        del self.buffer[:total]
+        self.waiter.set_result((status, body))
+
+    async def send(self, raw: bytes) -> tuple[int, bytes]:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)  # type: ignore[union-attr]
+        return await self.waiter
+
+
+async def connect(host: str, port: int) -> _Connection:
+    _, protocol = await asyncio.get_running_loop().create_connection(_Connection, host, port)
+    return protocol
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    errors: int = 0
+    seconds: float = 0.0
+    bodies: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies)
+        n = len(lat)
+
+        def pct(p: float) -> float:
+            return round(lat[min(n - 1, int(n * p))] * 1000, 3) if n else 0.0
+
+        return {
+            "requests": n,
+            "seconds": round(self.seconds, 3),
+            "requests_per_sec": round(n / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": pct(0.50),
+            "p90_ms": pct(0.90),
+            "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1] * 1000, 3) if n else 0.0,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "errors": self.errors,
+        }
+
+
+async def closed_loop(
+    host: str, port: int, make: RequestFactory, *, concurrency: int, seconds: float | None = None,
+    requests: int | None = None, keep_bodies: bool = False,
+) -> Stats:
+    """Each of `concurrency` connections sends back to back, for `seconds` or until `requests` are sent."""
+    stats = Stats()
+    conns = [await connect(host, port) for _ in range(concurrency)]
+    counter = iter(range(requests if requests is not None else 10**12))
+    started = time.perf_counter()
+    deadline = started + seconds if seconds is not None else float("inf")
+    clock = time.perf_counter
+
+    async def worker(conn: _Connection) -> None:
+        for i in counter:
+            t0 = clock()
+            if t0 >= deadline:
+                return
+            try:
+                status, body = await conn.send(make(i))
+            except ConnectionError:
+                stats.errors += 1
+                conn = await connect(host, port)
+                continue
+            stats.latencies.append(clock() - t0)
+            stats.statuses[status] += 1
+            if keep_bodies:
+                stats.bodies.append((status, body))
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    stats.seconds = time.perf_counter() - started
+    for conn in conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    return stats
+
+
+async def open_loop(
+    host: str, port: int, make: RequestFactory, *, rate: float, seconds: float, max_connections: int = 256
+) -> Stats:
+    """Start requests at `rate` per second for `seconds`; latency counts from each scheduled start."""
+    stats = Stats()
+    idle: asyncio.Queue[_Connection] = asyncio.Queue()
+    opened = 0
+    total = int(rate * seconds)
+    interval = 1.0 / rate
+    clock = time.perf_counter
+    loop = asyncio.get_running_loop()
+    in_flight: set[asyncio.Task] = set()
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal opened
+        if idle.empty() and opened < max_connections:
+            opened += 1
+            conn = await connect(host, port)
+        else:
+            conn = await idle.get()
+        try:
+            status, _ = await conn.send(make(i))
+        except ConnectionError:
+            stats.errors += 1
+            opened -= 1
+            return
+        stats.latencies.append(clock() - scheduled)
+        stats.statuses[status] += 1
+        idle.put_nowait(conn)
+
+    started = clock()
+    for i in range(total):
+        scheduled = started + i * interval
+        delay = scheduled - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = loop.create_task(one(i, scheduled))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.gather(*in_flight)
+    stats.seconds = clock() - started
+    while not idle.empty():
+        conn = idle.get_nowait()
+        if conn.transport is not None:
+            conn.transport.close()
+    return stats
