@@ -113,8 +113,14 @@ class Stats:
 
 
 async def closed_loop(
-    host: str, port: int, make: RequestFactory, *, concurrency: int, seconds: float | None = None,
-    requests: int | None = None, keep_bodies: bool = False,
+    host: str,
+    port: int,
+    make: RequestFactory,
+    *,
+    concurrency: int,
+    seconds: float | None = None,
+    requests: int | None = None,
+    keep_bodies: bool = False,
 ) -> Stats:
     """Each of `concurrency` connections sends back to back, for `seconds` or until `requests` are sent."""
     stats = Stats()

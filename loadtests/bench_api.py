@@ -73,8 +73,20 @@ def start_server(redis_url: str, port: int, prefix: str, data_dir: str, workers:
         AVAILABILITY_EVENTS_MODE="direct",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [sys.executable, "-m", "availability.cli", "--log-level", "WARNING", "serve",
-           "--host", HOST, "--port", str(port), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "availability.cli",
+        "--log-level",
+        "WARNING",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     log = open(Path(data_dir) / "server.log", "wb")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -120,8 +132,17 @@ async def seed(base: str, redis_url: str, prefix: str, skus: int) -> dict:
     events = []
     for n in range(skus):
         for code in LOCATIONS:
-            events.append(StockEvent(event_id=f"seed-{n}-{code}", type="receipt", source="sim", occurred_at=T0,
-                                     sku=f"SKU-{n:06d}", location=code, quantity=rng.randint(0, 40)))
+            events.append(
+                StockEvent(
+                    event_id=f"seed-{n}-{code}",
+                    type="receipt",
+                    source="sim",
+                    occurred_at=T0,
+                    sku=f"SKU-{n:06d}",
+                    location=code,
+                    quantity=rng.randint(0, 40),
+                )
+            )
     for start in range(0, len(events), 2000):
         await ledger.apply_batch(events[start : start + 2000])
     await redis.delete(ledger.keys.dirty)  # nobody publishes here; keep Redis small
@@ -188,8 +209,17 @@ async def reservations(base: str, port: int, redis_url: str, prefix: str, stock:
     redis = make_redis(redis_url)
     ledger = Ledger(redis, keys=KeyLayout(prefix))
     await ledger.load_scripts()
-    await ledger.apply(StockEvent(event_id="hot-seed", type="receipt", source="sim", occurred_at=T0, sku=HOT_SKU,
-                                  location="DC1", quantity=stock))
+    await ledger.apply(
+        StockEvent(
+            event_id="hot-seed",
+            type="receipt",
+            source="sim",
+            occurred_at=T0,
+            sku=HOT_SKU,
+            location="DC1",
+            quantity=stock,
+        )
+    )
     async with httpx.AsyncClient(base_url=base, headers=headers) as client:
         ats_before = (await client.get(f"/v1/availability/{HOT_SKU}")).json()["ats"]
     attempts = int(ats_before * 1.5) + 100
@@ -197,8 +227,10 @@ async def reservations(base: str, port: int, redis_url: str, prefix: str, stock:
     auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
     def make(i: int) -> bytes:
-        body = ('{"reservation_id":"bench-%s-%d","channel":"online","lines":[{"sku":"%s","quantity":1}]}'
-                % (run, i, HOT_SKU)).encode()
+        body = (
+            '{"reservation_id":"bench-%s-%d","channel":"online","lines":[{"sku":"%s","quantity":1}]}'
+            % (run, i, HOT_SKU)
+        ).encode()
         return build_request("POST", "/v1/reservations", HOST, auth, body)
 
     stats = await closed_loop(HOST, port, make, concurrency=64, requests=attempts)
@@ -248,12 +280,23 @@ async def run(args: argparse.Namespace) -> dict:
         result = {
             "benchmark": "api",
             "quick": args.quick,
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                        "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
-            "server": {"workers": args.workers, "redis": "embedded" if embedded else "given",
-                       "loop": _module_version("uvloop"), "http": _module_version("httptools")},
-            "client": {"concurrency": args.concurrency, "loadgen": "loadtests/api_loadgen.py",
-                       "loop": "uvloop" if _has("uvloop") else "asyncio"},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            },
+            "server": {
+                "workers": args.workers,
+                "redis": "embedded" if embedded else "given",
+                "loop": _module_version("uvloop"),
+                "http": _module_version("httptools"),
+            },
+            "client": {
+                "concurrency": args.concurrency,
+                "loadgen": "loadtests/api_loadgen.py",
+                "loop": "uvloop" if _has("uvloop") else "asyncio",
+            },
             "seeded": seeded,
             "lookups": await lookups(port, skus, args.concurrency, seconds, warmup),
             "batch_100": await batch(port, skus, seconds),

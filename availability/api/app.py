@@ -70,9 +70,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
     app = Litestar(
         route_handlers=handlers,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[
-            DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)
-        ],
+        middleware=[DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)],
         lifespan=[_lifespan(ctx, services)],
         openapi_config=OpenAPIConfig(
             title="Availability API",
@@ -193,14 +191,18 @@ def _lifespan(ctx: ApiContext, services: bool | list[str]):
                 await _start_services(ctx, runtime, services, stack)
             log.info(
                 "API ready: rules v%s, events %s, public_read=%s",
-                runtime.rules.book.version, ctx.events_mode, ctx.settings.public_read,
+                runtime.rules.book.version,
+                ctx.events_mode,
+                ctx.settings.public_read,
             )
             yield
 
     return lifespan
 
 
-async def _start_services(ctx: ApiContext, runtime: "Runtime", services: bool | list[str], stack: AsyncExitStack) -> None:
+async def _start_services(
+    ctx: ApiContext, runtime: "Runtime", services: bool | list[str], stack: AsyncExitStack
+) -> None:
     from availability.services import build_services  # noqa: PLC0415
 
     # Other processes (the CLI, other replicas) change rules too: poll for their changes.
@@ -226,7 +228,8 @@ async def _load_keys(ctx: ApiContext) -> None:
         "no API key is configured: using the development admin key from %s/dev-admin-key. "
         "Call with `Authorization: Bearer %s`. Configure AVAILABILITY_API_KEYS (or AVAILABILITY_PUBLIC_READ) "
         "for anything but local use.",
-        settings.data_dir, key,
+        settings.data_dir,
+        key,
     )
 
 

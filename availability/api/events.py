@@ -23,7 +23,13 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
 
 from availability.api.context import ApiContext
 from availability.api.problems import InvalidInput, problem_responses
-from availability.api.schemas import DATETIME_PATTERN, LOCATION_PATTERN, SKU_PATTERN, EventOutcome, EventsAccepted
+from availability.api.schemas import (
+    DATETIME_PATTERN,
+    LOCATION_PATTERN,
+    SKU_PATTERN,
+    EventOutcome,
+    EventsAccepted,
+)
 from availability.domain.events import MAX_QUANTITY, StockEvent, decode_events
 
 

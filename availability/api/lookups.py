@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import get, post
-from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from availability.api.context import ApiContext
 from availability.api.problems import problem_responses
 from availability.api.queries import availability_batch, availability_of, explain_of
-from availability.api.schemas import SKU_PATTERN, BatchAvailability, BatchRequest, Constant
+from availability.api.schemas import (
+    SKU_PATTERN,
+    BatchAvailability,
+    BatchRequest,
+    Constant,
+)
 from availability.domain.ats import ChannelAvailability, Explanation
 
 Sku = Annotated[str, PathParameter(description="the SKU", min_length=1, max_length=128, pattern=SKU_PATTERN)]
@@ -56,7 +61,12 @@ def routes(ctx: ApiContext) -> list:
         runtime = ctx.runtime
         book = runtime.rules.book
         items = await availability_batch(
-            ctx.reader, book, data.skus, data.channel, data.location, data.location_group,
+            ctx.reader,
+            book,
+            data.skus,
+            data.channel,
+            data.location,
+            data.location_group,
             max_skus=settings.batch_max_skus,
         )
         return BatchAvailability(channel=data.channel, rules_version=book.version, items=items)

@@ -18,11 +18,16 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
-
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
@@ -119,16 +124,26 @@ async def read_gauges(runtime: "Runtime", marker_pending: int | None) -> list[Ga
     pipe.zcard(keys.expiry)
     dirty, expiring = await pipe.execute()
     out = [
-        _gauge("availability_rules_version", "Rule store version of the RuleBook this process answers with",
-               runtime.rules.book.version),
+        _gauge(
+            "availability_rules_version",
+            "Rule store version of the RuleBook this process answers with",
+            runtime.rules.book.version,
+        ),
         _gauge("availability_dirty_pairs", "(SKU, location) pairs waiting for the publisher", dirty),
-        _gauge("availability_reservations_pending_expiry", "Held reservations with a TTL not yet expired or settled",
-               expiring),
+        _gauge(
+            "availability_reservations_pending_expiry",
+            "Held reservations with a TTL not yet expired or settled",
+            expiring,
+        ),
     ]
     if marker_pending is not None:
-        out.append(_gauge("availability_rules_dirty_pending",
-                          "Rule changes whose (SKU, location) pairs are still being marked dirty (1 = a full pass)",
-                          marker_pending))
+        out.append(
+            _gauge(
+                "availability_rules_dirty_pending",
+                "Rule changes whose (SKU, location) pairs are still being marked dirty (1 = a full pass)",
+                marker_pending,
+            )
+        )
     return out
 
 

@@ -34,8 +34,9 @@ def routes(ctx: ApiContext) -> list:
         ok = all(v == "ok" for v in checks.values())
         return Response(Health(status="ok" if ok else "unavailable", checks=checks), status_code=200 if ok else 503)
 
-    @get("/metrics", tags=["operations"], summary="Prometheus metrics (text exposition format)",
-         media_type=CONTENT_TYPE)
+    @get(
+        "/metrics", tags=["operations"], summary="Prometheus metrics (text exposition format)", media_type=CONTENT_TYPE
+    )
     async def metrics() -> Response[bytes]:
         marker_pending = None
         if ctx.marker is not None:

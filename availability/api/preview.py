@@ -31,7 +31,12 @@ from availability.api.schemas import (
     SkuToZero,
 )
 from availability.domain.ats import Buckets, location_availability
-from availability.domain.errors import InvalidRule, UnknownChannel, UnknownLocation, UnknownRule
+from availability.domain.errors import (
+    InvalidRule,
+    UnknownChannel,
+    UnknownLocation,
+    UnknownRule,
+)
 from availability.domain.rules import Rule, RuleBook, check_rule
 from availability.ledger.ledger import Ledger
 from availability.rules.dirtying import affected_skus
@@ -156,7 +161,9 @@ class _Comparison:
                 if was != will:
                     self.changed += 1
                     if len(self.sample) < self.sample_size:
-                        self.sample.append(ChangedValue(sku=sku, location=location, channel=channel, before=was, after=will))
+                        self.sample.append(
+                            ChangedValue(sku=sku, location=location, channel=channel, before=was, after=will)
+                        )
         for channel, was in sku_before.items():
             self.units_before[channel] += was
             self.units_after[channel] += sku_after[channel]
@@ -197,8 +204,12 @@ async def preview(
         values_compared=comparison.compared,
         values_changed=comparison.changed,
         channels=[
-            ChannelExposure(channel=name, units_before=was, units_after=comparison.units_after[name],
-                            delta=comparison.units_after[name] - was)
+            ChannelExposure(
+                channel=name,
+                units_before=was,
+                units_after=comparison.units_after[name],
+                delta=comparison.units_after[name] - was,
+            )
             for name, was in sorted(comparison.units_before.items())
         ],
         skus_to_zero_count=comparison.to_zero_count,

@@ -21,7 +21,6 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -115,9 +114,7 @@ def problem_response(
     if extra:
         for key, value in extra.items():
             body.setdefault(key, value)
-    return Response(
-        content=_encoder.encode(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
-    )
+    return Response(content=_encoder.encode(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 def _title(slug: str, status: int) -> str:
@@ -158,15 +155,21 @@ def http_error_handler(request: Request, exc: HTTPException) -> Response[bytes]:
         detail = "request body too large"
     headers = dict(exc.headers) if exc.headers else None
     return problem_response(
-        status, _STATUS_SLUGS.get(status, "http-error"), str(detail), instance=request.scope.get("path"),
-        extra=extra, headers=headers,
+        status,
+        _STATUS_SLUGS.get(status, "http-error"),
+        str(detail),
+        instance=request.scope.get("path"),
+        extra=extra,
+        headers=headers,
     )
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.scope.get("path"), exc_info=exc)
     return problem_response(
-        500, "internal-error", "the server failed to answer; the error has been logged",
+        500,
+        "internal-error",
+        "the server failed to answer; the error has been logged",
         instance=request.scope.get("path"),
     )
 
@@ -174,8 +177,11 @@ def internal_error_handler(request: Request, exc: Exception) -> Response[bytes]:
 def unavailable_handler(request: Request, exc: Exception) -> Response[bytes]:
     log.warning("Redis unavailable on %s %s: %s", request.method, request.scope.get("path"), exc)
     return problem_response(
-        503, "unavailable", "the stock ledger (Redis) is unavailable; retry shortly",
-        instance=request.scope.get("path"), headers={"Retry-After": "1"},
+        503,
+        "unavailable",
+        "the stock ledger (Redis) is unavailable; retry shortly",
+        instance=request.scope.get("path"),
+        headers={"Retry-After": "1"},
     )
 
 
@@ -210,7 +216,10 @@ def problem_responses(*statuses: int) -> dict[int, Any]:
 
     return {
         status: ResponseSpec(
-            data_container=Problem, media_type=PROBLEM_MEDIA_TYPE, description=_describe(status), generate_examples=False
+            data_container=Problem,
+            media_type=PROBLEM_MEDIA_TYPE,
+            description=_describe(status),
+            generate_examples=False,
         )
         for status in sorted({400, 422, *statuses})
     }

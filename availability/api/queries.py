@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from availability.api.problems import InvalidInput
-from availability.domain.ats import ChannelAvailability, Explanation, channel_availability, explain
+from availability.api.stockreader import StockReader
+from availability.domain.ats import (
+    ChannelAvailability,
+    Explanation,
+    channel_availability,
+    explain,
+)
 from availability.domain.errors import UnknownChannel, UnknownLocation
 from availability.domain.rules import RuleBook
-from availability.api.stockreader import StockReader
 
 MAX_SKU_LENGTH = 128
 
@@ -52,7 +57,11 @@ def narrow(book: RuleBook, channel: str, location: str | None, location_group: s
 
 
 async def availability_of(
-    reader: StockReader, book: RuleBook, sku: str, channel: str, location: str | None = None,
+    reader: StockReader,
+    book: RuleBook,
+    sku: str,
+    channel: str,
+    location: str | None = None,
     location_group: str | None = None,
 ) -> ChannelAvailability:
     locations = narrow(book, channel, location, location_group)
@@ -61,8 +70,14 @@ async def availability_of(
 
 
 async def availability_batch(
-    reader: StockReader, book: RuleBook, skus: list[str], channel: str, location: str | None = None,
-    location_group: str | None = None, *, max_skus: int = 500,
+    reader: StockReader,
+    book: RuleBook,
+    skus: list[str],
+    channel: str,
+    location: str | None = None,
+    location_group: str | None = None,
+    *,
+    max_skus: int = 500,
 ) -> list[ChannelAvailability]:
     """Many SKUs in one Redis round trip, answered in the order asked (duplicates once)."""
     if not skus:
@@ -76,7 +91,11 @@ async def availability_batch(
 
 
 async def explain_of(
-    reader: StockReader, book: RuleBook, sku: str, channel: str, location: str | None = None,
+    reader: StockReader,
+    book: RuleBook,
+    sku: str,
+    channel: str,
+    location: str | None = None,
     location_group: str | None = None,
 ) -> Explanation:
     locations = narrow(book, channel, location, location_group)

@@ -12,12 +12,12 @@ from typing import Annotated
 
 from litestar import Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, PathParameter
 
 from availability.api.context import ApiContext
 from availability.api.problems import problem_responses
-from availability.domain.errors import AvailabilityError, InsufficientStock
 from availability.api.schemas import ReservationBody
+from availability.domain.errors import AvailabilityError, InsufficientStock
 from availability.domain.reservations import Reservation
 from availability.ledger.ledger import now_ms
 
@@ -40,7 +40,9 @@ def routes(ctx: ApiContext) -> list:
             "Replaying the same request answers 200 with the same reservation."
         ),
         responses={
-            200: ResponseSpec(Reservation, description="replay of an earlier identical request", generate_examples=False),
+            200: ResponseSpec(
+                Reservation, description="replay of an earlier identical request", generate_examples=False
+            ),
             **problem_responses(401, 403, 404, 409, 422, 429),
         },
     )

@@ -16,7 +16,13 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParam
 from availability.api.context import ApiContext
 from availability.api.preview import preview
 from availability.api.problems import InvalidInput, problem_responses
-from availability.api.schemas import PreviewReport, PreviewRequest, RollbackBody, RuleBody, RuleView
+from availability.api.schemas import (
+    PreviewReport,
+    PreviewRequest,
+    RollbackBody,
+    RuleBody,
+    RuleView,
+)
 from availability.api.security import principal_of
 from availability.domain.rules import Rule, RuleKind
 from availability.rules.store import RuleChange
@@ -33,7 +39,9 @@ IfMatch = Annotated[
         pattern=r'^\s*((W/)?"?[0-9]{1,15}"?|\*)\s*$',
     ),
 ]
-Reason = Annotated[str | None, HeaderParameter(name="X-Change-Reason", description="why (recorded in history)", max_length=2000)]
+Reason = Annotated[
+    str | None, HeaderParameter(name="X-Change-Reason", description="why (recorded in history)", max_length=2000)
+]
 RULES = {"scope": "rules"}
 READ = {"scope": "read"}
 WRITE_PROBLEMS = problem_responses(400, 401, 403, 404, 409, 422, 429)
@@ -51,7 +59,7 @@ def version_from_if_match(value: str | None) -> int | None:
         text = text[2:]
     text = text.strip('"')
     if not text.isdigit() or len(text) > 15:
-        raise InvalidInput(f"If-Match must be a rule version such as \"3\", not {value[:40]!r}")
+        raise InvalidInput(f'If-Match must be a rule version such as "3", not {value[:40]!r}')
     return int(text)
 
 
@@ -70,23 +78,41 @@ def routes(ctx: ApiContext) -> list:
     async def changed() -> None:
         await ctx.runtime.rules.apply_local_change()
 
-    @get("/v1/rules", opt=READ, tags=["rules"], summary="Live rules (optionally of one kind, or with deleted ones)",
-         responses=problem_responses(401, 403, 422, 429))
+    @get(
+        "/v1/rules",
+        opt=READ,
+        tags=["rules"],
+        summary="Live rules (optionally of one kind, or with deleted ones)",
+        responses=problem_responses(401, 403, 422, 429),
+    )
     async def list_rules(
         kind: Annotated[RuleKind | None, QueryParameter(description="only rules of this kind")] = None,
         include_deleted: Annotated[bool, QueryParameter(description="also deleted rules")] = False,
     ) -> list[RuleView]:
         return [RuleView.of(r) for r in await store().list_rules(kind=kind, include_deleted=include_deleted)]
 
-    @get("/v1/rules/{rule_id:int}", opt=READ, tags=["rules"], summary="One rule (ETag = its version)",
-         responses=problem_responses(401, 403, 404, 429))
+    @get(
+        "/v1/rules/{rule_id:int}",
+        opt=READ,
+        tags=["rules"],
+        summary="One rule (ETag = its version)",
+        responses=problem_responses(401, 403, 404, 429),
+    )
     async def get_rule(rule_id: RuleId) -> Response[RuleView]:
         rule = await store().get_rule(rule_id)
         return Response(RuleView.of(rule), headers=etag(rule))
 
-    @post("/v1/rules", opt=RULES, status_code=201, tags=["rules"], summary="Create a rule (version 1)",
-          responses=WRITE_PROBLEMS)
-    async def create_rule(data: JSONBody[RuleBody], request: Request, x_change_reason: Reason = None) -> Response[RuleView]:
+    @post(
+        "/v1/rules",
+        opt=RULES,
+        status_code=201,
+        tags=["rules"],
+        summary="Create a rule (version 1)",
+        responses=WRITE_PROBLEMS,
+    )
+    async def create_rule(
+        data: JSONBody[RuleBody], request: Request, x_change_reason: Reason = None
+    ) -> Response[RuleView]:
         rule = await store().create_rule(
             data.rule_fields(), actor=principal_of(request.scope).name, reason=_reason(data.reason, x_change_reason)
         )
@@ -103,11 +129,13 @@ def routes(ctx: ApiContext) -> list:
         responses=WRITE_PROBLEMS,
     )
     async def update_rule(
-        rule_id: RuleId, data: JSONBody[RuleBody], request: Request, if_match: IfMatch = None, x_change_reason: Reason = None
+        rule_id: RuleId,
+        data: JSONBody[RuleBody],
+        request: Request,
+        if_match: IfMatch = None,
+        x_change_reason: Reason = None,
     ) -> Response[RuleView]:
-        version = expected(
-            data.expected_version or None, data.version or None, version_from_if_match(if_match)
-        )
+        version = expected(data.expected_version or None, data.version or None, version_from_if_match(if_match))
         rule = await store().update_rule(
             rule_id,
             data.rule_fields(),
@@ -118,8 +146,13 @@ def routes(ctx: ApiContext) -> list:
         await changed()
         return Response(RuleView.of(rule), headers=etag(rule))
 
-    @delete("/v1/rules/{rule_id:int}", opt=RULES, tags=["rules"], summary="Delete a rule (kept in history)",
-            responses=WRITE_PROBLEMS)
+    @delete(
+        "/v1/rules/{rule_id:int}",
+        opt=RULES,
+        tags=["rules"],
+        summary="Delete a rule (kept in history)",
+        responses=WRITE_PROBLEMS,
+    )
     async def delete_rule(
         rule_id: RuleId,
         request: Request,
@@ -135,16 +168,30 @@ def routes(ctx: ApiContext) -> list:
         )
         await changed()
 
-    @get("/v1/rules/{rule_id:int}/history", opt=READ, tags=["rules"],
-         summary="Every version of a rule: who, when, why, before and after",
-         responses=problem_responses(401, 403, 404, 429))
+    @get(
+        "/v1/rules/{rule_id:int}/history",
+        opt=READ,
+        tags=["rules"],
+        summary="Every version of a rule: who, when, why, before and after",
+        responses=problem_responses(401, 403, 404, 429),
+    )
     async def rule_history(rule_id: RuleId) -> list[RuleChange]:
         return await store().rule_history(rule_id)
 
-    @post("/v1/rules/{rule_id:int}/rollback", opt=RULES, status_code=200, tags=["rules"],
-          summary="Make an earlier version current again (as a new version)", responses=WRITE_PROBLEMS)
+    @post(
+        "/v1/rules/{rule_id:int}/rollback",
+        opt=RULES,
+        status_code=200,
+        tags=["rules"],
+        summary="Make an earlier version current again (as a new version)",
+        responses=WRITE_PROBLEMS,
+    )
     async def rollback_rule(
-        rule_id: RuleId, data: JSONBody[RollbackBody], request: Request, if_match: IfMatch = None, x_change_reason: Reason = None
+        rule_id: RuleId,
+        data: JSONBody[RollbackBody],
+        request: Request,
+        if_match: IfMatch = None,
+        x_change_reason: Reason = None,
     ) -> Response[RuleView]:
         rule = await store().rollback_rule(
             rule_id,

@@ -15,7 +15,12 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from availability.domain.ats import ChannelAvailability
-from availability.domain.reservations import MAX_LINES, MAX_TTL_SECONDS, ReservationLine, ReservationRequest
+from availability.domain.reservations import (
+    MAX_LINES,
+    MAX_TTL_SECONDS,
+    ReservationLine,
+    ReservationRequest,
+)
 from availability.domain.rules import Channel, Location, LocationType, Rule, RuleKind
 
 #: what a SKU may hold: the ledger keys on it ({} would break the Redis Cluster hash tag, | is

@@ -78,7 +78,9 @@ def parse_settings_keys(raw: str | None) -> list[tuple[bytes, Principal]]:
             scopes = [scopes]
         unknown = [s for s in scopes if s not in SCOPES]
         if unknown:
-            raise ValueError(f"AVAILABILITY_API_KEYS[{index}]: unknown scope(s) {unknown}; scopes are {', '.join(SCOPES)}")
+            raise ValueError(
+                f"AVAILABILITY_API_KEYS[{index}]: unknown scope(s) {unknown}; scopes are {', '.join(SCOPES)}"
+            )
         digest = _digest(item["key"])
         name = item.get("name") or f"key-{digest.hex()[:8]}"
         out.append((digest, Principal(str(name), frozenset(scopes))))

@@ -129,9 +129,7 @@ async def mark_skus_dirty(ledger: "Ledger", skus: Iterable[str], *, at_ms: int |
     for sku in skus:
         pipe.hkeys(ledger.keys.stock(sku))
     replies = await pipe.execute()
-    pairs = [
-        (sku, loc.decode() if isinstance(loc, bytes) else loc) for sku, locs in zip(skus, replies) for loc in locs
-    ]
+    pairs = [(sku, loc.decode() if isinstance(loc, bytes) else loc) for sku, locs in zip(skus, replies) for loc in locs]
     if pairs:
         await ledger.mark_dirty(pairs, at_ms=at_ms)
     return len(pairs)

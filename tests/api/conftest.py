@@ -105,7 +105,9 @@ def make_api(redis_url, key_prefix, tmp_path):
             async with Lifespan(app):
                 transport = httpx.ASGITransport(app=app)
                 headers = bearer(key) if key else {}
-                async with httpx.AsyncClient(transport=transport, base_url="http://api.test", headers=headers) as client:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://api.test", headers=headers
+                ) as client:
                     yield Api(client, runtime, app)
 
     return factory

@@ -16,7 +16,10 @@ async def setup_stores(api) -> None:
     assert (await c.put("/v1/channels/online", json={"priority": 2})).status_code == 200
     assert (await c.put("/v1/channels/pos", json={"priority": 1, "location_groups": ["north"]})).status_code == 200
     await api.seed(
-        receipt("TEE", "DC1", 10), receipt("TEE", "STORE-1", 4), receipt("TEE", "STORE-2", 3), receipt("CAP", "STORE-2", 1)
+        receipt("TEE", "DC1", 10),
+        receipt("TEE", "STORE-1", 4),
+        receipt("TEE", "STORE-2", 3),
+        receipt("CAP", "STORE-2", 1),
     )
 
 
@@ -26,7 +29,11 @@ async def test_channel_total_and_breakdown_in_location_priority_order(api):
     assert resp.status_code == 200
     body = resp.json()
     assert (body["sku"], body["channel"], body["ats"]) == ("TEE", "online", 17)
-    assert [(line["location"], line["ats"]) for line in body["locations"]] == [("DC1", 10), ("STORE-1", 4), ("STORE-2", 3)]
+    assert [(line["location"], line["ats"]) for line in body["locations"]] == [
+        ("DC1", 10),
+        ("STORE-1", 4),
+        ("STORE-2", 3),
+    ]
     assert body["rules_version"] == api.runtime.rules.book.version
 
 
@@ -53,7 +60,11 @@ async def test_unknown_sku_is_zero_but_unknown_channel_is_404(api):
     assert resp.status_code == 404
     assert resp.headers["content-type"].startswith(PROBLEM)
     problem = resp.json()
-    assert problem["type"].endswith(":unknown-channel") and problem["status"] == 404 and problem["channel"] == "marketplace"
+    assert (
+        problem["type"].endswith(":unknown-channel")
+        and problem["status"] == 404
+        and problem["channel"] == "marketplace"
+    )
 
     resp = await c.get("/v1/availability/TEE", params={"channel": "pos", "location": "MARS"})
     assert resp.status_code == 404 and resp.json()["type"].endswith(":unknown-location")

@@ -68,4 +68,6 @@ async def test_events_need_the_events_scope(make_api):
     async with make_api(key=READER) as api:
         resp = await api.client.post("/v1/events", json=receipt("S", "DC1", 1))
         assert resp.status_code == 403
-        assert (await api.client.post("/v1/events", json=receipt("S", "DC1", 1), headers=bearer(FEEDER))).status_code == 200
+        assert (
+            await api.client.post("/v1/events", json=receipt("S", "DC1", 1), headers=bearer(FEEDER))
+        ).status_code == 200

@@ -20,7 +20,9 @@ async def stocked(api) -> None:
     c = api.client
     await c.put("/v1/locations/DC1", json={"priority": 1})
     await c.put("/v1/locations/STORE-12", json={"type": "store", "priority": 2})
-    await api.seed(receipt("TEE-BLK-M", "DC1", 3), receipt("TEE-BLK-M", "STORE-12", 5), receipt("CAP-RED", "STORE-12", 1))
+    await api.seed(
+        receipt("TEE-BLK-M", "DC1", 3), receipt("TEE-BLK-M", "STORE-12", 5), receipt("CAP-RED", "STORE-12", 1)
+    )
 
 
 async def test_reserve_commit_and_release_lifecycle(api):
@@ -28,7 +30,9 @@ async def test_reserve_commit_and_release_lifecycle(api):
     c = api.client
     resp = await c.post(
         "/v1/reservations",
-        json=order("ord-1001", {"sku": "TEE-BLK-M", "quantity": 2}, {"sku": "CAP-RED", "quantity": 1, "location": "STORE-12"}),
+        json=order(
+            "ord-1001", {"sku": "TEE-BLK-M", "quantity": 2}, {"sku": "CAP-RED", "quantity": 1, "location": "STORE-12"}
+        ),
     )
     assert resp.status_code == 201, resp.text
     body = resp.json()

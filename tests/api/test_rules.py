@@ -11,7 +11,8 @@ PROBLEM = "application/problem+json"
 async def test_rule_crud_versions_history_and_audit(api):
     c = api.client
     created = await c.post(
-        "/v1/rules", json={"kind": "buffer", "units": 2, "channel": "online", "reason": "peak"},
+        "/v1/rules",
+        json={"kind": "buffer", "units": 2, "channel": "online", "reason": "peak"},
         headers=bearer(PLANNER),
     )
     assert created.status_code == 201, created.text
@@ -63,9 +64,13 @@ async def test_stale_version_is_409_and_writes_nothing(api):
     assert (problem["current_version"], problem["expected_version"]) == (2, 1)
     assert (await c.get(f"/v1/rules/{rule['id']}")).json()["units"] == 2
     assert (await c.delete(f"/v1/rules/{rule['id']}", params={"expected_version": 1})).status_code == 409
-    disagree = await c.put(f"/v1/rules/{rule['id']}", json={"units": 3, "expected_version": 2}, headers={"If-Match": '"1"'})
+    disagree = await c.put(
+        f"/v1/rules/{rule['id']}", json={"units": 3, "expected_version": 2}, headers={"If-Match": '"1"'}
+    )
     assert disagree.status_code == 422
-    assert (await c.put(f"/v1/rules/{rule['id']}", json={"units": 3}, headers={"If-Match": "banana"})).status_code == 422
+    assert (
+        await c.put(f"/v1/rules/{rule['id']}", json={"units": 3}, headers={"If-Match": "banana"})
+    ).status_code == 422
 
 
 async def test_invalid_rules_are_422_or_404_problems(api):
@@ -93,7 +98,9 @@ async def stores_and_stock(api) -> None:
     await c.put("/v1/locations/STORE-1", json={"type": "store", "priority": 2})
     await c.put("/v1/channels/online", json={"priority": 2})
     await c.put("/v1/channels/pos", json={"priority": 1, "locations": ["STORE-1"]})
-    await api.seed(receipt("A", "DC1", 10), receipt("A", "STORE-1", 4), receipt("B", "DC1", 2), receipt("C", "STORE-1", 1))
+    await api.seed(
+        receipt("A", "DC1", 10), receipt("A", "STORE-1", 4), receipt("B", "DC1", 2), receipt("C", "STORE-1", 1)
+    )
 
 
 async def test_preview_of_a_global_rule_matches_a_hand_computation(api):
@@ -115,7 +122,9 @@ async def test_preview_of_a_global_rule_matches_a_hand_computation(api):
     }
     assert report["skus_to_zero_count"] == 3
     assert sorted((z["sku"], z["channel"], z["before"]) for z in report["skus_to_zero"]) == [
-        ("B", "online", 2), ("C", "online", 1), ("C", "pos", 1)
+        ("B", "online", 2),
+        ("C", "online", 1),
+        ("C", "pos", 1),
     ]
     assert len(report["sample"]) == 6
     assert {"sku": "A", "location": "DC1", "channel": "online", "before": 10, "after": 8} in report["sample"]
@@ -133,12 +142,20 @@ async def test_preview_of_a_sku_rule_reads_only_that_sku_and_limit_reports_incom
         json={"changes": [{"op": "create", "rule": {"kind": "buffer", "units": 1, "channel": "online", "sku": "A"}}]},
     )
     report = sku_rule.json()
-    assert (report["scope"], report["skus_scanned"], report["values_compared"], report["values_changed"]) == ("skus", 1, 3, 2)
+    assert (report["scope"], report["skus_scanned"], report["values_compared"], report["values_changed"]) == (
+        "skus",
+        1,
+        3,
+        2,
+    )
     assert {ch["channel"]: ch["delta"] for ch in report["channels"]} == {"online": -2, "pos": 0}
 
-    limited = (await c.post(
-        "/v1/rules/preview", json={"changes": [{"op": "create", "rule": {"kind": "safety_stock", "units": 1}}], "limit": 2}
-    )).json()
+    limited = (
+        await c.post(
+            "/v1/rules/preview",
+            json={"changes": [{"op": "create", "rule": {"kind": "safety_stock", "units": 1}}], "limit": 2},
+        )
+    ).json()
     assert (limited["complete"], limited["skus_scanned"]) == (False, 2)
 
     # updating and deleting existing rules
@@ -146,9 +163,9 @@ async def test_preview_of_a_sku_rule_reads_only_that_sku_and_limit_reports_incom
     undo = (await c.post("/v1/rules/preview", json={"changes": [{"op": "delete", "id": rule["id"]}]})).json()
     assert {ch["channel"]: ch["delta"] for ch in undo["channels"]} == {"online": 3 + 2, "pos": 0}  # A +3, B +2
     assert undo["deleted"] == [rule["id"]]
-    tweak = (await c.post(
-        "/v1/rules/preview", json={"changes": [{"op": "update", "id": rule["id"], "rule": {"units": 4}}]}
-    )).json()
+    tweak = (
+        await c.post("/v1/rules/preview", json={"changes": [{"op": "update", "id": rule["id"], "rule": {"units": 4}}]})
+    ).json()
     assert {ch["channel"]: ch["delta"] for ch in tweak["channels"]} == {"online": -1 - 0, "pos": 0}  # A -1, B already 0
     for bad, status in (
         ({"changes": []}, 422),

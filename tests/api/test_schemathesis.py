@@ -68,9 +68,7 @@ def served(redis_url, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api_schema(served):
-    return schemathesis.openapi.from_url(f"{served}/schema/openapi.json").exclude(
-        path_regex=r"^/(webhooks|v1/ingest)"
-    )
+    return schemathesis.openapi.from_url(f"{served}/schema/openapi.json").exclude(path_regex=r"^/(webhooks|v1/ingest)")
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -86,8 +84,9 @@ def test_every_operation_answers_as_documented_and_never_5xx(api_schema):
         operations += 1
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck),
-                  database=None)
+        @settings(
+            max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), database=None
+        )
         def fuzz(case):
             case.call_and_validate(headers=HEADERS, checks=CHECKS)
 

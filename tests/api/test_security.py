@@ -40,7 +40,13 @@ async def test_scopes_403_and_admin_implies_all(make_api):
 async def test_public_read_opens_reads_only(make_api):
     async with make_api(key=None, public_read=True) as api:
         c = api.client
-        for path in ("/v1/availability/TEE", "/v1/availability/TEE/explain", "/v1/rules", "/v1/locations", "/v1/channels"):
+        for path in (
+            "/v1/availability/TEE",
+            "/v1/availability/TEE/explain",
+            "/v1/rules",
+            "/v1/locations",
+            "/v1/channels",
+        ):
             assert (await c.get(path)).status_code == 200, path
         assert (await c.post("/v1/availability/batch", json={"skus": ["TEE"]})).status_code == 200
         assert (await c.get("/v1/reservations/none")).status_code == 404  # read, and simply not there
@@ -65,7 +71,9 @@ async def test_without_any_key_a_dev_admin_key_is_made_in_data_dir(make_api, tmp
         assert key.startswith("dev-")
         assert ((tmp_path / "var" / "dev-admin-key").stat().st_mode & 0o777) == 0o600
         assert (await api.client.get("/v1/rules")).status_code == 401
-        assert (await api.client.post("/v1/rules", json={"kind": "safety_stock", "units": 1}, headers=bearer(key))).status_code == 201
+        assert (
+            await api.client.post("/v1/rules", json={"kind": "safety_stock", "units": 1}, headers=bearer(key))
+        ).status_code == 201
     # the same key on the next start
     async with make_api(key=None, api_keys=None) as api:
         assert (await api.client.get("/v1/rules", headers=bearer(key))).status_code == 200
@@ -97,5 +105,7 @@ async def test_oversized_body_is_413_problem(make_api):
         big = {"skus": ["X" * 100] * 50}
         resp = await api.client.post("/v1/availability/batch", json=big)
         assert resp.status_code == 413 and resp.headers["content-type"].startswith(PROBLEM)
-        resp = await api.client.post("/v1/events", content=b"[" + b" " * 4096 + b"]", headers={"content-type": "application/json"})
+        resp = await api.client.post(
+            "/v1/events", content=b"[" + b" " * 4096 + b"]", headers={"content-type": "application/json"}
+        )
         assert resp.status_code == 413
