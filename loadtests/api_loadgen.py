@@ -155,49 +155,45 @@ async def closed_loop(
 
 
 async def open_loop(
-    host: str, port: int, make: RequestFactory, *, rate: float, seconds: float, max_connections: int = 256
+    host: str, port: int, make: RequestFactory, *, rate: float, seconds: float, max_connections: int = 64
 ) -> Stats:
-    """Start requests at `rate` per second for `seconds`; latency counts from each scheduled start."""
+    """Start requests at `rate` per second for `seconds` over up to `max_connections` connections.
+
+    Request i is due at start + i / rate. A connection that is free early sleeps until the
+    request is due and times it from when it wakes (the event loop's timer is coarse, and its
+    lateness is the client's, not the server's); a request that is already overdue because
+    every connection was busy is timed from when it was due, so a server stall is charged to
+    every request it held up (no coordinated omission).
+    """
     stats = Stats()
-    idle: asyncio.Queue[_Connection] = asyncio.Queue()
-    opened = 0
     total = int(rate * seconds)
     interval = 1.0 / rate
     clock = time.perf_counter
-    loop = asyncio.get_running_loop()
-    in_flight: set[asyncio.Task] = set()
-
-    async def one(i: int, scheduled: float) -> None:
-        nonlocal opened
-        if idle.empty() and opened < max_connections:
-            opened += 1
-            conn = await connect(host, port)
-        else:
-            conn = await idle.get()
-        try:
-            status, _ = await conn.send(make(i))
-        except ConnectionError:
-            stats.errors += 1
-            opened -= 1
-            return
-        stats.latencies.append(clock() - scheduled)
-        stats.statuses[status] += 1
-        idle.put_nowait(conn)
-
+    counter = iter(range(total))
+    conns = [await connect(host, port) for _ in range(max_connections)]
     started = clock()
-    for i in range(total):
-        scheduled = started + i * interval
-        delay = scheduled - clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = loop.create_task(one(i, scheduled))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    if in_flight:
-        await asyncio.gather(*in_flight)
+
+    async def worker(conn: _Connection) -> None:
+        for i in counter:
+            due = started + i * interval
+            delay = due - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                t0 = clock()
+            else:
+                t0 = due
+            try:
+                status, _ = await conn.send(make(i))
+            except ConnectionError:
+                stats.errors += 1
+                conn = await connect(host, port)
+                continue
+            stats.latencies.append(clock() - t0)
+            stats.statuses[status] += 1
+
+    await asyncio.gather(*(worker(c) for c in conns))
     stats.seconds = clock() - started
-    while not idle.empty():
-        conn = idle.get_nowait()
+    for conn in conns:
         if conn.transport is not None:
             conn.transport.close()
     return stats

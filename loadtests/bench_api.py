@@ -145,9 +145,22 @@ async def seed(base: str, redis_url: str, prefix: str, skus: int) -> dict:
             )
     for start in range(0, len(events), 2000):
         await ledger.apply_batch(events[start : start + 2000])
-    await redis.delete(ledger.keys.dirty)  # nobody publishes here; keep Redis small
     await redis.aclose()
+    await settle(base)
     return {"skus": skus, "locations": len(LOCATIONS), "pairs": len(events)}
+
+
+async def settle(base: str, timeout: float = 30.0) -> None:
+    """Wait until the rule changes made while seeding are marked dirty, so no background pass
+    runs during a measurement."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base) as client:
+        while time.monotonic() < deadline:
+            text = (await client.get("/metrics")).text
+            pending = [line for line in text.splitlines() if line.startswith("availability_rules_dirty_pending ")]
+            if not pending or float(pending[0].split()[1]) == 0:
+                return
+            await asyncio.sleep(0.2)
 
 
 def lookup_factory(skus: int):

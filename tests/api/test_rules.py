@@ -196,3 +196,16 @@ async def test_a_rule_change_marks_affected_pairs_dirty_in_the_background(make_a
         await marker.wait_idle()
         assert {m.decode() for m in await redis.zrange(dirty, 0, -1)} == {"C|STORE-1"}
         assert await marker.pending() == 0
+
+
+async def test_mark_all_dirty_walks_every_stock_key_in_batches(api):
+    from availability.rules.dirtying import mark_all_dirty, mark_skus_dirty
+
+    await stores_and_stock(api)
+    redis, dirty = api.runtime.redis, api.ledger.keys.dirty
+    await redis.delete(dirty)
+    assert await mark_all_dirty(api.ledger, batch=1) >= 4  # SCAN may return a key twice
+    assert await redis.zcard(dirty) == 4
+    await redis.delete(dirty)
+    assert await mark_skus_dirty(api.ledger, ["A", "NEVER-STOCKED"]) == 2
+    assert {m.decode() for m in await redis.zrange(dirty, 0, -1)} == {"A|DC1", "A|STORE-1"}
