@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
+#: methods kept as a label value; anything else a client invents is counted as OTHER
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 #: sub-millisecond resolution: a cached lookup answers in a few hundred microseconds
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -114,7 +117,8 @@ class MetricsASGI:
             await self.app(scope, receive, send_and_record)
         finally:
             route = scope.get("path_template") or "unmatched"
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            self.metrics.observe(method, route, status, time.perf_counter() - start)
 
 
 async def read_gauges(runtime: "Runtime", marker_pending: int | None) -> list[GaugeMetricFamily]:

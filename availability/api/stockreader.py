@@ -36,6 +36,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 log = logging.getLogger("availability.api")
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+#: a reply this late means Redis (or the network) is stuck: drop the connection, fail the waiters
+REPLY_TIMEOUT_SECONDS = 5.0
 
 
 class StockReader(Protocol):
@@ -54,12 +56,13 @@ def _command(*parts: bytes) -> bytes:
 
 
 class _Pending:
-    __slots__ = ("future", "expected", "replies")
+    __slots__ = ("future", "expected", "replies", "sent_at")
 
-    def __init__(self, future: asyncio.Future, expected: int) -> None:
+    def __init__(self, future: asyncio.Future, expected: int, sent_at: float) -> None:
         self.future = future
         self.expected = expected
         self.replies: list = []
+        self.sent_at = sent_at
 
 
 class _Connection(asyncio.Protocol):
@@ -71,11 +74,26 @@ class _Connection(asyncio.Protocol):
         self.flush_scheduled = False
         self.lost: Exception | None = None
         self.loop = asyncio.get_running_loop()
+        self.watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
+        self.watchdog = self.loop.call_later(1.0, self._check_overdue)
+
+    def _check_overdue(self) -> None:
+        # A timer per connection instead of a timeout per request: the hot path stays free of it.
+        if self.lost is not None:
+            return
+        if self.pending and self.loop.time() - self.pending[0].sent_at > REPLY_TIMEOUT_SECONDS:
+            log.warning("no reply from Redis in %.0f s: dropping the connection", REPLY_TIMEOUT_SECONDS)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self.watchdog = self.loop.call_later(1.0, self._check_overdue)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         self.lost = exc or RedisUnavailable("connection to Redis closed")
         while self.pending:
             waiter = self.pending.popleft()
@@ -97,7 +115,7 @@ class _Connection(asyncio.Protocol):
 
     def request(self, payload: bytes, expected: int) -> asyncio.Future:
         future = self.loop.create_future()
-        self.pending.append(_Pending(future, expected))
+        self.pending.append(_Pending(future, expected, self.loop.time()))
         self.outgoing.append(payload)
         if not self.flush_scheduled:
             self.flush_scheduled = True

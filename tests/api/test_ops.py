@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
+from availability.domain.reservations import ReservationLine, ReservationRequest
 from tests.api.conftest import receipt
 
 
@@ -44,3 +49,40 @@ async def test_metrics_has_latency_per_route_template_and_ledger_gauges(api):
     assert "availability_reservations_pending_expiry 1.0" in text
     assert f"availability_rules_version {float(api.runtime.rules.book.version)}" in text
     assert "availability_dirty_pairs 1.0" in text  # M|DC1 from the receipt and the hold
+
+
+async def test_the_pipelined_reader_reads_what_the_ledger_reads(api):
+    pytest.importorskip("hiredis")
+    from availability.api.stockreader import PipelinedStockReader
+
+    await api.seed(receipt("R1", "DC1", 3), receipt("R1", "STORE-1", 4), receipt("R2", "DC1", 1))
+    await api.ledger.reserve(
+        ReservationRequest("r-1", "online", [ReservationLine("R1", 2, "STORE-1")]), api.runtime.rules.book
+    )
+    reader = PipelinedStockReader(api.runtime.redis_url, api.ledger.keys)
+    try:
+        skus = ["R1", "R2", "NONE"]
+        got = await asyncio.gather(reader.stock_many(skus), reader.stock_many(["R2"]), reader.stock_many(skus))
+        assert got[0] == got[2] == await api.ledger.stock_many(skus)
+        assert got[1] == {"R2": (await api.ledger.stock("R2"))}
+    finally:
+        await reader.close()
+    assert isinstance(api.app.state.api.reader, PipelinedStockReader)  # the API uses it
+
+
+async def test_redis_unreachable_is_503_problem(api):
+    pytest.importorskip("hiredis")
+    from availability.api.stockreader import PipelinedStockReader
+    from availability.embedded_redis import free_port
+
+    ctx = api.app.state.api
+    ctx.reader = PipelinedStockReader(f"redis://127.0.0.1:{free_port()}/0", api.ledger.keys)
+    resp = await api.client.get("/v1/availability/TEE")
+    assert resp.status_code == 503 and resp.headers["content-type"].startswith("application/problem+json")
+    assert resp.headers["retry-after"] == "1" and resp.json()["type"].endswith(":unavailable")
+
+
+async def test_unknown_methods_do_not_make_new_metric_labels(api):
+    await api.client.request("BREW", "/v1/availability/TEE")
+    text = (await api.client.get("/metrics")).text
+    assert 'method="BREW"' not in text and 'method="OTHER"' in text
