@@ -77,6 +77,7 @@ class StreamConsumer:
         self.reclaimer: Reclaimer | None = None
         self._broker: Any = None
         self._reclaim_task: asyncio.Task | None = None
+        self._reclaim_stop = asyncio.Event()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -106,8 +107,9 @@ class StreamConsumer:
             raise ValueError(f"unknown broker {kind!r}")
         await self._broker.start()
         if self.reclaimer is not None:
+            self._reclaim_stop = asyncio.Event()
             self._reclaim_task = asyncio.create_task(
-                self.reclaimer.run(self.settings.reclaim_interval_seconds), name="ingest-reclaimer"
+                self.reclaimer.run(self.settings.reclaim_interval_seconds, self._reclaim_stop), name="ingest-reclaimer"
             )
         log.info(
             "consumer %s started on %s, partitions %s, batch %d",
@@ -116,9 +118,13 @@ class StreamConsumer:
 
     async def stop(self) -> None:
         if self._reclaim_task is not None:
-            self._reclaim_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reclaim_task
+            self._reclaim_stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reclaim_task), 15)
+            except asyncio.TimeoutError:
+                self._reclaim_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reclaim_task
             self._reclaim_task = None
         if self._broker is not None:
             # FastStream waits (graceful_timeout) for in-flight batches to finish and ack.
@@ -137,7 +143,7 @@ class StreamConsumer:
     def _redis_broker(self) -> Any:
         from faststream.redis import RedisBroker, StreamSub  # noqa: PLC0415
 
-        broker = RedisBroker(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log)
+        broker = RedisBroker(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
         pipeline = self.pipeline
 
         async def on_redis_batch(message: Message) -> None:
@@ -169,7 +175,7 @@ class StreamConsumer:
     def _nats_broker(self) -> Any:
         from faststream.nats import JStream, NatsBroker, PullSub  # noqa: PLC0415
 
-        broker = NatsBroker(self.settings.broker_url or "nats://127.0.0.1:4222", graceful_timeout=30.0, logger=log)
+        broker = NatsBroker(self.settings.broker_url or "nats://127.0.0.1:4222", graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
         stream = JStream(self.names.nats_stream, subjects=[self.names.nats_subjects_wildcard])
         pipeline = self.pipeline
 
@@ -200,7 +206,7 @@ class StreamConsumer:
     def _kafka_broker(self) -> Any:
         from faststream.kafka import KafkaBroker  # noqa: PLC0415
 
-        broker = KafkaBroker(self.settings.broker_url or "127.0.0.1:9092", graceful_timeout=30.0, logger=log)
+        broker = KafkaBroker(self.settings.broker_url or "127.0.0.1:9092", graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
         register_kafka_subscriber(broker, self.names, self.pipeline, self.settings.batch_size)
         return broker
 

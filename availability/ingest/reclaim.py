@@ -73,9 +73,13 @@ class Reclaimer:
         self.max_deliveries = max_deliveries
         self.retention_ms = retention_ms
 
-    async def run(self, interval: float) -> None:
-        """Reclaim (at once, then every `interval` s), trim and observe until cancelled."""
-        while True:
+    async def run(self, interval: float, stop: asyncio.Event | None = None) -> None:
+        """Reclaim (at once, then every `interval` s), trim and observe until `stop` is set.
+
+        Stopping is cooperative (between passes), not by cancelling a pass in the middle of
+        a Redis command: a cancelled command leaves its connection to be torn down."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
             try:
                 await self.reclaim_once()
                 await self.trim_once()
@@ -84,7 +88,10 @@ class Reclaimer:
                 raise
             except Exception:  # a Redis blip must not end recovery for good
                 log.exception("reclaim pass failed; retrying in %.1fs", interval)
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
 
     # --- recovery ---------------------------------------------------------------------------
 
