@@ -146,10 +146,13 @@ class StreamConsumer:
         broker = RedisBroker(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
         pipeline = self.pipeline
 
+        wait_for_older = self._wait_for_older
+
         async def on_redis_batch(message: Message) -> None:
             raw = message.raw_message
             stream = raw["channel"]
             ids = raw["message_ids"]
+            await wait_for_older(stream, ids[0])
             entries = [
                 Entry(mid.decode(), entry_payload(fields), stream) for mid, fields in zip(ids, raw["data"])
             ]
@@ -171,6 +174,21 @@ class StreamConsumer:
             )
             sub(on_redis_batch)
         return broker
+
+    async def _wait_for_older(self, stream: str, first_id: bytes) -> None:
+        """Keep a SKU's events in stream order across consumers: a batch is applied only
+        when no older entry of its partition is still pending. Older pending entries belong
+        to another consumer's batch in flight (wait for its ack) or to a dead consumer
+        (the reclaimer takes them over after `reclaim_idle_ms` and applies them first)."""
+        redis = self.runtime.redis
+        group = self.names.group
+        upper = b"(" + first_id
+        waited = 0.0
+        while await redis.xpending_range(stream, group, min="-", max=upper, count=1):
+            if waited and waited % 10 < 0.05:
+                log.warning("%s: batch from %s waits for older pending entries (%.0fs)", stream, first_id, waited)
+            await asyncio.sleep(0.05)
+            waited += 0.05
 
     def _nats_broker(self) -> Any:
         from faststream.nats import JStream, NatsBroker, PullSub  # noqa: PLC0415

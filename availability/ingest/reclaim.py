@@ -193,7 +193,8 @@ class Reclaimer:
                 safe = (delivered[0], delivered[1] + 1)
                 if group["pending"]:
                     summary = await self.redis.xpending(stream, name)
-                    safe = min(safe, _id_tuple(_s(summary["min"])))
+                    if summary.get("min"):  # None if it was acknowledged meanwhile
+                        safe = min(safe, _id_tuple(_s(summary["min"])))
                 bound = min(bound, safe)
             if bound[0] > 0:
                 removed += await self.redis.xtrim(stream, minid=f"{bound[0]}-{bound[1]}", approximate=True)
