@@ -108,9 +108,10 @@ advanced 200/s (4,000), plus 1,000/s (20,000), enterprise 2,000/s (40,000);
   (the level, its ``location``, its ``quantities`` list). So
   ``inventoryItem`` with ``inventoryLevels(first: 10)`` requests ``1 + 2 + 30 = 33``;
   ``nodes(ids: [30 ids])`` with ``inventoryLevels(first: 10)`` requests ``30 x 33 = 990``
-  and actually costs 33-ish per found item with few levels far less;
-  ``inventoryItems(first: n)`` costs ``2 + n`` (plus nested levels if selected);
-  ``locations(first: n)`` costs ``2 + n``. Unknown ids cost nothing actually.
+  while its actual cost counts only the levels returned (an item stocked at 2
+  locations actually costs ``1 + 2 + 6 = 9``); ``inventoryItems(first: n)`` requests
+  ``2 + n`` (plus nested levels if selected); ``locations(first: n)`` requests
+  ``2 + n``. Ids that resolve to nothing cost nothing actually.
 * A requested cost above ``max_query_cost`` (1,000) -> ``MAX_COST_EXCEEDED``, nothing
   charged. ``first`` above 250 -> error.
 * The requested cost is reserved when the request is admitted and the unused part is

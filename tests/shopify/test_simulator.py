@@ -438,6 +438,18 @@ async def test_hammering_a_tiny_plan_throttles_and_never_overdraws(shop_factory)
     assert stats.quantities_applied == len(ok)
 
 
+def test_each_access_token_has_its_own_bucket(shop_factory):
+    shop = shop_factory(restore_rate=1.0, bucket_size=20.0, extra_access_tokens=["shpat_other_app"])
+    item, loc = shop.items[0], shop.locations[0]
+    variables = set_input([entry(item, loc, 1, changeFromQuantity=None)])
+    assert "data" in shop.gql(set_mutation("b1"), variables).json()
+    assert "data" in shop.gql(set_mutation("b2"), variables).json()
+    assert "data" not in shop.gql(set_mutation("b3"), variables).json()  # bucket empty
+    other = shop.gql(set_mutation("b4"), variables, token="shpat_other_app").json()
+    assert "data" in other
+    assert other["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] == 10
+
+
 def test_throttle_can_answer_429(shop_factory):
     shop = shop_factory(throttle_http_status=429)
     shop.state.set_faults(force_throttle=2)
