@@ -207,7 +207,7 @@ class StreamConsumer:
                 self.names.nats_subject(p),
                 stream=stream,
                 durable=f"{self.names.group}-{p}",
-                pull_sub=PullSub(batch_size=self.settings.batch_size, timeout=max(self.settings.consumer_poll_ms, 10) / 1000, batch=True),
+                pull_sub=PullSub(batch_size=self.settings.batch_size, timeout=max(self.settings.consumer_poll_ms / 1000, 0.5), batch=True),
                 parser=self._keep_raw_nats,
                 decoder=_no_decode,
                 ack_policy=AckPolicy.MANUAL,

@@ -132,13 +132,21 @@ class EventPublisher:
             for p, _, payload in items:
                 pipe.xadd(partition(p), {EVENT_FIELD: payload})
             await pipe.execute()
-        elif self.broker_kind == "nats":
-            stream = self.names.nats_stream
-            subject = self.names.nats_subject
-            await asyncio.gather(*(self._broker.publish(payload, subject(p), stream=stream) for p, _, payload in items))
+        else:
+            # Concurrent across partitions, in order within one: a SKU's events must keep
+            # their order on the broker, and concurrent publishes may be stored in any order.
+            by_partition: dict[int, list[tuple[str | None, bytes]]] = {}
+            for p, sku, payload in items:
+                by_partition.setdefault(p, []).append((sku, payload))
+            await asyncio.gather(*(self._send_in_order(p, rows) for p, rows in by_partition.items()))
+
+    async def _send_in_order(self, p: int, rows: list[tuple[str | None, bytes]]) -> None:
+        if self.broker_kind == "nats":
+            subject, stream = self.names.nats_subject(p), self.names.nats_stream
+            for _, payload in rows:
+                await self._broker.publish(payload, subject, stream=stream)
         else:
             # One topic; the key keeps one SKU in one Kafka partition, hence in order.
             topic = self.names.kafka_topic
-            await asyncio.gather(
-                *(self._broker.publish(payload, topic, key=(sku or str(p)).encode()) for p, sku, payload in items)
-            )
+            for sku, payload in rows:
+                await self._broker.publish(payload, topic, key=(sku or str(p)).encode())
