@@ -1,0 +1,190 @@
+"""Benchmark: canonical events applied per second by ONE consumer process (Redis Streams ->
+FastStream batch subscriber -> Ledger pipeline -> XACK), beside the raw ceiling of the
+same Redis: `redis-benchmark` driving a pipelined EVALSHA of apply_event.lua against the
+same server in the same run. Prints JSON with the ratio.
+
+    python -m loadtests.bench_ingest                 # 1,000,000 events
+    python -m loadtests.bench_ingest --quick         # 100,000 events
+    python -m loadtests.bench_ingest --events 300000 --batch 1000 --partitions 8
+
+The events are published first (pipelined XADD, timed too), then `availability consume`
+is started as a separate process and timed from its first delivered entry until every
+partition is drained (all delivered and acknowledged). With AVAILABILITY_REDIS_URL set it
+uses that server (only under its own key prefix, removed afterwards); otherwise it starts
+an embedded redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from availability.bootstrap import make_redis
+from availability.domain.events import StockEvent, encode_event
+from availability.embedded_redis import EmbeddedRedis
+from availability.ingest.publisher import ensure_redis_groups
+from availability.ingest.streams import EVENT_FIELD, StreamNames, partition_of
+from loadtests.ceilings import apply_script_ceiling, delete_prefix
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
+#: the mix a retailer's stream carries: mostly sales and receipts, some orders and counts
+MIX = (("pos_sale", 40), ("receipt", 20), ("reserve", 12), ("release", 5), ("fulfil", 8),
+       ("adjustment", 5), ("cycle_count", 3), ("purchase_order", 4), ("pos_return", 3))
+
+
+def synthetic_payloads(count: int, skus: int, seed: int = 1) -> list[tuple[str, bytes]]:
+    rnd = random.Random(seed)
+    types = [t for t, weight in MIX for _ in range(weight)]
+    out = []
+    for i in range(count):
+        etype = rnd.choice(types)
+        sku = f"SKU-{rnd.randrange(skus)}"
+        event = StockEvent(
+            event_id=f"bench-{i}", type=etype, source="sim", occurred_at=T0 + timedelta(milliseconds=i),
+            sku=sku, location=rnd.choice(("DC1", "DC2", "STORE-1", "STORE-2")), quantity=rnd.randint(1, 5),
+            reference=f"o{rnd.randrange(1000)}" if etype in ("reserve", "release", "fulfil") else None,
+            reason="damaged" if etype == "adjustment" else None,
+        )
+        out.append((sku, encode_event(event)))
+    return out
+
+
+async def publish(redis_url: str, names: StreamNames, payloads: list[tuple[str, bytes]]) -> dict:
+    redis = make_redis(redis_url)
+    await ensure_redis_groups(redis, names)
+    started = time.perf_counter()
+    for start in range(0, len(payloads), 5000):
+        pipe = redis.pipeline(transaction=False)
+        for sku, payload in payloads[start : start + 5000]:
+            pipe.xadd(names.partition(partition_of(sku, names.partitions)), {EVENT_FIELD: payload})
+        await pipe.execute()
+    elapsed = time.perf_counter() - started
+    await redis.aclose()
+    return {"events": len(payloads), "seconds": round(elapsed, 3), "events_per_sec": round(len(payloads) / elapsed, 1)}
+
+
+async def group_progress(redis, names: StreamNames) -> tuple[int, int]:
+    """(entries delivered to the group, entries still pending) over all partitions."""
+    delivered = pending = 0
+    for stream in names.all_partitions():
+        for group in await redis.xinfo_groups(stream):
+            if group["name"].decode() == names.group:
+                pending += group["pending"]
+                read = group.get("entries-read")
+                if read is None:  # Redis < 7: count what is left after last-delivered-id
+                    left = await redis.xrange(stream, min="(" + group["last-delivered-id"].decode(), max="+")
+                    read = await redis.xlen(stream) - len(left)
+                delivered += read
+    return delivered, pending
+
+
+async def consume(redis_url: str, names: StreamNames, total: int, args, data_dir: str) -> dict:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AVAILABILITY_REDIS_URL": redis_url,
+        "AVAILABILITY_KEY_PREFIX": names.prefix,
+        "AVAILABILITY_DATA_DIR": data_dir,
+        "AVAILABILITY_PARTITIONS": str(names.partitions),
+        "AVAILABILITY_BATCH_SIZE": str(args.batch),
+        "AVAILABILITY_CONSUMER_POLL_MS": "5",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "availability.cli", "--log-level", "WARNING", "consume", "--consumer", "bench"],
+        env=env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )
+    redis = make_redis(redis_url)
+    try:
+        while True:
+            delivered, pending = await group_progress(redis, names)
+            if delivered or pending:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode())
+            await asyncio.sleep(0.002)
+        started, first = time.perf_counter(), delivered - pending
+        samples = []
+        while True:
+            delivered, pending = await group_progress(redis, names)
+            samples.append((time.perf_counter() - started, delivered - pending))
+            if delivered >= total and pending == 0:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode())
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        await redis.aclose()
+    applied = total - first
+    return {
+        "events": applied, "batch": args.batch, "partitions": names.partitions, "seconds": round(elapsed, 3),
+        "events_per_sec": round(applied / elapsed, 1), "consumer_cpu_seconds": cpu,
+    }
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="100k events")
+    parser.add_argument("--skus", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--ceiling-requests", type=int, default=200_000)
+    args = parser.parse_args()
+    if args.quick:
+        args.events = 100_000
+
+    server = None
+    redis_url = os.environ.get("AVAILABILITY_REDIS_URL")
+    tmp = tempfile.TemporaryDirectory(prefix="av-bench-ingest-")
+    if not redis_url:
+        server = EmbeddedRedis(Path(tmp.name) / "redis", appendonly=False).start()
+        redis_url = server.url
+    names = StreamNames(f"bi{uuid.uuid4().hex[:6]}", args.partitions)
+    try:
+        ceiling = apply_script_ceiling(redis_url, requests=args.ceiling_requests, skus=100_000_000)
+        delete_prefix(redis_url, ceiling["key_prefix"])
+        payloads = synthetic_payloads(args.events, args.skus)
+        published = asyncio.run(publish(redis_url, names, payloads))
+        del payloads
+        consumed = asyncio.run(consume(redis_url, names, args.events, args, tmp.name))
+        delete_prefix(redis_url, names.prefix)
+    finally:
+        if server:
+            server.stop()
+        tmp.cleanup()
+    print(json.dumps({
+        "benchmark": "ingest_consumer",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "ceiling": ceiling,
+        "publish": published,
+        "consumer": consumed,
+        "ratio_to_ceiling": round(consumed["events_per_sec"] / ceiling["ops_per_sec"], 3),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
