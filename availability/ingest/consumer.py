@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from faststream import AckPolicy, Context
 
-from availability.ingest.pipeline import Entry, IngestPipeline
+from availability.ingest.pipeline import Entry, IngestPipeline, is_transient
 from availability.ingest.publisher import ensure_nats_stream, ensure_redis_groups
 from availability.ingest.reclaim import Reclaimer
 from availability.ingest.streams import StreamNames, entry_payload
@@ -73,11 +73,19 @@ class StreamConsumer:
         self.names = StreamNames.from_settings(settings)
         self.consumer_name = consumer_name or settings.consumer_name or default_consumer_name()
         self.partitions = partitions if partitions is not None else list(range(settings.partitions))
-        self.pipeline = IngestPipeline(runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules)
+        self.applier = None
+        if runtime.redis_url:
+            from availability.ingest.fastapply import FastApplier  # noqa: PLC0415
+
+            self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=len(self.partitions) + 1)
+        self.pipeline = IngestPipeline(
+            runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules, applier=self.applier
+        )
         self.reclaimer: Reclaimer | None = None
         self._broker: Any = None
         self._reclaim_task: asyncio.Task | None = None
         self._reclaim_stop = asyncio.Event()
+        self._stopping = False
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -128,8 +136,11 @@ class StreamConsumer:
             self._reclaim_task = None
         if self._broker is not None:
             # FastStream waits (graceful_timeout) for in-flight batches to finish and ack.
+            self._stopping = True
             await self._broker.stop()
             self._broker = None
+        if self.applier is not None:
+            await self.applier.close()
 
     async def __aenter__(self) -> "StreamConsumer":
         await self.start()
@@ -147,6 +158,7 @@ class StreamConsumer:
         pipeline = self.pipeline
 
         wait_for_older = self._wait_for_older
+        process_with_retry = self._process_with_retry
 
         async def on_redis_batch(message: Message) -> None:
             raw = message.raw_message
@@ -156,7 +168,7 @@ class StreamConsumer:
             entries = [
                 Entry(mid.decode(), entry_payload(fields), stream) for mid, fields in zip(ids, raw["data"])
             ]
-            await pipeline.process(entries, ack=(stream, ids))
+            await process_with_retry(entries, ack=(stream, ids))
 
         for p in self.partitions:
             sub = broker.subscriber(
@@ -174,6 +186,21 @@ class StreamConsumer:
             )
             sub(on_redis_batch)
         return broker
+
+    async def _process_with_retry(self, entries: list[Entry], **kwargs: Any) -> None:
+        """Apply a batch; while Redis is unreachable, retry it in place (with backoff), so the
+        partition keeps its order instead of waiting for the reclaim timeout."""
+        delay = 0.1
+        while True:
+            try:
+                await self.pipeline.process(entries, **kwargs)
+                return
+            except Exception as exc:
+                if not is_transient(exc) or self._stopping:
+                    raise  # stays pending: reclaimed later
+                log.warning("batch of %d not applied (%s); retrying in %.1fs", len(entries), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _wait_for_older(self, stream: str, first_id: bytes) -> None:
         """Keep a SKU's events in stream order across consumers: a batch is applied only

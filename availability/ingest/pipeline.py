@@ -105,8 +105,11 @@ class IngestPipeline:
         *,
         redis: Redis | None = None,
         rules: "RuleCache | None" = None,
+        applier=None,
     ) -> None:
         self.ledger = ledger
+        #: what applies a whole batch: the ledger, or the consumer's FastApplier (same semantics)
+        self.applier = applier or ledger
         self.redis = redis or ledger.redis
         self.names = names
         self.rules = rules
@@ -167,7 +170,7 @@ class IngestPipeline:
         self, events: list[StockEvent], origins: list[Entry], dead: list[DeadLetter]
     ) -> list[ApplyResult]:
         try:
-            return await self.ledger.apply_batch(events)
+            return await self.applier.apply_batch(events)
         except Exception as exc:
             if is_transient(exc):
                 raise

@@ -1,0 +1,58 @@
+"""The consumer's fast apply path sends exactly what `Ledger.apply_batch` sends: the same
+random events through both give the same statuses and the same buckets."""
+
+from __future__ import annotations
+
+from availability.ingest.fastapply import FastApplier, _PyReader
+from availability.ledger.keys import KeyLayout
+from availability.ledger.ledger import Ledger
+from tests.ingest.conftest import LOCATIONS, SKUS, random_events
+
+
+async def test_fast_applier_equals_ledger_apply_batch(redis_client, redis_url, key_prefix):
+    events = random_events(2000, seed=21, dup_rate=0.1)
+    reference = Ledger(redis_client, keys=KeyLayout(f"{key_prefix}a"))
+    fast_ledger = Ledger(redis_client, keys=KeyLayout(f"{key_prefix}b"))
+    await reference.load_scripts()
+    await fast_ledger.load_scripts()
+    applier = FastApplier(fast_ledger, redis_url, connections=2)
+    try:
+        expected, got = [], []
+        for start in range(0, len(events), 300):
+            chunk = events[start : start + 300]
+            expected += await reference.apply_batch(chunk, at_ms=1_795_000_000_000)
+            got += await applier.apply_batch(chunk, at_ms=1_795_000_000_000)
+    finally:
+        await applier.close()
+    assert [(r.event_id, r.status, r.buckets) for r in got] == [(r.event_id, r.status, r.buckets) for r in expected]
+    assert await fast_ledger.stock_many(SKUS) == await reference.stock_many(SKUS)
+    assert LOCATIONS
+
+
+async def test_unicode_and_noscript(redis_client, redis_url, key_prefix):
+    from tests.factories import event
+
+    ledger = Ledger(redis_client, keys=KeyLayout(key_prefix))
+    await ledger.load_scripts()
+    applier = FastApplier(ledger, redis_url, connections=1)
+    try:
+        [result] = await applier.apply_batch([event("receipt", sku="TÉE-ÑOIR-М", quantity=3, reference="PO-ü")])
+        assert result.status == "applied" and result.buckets.on_hand == 3
+        assert (await ledger.stock("TÉE-ÑOIR-М"))["DC1"].on_hand == 3
+        # Redis lost its script cache (restart): the scripts are reloaded and the batch re-sent.
+        await redis_client.script_flush()
+        [again] = await applier.apply_batch([event("receipt", sku="TÉE-ÑOIR-М", quantity=2)])
+        assert again.status == "applied" and again.buckets.on_hand == 5
+    finally:
+        await applier.close()
+
+
+def test_pure_python_reader_parses_replies():
+    reader = _PyReader()
+    reader.feed(b"*6\r\n$7\r\napplied\r\n:3\r\n:0\r\n:0")
+    assert reader.gets() is False
+    reader.feed(b"\r\n:0\r\n:0\r\n-NOSCRIPT No matching script\r\n")
+    assert reader.gets() == [b"applied", 3, 0, 0, 0, 0]
+    error = reader.gets()
+    assert isinstance(error, Exception) and str(error).startswith("NOSCRIPT")
+    assert reader.gets() is False
