@@ -178,9 +178,13 @@ class RuleBook:
         self._channel_locations: dict[str, tuple[str, ...]] = {
             name: self._resolve_channel_locations(ch) for name, ch in self.channels.items()
         }
-        # lru_cache per instance: the book is replaced, not mutated, when rules change
-        self.terms = lru_cache(maxsize=200_000)(self._terms)  # type: ignore[method-assign]
-        self.protections = lru_cache(maxsize=200_000)(self._protections)  # type: ignore[method-assign]
+        # Memoised per instance (the book is replaced, not mutated, when rules change).
+        # A SKU without SKU rules gets the same terms as every SKU of its category, so
+        # those are cached by category: 1,000,000 (SKU, location) pairs share a few
+        # hundred entries instead of thrashing a per-SKU cache.
+        self._skus_with_rules = frozenset(sku for by_sku in self._by_kind_sku.values() for sku in by_sku)
+        self._terms_cached = lru_cache(maxsize=200_000)(self._terms)
+        self._protections_cached = lru_cache(maxsize=200_000)(self._protections)
 
     # --- master data -----------------------------------------------------------------------
 
@@ -225,21 +229,34 @@ class RuleBook:
 
     # --- rule resolution -------------------------------------------------------------------
 
+    def terms(self, sku: str, location: str, channel: str) -> RuleTerms:
+        """Safety stock, buffer and threshold for one (SKU, location, channel)."""
+        key_sku = sku if sku in self._skus_with_rules else None
+        return self._terms_cached(key_sku, self.sku_categories.get(sku), location, channel)
+
+    def protections(self, sku: str, location: str) -> tuple[Protection, ...]:
+        """Ring-fences at a location, in fill order: channel priority, then name."""
+        key_sku = sku if sku in self._skus_with_rules else None
+        return self._protections_cached(key_sku, self.sku_categories.get(sku), location)
+
     def best_rule(self, kind: str, sku: str, location: str, channel: str | None) -> Rule | None:
-        category = self.sku_categories.get(sku)
+        return self._best(kind, sku, self.sku_categories.get(sku), location, channel)
+
+    def _best(self, kind: str, sku: str | None, category: str | None, location: str, channel: str | None) -> Rule | None:
         loc = self.locations.get(location)
         groups = loc.groups if loc else ()
         # SKU rules outrank every non-SKU rule, so the first SKU match is the answer.
-        for candidates in (self._by_kind_sku[kind].get(sku, ()), self._by_kind_general[kind]):
+        sku_rules = self._by_kind_sku[kind].get(sku, ()) if sku is not None else ()
+        for candidates in (sku_rules, self._by_kind_general[kind]):
             for rule in candidates:
                 if _matches(rule, category, location, groups, channel):
                     return rule
         return None
 
-    def _terms(self, sku: str, location: str, channel: str) -> RuleTerms:
-        safety = self.best_rule("safety_stock", sku, location, None)
-        buffer = self.best_rule("buffer", sku, location, channel)
-        threshold = self.best_rule("threshold", sku, location, channel)
+    def _terms(self, sku: str | None, category: str | None, location: str, channel: str) -> RuleTerms:
+        safety = self._best("safety_stock", sku, category, location, None)
+        buffer = self._best("buffer", sku, category, location, channel)
+        threshold = self._best("threshold", sku, category, location, channel)
         return RuleTerms(
             safety_units=safety.units if safety else 0,
             buffer_units=buffer.units if buffer else 0,
@@ -250,11 +267,10 @@ class RuleBook:
             threshold_rule=_applied(threshold),
         )
 
-    def _protections(self, sku: str, location: str) -> tuple[Protection, ...]:
-        """Ring-fences at a location, in fill order: channel priority, then name."""
+    def _protections(self, sku: str | None, category: str | None, location: str) -> tuple[Protection, ...]:
         found = []
         for name in self.channels_at(location):
-            rule = self.best_rule("protection", sku, location, name)
+            rule = self._best("protection", sku, category, location, name)
             if rule is not None and (rule.units or rule.percent):
                 found.append(Protection(name, self.channels[name].priority, rule.units, rule.percent, _applied(rule)))
         found.sort(key=lambda p: (p.priority, p.channel))
