@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from availability.bootstrap import make_redis
@@ -38,7 +38,7 @@ from availability.ingest.streams import EVENT_FIELD, StreamNames, partition_of
 from loadtests.ceilings import apply_script_ceiling, delete_prefix
 
 REPO = Path(__file__).resolve().parents[1]
-T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, tzinfo=UTC)
 #: the mix a retailer's stream carries: mostly sales and receipts, some orders and counts
 MIX = (("pos_sale", 40), ("receipt", 20), ("reserve", 12), ("release", 5), ("fulfil", 8),
        ("adjustment", 5), ("cycle_count", 3), ("purchase_order", 4), ("pos_return", 3))
@@ -101,7 +101,7 @@ async def consume(redis_url: str, names: StreamNames, total: int, args, data_dir
         "AVAILABILITY_BATCH_SIZE": str(args.batch),
         "AVAILABILITY_CONSUMER_POLL_MS": "5",
     }
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
         [sys.executable, "-m", "availability.cli", "--log-level", "WARNING", "consume", "--consumer", "bench"],
         env=env, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
     )

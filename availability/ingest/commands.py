@@ -17,7 +17,7 @@ import asyncio
 import json
 import signal
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from availability.config import Settings
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ingest = subparsers.add_parser("ingest", help="load source files onto the event stream")
     ingest_sub = ingest.add_subparsers(dest="ingest_command", metavar="ACTION", required=True)
-    from availability.ingest.sources import FORMATS  # noqa: PLC0415
+    from availability.ingest.sources import FORMATS
 
     one = ingest_sub.add_parser("file", help="parse one file and publish its events")
     one.add_argument("--format", required=True, choices=sorted(FORMATS))
@@ -98,7 +98,7 @@ async def _wait_for_signal() -> None:
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if ms else "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ms else "-"
 
 
 # --- consume ---------------------------------------------------------------------------------
@@ -109,8 +109,8 @@ def cmd_consume(args, settings: Settings) -> int:
 
 
 async def _consume(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
-    from availability.ingest.consumer import StreamConsumer  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
+    from availability.ingest.consumer import StreamConsumer
 
     partitions = [int(p) for p in args.partitions.split(",")] if args.partitions else None
     async with open_runtime(settings) as runtime:
@@ -129,15 +129,15 @@ async def _consume(args, settings: Settings) -> int:
 
 
 def _open_dlq(settings: Settings):
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
 
     return open_runtime(settings)
 
 
 def cmd_dlq_list(args, settings: Settings) -> int:
     async def go() -> int:
-        from availability.ingest.deadletters import DeadLetters  # noqa: PLC0415
-        from availability.ingest.streams import StreamNames  # noqa: PLC0415
+        from availability.ingest.deadletters import DeadLetters
+        from availability.ingest.streams import StreamNames
 
         async with _open_dlq(settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
@@ -163,8 +163,8 @@ def cmd_dlq_list(args, settings: Settings) -> int:
 
 def cmd_dlq_show(args, settings: Settings) -> int:
     async def go() -> int:
-        from availability.ingest.deadletters import DeadLetters  # noqa: PLC0415
-        from availability.ingest.streams import StreamNames  # noqa: PLC0415
+        from availability.ingest.deadletters import DeadLetters
+        from availability.ingest.streams import StreamNames
 
         async with _open_dlq(settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
@@ -198,10 +198,15 @@ def cmd_dlq_replay(args, settings: Settings) -> int:
         return 2
 
     async def go() -> int:
-        from availability.ingest.deadletters import DeadLetters  # noqa: PLC0415
-        from availability.ingest.publisher import EventPublisher  # noqa: PLC0415
-        from availability.ingest.replay import ReplayRefused, UnknownDeadLetter, replay, replay_all  # noqa: PLC0415
-        from availability.ingest.streams import StreamNames  # noqa: PLC0415
+        from availability.ingest.deadletters import DeadLetters
+        from availability.ingest.publisher import EventPublisher
+        from availability.ingest.replay import (
+            ReplayRefused,
+            UnknownDeadLetter,
+            replay,
+            replay_all,
+        )
+        from availability.ingest.streams import StreamNames
 
         async with _open_dlq(settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
@@ -229,12 +234,12 @@ def cmd_dlq_replay(args, settings: Settings) -> int:
 
 def cmd_ingest_file(args, settings: Settings) -> int:
     async def go() -> int:
-        from availability.bootstrap import open_runtime  # noqa: PLC0415
-        from availability.domain.errors import InvalidEvent  # noqa: PLC0415
-        from availability.ingest.deadletters import DeadLetters  # noqa: PLC0415
-        from availability.ingest.publisher import EventPublisher  # noqa: PLC0415
-        from availability.ingest.sources import load  # noqa: PLC0415
-        from availability.ingest.streams import StreamNames  # noqa: PLC0415
+        from availability.bootstrap import open_runtime
+        from availability.domain.errors import InvalidEvent
+        from availability.ingest.deadletters import DeadLetters
+        from availability.ingest.publisher import EventPublisher
+        from availability.ingest.sources import load
+        from availability.ingest.streams import StreamNames
 
         path = Path(args.path)
         if not path.is_file():
@@ -244,7 +249,7 @@ def cmd_ingest_file(args, settings: Settings) -> int:
         async with open_runtime(settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
             async with EventPublisher(runtime) as publisher:
-                with path.open("rb") as source:
+                with path.open("rb") as source:  # noqa: ASYNC230 - a CLI run, nothing else on the loop
                     try:
                         report = await load(args.format, source, publisher, dlq, label=str(path), options=options)
                     except InvalidEvent as exc:
@@ -258,8 +263,8 @@ def cmd_ingest_file(args, settings: Settings) -> int:
 
 def cmd_ingest_dropfolder(args, settings: Settings) -> int:
     async def go() -> int:
-        from availability.bootstrap import open_runtime  # noqa: PLC0415
-        from availability.ingest.dropfolder import DropFolderWatcher  # noqa: PLC0415
+        from availability.bootstrap import open_runtime
+        from availability.ingest.dropfolder import DropFolderWatcher
 
         async with open_runtime(settings) as runtime:
             watcher = DropFolderWatcher(
@@ -285,11 +290,11 @@ def cmd_ingest_dropfolder(args, settings: Settings) -> int:
 
 def cmd_ingest_status(args, settings: Settings) -> int:
     async def go() -> int:
-        from availability.bootstrap import open_runtime  # noqa: PLC0415
-        from availability.ingest.deadletters import DeadLetters  # noqa: PLC0415
-        from availability.ingest.pipeline import IngestPipeline  # noqa: PLC0415
-        from availability.ingest.reclaim import Reclaimer  # noqa: PLC0415
-        from availability.ingest.streams import StreamNames  # noqa: PLC0415
+        from availability.bootstrap import open_runtime
+        from availability.ingest.deadletters import DeadLetters
+        from availability.ingest.pipeline import IngestPipeline
+        from availability.ingest.reclaim import Reclaimer
+        from availability.ingest.streams import StreamNames
 
         names = StreamNames.from_settings(settings)
         async with open_runtime(settings) as runtime:

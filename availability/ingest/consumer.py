@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from faststream import AckPolicy, Context
 
 from availability.ingest.pipeline import Entry, IngestPipeline, is_transient
-from availability.ingest.publisher import ensure_nats_stream, ensure_redis_groups
+from availability.ingest.publisher import ensure_redis_groups
 from availability.ingest.reclaim import Reclaimer
 from availability.ingest.streams import StreamNames, entry_payload
 
@@ -48,7 +48,7 @@ def default_consumer_name() -> str:
 async def _raw_redis_batch(msg: Any) -> Any:
     """FastStream parser that leaves the entries raw: the pipeline decodes them with msgspec,
     so FastStream's per-entry JSON round trip is skipped on the hot path."""
-    from faststream.message import StreamMessage  # noqa: PLC0415
+    from faststream.message import StreamMessage
 
     return StreamMessage(raw_message=msg, body=b"")
 
@@ -62,7 +62,7 @@ class StreamConsumer:
 
     def __init__(
         self,
-        runtime: "Runtime",
+        runtime: Runtime,
         *,
         consumer_name: str | None = None,
         partitions: list[int] | None = None,
@@ -75,7 +75,7 @@ class StreamConsumer:
         self.partitions = partitions if partitions is not None else list(range(settings.partitions))
         self.applier = None
         if runtime.redis_url:
-            from availability.ingest.fastapply import FastApplier  # noqa: PLC0415
+            from availability.ingest.fastapply import FastApplier
 
             self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=len(self.partitions) + 1)
         self.pipeline = IngestPipeline(
@@ -129,7 +129,7 @@ class StreamConsumer:
             self._reclaim_stop.set()
             try:
                 await asyncio.wait_for(asyncio.shield(self._reclaim_task), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._reclaim_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reclaim_task
@@ -142,7 +142,7 @@ class StreamConsumer:
         if self.applier is not None:
             await self.applier.close()
 
-    async def __aenter__(self) -> "StreamConsumer":
+    async def __aenter__(self) -> StreamConsumer:  # noqa: PYI034
         await self.start()
         return self
 
@@ -152,11 +152,9 @@ class StreamConsumer:
     # --- brokers ----------------------------------------------------------------------------
 
     def _redis_broker(self) -> Any:
-        from faststream.redis import RedisBroker, StreamSub  # noqa: PLC0415
+        from faststream.redis import RedisBroker, StreamSub
 
         broker = RedisBroker(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
-        pipeline = self.pipeline
-
         wait_for_older = self._wait_for_older
         process_with_retry = self._process_with_retry
 
@@ -218,7 +216,7 @@ class StreamConsumer:
             waited += 0.05
 
     def _nats_broker(self) -> Any:
-        from faststream.nats import JStream, NatsBroker, PullSub  # noqa: PLC0415
+        from faststream.nats import JStream, NatsBroker, PullSub
 
         broker = NatsBroker(self.settings.broker_url or "nats://127.0.0.1:4222", graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
         stream = JStream(self.names.nats_stream, subjects=[self.names.nats_subjects_wildcard])
@@ -244,12 +242,12 @@ class StreamConsumer:
 
     @staticmethod
     async def _keep_raw_nats(msg: Any) -> Any:
-        from faststream.nats.message import NatsBatchMessage  # noqa: PLC0415
+        from faststream.nats.message import NatsBatchMessage
 
         return NatsBatchMessage(raw_message=msg, body=b"")
 
     def _kafka_broker(self) -> Any:
-        from faststream.kafka import KafkaBroker  # noqa: PLC0415
+        from faststream.kafka import KafkaBroker
 
         broker = KafkaBroker(self.settings.broker_url or "127.0.0.1:9092", graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
         register_kafka_subscriber(broker, self.names, self.pipeline, self.settings.batch_size)

@@ -20,7 +20,8 @@ See docs/runbooks/dead-letters.md.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis

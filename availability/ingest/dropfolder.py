@@ -39,7 +39,7 @@ class DropFolderWatcher:
 
     def __init__(
         self,
-        runtime: "Runtime",
+        runtime: Runtime,
         folder: str | Path,
         *,
         interval: float | None = None,
@@ -81,7 +81,7 @@ class DropFolderWatcher:
 
     async def scan_once(self) -> list:
         """Process every pending file once; returns the adapter's `DropResult`s."""
-        from adapters.wms.dropfolder import process_drop_folder  # noqa: PLC0415
+        from adapters.wms.dropfolder import process_drop_folder
 
         loop = asyncio.get_running_loop()
         await self.publisher.start()

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 from urllib.parse import unquote, urlparse
 
 from redis.exceptions import ConnectionError as RedisConnectionError

@@ -38,7 +38,13 @@ from availability.domain.events import StockEvent
 from availability.ingest import metrics
 from availability.ingest.deadletters import DeadLetter, DeadLetters
 from availability.ingest.publisher import EventPublisher
-from availability.ingest.sources import INTAKE_PREFIX, LoadReport, Rejected, iter_items, load
+from availability.ingest.sources import (
+    INTAKE_PREFIX,
+    LoadReport,
+    Rejected,
+    iter_items,
+    load,
+)
 from availability.ingest.streams import StreamNames
 
 if TYPE_CHECKING:
@@ -85,7 +91,7 @@ class _ShopifyLocations:
     """Shopify location id/GID -> our location code, from the rule store's mappings;
     reloaded when the rule store's version moves."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._version: int | None = None
         self._map: dict[int | str, str] = {}
@@ -114,16 +120,16 @@ class _ShopifyLocations:
 _locations_by_runtime: dict[int, _ShopifyLocations] = {}
 
 
-def _shopify_locations(runtime: "Runtime") -> _ShopifyLocations:
+def _shopify_locations(runtime: Runtime) -> _ShopifyLocations:
     found = _locations_by_runtime.get(id(runtime))
     if found is None or found.runtime is not runtime:
         found = _locations_by_runtime[id(runtime)] = _ShopifyLocations(runtime)
     return found
 
 
-async def map_shopify_payload(runtime: "Runtime", topic: str, body: bytes, webhook: Any = None) -> list[StockEvent]:
+async def map_shopify_payload(runtime: Runtime, topic: str, body: bytes, webhook: Any = None) -> list[StockEvent]:
     """Map a webhook body to canonical events (also used by DLQ replay). Raises `InvalidEvent`."""
-    from adapters.shopify.webhooks import InventoryLevelUpdate, map_webhook  # noqa: PLC0415
+    from adapters.shopify.webhooks import InventoryLevelUpdate, map_webhook
 
     location_map, default_location = await _shopify_locations(runtime).get()
     mapped = map_webhook(topic, body, location_map, default_location=default_location, webhook=webhook)
@@ -136,7 +142,7 @@ async def map_shopify_payload(runtime: "Runtime", topic: str, body: bytes, webho
 
 
 class HttpIntake:
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.redis = runtime.redis
@@ -164,7 +170,7 @@ class HttpIntake:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise IntakeProblem(413, "body-too-large", f"body of {declared} bytes exceeds the limit of {self.max_bytes}")
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - the caller closes it
         size = 0
         try:
             async for chunk in request.stream():
@@ -284,7 +290,7 @@ class HttpIntake:
     # --- Shopify webhooks --------------------------------------------------------------------
 
     async def shopify(self, request: Request) -> Response:
-        from adapters.shopify.webhooks import (  # noqa: PLC0415
+        from adapters.shopify.webhooks import (
             HEADER_HMAC,
             IGNORED_TOPICS,
             MAPPED_TOPICS,
@@ -377,7 +383,7 @@ def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in extra.items() if isinstance(v, (str, int, float, bool, list, dict)) and k not in ("type", "title", "status", "detail", "instance")}
 
 
-def intake_handlers(runtime: "Runtime") -> list:
+def intake_handlers(runtime: Runtime) -> list:
     """The route handlers, for an app that wants to place them itself."""
     intake = HttpIntake(runtime)
     limit = runtime.settings.ingest_max_body_bytes
@@ -416,6 +422,6 @@ def intake_handlers(runtime: "Runtime") -> list:
     return [shopify_webhook, wms_x12, erp_snapshot, erp_purchase_orders, erp_transfers, pos, oms]
 
 
-def intake_router(runtime: "Runtime") -> Router:
+def intake_router(runtime: Runtime) -> Router:
     """The intake routes as one Router (paths are absolute: /webhooks/..., /v1/ingest/...)."""
     return Router(path="/", route_handlers=intake_handlers(runtime), tags=["ingest"])

@@ -19,8 +19,9 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 from redis.asyncio import Redis
@@ -104,7 +105,7 @@ class IngestPipeline:
         names: StreamNames,
         *,
         redis: Redis | None = None,
-        rules: "RuleCache | None" = None,
+        rules: RuleCache | None = None,
         applier=None,
     ) -> None:
         self.ledger = ledger
@@ -181,7 +182,7 @@ class IngestPipeline:
         for event, origin in zip(events, origins):
             try:
                 results.extend(await self.ledger.apply_batch([event]))
-            except Exception as exc:  # noqa: BLE001 - any error of one event is a dead letter
+            except Exception as exc:
                 if is_transient(exc):
                     raise
                 dead.append(

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter as Tally
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
@@ -47,7 +48,7 @@ async def ensure_redis_groups(redis, names: StreamNames) -> None:
 
 async def ensure_nats_stream(connection, names: StreamNames) -> None:
     """Declare the JetStream stream holding every partition subject (idempotent)."""
-    from nats.js.errors import BadRequestError  # noqa: PLC0415 - optional broker
+    from nats.js.errors import BadRequestError
 
     js = connection.jetstream()
     try:
@@ -60,7 +61,7 @@ async def ensure_nats_stream(connection, names: StreamNames) -> None:
 class EventPublisher:
     """Publishes canonical events to the partitioned event streams of `Settings.broker`."""
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.settings = runtime.settings
         self.redis = runtime.redis
         self.names = StreamNames.from_settings(runtime.settings)
@@ -76,13 +77,13 @@ class EventPublisher:
             if self.broker_kind == "redis":
                 await ensure_redis_groups(self.redis, self.names)
             elif self.broker_kind == "nats":
-                from faststream.nats import NatsBroker  # noqa: PLC0415
+                from faststream.nats import NatsBroker
 
                 self._broker = NatsBroker(self.settings.broker_url or "nats://127.0.0.1:4222", logger=None)
                 await self._broker.connect()
                 await ensure_nats_stream(self._broker.connection, self.names)
             elif self.broker_kind == "kafka":
-                from faststream.kafka import KafkaBroker  # noqa: PLC0415
+                from faststream.kafka import KafkaBroker
 
                 self._broker = KafkaBroker(self.settings.broker_url or "127.0.0.1:9092", logger=None)
                 await self._broker.connect()
@@ -96,7 +97,7 @@ class EventPublisher:
             self._broker = None
         self._started = False
 
-    async def __aenter__(self) -> "EventPublisher":
+    async def __aenter__(self) -> EventPublisher:  # noqa: PYI034
         await self.start()
         return self
 

@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 
 from availability.ingest import metrics
 from availability.ingest.deadletters import DeadLetter
-from availability.ingest.pipeline import Entry, is_transient
+from availability.ingest.pipeline import Entry
 from availability.ingest.streams import StreamNames, entry_payload
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Reclaimer:
         self,
         redis: Redis,
         names: StreamNames,
-        pipeline: "IngestPipeline",
+        pipeline: IngestPipeline,
         consumer_name: str,
         *,
         partitions: list[int] | None = None,
@@ -90,7 +90,7 @@ class Reclaimer:
                 log.exception("reclaim pass failed; retrying in %.1fs", interval)
             try:
                 await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- recovery ---------------------------------------------------------------------------

@@ -37,12 +37,12 @@ class UnknownDeadLetter(AvailabilityError):
     slug = "unknown-dead-letter"
 
 
-async def events_of(runtime: "Runtime", letter: DeadLetter, payload: bytes) -> list[StockEvent]:
+async def events_of(runtime: Runtime, letter: DeadLetter, payload: bytes) -> list[StockEvent]:
     """The canonical events a payload stands for. Raises `InvalidEvent`."""
     if letter.stream.startswith(INTAKE_PREFIX):
         fmt = letter.stream[len(INTAKE_PREFIX):]
         if fmt.startswith("shopify:"):
-            from availability.ingest.http import map_shopify_payload  # noqa: PLC0415
+            from availability.ingest.http import map_shopify_payload
 
             return await map_shopify_payload(runtime, fmt.split(":", 1)[1], payload)
         events: list[StockEvent] = []
@@ -55,9 +55,9 @@ async def events_of(runtime: "Runtime", letter: DeadLetter, payload: bytes) -> l
 
 
 async def replay_letter(
-    runtime: "Runtime",
+    runtime: Runtime,
     dead_letters: DeadLetters,
-    publisher: "EventPublisher",
+    publisher: EventPublisher,
     letter: DeadLetter,
     *,
     payload: bytes | None = None,
@@ -88,9 +88,9 @@ async def replay_letter(
 
 
 async def replay(
-    runtime: "Runtime",
+    runtime: Runtime,
     dead_letters: DeadLetters,
-    publisher: "EventPublisher",
+    publisher: EventPublisher,
     dead_letter_id: str,
     *,
     payload: bytes | None = None,
@@ -103,9 +103,9 @@ async def replay(
 
 
 async def replay_all(
-    runtime: "Runtime",
+    runtime: Runtime,
     dead_letters: DeadLetters,
-    publisher: "EventPublisher",
+    publisher: EventPublisher,
     *,
     reason: str | None = None,
     force: bool = False,

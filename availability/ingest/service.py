@@ -18,12 +18,12 @@ log = logging.getLogger(__name__)
 class ConsumerService:
     name = "consumer"
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.consumer = StreamConsumer(runtime)
         self.dropfolder = None
         if runtime.settings.dropfolder_path:
-            from availability.ingest.dropfolder import DropFolderWatcher  # noqa: PLC0415
+            from availability.ingest.dropfolder import DropFolderWatcher
 
             self.dropfolder = DropFolderWatcher(runtime, runtime.settings.dropfolder_path)
 

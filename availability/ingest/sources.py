@@ -70,7 +70,7 @@ class _HeaderTap:
         self._lines = iter(lines)
         self.header: str | None = None
 
-    def __iter__(self) -> "_HeaderTap":
+    def __iter__(self) -> _HeaderTap:
         return self
 
     def __next__(self) -> str:
@@ -85,7 +85,7 @@ def _text(source: IO[bytes]) -> io.TextIOWrapper:
 
 
 def _csv_items(parse: Callable[..., Iterator[Any]], source: IO[bytes], options: dict) -> Iterator[Item]:
-    from adapters.erp._rows import RowError  # noqa: PLC0415
+    from adapters.erp._rows import RowError
 
     tap = _HeaderTap(_text(source))
     try:
@@ -100,7 +100,7 @@ def _csv_items(parse: Callable[..., Iterator[Any]], source: IO[bytes], options: 
 
 
 def _jsonl_items(parse: Callable[..., Iterator[Any]], source: IO[bytes], options: dict) -> Iterator[Item]:
-    from adapters.erp._rows import RowError  # noqa: PLC0415
+    from adapters.erp._rows import RowError
 
     for item in parse(source, **options):
         if isinstance(item, RowError):
@@ -110,7 +110,7 @@ def _jsonl_items(parse: Callable[..., Iterator[Any]], source: IO[bytes], options
 
 
 def _x12_items(source: IO[bytes], options: dict) -> Iterator[Item]:
-    from adapters.wms.x12 import X12Options, parse_x12  # noqa: PLC0415
+    from adapters.wms.x12 import X12Options, parse_x12
 
     yield from parse_x12(source.read(), options=X12Options(**options))
 
@@ -131,13 +131,13 @@ def _batch_items(parse_batch: Callable[..., Any], source: IO[bytes], options: di
 
 
 def _pos_items(source: IO[bytes], options: dict) -> Iterator[Item]:
-    from adapters.pos.sales import parse_pos_batch  # noqa: PLC0415
+    from adapters.pos.sales import parse_pos_batch
 
     yield from _batch_items(parse_pos_batch, source, options, "POS")
 
 
 def _oms_items(source: IO[bytes], options: dict) -> Iterator[Item]:
-    from adapters.oms.orders import parse_oms_batch  # noqa: PLC0415
+    from adapters.oms.orders import parse_oms_batch
 
     yield from _batch_items(parse_oms_batch, source, options, "OMS")
 
@@ -163,7 +163,7 @@ def _event_items(source: IO[bytes], options: dict) -> Iterator[Item]:
 
 def _erp(module: str, name: str, csv: bool) -> Callable[[IO[bytes], dict], Iterator[Item]]:
     def items(source: IO[bytes], options: dict) -> Iterator[Item]:
-        import importlib  # noqa: PLC0415
+        import importlib
 
         parse = getattr(importlib.import_module(module), name)
         return _csv_items(parse, source, options) if csv else _jsonl_items(parse, source, options)
@@ -225,7 +225,7 @@ class LoadReport:
 async def load(
     fmt: str,
     source: IO[bytes],
-    publisher: "EventPublisher",
+    publisher: EventPublisher,
     dead_letters: DeadLetters,
     *,
     label: str | None = None,
@@ -239,7 +239,6 @@ async def load(
     of `chunk` items so a large file does not hold the event loop.
     """
     report = LoadReport(fmt)
-    stream = label or f"{INTAKE_PREFIX}{fmt}"
     items = iter_items(fmt, source, options)
     while True:
         batch = list(itertools.islice(items, chunk))
@@ -280,5 +279,5 @@ def parse_intake_payload(fmt: str, payload: bytes, options: dict | None = None) 
     return events
 
 
-def stream_names(runtime: "Runtime") -> StreamNames:
+def stream_names(runtime: Runtime) -> StreamNames:
     return StreamNames.from_settings(runtime.settings)

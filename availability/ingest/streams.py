@@ -35,7 +35,7 @@ def entry_payload(fields: dict[bytes, bytes]) -> bytes:
     if payload is not None:
         return payload
     if _FASTSTREAM_DATA in fields:
-        from faststream.redis.parser.binary import BinaryMessageFormatV1  # noqa: PLC0415
+        from faststream.redis.parser.binary import BinaryMessageFormatV1
 
         body, _headers = BinaryMessageFormatV1.parse(fields[_FASTSTREAM_DATA])
         return body
@@ -53,7 +53,7 @@ class StreamNames:
     group: str = "ledger"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "StreamNames":
+    def from_settings(cls, settings: Settings) -> StreamNames:
         return cls(settings.key_prefix, settings.partitions, settings.consumer_group)
 
     def partition(self, p: int) -> str:
@@ -68,7 +68,7 @@ class StreamNames:
     def partition_number(self, stream: str) -> int | None:
         """The partition of a stream/subject name of ours, or None."""
         for sep in (":events:", ".events."):
-            head, found, tail = stream.rpartition(sep)
+            _, found, tail = stream.rpartition(sep)
             if found and tail.isdigit():
                 return int(tail)
         return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from datetime import timedelta
 
 import pytest_asyncio
@@ -23,16 +22,16 @@ TYPES = ("pos_sale", "pos_return", "pos_void", "receipt", "transfer_out", "trans
 
 
 def make_settings(redis_url: str, key_prefix: str, tmp_path, **overrides) -> Settings:
-    fields = dict(
-        redis_url=redis_url,
-        key_prefix=key_prefix,
-        data_dir=str(tmp_path),
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/rules.db",
-        partitions=4,
-        batch_size=200,
-        consumer_poll_ms=20,
-        reclaim_interval_seconds=0.2,
-    )
+    fields = {
+        "redis_url": redis_url,
+        "key_prefix": key_prefix,
+        "data_dir": str(tmp_path),
+        "database_url": f"sqlite+aiosqlite:///{tmp_path}/rules.db",
+        "partitions": 4,
+        "batch_size": 200,
+        "consumer_poll_ms": 20,
+        "reclaim_interval_seconds": 0.2,
+    }
     fields.update(overrides)
     return Settings(**fields)
 

@@ -14,7 +14,12 @@ from availability.ingest.deadletters import DeadLetters
 from availability.ingest.pipeline import IngestPipeline
 from availability.ingest.publisher import EventPublisher
 from availability.ingest.streams import StreamNames
-from tests.ingest.conftest import SKUS, assert_ledger_equals_oracle, make_settings, random_events
+from tests.ingest.conftest import (
+    SKUS,
+    assert_ledger_equals_oracle,
+    make_settings,
+    random_events,
+)
 
 NATS_URL = "nats://127.0.0.1:4222"
 

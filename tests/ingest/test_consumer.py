@@ -14,7 +14,11 @@ from availability.ingest.pipeline import Entry, IngestPipeline
 from availability.ingest.publisher import EventPublisher, ensure_redis_groups
 from availability.ingest.streams import EVENT_FIELD, StreamNames, partition_of
 from tests.factories import event
-from tests.ingest.conftest import assert_ledger_equals_oracle, random_events, wait_drained
+from tests.ingest.conftest import (
+    assert_ledger_equals_oracle,
+    random_events,
+    wait_drained,
+)
 
 
 async def test_published_events_are_applied_once_and_match_the_oracle(runtime):

@@ -15,7 +15,12 @@ from availability.bootstrap import open_runtime
 from availability.ingest.consumer import StreamConsumer
 from availability.ingest.publisher import EventPublisher
 from availability.ingest.streams import StreamNames
-from tests.ingest.conftest import assert_ledger_equals_oracle, make_settings, random_events, wait_drained
+from tests.ingest.conftest import (
+    assert_ledger_equals_oracle,
+    make_settings,
+    random_events,
+    wait_drained,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +53,7 @@ async def test_sigkill_mid_batch_then_reclaim_applies_everything_exactly_once(re
             "AVAILABILITY_PARTITIONS": str(settings.partitions),
             "AVAILABILITY_BATCH_SIZE": str(settings.batch_size),
         }
-        victim = subprocess.Popen(
+        victim = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, "-m", "availability.cli", "--log-level", "WARNING", "consume", "--consumer", "victim"],
             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 import pytest_asyncio
 from litestar import Litestar
-import httpx
 
 from adapters.shopify.webhooks import compute_hmac
 from availability.bootstrap import open_runtime
