@@ -174,3 +174,18 @@ async def test_lag_and_pending_are_observed_per_partition(runtime):
     observed = await observer.observe()
     assert sum(lag for lag, _ in observed.values()) == 40
     assert sum(pending for _, pending in observed.values()) == 0
+
+
+async def test_consumer_service_runs_beside_the_api(runtime, tmp_path):
+    """`availability serve` builds the "consumer" service from availability/services.py."""
+    from availability.services import build_services
+
+    [service] = build_services(runtime, ["consumer"])
+    assert service.name == "consumer"
+    await service.start()
+    try:
+        await EventPublisher(runtime).publish([event("receipt", sku="SKU-S", quantity=4)])
+        await wait_drained(runtime.redis, StreamNames.from_settings(runtime.settings))
+    finally:
+        await service.stop()
+    assert (await runtime.ledger.stock("SKU-S"))["DC1"].on_hand == 4
