@@ -1,0 +1,346 @@
+"""Run every benchmark, one after the other, and write what they measured:
+
+    python -m loadtests.suite            # full sizes (about 10-15 minutes on 2 cores)
+    python -m loadtests.suite --quick    # small sizes (about 3-4 minutes)
+    python -m loadtests.suite --only ledger,memory
+
+Writes `loadtests/results/<date>.json` (every benchmark's own JSON, plus the machine),
+`loadtests/results/<date>.md` (the table README's performance section is copied from) and
+PNG charts under `loadtests/results/<date>/` (with matplotlib installed:
+`pip install -e '.[bench]'`). Each benchmark measures its ceiling or peer in its own run,
+so every ratio compares two numbers taken minutes apart on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "loadtests" / "results"
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    module: str
+    full: tuple[str, ...] = ()
+    quick: tuple[str, ...] = ("--quick",)
+    timeout: int = 1800
+
+
+BENCHES = (
+    Bench("ledger", "loadtests.bench_ledger"),
+    Bench("ingest", "loadtests.bench_ingest"),
+    Bench("api", "loadtests.bench_api"),
+    Bench("reservations", "loadtests.bench_reservations"),
+    Bench("shopify", "loadtests.bench_shopify"),
+    Bench("rule_change", "loadtests.bench_rule_change"),
+    Bench("memory", "loadtests.bench_memory"),
+)
+
+
+def run_one(bench: Bench, quick: bool) -> dict:
+    args = bench.quick if quick else bench.full
+    command = [sys.executable, "-m", bench.module, *args]
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=bench.timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    elapsed = round(time.perf_counter() - started, 1)
+    shown = f"python -m {bench.module} {' '.join(args)}".strip()
+    if proc.returncode != 0:
+        return {"command": shown, "error": f"exit {proc.returncode}", "stderr": proc.stderr[-2000:],
+                "seconds": elapsed}
+    try:
+        result = _last_json(proc.stdout)
+    except ValueError as exc:
+        return {"command": shown, "error": str(exc), "stdout": proc.stdout[-2000:], "seconds": elapsed}
+    return {"command": shown, "seconds": elapsed, "result": result}
+
+
+def _last_json(text: str) -> dict:
+    """The JSON object a benchmark printed (the last top-level one, pretty-printed or not)."""
+    start = text.rfind("\n{")
+    start = 0 if text.startswith("{") and start < 0 else start + 1
+    if start < 0 or not text[start:].strip():
+        raise ValueError("no JSON object in the benchmark's output")
+    return json.loads(text[start:])
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+def _get(data: dict, *path, default=None):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return default
+        data = data[key]
+    return data
+
+
+def _fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and value < 100:
+        return f"{value:,.2f}{unit}"
+    return f"{value:,.0f}{unit}"
+
+
+def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
+    """(figure, value, ceiling or peer in the same run, ratio) rows of one benchmark."""
+    r = result
+    if name == "ledger":
+        best = max(_get(r, "ledger_sequential", "events_per_sec", default=0),
+                   _get(r, "ledger_4_in_flight", "events_per_sec", default=0))
+        return [("ledger events applied/s (Python client, pipelined)", _fmt(best, "/s"),
+                 f"redis-benchmark EVALSHA same script {_fmt(_get(r, 'ceiling', 'ops_per_sec'), '/s')}",
+                 _fmt(r.get("ratio_to_ceiling")))]
+    if name == "ingest":
+        return [("ingestion: events/s applied by one consumer process", _fmt(_find(r, "events_per_sec"), "/s"),
+                 f"redis-benchmark EVALSHA {_fmt(_find(r, 'ops_per_sec'), '/s')}", _fmt(_find(r, "ratio"))), ]
+    if name == "reservations":
+        peer = r.get("postgres_select_for_update", {})
+        return [("contended reservations/s, one hot SKU (oversold "
+                 f"{_get(r, 'ledger', 'oversold')})", _fmt(_get(r, "ledger", "reservations_per_sec"), "/s"),
+                 f"PostgreSQL SELECT ... FOR UPDATE {_fmt(peer.get('reservations_per_sec'), '/s')}"
+                 if "reservations_per_sec" in peer else f"skipped: {peer.get('skipped')}",
+                 _fmt(r.get("ratio_vs_postgres")))]
+    if name == "rule_change":
+        return [(f"global rule change over {_fmt(r.get('pairs'))} pairs: recompute + diff + mark dirty",
+                 _fmt(r.get("recompute_plus_mark_seconds"), " s"),
+                 f"bare SCAN+HGETALL of the same keys {_fmt(r.get('bare_read_seconds'), ' s')}; target 60 s",
+                 _fmt(r.get("ratio_recompute_to_bare_read")))]
+    if name == "memory":
+        return [("Redis bytes per (SKU, location), stock + idempotency",
+                 _fmt(r.get("ledger_bytes_per_pair_excluding_journal_and_dirty"), " B"),
+                 f"raw hash, one int per location {_fmt(r.get('raw_hash_bytes_per_pair'), ' B')}",
+                 _fmt(_ratio(r.get("ledger_bytes_per_pair_excluding_journal_and_dirty"),
+                             r.get("raw_hash_bytes_per_pair"))))]
+    if name == "api":
+        return api_rows(r)
+    if name == "shopify":
+        return shopify_rows(r)
+    return []
+
+
+def api_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    lookup, constant = r.get("lookup", {}), r.get("constant", {})
+    rows = []
+    if lookup:
+        rows.append(("GET /v1/availability/{sku} peak requests/s", _fmt(_find(lookup, "peak_rps"), "/s"),
+                     f"constant endpoint, same server {_fmt(_find(constant, 'peak_rps'), '/s')}",
+                     _fmt(_ratio(_find(lookup, "peak_rps"), _find(constant, "peak_rps")))))
+        rows.append(("GET /v1/availability/{sku} p50 / p99 at half peak",
+                     f"{_fmt(_find(lookup, 'p50_ms'), ' ms')} / {_fmt(_find(lookup, 'p99_ms'), ' ms')}",
+                     f"constant {_fmt(_find(constant, 'p50_ms'), ' ms')} / {_fmt(_find(constant, 'p99_ms'), ' ms')}",
+                     ""))
+    batch = r.get("batch_100", {})
+    if batch:
+        rows.append(("POST /v1/availability/batch (100 SKUs) requests/s", _fmt(_find(batch, "peak_rps"), "/s"),
+                     "", ""))
+    contended = r.get("reservations", {})
+    if contended:
+        rows.append((f"contended reservations over HTTP, one hot SKU (oversold {_find(contended, 'oversold')})",
+                     _fmt(_find(contended, "reservations_per_sec") or _find(contended, "rps"), "/s"), "", ""))
+    return rows
+
+
+def shopify_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    ours, naive = r.get("publisher", {}), r.get("naive", {})
+    return [
+        ("Shopify push: API calls for the flash sale", _fmt(_find(ours, "calls")),
+         f"naive client {_fmt(_find(naive, 'calls'))}", _fmt(_ratio(_find(ours, "calls"), _find(naive, "calls")))),
+        ("Shopify push: freshness p50 / p99", f"{_fmt(_find(ours, 'freshness_p50_s'), ' s')} / "
+         f"{_fmt(_find(ours, 'freshness_p99_s'), ' s')}",
+         f"naive {_fmt(_find(naive, 'freshness_p50_s'), ' s')} / {_fmt(_find(naive, 'freshness_p99_s'), ' s')}", ""),
+        ("Shopify push: throttled requests", _fmt(_find(ours, "throttled")),
+         f"naive {_fmt(_find(naive, 'throttled'))}", ""),
+    ]
+
+
+def _find(data, key):
+    """First value under `key` anywhere in nested dicts (benchmarks nest differently)."""
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        for value in data.values():
+            found = _find(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def _ratio(a, b):
+    return round(a / b, 2) if a and b else None
+
+
+def markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [
+        f"# Benchmarks {report['date']}",
+        "",
+        f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}. "
+        f"Mode: {'quick' if report['quick'] else 'full'}.",
+        "",
+        "| figure | value | ceiling or peer, same run | ratio | command |",
+        "|---|---|---|---|---|",
+    ]
+    for name, outcome in report["benchmarks"].items():
+        if "result" not in outcome:
+            lines.append(f"| {name} | failed: {outcome.get('error')} | | | `{outcome['command']}` |")
+            continue
+        for figure, value, peer, ratio in rows_for(name, outcome["result"]):
+            lines.append(f"| {figure} | {value} | {peer} | {ratio} | `{outcome['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+# --- charts ----------------------------------------------------------------------------------
+
+
+def charts(report: dict, folder: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no charts (pip install -e '.[bench]')", file=sys.stderr)
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    results = {name: o["result"] for name, o in report["benchmarks"].items() if "result" in o}
+
+    pairs: list[tuple[str, float, float, str]] = []
+    if "ledger" in results:
+        r = results["ledger"]
+        pairs.append(("ledger apply", max(_get(r, "ledger_sequential", "events_per_sec", default=0),
+                                         _get(r, "ledger_4_in_flight", "events_per_sec", default=0)),
+                      _get(r, "ceiling", "ops_per_sec", default=0), "redis-benchmark"))
+    if "ingest" in results:
+        r = results["ingest"]
+        pairs.append(("ingestion (1 consumer)", _find(r, "events_per_sec") or 0, _find(r, "ops_per_sec") or 0,
+                      "redis-benchmark"))
+    if "api" in results:
+        r = results["api"]
+        pairs.append(("GET availability", _find(r.get("lookup", {}), "peak_rps") or 0,
+                      _find(r.get("constant", {}), "peak_rps") or 0, "constant endpoint"))
+    if "reservations" in results:
+        r = results["reservations"]
+        peer = _get(r, "postgres_select_for_update", "reservations_per_sec", default=0)
+        pairs.append(("hot-SKU reservations", _get(r, "ledger", "reservations_per_sec", default=0), peer,
+                      "PostgreSQL FOR UPDATE"))
+    if pairs:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        labels = [p[0] for p in pairs]
+        xs = range(len(pairs))
+        ax.bar([x - 0.2 for x in xs], [p[1] for p in pairs], width=0.4, label="availability")
+        ax.bar([x + 0.2 for x in xs], [p[2] for p in pairs], width=0.4, label="ceiling / peer (same run)")
+        for x, p in zip(xs, pairs):
+            ax.annotate(p[3], (x + 0.2, p[2]), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_ylabel("operations per second")
+        ax.set_title("Throughput beside its ceiling or peer")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = folder / "throughput.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+
+    latency = _latency_points(results.get("api", {}))
+    if latency:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, points in latency.items():
+            ax.plot([p for p, _ in points], [v for _, v in points], marker="o", label=label)
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+        ax.set_title("GET /v1/availability/{sku} latency at half peak, beside a constant endpoint")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = folder / "latency.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+
+    fresh = results.get("shopify", {})
+    if fresh:
+        series = {}
+        for label, key in (("coalesced publisher", "publisher"), ("naive client", "naive")):
+            part = fresh.get(key, {})
+            values = [(q, _find(part, f"freshness_{q}_s")) for q in ("p50", "p90", "p99")]
+            values = [(q, v) for q, v in values if v is not None]
+            if values:
+                series[label] = values
+        if series:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            width = 0.8 / len(series)
+            for i, (label, values) in enumerate(series.items()):
+                ax.bar([j + i * width for j in range(len(values))], [v for _, v in values], width=width, label=label)
+                ax.set_xticks([j + width / 2 for j in range(len(values))], [q for q, _ in values])
+            ax.set_ylabel("event to confirmed in Shopify (s)")
+            ax.set_title("Shopify freshness in a flash sale")
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = folder / "freshness.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            made.append(path)
+    return made
+
+
+def _latency_points(api: dict) -> dict[str, list[tuple[str, float]]]:
+    out = {}
+    for label, key in (("availability lookup", "lookup"), ("constant endpoint", "constant")):
+        part = api.get(key, {})
+        points = [(q, _find(part, f"{q}_ms")) for q in ("p50", "p90", "p99", "p999")]
+        points = [(q, v) for q, v in points if v is not None]
+        if points:
+            out[label] = points
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: minutes, not a quarter hour")
+    parser.add_argument("--only", help="comma-separated benchmark names: " + ",".join(b.name for b in BENCHES))
+    args = parser.parse_args()
+    wanted = set(args.only.split(",")) if args.only else None
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    report = {
+        "date": date,
+        "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "benchmarks": {},
+    }
+    for bench in BENCHES:
+        if wanted and bench.name not in wanted:
+            continue
+        print(f"running {bench.name} ...", file=sys.stderr, flush=True)
+        report["benchmarks"][bench.name] = outcome = run_one(bench, args.quick)
+        print(f"  {bench.name}: {'ok' if 'result' in outcome else outcome.get('error')} in {outcome['seconds']} s",
+              file=sys.stderr, flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if args.quick else ""
+    (RESULTS / f"{date}{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (RESULTS / f"{date}{suffix}.md").write_text(table)
+    made = charts(report, RESULTS / f"{date}{suffix}")
+    print(table)
+    for path in made:
+        print(f"chart: {path.relative_to(REPO)}")
+    failed = [name for name, o in report["benchmarks"].items() if "result" not in o]
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
