@@ -3,13 +3,21 @@ random events through both give the same statuses and the same buckets."""
 
 from __future__ import annotations
 
+import pytest
+
+from availability.ingest import fastapply
 from availability.ingest.fastapply import FastApplier, _PyReader
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
 from tests.ingest.conftest import LOCATIONS, SKUS, random_events
 
 
-async def test_fast_applier_equals_ledger_apply_batch(redis_client, redis_url, key_prefix):
+@pytest.mark.parametrize("reader", ["hiredis", "python"])
+async def test_fast_applier_equals_ledger_apply_batch(redis_client, redis_url, key_prefix, reader, monkeypatch):
+    if reader == "python":
+        monkeypatch.setattr(fastapply, "_Reader", None)  # as without hiredis installed
+    elif fastapply._Reader is None:
+        pytest.skip("hiredis is not installed")
     events = random_events(2000, seed=21, dup_rate=0.1)
     reference = Ledger(redis_client, keys=KeyLayout(f"{key_prefix}a"))
     fast_ledger = Ledger(redis_client, keys=KeyLayout(f"{key_prefix}b"))
