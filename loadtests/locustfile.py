@@ -2,8 +2,8 @@
 and streamed events, all at once against `availability serve` (with the Shopify push
 running against the simulator).
 
-Headless, fixed users and duration (see docs/performance.md, `loadtests/flash_sale.py`
-wraps this and adds the reconciliation):
+Headless, fixed users and duration (`python -m loadtests.flash_sale` wraps this, starts
+everything it needs and adds the reconciliation; docs/performance.md):
 
     locust -f loadtests/locustfile.py --headless -u 60 -r 20 -t 60s \
         --host http://127.0.0.1:8000 --csv loadtests/results/flash --json > loadtests/results/flash.json
@@ -14,9 +14,9 @@ AVAILABILITY_LOADTEST_SKUS (comma-separated hot SKUs; default: the demo catalogu
 (a JSON file this run appends its successful reservations and posted receipts to, for the
 reconciliation).
 
-Exits non-zero when the error rate is above the threshold or when any checkout got more
-units than the storefront could have had (an oversell seen from the client side); the
-server-side reconciliation runs afterwards in loadtests/flash_sale.py.
+Exits non-zero when the error rate is above the threshold. The oversell reconciliation
+(ledger state and the units checkouts got, against what was there) runs afterwards in
+loadtests/flash_sale.py, which also starts the service and the simulator.
 """
 
 from __future__ import annotations
