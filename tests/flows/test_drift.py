@@ -47,6 +47,7 @@ async def test_an_external_change_reported_by_webhook_is_repaired_with_its_value
         async with httpx.AsyncClient() as http:
             await http.post(f"{shop.sim.base_url}/_sim/external-change", json={"inventory_item_id": item, "location_id": loc, "available": 11})
         assert await wait_for(lambda: shop.shopify("W", "DC1") == 6 and repairer.webhook_drift >= 1, 5)
+        assert await wait_for(lambda: publisher.stats.drift_repaired == 1, 2)
         last = [r for r in shop.state.history_for(item, loc) if r.source == "api"][-1]
         assert (last.before, last.after) == (11, 6)  # compare value = the webhook's value
         assert publisher.stats.stale == 0
