@@ -222,14 +222,23 @@ class WorkQueue:
         self.scripts = scripts
 
     async def claim(
-        self, owner: str, *, window_ms: int, limit: int, lease_ms: int, at_ms: int | None = None, scan: int | None = None
+        self,
+        owner: str,
+        *,
+        window_ms: int | None,
+        limit: int,
+        lease_ms: int,
+        at_ms: int | None = None,
+        scan: int | None = None,
     ) -> list[Claimed]:
-        """Atomically take urgent marks and marks older than the window whose group no other
-        owner leases, and lease their groups to `owner`."""
+        """Atomically take urgent marks and marks older than the window (none when
+        `window_ms` is None: urgent only) whose group no other owner leases, and lease their
+        groups to `owner`."""
         stamp = at_ms if at_ms is not None else now_ms()
+        cutoff = "-inf" if window_ms is None else stamp - window_ms
         reply = await self.scripts.claim(
             keys=[self.marks_key, self.urgent_key, self.leases.key],
-            args=[stamp, stamp - window_ms, limit, owner, lease_ms, scan or max(limit * 4, 100)],
+            args=[stamp, cutoff, limit, owner, lease_ms, scan or max(limit * 4, 100)],
         )
         return [
             Claimed(_s(reply[i]), int(float(_s(reply[i + 1]))), _s(reply[i + 2]) == "1") for i in range(0, len(reply), 3)

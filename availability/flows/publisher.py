@@ -124,6 +124,9 @@ class PushConfig:
     outbox_check_s: float = 5.0
     #: pause after Shopify refused our credentials
     auth_pause_s: float = 30.0
+    #: share of the restore rate that window rounds may spend (one set call per round); the
+    #: rest and the bucket itself stay free for urgent pushes, read-backs and drift passes
+    round_budget_share: float = 0.5
 
     @classmethod
     def from_settings(cls, settings: Any) -> "PushConfig":
@@ -221,6 +224,7 @@ class Publisher:
         self._recovery_task: asyncio.Task | None = None
         self._stopping = False
         self._last_urgent_scan = 0.0
+        self._last_window_round = 0.0
         self._paused_until = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -309,12 +313,20 @@ class Publisher:
                     # coalescing, rather than claim rounds that would queue for the bucket.
                     await asyncio.sleep(min(wait, max(self.config.poll_s, 0.01)))
                     continue
+                # Window rounds are spaced so that they spend at most a share of the restore
+                # rate; in between only urgent marks are claimed. Marks that come due in the
+                # meantime wait a little and ride in the next, larger batch.
+                since = time.monotonic() - self._last_window_round
+                window_round = since >= self._round_interval()
+                if not window_round and not await self.redis.zcard(self.keys.urgent):
+                    await asyncio.sleep(min(self.config.poll_s, self._round_interval() - since))
+                    continue
                 await self._slots.acquire()
                 owner = self._round_owner()
                 try:
                     claimed = await self.queue.claim(
                         owner,
-                        window_ms=int(self.config.window_s * 1000),
+                        window_ms=int(self.config.window_s * 1000) if window_round else None,
                         limit=self.config.claim_limit,
                         lease_ms=self.config.lease_ms,
                     )
@@ -325,6 +337,8 @@ class Publisher:
                     self._slots.release()
                     await asyncio.sleep(self.config.poll_s)
                     continue
+                if window_round and not all(c.urgent for c in claimed):
+                    self._last_window_round = time.monotonic()
                 task = asyncio.create_task(self._round(claimed, owner), name=f"shopify-round-{owner}")
                 self._round_tasks.add(task)
                 task.add_done_callback(self._round_tasks.discard)
@@ -334,6 +348,14 @@ class Publisher:
                 self.stats.errors += 1
                 log.exception("Shopify publisher loop failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
+
+    def _round_interval(self) -> float:
+        """Least time between window rounds: one set call per round at `round_budget_share`
+        of the restore rate (0.2 s on a 100 points/s plan, 0.02 s on Plus)."""
+        governor = self.client.governor
+        if governor is None or governor.status is None or governor.status.restore_rate <= 0:
+            return 0.0
+        return MUTATION_COST / (governor.status.restore_rate * self.config.round_budget_share)
 
     def _budget_wait(self) -> float:
         """Seconds until the bucket affords one more set call (0 when unknown or now)."""
@@ -424,9 +446,11 @@ class Publisher:
         skus = [sku for sku in by_sku if sku not in unmapped]
         if not skus:
             return
+        # Taken before the read: a value computed "at" computed_ms includes every change
+        # applied before it (freshness is measured from here).
+        computed_ms = now_ms()
         stock = await self.ledger.stock_many(skus)
         book = self.rules.book
-        computed_ms = now_ms()
         targets: list[Target] = []
         for sku in skus:
             marks = by_sku[sku]
@@ -641,11 +665,11 @@ class Publisher:
             return []
         known.update(read)
         skus = sorted({t.key.sku for t in stale if t.key in read})
+        computed_ms = now_ms()
         stock = await self.ledger.stock_many(skus) if skus else {}
         book = self.rules.book
         mappings = self.mappings
         assert mappings is not None
-        computed_ms = now_ms()
         again: list[Target] = []
         for t in stale:
             if t.key not in read:
