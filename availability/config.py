@@ -95,5 +95,15 @@ class Settings(BaseSettings):
     #: RuleChangeMarker: stock keys per SCAN batch when marking pairs dirty after a rule change
     rules_dirty_batch: int = 5000
 
+    #: Shopify push (availability/flows): periodic drift pass (read every mapped level back
+    #: and repair differences; 0 = off), points kept in Shopify's bucket for other apps,
+    #: client timeout, attempts before a transient failure is left to a later round, and
+    #: quantities per inventorySetQuantities call (Shopify's cap is 250)
+    shopify_drift_interval_seconds: float = 900.0
+    shopify_reserve_points: float = 50.0
+    shopify_timeout_seconds: float = 10.0
+    push_max_attempts: int = 8
+    push_batch_size: int = 250
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/availability.db"
