@@ -43,6 +43,9 @@ from availability.rules.dirtying import affected_skus
 
 SCAN_BATCH = 1000
 TO_ZERO_LISTED = 1000
+#: SKUs compared between yields to the event loop (about 5 ms of work), so a large preview
+#: does not hold up the lookups served by the same process
+YIELD_EVERY = 100
 
 
 def copy_book(book: RuleBook, rules: Sequence[Rule] | None = None) -> RuleBook:
@@ -189,10 +192,7 @@ async def preview(
         complete = len(skus) <= limit
         skus = skus[:limit]
         for start in range(0, len(skus), SCAN_BATCH):
-            chunk = skus[start : start + SCAN_BATCH]
-            for sku, stock in (await ledger.stock_many(chunk)).items():
-                comparison.add(sku, stock)
-            await asyncio.sleep(0)
+            await _compare(comparison, await ledger.stock_many(skus[start : start + SCAN_BATCH]))
     else:
         complete = await _scan_all(ledger, comparison, limit)
     return PreviewReport(
@@ -220,6 +220,14 @@ async def preview(
     )
 
 
+async def _compare(comparison: _Comparison, stock: dict[str, dict[str, Buckets]]) -> None:
+    for n, (sku, buckets) in enumerate(stock.items(), 1):
+        comparison.add(sku, buckets)
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 async def _scan_all(ledger: Ledger, comparison: _Comparison, limit: int) -> bool:
     """SCAN every stock key (up to `limit` SKUs); True if the scan reached the end."""
     keys = ledger.keys
@@ -237,8 +245,7 @@ async def _scan_all(ledger: Ledger, comparison: _Comparison, limit: int) -> bool
         truncated = len(skus) > room
         skus = skus[:room]
         if skus:
-            for sku, stock in (await ledger.stock_many(skus)).items():
-                comparison.add(sku, stock)
+            await _compare(comparison, await ledger.stock_many(skus))
         if truncated:
             return False
         if int(cursor) == 0:
@@ -246,7 +253,6 @@ async def _scan_all(ledger: Ledger, comparison: _Comparison, limit: int) -> bool
         if comparison.skus >= limit:
             # Exactly at the limit: complete only if nothing is left to scan.
             return await _nothing_left(ledger, cursor, seen)
-        await asyncio.sleep(0)
 
 
 async def _nothing_left(ledger: Ledger, cursor: int, seen: set[str]) -> bool:
