@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from availability.rules.store import hash_api_key
 from tests.api.conftest import ADMIN, PLANNER, READER, bearer
 
@@ -110,3 +112,14 @@ async def test_oversized_body_is_413_problem(make_api):
             "/v1/events", content=b"[" + b" " * 4096 + b"]", headers={"content-type": "application/json"}
         )
         assert resp.status_code == 413
+
+
+async def test_ingest_uploads_need_the_events_scope_and_the_webhook_its_hmac(make_api):
+    pytest.importorskip("availability.ingest.http")
+    async with make_api(key=None) as api:
+        c = api.client
+        assert (await c.post("/v1/ingest/pos", content=b"{}")).status_code == 401
+        assert (await c.post("/v1/ingest/pos", content=b"{}", headers=bearer(READER))).status_code == 403
+        # the webhook is not behind an API key: Shopify signs it instead, and a bad signature is refused
+        webhook = await c.post("/webhooks/shopify", content=b"{}", headers={"X-Shopify-Hmac-Sha256": "bad"})
+        assert webhook.status_code in (401, 403) and "API key" not in webhook.text
