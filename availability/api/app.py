@@ -57,7 +57,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
     `availability.services.SERVICES` that is installed (True), or the named ones.
     """
     settings = runtime.settings
-    ctx = ApiContext(settings, runtime)
+    ctx = ApiContext(runtime)
     handlers = [
         *lookups.routes(ctx),
         *reservations.routes(ctx),

@@ -26,11 +26,11 @@ PUBLISHER_MODULE = "availability.ingest.publisher"
 
 
 class ApiContext:
-    def __init__(self, settings: Settings, runtime: "Runtime | None" = None) -> None:
-        self.settings = settings
-        self._runtime = runtime
-        self.keys: KeyRing = keyring_from_settings(settings)
-        self.limiter = RateLimiter(settings.rate_limit_per_second)
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+        self.settings: Settings = runtime.settings
+        self.keys: KeyRing = keyring_from_settings(self.settings)
+        self.limiter = RateLimiter(self.settings.rate_limit_per_second)
         self.metrics = ApiMetrics()
         #: set when the events route publishes to the stream (Settings.events_mode)
         self.publisher: Any = None
@@ -38,8 +38,8 @@ class ApiContext:
         #: the rules-dirty service when this app runs it (for its /metrics gauge)
         self.marker: "RuleChangeMarker | None" = None
         self.services: list = []
-        #: the hot path's stock reads (auto-pipelined when hiredis is installed)
-        self.reader: StockReader = runtime.ledger if runtime is not None else None  # type: ignore[assignment]
+        #: the hot path's stock reads (auto-pipelined when hiredis is installed; see open_reader)
+        self.reader: StockReader = runtime.ledger
 
     async def open_reader(self) -> None:
         self.reader = open_stock_reader(self.runtime.redis_url, self.runtime.ledger)
@@ -50,16 +50,6 @@ class ApiContext:
             await close()
         self.reader = self.runtime.ledger
 
-    @property
-    def runtime(self) -> "Runtime":
-        if self._runtime is None:
-            raise RuntimeError("the API's runtime is opened in the app lifespan; it is not running")
-        return self._runtime
-
-    @runtime.setter
-    def runtime(self, value: "Runtime | None") -> None:
-        self._runtime = value
-
     async def open_events(self) -> None:
         """Decide between publishing events to the stream and applying them directly."""
         mode = self.settings.events_mode
@@ -69,7 +59,8 @@ class ApiContext:
         try:
             module = importlib.import_module(PUBLISHER_MODULE)
         except ModuleNotFoundError as exc:
-            if exc.name != PUBLISHER_MODULE or mode == "stream":
+            missing_ingest = exc.name is not None and PUBLISHER_MODULE.startswith(exc.name)
+            if not missing_ingest or mode == "stream":
                 raise
             log.info("POST /v1/events applies events directly: %s is not installed", PUBLISHER_MODULE)
             self.events_mode = "direct"
