@@ -65,7 +65,8 @@ def flash_sale(seed: int, seconds: float, rate: float, hot: int, tail: int):
     per_hot = total * 0.8 / max(1, hot)
     initial: dict[tuple[str, str], int] = {}
     for i, sku in enumerate(hot_skus):
-        # HOT-00 sells out about a third of the way in and is restocked at two thirds
+        # HOT-00 sells out about a third of the way in (sales go on, on_hand goes below
+        # zero), is restocked at two thirds and sells out again: zero crossings
         initial[(sku, "DC1")] = int(per_hot * (0.25 if i == 0 else 1.5))
         initial[(sku, "S1")] = int(per_hot * 0.3)
     for sku in tail_skus:
@@ -85,7 +86,7 @@ def flash_sale(seed: int, seconds: float, rate: float, hot: int, tail: int):
             else:
                 events.append((at, "receipt", sku, loc, rng.randint(1, 5)))
     if hot_skus:
-        events.append((seconds * 2 / 3, "receipt", hot_skus[0], "DC1", int(per_hot * 0.2)))
+        events.append((seconds * 2 / 3, "receipt", hot_skus[0], "DC1", int(per_hot * 0.75)))
         events.sort(key=lambda e: e[0])
     return initial, events, hot_skus + tail_skus
 
