@@ -106,6 +106,7 @@ class Stats:
             "p50_ms": pct(0.50),
             "p90_ms": pct(0.90),
             "p99_ms": pct(0.99),
+            "p999_ms": pct(0.999),
             "max_ms": round(lat[-1] * 1000, 3) if n else 0.0,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "errors": self.errors,
