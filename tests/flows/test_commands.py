@@ -89,3 +89,36 @@ def test_sim_shopify_command_parses_plan_and_faults():
     config = config_from_args(args)
     assert (args.port, config.plan, config.faults.error_rate) == (9999, "plus", 0.1)
     assert config.limits().restore_rate == 1000.0
+
+
+async def test_publisher_service_wires_the_push_from_settings(redis_url, key_prefix, tmp_path):
+    from availability.bootstrap import open_runtime
+    from availability.config import Settings
+    from availability.flows.service import PublisherService
+    from tests.flows.conftest import stock_event, wait_for
+
+    with SimulatorServer(SimulatorConfig()) as sim:
+        loc = sim.state.add_location("Warehouse")
+        item = sim.state.add_item("TEE")
+        sim.state.stock(item, loc, 0)
+        settings = Settings(
+            redis_url=redis_url, database_url=f"sqlite+aiosqlite:///{tmp_path}/svc.db", key_prefix=key_prefix,
+            data_dir=str(tmp_path), shopify_url=sim.base_url, shopify_token=sim.config.access_token,
+            push_window_seconds=0.05, rules_refresh_seconds=0.1,
+        )
+        async with open_runtime(settings) as runtime:
+            await runtime.store.import_master_data(
+                {"locations": [{"code": "DC1"}], "channels": [{"name": "online", "locations": ["DC1"]}]}, actor="test"
+            )
+            await runtime.store.set_item_mappings({"TEE": item}, actor="test")
+            await runtime.store.set_location_mappings([("online", "DC1", loc)], actor="test")
+            service = PublisherService(runtime)
+            await service.start()
+            try:
+                await runtime.ledger.apply(stock_event("receipt", "TEE", "DC1", 12))
+                assert await wait_for(lambda: sim.state.available(item, loc) == 12, 5)
+            finally:
+                await service.stop()
+        off = PublisherService(type("R", (), {"settings": Settings(shopify_url=None, shopify_token=None)})())
+        await off.start()  # without Shopify settings it stays off, quietly
+        assert off.publisher is None
