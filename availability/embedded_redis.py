@@ -85,7 +85,11 @@ class EmbeddedRedis:
         if self.maxmemory:
             args += ["--maxmemory", self.maxmemory]
         args += self.extra_args
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Own session: Ctrl-C in the terminal goes to the service, which then stops Redis
+        # last, after the services that still write to it.
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
