@@ -64,7 +64,7 @@ async def test_nats_jetstream_round_trip(redis_url, key_prefix, tmp_path):
                         n += await runtime.redis.zcard(runtime.ledger.keys.seen(sku))
                     return n == seen and await runtime.redis.xlen(names.dlq) == 1
 
-                await _until(all_applied)
+                await _until(all_applied, timeout=60)  # generous: CI machines are shared
                 assert consumer.reclaimer is None  # JetStream redelivers by itself
             await assert_ledger_equals_oracle(runtime.ledger, events)
             [letter] = await DeadLetters(runtime.redis, names).list()
