@@ -29,12 +29,17 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from adapters.shopify.client import SetQuantity, ShopifyAdminClient, ShopifyThrottled, ShopifyTransientError, ThrottleGovernor
+from adapters.shopify.client import (
+    SetQuantity,
+    ShopifyAdminClient,
+    ShopifyThrottled,
+    ShopifyTransientError,
+    ThrottleGovernor,
+)
 from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
 from availability.bootstrap import make_redis
-from availability.domain.ats import Buckets
 from availability.domain.events import StockEvent
 from availability.embedded_redis import EmbeddedRedis
 from availability.flows.machinery import now_ms
@@ -94,7 +99,7 @@ def flash_sale(seed: int, seconds: float, rate: float, hot: int, tail: int):
 def _event(kind: str, sku: str, loc: str, qty: int, n: int) -> StockEvent:
     return StockEvent(
         event_id=f"bench-{n}", type=kind, source="pos" if kind == "pos_sale" else "wms",
-        occurred_at=datetime.now(timezone.utc), sku=sku, location=loc, quantity=qty,
+        occurred_at=datetime.now(UTC), sku=sku, location=loc, quantity=qty,
     )
 
 
@@ -291,7 +296,7 @@ async def run_naive(redis, redis_url: str, plan: str, initial, events, skus, dra
     no pacing (it only honours THROTTLED's retry-after), no compare-and-set."""
     shop = Shop(redis, plan, initial, skus, seed)
     await shop.start()
-    from availability.domain.rules import Channel, Location, RuleBook  # noqa: PLC0415
+    from availability.domain.rules import Channel, Location, RuleBook
 
     book = RuleBook(
         version=1,

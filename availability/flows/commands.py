@@ -79,7 +79,7 @@ def _register_sim(sub) -> None:
     sims = actions[0] if actions else existing.add_subparsers(dest="sim_command", metavar="SYSTEM")
     if "shopify" in sims.choices:
         return
-    from adapters.shopify.simulator import PLANS, SimulatorConfig  # noqa: PLC0415
+    from adapters.shopify.simulator import PLANS, SimulatorConfig
 
     defaults = SimulatorConfig()
     p = sims.add_parser("shopify", help="the Shopify GraphQL Admin API simulator (cost-based rate limits, faults, webhooks)")
@@ -109,7 +109,7 @@ def _register_sim(sub) -> None:
 
 
 def run_sim_shopify(args, settings: Settings) -> int:
-    from adapters.shopify.simulator import config_from_args, run_simulator  # noqa: PLC0415
+    from adapters.shopify.simulator import config_from_args, run_simulator
 
     run_simulator(args.host, args.port, config_from_args(args))
     return 0
@@ -123,8 +123,8 @@ def _print(doc: Any) -> None:
 
 
 async def run_publish(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
-    from availability.flows.service import PublisherService, shopify_configured  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
+    from availability.flows.service import PublisherService, shopify_configured
 
     if not shopify_configured(settings):
         print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
@@ -145,8 +145,8 @@ async def run_publish(args, settings: Settings) -> int:
 
 
 async def show_status(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
-    from availability.flows.service import build_publisher  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
+    from availability.flows.service import build_publisher
 
     async with open_runtime(settings) as runtime:
         publisher = build_publisher(runtime)
@@ -173,8 +173,12 @@ async def show_status(args, settings: Settings) -> int:
 
 
 async def resync(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
-    from availability.flows.service import build_publisher, build_repairer, shopify_configured  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
+    from availability.flows.service import (
+        build_publisher,
+        build_repairer,
+        shopify_configured,
+    )
 
     if not shopify_configured(settings):
         print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
@@ -193,9 +197,9 @@ async def resync(args, settings: Settings) -> int:
 
 
 async def import_mappings(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
-    from availability.rules.errors import InvalidMasterData  # noqa: PLC0415
-    from availability.domain.errors import AvailabilityError  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
+    from availability.domain.errors import AvailabilityError
+    from availability.rules.errors import InvalidMasterData
 
     async with open_runtime(settings) as runtime:
         try:
@@ -208,9 +212,9 @@ async def import_mappings(args, settings: Settings) -> int:
 
 
 async def list_unmapped(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
-    from availability.flows.state import PushKeys, PushState  # noqa: PLC0415
-    from availability.flows.machinery import Scripts  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
+    from availability.flows.machinery import Scripts
+    from availability.flows.state import PushKeys, PushState
 
     async with open_runtime(settings) as runtime:
         items = await runtime.store.item_mappings()
@@ -241,11 +245,11 @@ async def list_unmapped(args, settings: Settings) -> int:
 
 
 async def dlq_list(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
-    from availability.flows.machinery import DeadLetterQueue  # noqa: PLC0415
-    from availability.flows.state import PushKeys  # noqa: PLC0415
+    import msgspec
 
-    import msgspec  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
+    from availability.flows.machinery import DeadLetterQueue
+    from availability.flows.state import PushKeys
 
     async with open_runtime(settings) as runtime:
         dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix).dlq)
@@ -256,8 +260,8 @@ async def dlq_list(args, settings: Settings) -> int:
 
 
 async def dlq_replay(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime  # noqa: PLC0415
-    from availability.flows.service import build_publisher  # noqa: PLC0415
+    from availability.bootstrap import open_runtime
+    from availability.flows.service import build_publisher
 
     if not args.ids and not args.all:
         print("name dead letter ids, or --all", file=sys.stderr)

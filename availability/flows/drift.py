@@ -69,7 +69,7 @@ def _to_ms(value: Any) -> int | None:
     if isinstance(value, (int, float)):
         return int(value)
     try:
-        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
+        return int(datetime.fromisoformat(str(value)).timestamp() * 1000)
     except ValueError:
         return None
 
@@ -161,7 +161,7 @@ class DriftRepairer:
 
     def __init__(
         self,
-        publisher: "Publisher",
+        publisher: Publisher,
         *,
         interval_s: float = 900.0,
         chunk_skus: int = 50,
@@ -351,7 +351,7 @@ class DriftRepairer:
             as_of = now_ms()
             try:
                 result = await retry_transient(
-                    lambda: publisher.client.read_levels_detailed([mappings.items[s] for s in chunk]),
+                    lambda chunk=chunk: publisher.client.read_levels_detailed([mappings.items[s] for s in chunk]),
                     backoff=Backoff(max_attempts=6),
                     transient=(ShopifyTransientError,),
                 )

@@ -29,9 +29,10 @@ import contextvars
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio import Redis

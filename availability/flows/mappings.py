@@ -19,7 +19,7 @@ arithmetic the API answers with, so Shopify shows exactly what the API says.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
@@ -119,11 +119,11 @@ class ShopifyMappings:
         value, threshold = level_value(book, key.sku, self.rows_of.get(key.location, ()), stock)
         return Target(key, value, threshold, self.pairs_of(key), dirty_since_ms, computed_ms, urgent)
 
-    def diff_items(self, other: "ShopifyMappings") -> set[str]:
+    def diff_items(self, other: ShopifyMappings) -> set[str]:
         """SKUs whose item mapping differs between two versions."""
         return {s for s in self.items.keys() | other.items.keys() if self.items.get(s) != other.items.get(s)}
 
-    def rows_changed(self, other: "ShopifyMappings") -> bool:
+    def rows_changed(self, other: ShopifyMappings) -> bool:
         return self.rows != other.rows
 
 

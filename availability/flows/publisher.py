@@ -34,8 +34,9 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -70,7 +71,13 @@ from availability.flows.machinery import (
     now_ms,
     retry_transient,
 )
-from availability.flows.mappings import LevelKey, ShopifyMappings, Target, crosses, level_value
+from availability.flows.mappings import (
+    LevelKey,
+    ShopifyMappings,
+    Target,
+    crosses,
+    level_value,
+)
 from availability.flows.state import Known, PushKeys, PushState
 
 if TYPE_CHECKING:
@@ -116,7 +123,7 @@ class PushConfig:
     #: how often marks inside the window are checked for zero/threshold crossings
     urgent_scan_interval_s: float = 0.1
     urgent_scan_limit: int = 2000
-    backoff: Backoff = Backoff()
+    backoff: Backoff = field(default_factory=Backoff)
     #: stale compare-and-set re-reads per level before it is left to a later round
     stale_rounds: int = 4
     reason: str = "correction"
@@ -129,7 +136,7 @@ class PushConfig:
     round_budget_share: float = 0.5
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "PushConfig":
+    def from_settings(cls, settings: Any) -> PushConfig:
         def get(name: str, default: Any) -> Any:
             value = getattr(settings, name, None)
             return default if value is None else value
@@ -191,7 +198,7 @@ class Publisher:
     def __init__(
         self,
         *,
-        ledger: "Ledger",
+        ledger: Ledger,
         rules: RuleSource,
         mappings: MappingSource,
         client: ShopifyAdminClient,
@@ -225,12 +232,16 @@ class Publisher:
         self._stopping = False
         self._last_urgent_scan = 0.0
         self._last_window_round = 0.0
+        self._last_gauges = 0.0
         self._paused_until = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.refresh_mappings(force=True)
+        size = await self.dlq.size()
+        m.DLQ_SIZE.set(size)
+        m.FLOW_DLQ_SIZE.labels(FLOW).set(size)
         self._stopping = False
         self._task = asyncio.create_task(self._loop(), name=f"shopify-publisher-{self.owner}")
         self._recovery_task = asyncio.create_task(self._recovery_loop(), name=f"shopify-outbox-{self.owner}")
@@ -245,7 +256,7 @@ class Publisher:
                     await task
         self._task = self._recovery_task = None
         if self._round_tasks:
-            done, pending = await asyncio.wait(set(self._round_tasks), timeout=timeout)
+            _done, pending = await asyncio.wait(set(self._round_tasks), timeout=timeout)
             for task in pending:
                 # Its outbox message stays behind; another worker resends it after the lease.
                 task.cancel()
@@ -270,7 +281,7 @@ class Publisher:
         return True
 
     async def _after_mapping_change(self, old: ShopifyMappings | None, new: ShopifyMappings) -> None:
-        from availability.rules.dirtying import mark_all_dirty, mark_skus_dirty  # noqa: PLC0415
+        from availability.rules.dirtying import mark_all_dirty, mark_skus_dirty
 
         # SKUs seen without a mapping that have one now: push them.
         noted = [sku for sku, _ in await self.state.unmapped(limit=0)]
@@ -706,7 +717,7 @@ class Publisher:
             chunk = items[i : i + size]
             try:
                 result = await retry_transient(
-                    lambda: self.client.read_levels_detailed(chunk),
+                    lambda chunk=chunk: self.client.read_levels_detailed(chunk),
                     backoff=self.config.backoff,
                     transient=(ShopifyTransientError,),
                     on_retry=on_retry,
@@ -817,6 +828,9 @@ class Publisher:
         mappings = self.mappings
         if mappings is None:
             return 0
+        if time.monotonic() - self._last_gauges >= 1.0:
+            self._last_gauges = time.monotonic()
+            m.PENDING_MARKS.set((await self.queue.pending())[0])
         rows = await self.queue.not_due(
             window_ms=int(self.config.window_s * 1000), limit=self.config.urgent_scan_limit
         )
@@ -880,9 +894,9 @@ class Publisher:
                 entries = [SetQuantity(item, location, q, c) for item, location, q, c in message.payload["entries"]]
                 log.info("resending outbox message %s (key %s) left by %s", message.id, message.idempotency_key, message.owner)
                 try:
-                    result = await self._deliver(message, entries, groups, owner)
+                    await self._deliver(message, entries, groups, owner)
                 except _BatchRejected:
-                    result = None
+                    pass  # the pairs are marked again below; the next push dead-letters them
                 except ShopifyError as exc:
                     log.warning("outbox message %s not resent yet: %s", message.id, exc)
                     await self.outbox.renew(message.id, int(self.config.auth_pause_s * 1000))

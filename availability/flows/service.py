@@ -54,7 +54,7 @@ def build_client(settings: Any, *, governor: ThrottleGovernor | None = None) -> 
     )
 
 
-def build_publisher(runtime: "Runtime", client: ShopifyAdminClient | None = None, **kwargs: Any) -> Publisher:
+def build_publisher(runtime: Runtime, client: ShopifyAdminClient | None = None, **kwargs: Any) -> Publisher:
     return Publisher(
         ledger=runtime.ledger,
         rules=runtime.rules,
@@ -72,7 +72,7 @@ def build_repairer(publisher: Publisher, settings: Any) -> DriftRepairer:
 class PublisherService:
     name = "publisher"
 
-    def __init__(self, runtime: "Runtime") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.enabled = shopify_configured(runtime.settings)
         self.client: ShopifyAdminClient | None = None

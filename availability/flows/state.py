@@ -20,7 +20,7 @@ The per-SKU hash shares the SKU's `{sku}` hash tag with its ledger keys.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import msgspec
 from redis.asyncio import Redis

@@ -9,7 +9,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -34,7 +34,7 @@ def stock_event(type_: str, sku: str, location: str, quantity: int, **kw: Any) -
         event_id=kw.pop("event_id", f"ev-{next(_ids)}-{time.monotonic_ns()}"),
         type=type_,
         source=kw.pop("source", "wms"),
-        occurred_at=kw.pop("occurred_at", datetime.now(timezone.utc)),
+        occurred_at=kw.pop("occurred_at", datetime.now(UTC)),
         sku=sku,
         location=location,
         quantity=quantity,
@@ -218,7 +218,7 @@ def webhook_intake(redis_url, key_prefix):
     intake = WebhookIntake(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (stdlib name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("X-Shopify-Topic") == "inventory_levels/update":
                 client.xadd(stream, {"payload": body, "webhook_id": self.headers.get("X-Shopify-Webhook-Id", "")})

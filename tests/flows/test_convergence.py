@@ -7,18 +7,18 @@ pushing one level at once."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections import defaultdict
 
 import pytest
 
-from adapters.shopify.client import ThrottleGovernor
 from adapters.shopify.simulator import FaultConfig
 from availability.domain.ledger_model import LedgerModel
 from availability.flows.drift import DriftRepairer
 from availability.flows.machinery import Backoff
-from tests.flows.conftest import LOCATIONS, stock_event, wait_for
+from tests.flows.conftest import LOCATIONS, stock_event
 
 FAST_RETRIES = Backoff(base=0.02, cap=0.25, max_attempts=40)
 
@@ -170,7 +170,7 @@ async def test_two_publishers_never_push_the_same_level_at_once(shop_factory):
         by_level[level].append((started, ended, name))
     for level, spans in by_level.items():
         spans.sort()
-        for (s1, e1, n1), (s2, e2, n2) in zip(spans, spans[1:]):
+        for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
             assert e1 <= s2, f"{level} pushed by {n1} and {n2} at once"
     assert all(p.stats.quantities_pushed > 0 for p in pubs), "both publishers must have worked"
     assert max(shop.state.applications_by_key().values()) == 1
