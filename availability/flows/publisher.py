@@ -234,6 +234,7 @@ class Publisher:
         self._last_window_round = 0.0
         self._last_gauges = 0.0
         self._paused_until = 0.0
+        self._mappings_lock = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -271,14 +272,17 @@ class Publisher:
         version = self.rules.version
         if not force and self.mappings is not None and self.mappings.version == version:
             return False
-        items = await self.mapping_source.item_mappings()
-        rows = await self.mapping_source.location_mappings()
-        new = ShopifyMappings(items, rows, version)
-        old, self.mappings = self.mappings, new
-        # Read back as many levels per item as there are mapped Shopify locations.
-        self.client.levels_page_size = max(1, min(250, len(new.shopify_locations) or 1))
-        await self._after_mapping_change(old, new)
-        return True
+        async with self._mappings_lock:  # the loop and the webhook reader may both ask
+            if not force and self.mappings is not None and self.mappings.version == version:
+                return False
+            items = await self.mapping_source.item_mappings()
+            rows = await self.mapping_source.location_mappings()
+            new = ShopifyMappings(items, rows, version)
+            old, self.mappings = self.mappings, new
+            # Read back as many levels per item as there are mapped Shopify locations.
+            self.client.levels_page_size = max(1, min(250, len(new.shopify_locations) or 1))
+            await self._after_mapping_change(old, new)
+            return True
 
     async def _after_mapping_change(self, old: ShopifyMappings | None, new: ShopifyMappings) -> None:
         from availability.rules.dirtying import mark_all_dirty, mark_skus_dirty
