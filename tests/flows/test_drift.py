@@ -21,6 +21,19 @@ def test_stream_entries_in_the_shapes_ingestion_may_write():
         u = parse_level_entry(fields)
         assert (u.item, u.location, u.available) == ("gid://shopify/InventoryItem/40001", "gid://shopify/Location/7001", 3)
         assert u.updated_ms == 1795168800000
+    # what availability/ingest/http.py writes: field `level`, ingestion's InventoryLevelUpdate
+    from datetime import datetime, timezone
+
+    from adapters.shopify.webhooks import InventoryLevelUpdate
+
+    level = InventoryLevelUpdate(
+        inventory_item_id=40001, location_id=7001, available=3,
+        updated_at=datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc), location="DC1",
+    )
+    u = parse_level_entry({b"level": msgspec.json.encode(level), b"webhook_id": b"w-1", b"received_at": b"1"})
+    assert (u.item, u.location, u.available, u.updated_ms) == (
+        "gid://shopify/InventoryItem/40001", "gid://shopify/Location/7001", 3, 1795168800000
+    )
     untracked = parse_level_entry({b"payload": msgspec.json.encode({**body, "available": None})})
     assert untracked.available is None
     for bad in ({b"payload": b"{not json"}, {b"payload": b'{"location_id": 1}'}, {b"payload": b'{"inventory_item_id": -1, "location_id": 1}'}):
