@@ -1930,6 +1930,8 @@ async def _external_writer_loop(state: SimulatorState, sender: _WebhookSender) -
             await asyncio.sleep(0.2)  # knob off: poll for it to be switched on
             continue
         await asyncio.sleep(interval)
+        if state.faults.external_writer_interval_s <= 0:
+            continue  # switched off while we slept: no last change after "off"
         try:
             changed = state.external_change()
             if changed is not None:

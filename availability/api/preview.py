@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any, Sequence
-
-import msgspec
+from typing import Sequence
 
 from availability.api.schemas import (
     ChangedValue,
@@ -37,7 +35,7 @@ from availability.domain.errors import (
     UnknownLocation,
     UnknownRule,
 )
-from availability.domain.rules import Rule, RuleBook, check_rule
+from availability.domain.rules import Rule, RuleBook, rule_from_fields
 from availability.ledger.ledger import Ledger
 from availability.rules.dirtying import affected_skus
 
@@ -74,7 +72,7 @@ def candidate_book(book: RuleBook, changes: Sequence[ProposedChange]) -> tuple[R
         if change.op == "create":
             if change.rule is None:
                 raise InvalidRule(f"{where}a create needs `rule`")
-            rule = _build(change.rule.rule_fields(), rule_id=next_new_id, version=1, where=where)
+            rule = rule_from_fields(change.rule.rule_fields(), rule_id=next_new_id, version=1, where=where)
             next_new_id -= 1
         else:
             if change.id is None:
@@ -88,30 +86,13 @@ def candidate_book(book: RuleBook, changes: Sequence[ProposedChange]) -> tuple[R
                 continue
             if change.rule is None:
                 raise InvalidRule(f"{where}an update needs `rule` with the fields to change")
-            fields = msgspec.to_builtins(current) | change.rule.rule_fields()
-            rule = _build(fields, rule_id=current.id, version=current.version + 1, where=where)
+            rule = rule_from_fields(
+                change.rule.rule_fields(), rule_id=current.id, version=current.version + 1, base=current, where=where
+            )
         _check_refs(book, rule, where)
         rules[rule.id] = rule
         proposed.append(rule)
     return copy_book(book, list(rules.values())), proposed, deleted
-
-
-def _build(fields: dict[str, Any], *, rule_id: int, version: int, where: str) -> Rule:
-    data = {k: (None if k in _SELECTORS and v == "" else v) for k, v in fields.items()}
-    data.update(id=rule_id, version=version)
-    if "kind" not in data:
-        raise InvalidRule(f"{where}`kind` is required")
-    try:
-        rule = msgspec.convert(data, Rule)
-    except msgspec.ValidationError as exc:
-        raise InvalidRule(f"{where}{exc}") from None
-    try:
-        return check_rule(rule)
-    except InvalidRule as exc:
-        raise InvalidRule(f"{where}{exc.detail}") from None
-
-
-_SELECTORS = ("sku", "category", "location", "location_group", "channel")
 
 
 def _check_refs(book: RuleBook, rule: Rule, where: str) -> None:

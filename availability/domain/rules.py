@@ -19,7 +19,7 @@ the ATS arithmetic reads.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import msgspec
 
@@ -111,6 +111,47 @@ def check_rule(rule: Rule) -> Rule:
     if rule.kind == "protection" and rule.units and rule.percent:
         raise InvalidRule("a protection is either units or percent, not both")
     return rule
+
+
+RULE_FIELDS: tuple[str, ...] = Rule.__struct_fields__
+
+
+def rule_from_fields(fields: Any, *, rule_id: int, version: int, base: Rule | None = None, where: str = "") -> Rule:
+    """Validate a dict of rule fields (from JSON) over an optional current state.
+
+    Unknown fields are rejected rather than ignored: a misspelt selector
+    ("skus") would otherwise widen a rule to every SKU. An empty selector string
+    means "no selector", which is what a cleared form field sends.
+    """
+    if not isinstance(fields, Mapping):
+        raise InvalidRule(f"{where}a rule is an object of fields, not {type(fields).__name__}")
+    unknown = sorted(str(k) for k in fields if k not in RULE_FIELDS)
+    if unknown:
+        raise InvalidRule(f"{where}unknown rule field(s) {', '.join(unknown)}; fields are {', '.join(RULE_FIELDS)}")
+    data: dict[str, Any] = {f: getattr(base, f) for f in RULE_FIELDS} if base is not None else {}
+    for key, value in fields.items():
+        if key in ("id", "version"):
+            continue  # assigned by the store
+        if key in SELECTOR_WEIGHTS and isinstance(value, str) and not value.strip():
+            value = None
+        data[key] = value
+    data["id"] = rule_id
+    data["version"] = version
+    kind = data.get("kind")
+    if kind is None:
+        raise InvalidRule(f"{where}`kind` is required: one of {', '.join(RULE_KINDS)}")
+    if not isinstance(kind, str) or kind not in RULE_KINDS:
+        raise InvalidRule(f"{where}unknown rule kind {kind!r}: one of {', '.join(RULE_KINDS)}")
+    try:
+        rule = msgspec.convert(data, Rule)
+    except msgspec.ValidationError as exc:
+        raise InvalidRule(f"{where}{exc}") from None
+    try:
+        return check_rule(rule)
+    except InvalidRule as exc:
+        if where:
+            raise InvalidRule(f"{where}{exc.detail}") from None
+        raise
 
 
 class AppliedRule(msgspec.Struct, frozen=True):

@@ -53,13 +53,12 @@ from availability.domain.errors import (
 )
 from availability.domain.rules import (
     DEFAULT_CHANNEL,
-    RULE_KINDS,
     SELECTOR_WEIGHTS,
     Channel,
     Location,
     Rule,
     RuleBook,
-    check_rule,
+    rule_from_fields,
 )
 from availability.rules.errors import InvalidMasterData, MasterDataInUse
 from availability.rules.models import (
@@ -216,44 +215,6 @@ def _row_rule(row: Any) -> Rule:
 
 def _rule_values(rule: Rule, at: datetime, *, deleted: bool = False) -> dict[str, Any]:
     return _rule_dict(rule) | {"deleted": deleted, "updated_at": at}
-
-
-def _build_rule(fields: Any, *, rule_id: int, version: int, base: Rule | None = None, where: str = "") -> Rule:
-    """Validate a dict of rule fields (from JSON) over an optional current state.
-
-    Unknown fields are rejected rather than ignored: a misspelt selector
-    ("skus") would otherwise widen a rule to every SKU. An empty selector string
-    means "no selector", which is what a cleared form field sends.
-    """
-    if not isinstance(fields, Mapping):
-        raise InvalidRule(f"{where}a rule is an object of fields, not {type(fields).__name__}")
-    unknown = sorted(str(k) for k in fields if k not in _RULE_FIELDS)
-    if unknown:
-        raise InvalidRule(f"{where}unknown rule field(s) {', '.join(unknown)}; fields are {', '.join(_RULE_FIELDS)}")
-    data: dict[str, Any] = _rule_dict(base) if base is not None else {}
-    for key, value in fields.items():
-        if key in ("id", "version"):
-            continue  # assigned by the store
-        if key in _SELECTORS and isinstance(value, str) and not value.strip():
-            value = None
-        data[key] = value
-    data["id"] = rule_id
-    data["version"] = version
-    kind = data.get("kind")
-    if kind is None:
-        raise InvalidRule(f"{where}`kind` is required: one of {', '.join(RULE_KINDS)}")
-    if not isinstance(kind, str) or kind not in RULE_KINDS:
-        raise InvalidRule(f"{where}unknown rule kind {kind!r}: one of {', '.join(RULE_KINDS)}")
-    try:
-        rule = msgspec.convert(data, Rule)
-    except msgspec.ValidationError as exc:
-        raise InvalidRule(f"{where}{exc}") from None
-    try:
-        return check_rule(rule)
-    except InvalidRule as exc:
-        if where:
-            raise InvalidRule(f"{where}{exc.detail}") from None
-        raise
 
 
 def _need_actor(actor: Any, error: type[Exception]) -> None:
@@ -531,7 +492,7 @@ class RuleStore:
     async def create_rule(self, fields: Mapping[str, Any], *, actor: str, reason: str = "") -> Rule:
         """Validate and store a new rule at version 1; `id`/`version` in `fields` are ignored."""
         _need_actor(actor, InvalidRule)
-        draft = _build_rule(fields, rule_id=0, version=1)  # validate before taking the lock
+        draft = rule_from_fields(fields, rule_id=0, version=1)  # validate before taking the lock
         async with self._write() as tx:
             (await self._refs(tx.conn)).check_rule(draft)
             rule = msgspec.structs.replace(draft, id=await self._next_rule_id(tx.conn))
@@ -571,7 +532,7 @@ class RuleStore:
             if deleted:
                 raise UnknownRule(f"rule {rule_id} was deleted (roll it back to restore it)", rule_id=rule_id)
             _check_expected(current, expected_version)
-            new = _build_rule(fields, rule_id=rule_id, version=current.version + 1, base=current)
+            new = rule_from_fields(fields, rule_id=rule_id, version=current.version + 1, base=current)
             if _same_rule(new, current):
                 return current
             (await self._refs(tx.conn)).check_rule(new)
@@ -629,7 +590,7 @@ class RuleStore:
                 raise UnknownRule(f"rule {rule_id} has no version {to_version}", rule_id=rule_id, version=to_version)
             if row.after is None:
                 raise InvalidRule(f"version {to_version} of rule {rule_id} deleted it; there is no state to restore")
-            target = _build_rule(row.after, rule_id=rule_id, version=current.version + 1)
+            target = rule_from_fields(row.after, rule_id=rule_id, version=current.version + 1)
             if not deleted and _same_rule(target, current):
                 return current
             # The rule may name a location or channel that has since been removed.
@@ -976,7 +937,7 @@ class RuleStore:
             explicit = item.get("id") if isinstance(item, Mapping) else None
             if explicit is not None and (not isinstance(explicit, int) or isinstance(explicit, bool) or explicit < 1):
                 raise InvalidRule(f"{where}`id` must be a positive integer, not {explicit!r}")
-            drafts.append((explicit, _build_rule(item, rule_id=explicit or 0, version=1, where=where), where))
+            drafts.append((explicit, rule_from_fields(item, rule_id=explicit or 0, version=1, where=where), where))
         _no_duplicates([e for e, _, _ in drafts if e is not None], "rules", "id")
 
         counts = {"locations": 0, "channels": 0, "rules_created": 0, "rules_updated": 0, "sku_categories": 0}
