@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from availability.api.metrics import ApiMetrics
 from availability.api.security import KeyRing, RateLimiter, keyring_from_settings
-from availability.api.stockreader import StockReader, open_stock_reader
+from availability.ledger.stockreader import StockReader, open_stock_reader
 from availability.config import Settings
 
 if TYPE_CHECKING:

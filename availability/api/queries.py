@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from availability.api.problems import InvalidInput
-from availability.api.stockreader import StockReader
+from availability.ledger.stockreader import StockReader
 from availability.domain.ats import (
     ChannelAvailability,
     Explanation,

@@ -53,7 +53,7 @@ async def test_metrics_has_latency_per_route_template_and_ledger_gauges(api):
 
 async def test_the_pipelined_reader_reads_what_the_ledger_reads(api):
     pytest.importorskip("hiredis")
-    from availability.api.stockreader import PipelinedStockReader
+    from availability.ledger.stockreader import PipelinedStockReader
 
     await api.seed(receipt("R1", "DC1", 3), receipt("R1", "STORE-1", 4), receipt("R2", "DC1", 1))
     await api.ledger.reserve(
@@ -72,7 +72,7 @@ async def test_the_pipelined_reader_reads_what_the_ledger_reads(api):
 
 async def test_redis_unreachable_is_503_problem(api):
     pytest.importorskip("hiredis")
-    from availability.api.stockreader import PipelinedStockReader
+    from availability.ledger.stockreader import PipelinedStockReader
     from availability.embedded_redis import free_port
 
     ctx = api.app.state.api

@@ -33,7 +33,7 @@ try:  # optional: without it the ledger's redis-py read is used
 except ImportError:  # pragma: no cover - depends on the environment
     hiredis = None  # type: ignore[assignment]
 
-log = logging.getLogger("availability.api")
+log = logging.getLogger("availability.ledger")
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 #: a reply this late means Redis (or the network) is stuck: drop the connection, fail the waiters
