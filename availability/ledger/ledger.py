@@ -385,8 +385,8 @@ class Ledger:
                 f"reservation {reservation_id!r} was released or expired and cannot be committed",
                 reservation_id=reservation_id,
             )
-        if action == "release" and any(o[1] == "C" and o[0] == "already_committed" for o in outcomes):
-            raise ReservationConflict(f"reservation {reservation_id!r} is committed", reservation_id=reservation_id)
+        # A release after a commit is a cancellation before shipment: settle.lua gives the
+        # allocated units back, so there is no conflict to report for it.
         await self.redis.zrem(self.keys.expiry, reservation_id)
         return await self.get_reservation(reservation_id)
 
