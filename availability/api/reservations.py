@@ -19,7 +19,6 @@ from availability.api.problems import problem_responses
 from availability.api.schemas import ReservationBody
 from availability.domain.errors import AvailabilityError, InsufficientStock
 from availability.domain.reservations import Reservation
-from availability.ledger.ledger import now_ms
 
 ReservationId = Annotated[str, PathParameter(description="the reservation id given when it was made", max_length=200)]
 
@@ -48,17 +47,15 @@ def routes(ctx: ApiContext) -> list:
     )
     async def create_reservation(data: JSONBody[ReservationBody]) -> Response[Reservation]:
         runtime = ctx.runtime
-        stamp = now_ms()
         try:
-            reservation = await runtime.ledger.reserve(data.to_request(), runtime.rules.book, at_ms=stamp)
+            reservation, created = await runtime.ledger.reserve_or_replay(data.to_request(), runtime.rules.book)
         except InsufficientStock:
             counter.labels("short").inc()
             raise
         except AvailabilityError:
             counter.labels("rejected").inc()
             raise
-        # The ledger answers a replay with the reservation it stored the first time.
-        created = reservation.created_at_ms == stamp
+        # A replay is answered with the reservation as the first request made it.
         counter.labels("held" if created else "replayed").inc()
         headers = {"Location": f"/v1/reservations/{reservation.reservation_id}"}
         if not created:

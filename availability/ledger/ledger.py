@@ -187,6 +187,14 @@ class Ledger:
 
     async def reserve(self, request: ReservationRequest, book: RuleBook, *, at_ms: int | None = None) -> Reservation:
         """Hold every line or none. Raises InsufficientStock naming the short lines."""
+        reservation, _created = await self.reserve_or_replay(request, book, at_ms=at_ms)
+        return reservation
+
+    async def reserve_or_replay(
+        self, request: ReservationRequest, book: RuleBook, *, at_ms: int | None = None
+    ) -> tuple[Reservation, bool]:
+        """`reserve`, also saying whether this call made the hold (True) or replayed an
+        earlier identical request (False)."""
         check_request(request)
         channel = request.channel
         if channel not in book.channels:
@@ -285,7 +293,7 @@ class Ledger:
                 f"reservation {request.reservation_id!r} exists with other lines", reservation_id=request.reservation_id
             )
         if replayed:
-            return await self._replay(request, replayed)
+            return await self._replay(request, replayed), False
         return Reservation(
             reservation_id=request.reservation_id,
             channel=channel,
@@ -293,7 +301,7 @@ class Ledger:
             lines=[ReservedLine(line.sku, line.quantity, placed[index]) for index, line in enumerate(request.lines)],
             expires_at_ms=expires or None,
             created_at_ms=stamp,
-        )
+        ), True
 
     async def _replay(self, request: ReservationRequest, replayed: dict[str, tuple[str, str]]) -> Reservation:
         """Same reservation id again: answer as the first time if the lines are the same."""
