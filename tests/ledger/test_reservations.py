@@ -146,3 +146,11 @@ async def test_fresh_install_sells_stock_at_locations_master_data_does_not_list_
     assert held.lines[0].allocations[0].quantity == 2
     with pytest.raises(InsufficientStock):
         await ledger.reserve(request("f3", ("TEE-BLK-M", 2)), fresh)
+
+
+async def test_a_replay_in_the_same_millisecond_is_still_a_replay(ledger):
+    rules = book()
+    await ledger.apply(event("receipt", quantity=10))
+    _, created = await ledger.reserve_or_replay(request("same-ms", ("TEE-BLK-M", 1)), rules, at_ms=5_000)
+    _, again = await ledger.reserve_or_replay(request("same-ms", ("TEE-BLK-M", 1)), rules, at_ms=5_000)
+    assert (created, again) == (True, False)
