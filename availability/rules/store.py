@@ -735,20 +735,29 @@ class RuleStore:
             tx.changed = True
 
     async def _upsert_locations(self, tx: _Tx, locations: list[Location], actor: str, reason: str) -> int:
-        existing = {r.code: _location_values(_row_location(r)) for r in await tx.conn.execute(select(locations_t))}
+        return await self._upsert_master(
+            tx, "location", locations_t, "code", [_location_values(loc) for loc in locations],
+            lambda row: _location_values(_row_location(row)), actor, reason,
+        )
+
+    async def _upsert_master(
+        self, tx: _Tx, entity: str, table: Any, key: str, items: list[dict[str, Any]],
+        row_values: Any, actor: str, reason: str,
+    ) -> int:
+        """Insert or update master-data rows, recording a change only where a row differs."""
+        existing = {getattr(r, key): row_values(r) for r in await tx.conn.execute(select(table))}
         inserts, updates, changes = [], [], []
-        for loc in locations:
-            after = _location_values(loc)
-            before = existing.get(loc.code)
+        for after in items:
+            before = existing.get(after[key])
             if before == after:
                 continue
             (inserts if before is None else updates).append(after)
-            changes.append(("location", loc.code, "create" if before is None else "update", before, after))
-            existing[loc.code] = after
+            changes.append((entity, after[key], "create" if before is None else "update", before, after))
+            existing[after[key]] = after
         if inserts:
-            await tx.conn.execute(insert(locations_t), inserts)
+            await tx.conn.execute(insert(table), inserts)
         for values in updates:
-            await tx.conn.execute(update(locations_t).where(locations_t.c.code == values["code"]).values(**values))
+            await tx.conn.execute(update(table).where(table.c[key] == values[key]).values(**values))
         await self._record_master(tx, changes, actor, reason)
         if changes:
             tx.changed = True
@@ -819,24 +828,10 @@ class RuleStore:
             tx.changed = True
 
     async def _upsert_channels(self, tx: _Tx, channels: list[Channel], actor: str, reason: str) -> int:
-        existing = {r.name: _channel_values(_row_channel(r)) for r in await tx.conn.execute(select(channels_t))}
-        inserts, updates, changes = [], [], []
-        for ch in channels:
-            after = _channel_values(ch)
-            before = existing.get(ch.name)
-            if before == after:
-                continue
-            (inserts if before is None else updates).append(after)
-            changes.append(("channel", ch.name, "create" if before is None else "update", before, after))
-            existing[ch.name] = after
-        if inserts:
-            await tx.conn.execute(insert(channels_t), inserts)
-        for values in updates:
-            await tx.conn.execute(update(channels_t).where(channels_t.c.name == values["name"]).values(**values))
-        await self._record_master(tx, changes, actor, reason)
-        if changes:
-            tx.changed = True
-        return len(changes)
+        return await self._upsert_master(
+            tx, "channel", channels_t, "name", [_channel_values(ch) for ch in channels],
+            lambda row: _channel_values(_row_channel(row)), actor, reason,
+        )
 
     # --- master data: SKU categories ----------------------------------------------------------
 
