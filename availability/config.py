@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     max_deliveries: int = 10
     #: acknowledged stream entries are kept this long (for inspection), then trimmed
     stream_retention_seconds: int = 3600
-    consumer_poll_ms: int = 100
+    #: XREADGROUP BLOCK per partition: entries wake the consumer at once whatever this is,
+    #: so it only sets how often an idle consumer polls; 100 ms x 8 partitions measurably
+    #: lengthened the API's p99 when both share an event loop (docs/performance.md)
+    consumer_poll_ms: int = 1000
     #: X-Shopify-Webhook-Id values are remembered this long to drop redeliveries
     webhook_dedupe_seconds: int = 3 * 24 * 3600
     ingest_max_body_bytes: int = 256 * 1024 * 1024
@@ -107,3 +110,8 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/availability.db"
+
+    #: background services `serve` runs beside the API (names from availability/services.py:
+    #: expiry, rules-dirty, consumer, publisher); unset = all of them. An API-only node sets
+    #: '["expiry", "rules-dirty"]' and runs `availability consume` / `publish` elsewhere.
+    services: list[str] | None = None
