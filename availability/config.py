@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     #: acknowledged stream entries are kept this long (for inspection), then trimmed
     stream_retention_seconds: int = 3600
     #: XREADGROUP BLOCK per partition: entries wake the consumer at once whatever this is,
-    #: so it only sets how often an idle consumer polls; 100 ms x 8 partitions measurably
-    #: lengthened the API's p99 when both share an event loop (docs/performance.md)
+    #: so it only sets how often an idle consumer polls (less idle work on the event loop
+    #: it shares with the API; see docs/performance.md on the lookup tail)
     consumer_poll_ms: int = 1000
     #: X-Shopify-Webhook-Id values are remembered this long to drop redeliveries
     webhook_dedupe_seconds: int = 3 * 24 * 3600
