@@ -85,7 +85,7 @@ def _text(source: IO[bytes]) -> io.TextIOWrapper:
 
 
 def _csv_items(parse: Callable[..., Iterator[Any]], source: IO[bytes], options: dict) -> Iterator[Item]:
-    from adapters.erp._rows import RowError
+    from adapters.erp.snapshots import RowError
 
     tap = _HeaderTap(_text(source))
     try:
@@ -100,7 +100,7 @@ def _csv_items(parse: Callable[..., Iterator[Any]], source: IO[bytes], options: 
 
 
 def _jsonl_items(parse: Callable[..., Iterator[Any]], source: IO[bytes], options: dict) -> Iterator[Item]:
-    from adapters.erp._rows import RowError
+    from adapters.erp.snapshots import RowError
 
     for item in parse(source, **options):
         if isinstance(item, RowError):
