@@ -154,3 +154,16 @@ async def test_a_replay_in_the_same_millisecond_is_still_a_replay(ledger):
     _, created = await ledger.reserve_or_replay(request("same-ms", ("TEE-BLK-M", 1)), rules, at_ms=5_000)
     _, again = await ledger.reserve_or_replay(request("same-ms", ("TEE-BLK-M", 1)), rules, at_ms=5_000)
     assert (created, again) == (True, False)
+
+
+async def test_many_abandoned_carts_expire_in_one_sweep(ledger):
+    rules = book()
+    await ledger.apply_batch([event("receipt", sku="A", quantity=10), event("receipt", sku="B", quantity=10)])
+    await ledger.reserve(request("cart-a", ("A", 1), ("B", 2), ttl=10), rules, at_ms=1_000)
+    await ledger.reserve(request("cart-b", ("A", 3), ttl=10), rules, at_ms=1_000)
+    await ledger.reserve(request("cart-c", ("B", 1), ttl=99), rules, at_ms=1_000)
+    assert await ledger.expire_due(at_ms=20_000) == 2
+    stock = await ledger.stock_many(["A", "B"])
+    assert (stock["A"]["DC1"].reserved, stock["B"]["DC1"].reserved) == (0, 1)
+    assert [(await ledger.get_reservation(r)).status for r in ("cart-a", "cart-b", "cart-c")] == [
+        "expired", "expired", "held"]
