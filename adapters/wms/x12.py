@@ -78,6 +78,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from availability.domain.errors import InvalidEvent
@@ -791,6 +792,54 @@ def _lines(segments: list[Segment], item_tag: str) -> list[tuple[str, Segment, l
 # --------------------------------------------------------------------------- transaction sets
 
 
+class _LineItems(NamedTuple):
+    """Where a line-itemised advice (944, 945) keeps its quantities, items and control total."""
+
+    tag: str
+    quantity_element: int
+    quantity_label: str
+    unit_element: int
+    sku_elements: tuple[tuple[int, int], ...]
+    upc_element: int
+    total_tag: str
+    total_label: str
+    document_label: str
+
+
+def _line_item_events(
+    ctx: "_Context", ts: TransactionSet, spec: _LineItems, *, document: str, type: str, location: str,
+    occurred_at: datetime, reference: str | None,
+) -> list[StockEvent]:
+    """One event per non-zero line item; the control total segment must match their sum."""
+    events: list[StockEvent] = []
+    total = 0
+    lines = 0
+    for key, item, _loop in _lines(ts.segments, spec.tag):
+        lines += 1
+        quantity = _quantity(item, spec.quantity_element, spec.quantity_label)
+        ctx.check_unit(item, spec.unit_element)
+        sku = ctx.sku(item, spec.sku_elements, upc_element=spec.upc_element)
+        total += quantity
+        if quantity:
+            events.append(
+                ctx.event(item, key=(document, key), type=type, sku=sku, location=location, quantity=quantity,
+                          occurred_at=occurred_at, reference=reference)
+            )
+    if not lines:
+        raise ts.st.error(f"{spec.document_label} {document} has no {spec.tag} line items")
+    for seg in ts.segments:
+        if seg.tag == spec.total_tag:
+            expected = _quantity(seg, 1, spec.total_label)
+            if expected != total:
+                raise seg.error(
+                    f"{spec.total_label} {expected} does not match the sum of "
+                    f"{spec.tag}-{spec.quantity_element:02d} quantities ({total})",
+                    1,
+                )
+    return events
+
+
+
 def parse_944(ts: TransactionSet, options: X12Options = DEFAULT_OPTIONS) -> list[StockEvent]:
     """944 Warehouse Stock Transfer Receipt Advice -> `receipt` events."""
     ctx = _Context(ts, options)
@@ -803,38 +852,11 @@ def parse_944(ts: TransactionSet, options: X12Options = DEFAULT_OPTIONS) -> list
     occurred_at = ctx.moment(receipt_date, _time(w17, 7))
     location = ctx.location(("WH", "ST"))
 
-    events: list[StockEvent] = []
-    total = 0
-    lines = 0
-    for key, w07, _loop in _lines(ts.segments, "W07"):
-        lines += 1
-        quantity = _quantity(w07, 1, "quantity received")
-        ctx.check_unit(w07, 2)
-        sku = ctx.sku(w07, ((4, 5), (6, 7), (10, 11)), upc_element=3)
-        total += quantity
-        if quantity:
-            events.append(
-                ctx.event(
-                    w07,
-                    key=(receipt_number, key),
-                    type="receipt",
-                    sku=sku,
-                    location=location,
-                    quantity=quantity,
-                    occurred_at=occurred_at,
-                    reference=reference,
-                )
-            )
-    if not lines:
-        raise ts.st.error(f"receipt {receipt_number} has no W07 line items")
-    for seg in ts.segments:
-        if seg.tag == "W14":
-            expected = _quantity(seg, 1, "total quantity received")
-            if expected != total:
-                raise seg.error(
-                    f"total quantity received {expected} does not match the sum of W07-01 quantities ({total})", 1
-                )
-    return events
+    return _line_item_events(
+        ctx, ts, _LineItems("W07", 1, "quantity received", 2, ((4, 5), (6, 7), (10, 11)), 3, "W14",
+                            "total quantity received", "receipt"),
+        document=receipt_number, type="receipt", location=location, occurred_at=occurred_at, reference=reference,
+    )
 
 
 def parse_945(ts: TransactionSet, options: X12Options = DEFAULT_OPTIONS) -> list[StockEvent]:
@@ -848,38 +870,11 @@ def parse_945(ts: TransactionSet, options: X12Options = DEFAULT_OPTIONS) -> list
     occurred_at = ctx.moment(ship_date, None)
     location = ctx.location(("SF", "WH"))
 
-    events: list[StockEvent] = []
-    total = 0
-    lines = 0
-    for key, w12, _loop in _lines(ts.segments, "W12"):
-        lines += 1
-        quantity = _quantity(w12, 3, "number of units shipped")
-        ctx.check_unit(w12, 5)
-        sku = ctx.sku(w12, ((7, 8),), upc_element=6)
-        total += quantity
-        if quantity:
-            events.append(
-                ctx.event(
-                    w12,
-                    key=(shipment, key),
-                    type="ship",
-                    sku=sku,
-                    location=location,
-                    quantity=quantity,
-                    occurred_at=occurred_at,
-                    reference=order,
-                )
-            )
-    if not lines:
-        raise ts.st.error(f"shipment {shipment} has no W12 line items")
-    for seg in ts.segments:
-        if seg.tag == "W03":
-            expected = _quantity(seg, 1, "total units shipped")
-            if expected != total:
-                raise seg.error(
-                    f"total units shipped {expected} does not match the sum of W12-03 quantities ({total})", 1
-                )
-    return events
+    return _line_item_events(
+        ctx, ts, _LineItems("W12", 3, "number of units shipped", 5, ((7, 8),), 6, "W03", "total units shipped",
+                            "shipment"),
+        document=shipment, type="ship", location=location, occurred_at=occurred_at, reference=order,
+    )
 
 
 def parse_947(ts: TransactionSet, options: X12Options = DEFAULT_OPTIONS) -> list[StockEvent]:
