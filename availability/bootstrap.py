@@ -18,7 +18,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from availability.config import Settings
 from availability.embedded_redis import EmbeddedRedis
 from availability.ledger.keys import KeyLayout
-from availability.ledger.ledger import Ledger, LedgerLimits
+from availability.ledger.ledger import Ledger, LedgerLimits, ReservationPolicy
 from availability.rules.cache import RuleCache
 from availability.rules.store import RuleStore
 
@@ -75,6 +75,13 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
                 idempotency_window_ms=settings.idempotency_window_seconds * 1000,
                 journal_cap=settings.journal_cap,
                 delta_log_cap=settings.delta_log_cap,
+            ),
+            reservations=ReservationPolicy(
+                default_ttl_ms=settings.reservation_default_ttl_seconds * 1000,
+                lease_ms=int(settings.reservation_lease_seconds * 1000),
+                retention_ms=settings.reservation_retention_seconds * 1000,
+                debug_pause_at=settings.debug_reserve_pause_at,
+                debug_pause_seconds=settings.debug_reserve_pause_seconds,
             ),
         )
         await ledger.load_scripts()

@@ -44,8 +44,18 @@ class Settings(BaseSettings):
     #: rules cache refresh (how soon another process's rule change is seen)
     rules_refresh_seconds: float = 1.0
 
-    #: reservation TTL sweeper period
+    #: reservation TTL sweeper period (the same loop runs recovery and retention)
     expiry_sweep_seconds: float = 1.0
+    #: reservations: TTL of one that names none (`ttl_seconds` absent; null = never expires);
+    #: the lease an attempt has from intent to finish (a crashed attempt's holds are rolled
+    #: back within this plus one sweep period); how long ended reservations are kept
+    reservation_default_ttl_seconds: int = 900
+    reservation_lease_seconds: float = 5.0
+    reservation_retention_seconds: int = 24 * 3600
+    #: test-only: pause reservations "after-intent" or "after-holds" (crash tests kill the
+    #: process there); never set in production
+    debug_reserve_pause_at: Literal["after-intent", "after-holds"] | None = None
+    debug_reserve_pause_seconds: float = 3600.0
 
     #: Shopify push
     shopify_url: str | None = None

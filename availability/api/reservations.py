@@ -9,6 +9,7 @@ with other lines or another channel is 409 reservation-conflict.
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from litestar import Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
@@ -35,14 +36,17 @@ def routes(ctx: ApiContext) -> list:
         description=(
             "201 with where each line was reserved (`allocations`), or 409 `insufficient-stock` naming the "
             "short lines. A line without `location` is placed by location priority across the channel's "
-            "locations. `ttl_seconds` releases the hold automatically if it is neither committed nor released. "
-            "Replaying the same request answers 200 with the same reservation."
+            "locations. `ttl_seconds` releases the hold automatically if it is neither committed nor released; "
+            "absent, the service's default TTL applies (900 s unless configured); `null` holds until "
+            "committed or released. Replaying the same request answers 200 with the same reservation; a "
+            "retry while an earlier attempt under the id is unfinished answers 409 `reservation-in-progress` "
+            "with Retry-After. An error answer means nothing is held."
         ),
         responses={
             200: ResponseSpec(
                 Reservation, description="replay of an earlier identical request", generate_examples=False
             ),
-            **problem_responses(401, 403, 404, 409, 422, 429),
+            **problem_responses(401, 403, 404, 409, 422, 429, 503),
         },
     )
     async def create_reservation(data: JSONBody[ReservationBody]) -> Response[Reservation]:
@@ -57,7 +61,9 @@ def routes(ctx: ApiContext) -> list:
             raise
         # A replay is answered with the reservation as the first request made it.
         counter.labels("held" if created else "replayed").inc()
-        headers = {"Location": f"/v1/reservations/{reservation.reservation_id}"}
+        # Percent-encoded: an id is any text but "|", and a header is latin-1 (an id like
+        # "ñ😀" must not turn a made reservation into a 500).
+        headers = {"Location": f"/v1/reservations/{quote(reservation.reservation_id, safe='')}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
         return Response(reservation, status_code=201 if created else 200, headers=headers)

@@ -18,6 +18,7 @@ from availability.domain.ats import ChannelAvailability
 from availability.domain.reservations import (
     MAX_LINES,
     MAX_TTL_SECONDS,
+    NO_EXPIRY,
     ReservationLine,
     ReservationRequest,
 )
@@ -67,15 +68,16 @@ class ReservationBody(Struct, forbid_unknown_fields=True, kw_only=True):
     reservation_id: Annotated[str, Meta(min_length=1, max_length=200, pattern="^[^|]+$")]
     channel: Code
     lines: Annotated[list[ReservationLineBody], Meta(min_length=1, max_length=MAX_LINES)]
-    #: release the hold automatically after this long unless committed or released
-    ttl_seconds: Annotated[int, Meta(ge=1, le=MAX_TTL_SECONDS)] | None = None
+    #: release the hold automatically after this long unless committed or released; absent =
+    #: the service's default TTL (AVAILABILITY_RESERVATION_DEFAULT_TTL_SECONDS), null = never
+    ttl_seconds: Annotated[int, Meta(ge=1, le=MAX_TTL_SECONDS)] | None | UnsetType = UNSET
 
     def to_request(self) -> ReservationRequest:
         return ReservationRequest(
             self.reservation_id,
             self.channel,
             [ReservationLine(line.sku, line.quantity, line.location) for line in self.lines],
-            self.ttl_seconds,
+            None if self.ttl_seconds is UNSET else NO_EXPIRY if self.ttl_seconds is None else self.ttl_seconds,
         )
 
 

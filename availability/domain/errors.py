@@ -68,6 +68,25 @@ class ReservationConflict(AvailabilityError):
     slug = "reservation-conflict"
 
 
+class ReservationInProgress(AvailabilityError):
+    """Another attempt under this reservation id is still placing (or rolling back) its holds."""
+
+    status = 409
+    slug = "reservation-in-progress"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: object) -> None:
+        super().__init__(detail, **extra)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class ReservationTimeout(AvailabilityError):
+    """The attempt outlived its lease (the ledger was too slow); nothing is held, retry."""
+
+    status = 503
+    slug = "reservation-timeout"
+    headers = {"Retry-After": "1"}
+
+
 class InsufficientStock(AvailabilityError):
     """Not every line of a reservation could be held; nothing was held."""
 

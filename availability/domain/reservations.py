@@ -10,8 +10,11 @@ from availability.domain.errors import InvalidReservation
 
 MAX_LINES = 100
 MAX_TTL_SECONDS = 7 * 24 * 3600
+#: ttl_seconds that asks for a hold that never expires (kept until committed or released);
+#: None asks for the ledger's default TTL
+NO_EXPIRY = 0
 
-ReservationStatus = Literal["held", "committed", "released", "expired", "mixed"]
+ReservationStatus = Literal["held", "committed", "released", "expired", "mixed", "pending"]
 
 #: hold state letters in the ledger -> status words
 HOLD_STATES: dict[str, str] = {"H": "held", "C": "committed", "R": "released", "X": "expired", "F": "fulfilled"}
@@ -28,6 +31,7 @@ class ReservationRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     reservation_id: str
     channel: str
     lines: list[ReservationLine]
+    #: None = the ledger's default TTL, NO_EXPIRY (0) = never expires, else seconds
     ttl_seconds: int | None = None
 
 
@@ -71,6 +75,6 @@ def check_request(request: ReservationRequest) -> ReservationRequest:
             raise InvalidReservation(f"line {index}: quantity must be between 1 and 1000000")
         if not line.sku or len(line.sku) > 128 or any(c in line.sku for c in "{}|"):
             raise InvalidReservation(f"line {index}: sku must be 1..128 characters without '{{', '}}' or '|'")
-    if request.ttl_seconds is not None and not 1 <= request.ttl_seconds <= MAX_TTL_SECONDS:
-        raise InvalidReservation(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")
+    if request.ttl_seconds is not None and not 0 <= request.ttl_seconds <= MAX_TTL_SECONDS:
+        raise InvalidReservation(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS} (0: never expires)")
     return request

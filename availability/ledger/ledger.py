@@ -7,6 +7,10 @@ never leave half an event applied. Batches go out as one pipeline of EVALSHA cal
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import secrets
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,6 +26,8 @@ from availability.domain.errors import (
     InsufficientStock,
     InvalidReservation,
     ReservationConflict,
+    ReservationInProgress,
+    ReservationTimeout,
     UnknownChannel,
     UnknownReservation,
 )
@@ -38,7 +44,9 @@ from availability.domain.reservations import (
 from availability.domain.rules import RuleBook
 from availability.ledger.keys import KeyLayout
 
-SCRIPT_NAMES = ("apply_event", "reserve", "settle")
+SCRIPT_NAMES = ("apply_event", "reserve", "settle", "intent")
+
+log = logging.getLogger(__name__)
 
 
 def now_ms() -> int:
@@ -79,11 +87,34 @@ class LedgerLimits:
     delta_log_cap: int = 10_000
 
 
+@dataclass(frozen=True, slots=True)
+class ReservationPolicy:
+    #: TTL of a reservation that names none (ttl_seconds absent or null); 0 = never
+    default_ttl_ms: int = 900 * 1000
+    #: an attempt must go from intent to finish within this; past it, its holds are refused
+    #: and recovery rolls back what it held (the bound on a crashed attempt's holds)
+    lease_ms: int = 5000
+    #: ended reservations (committed, released, expired) keep their holds and header this
+    #: long (replays and late cancels still find them), then retention removes them
+    retention_ms: int = 24 * 3600 * 1000
+    #: test-only crash window: pause "after-intent" or "after-holds" for this long
+    debug_pause_at: str | None = None
+    debug_pause_seconds: float = 0.0
+
+
 class Ledger:
-    def __init__(self, redis: Redis, *, keys: KeyLayout | None = None, limits: LedgerLimits | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        keys: KeyLayout | None = None,
+        limits: LedgerLimits | None = None,
+        reservations: ReservationPolicy | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys or KeyLayout()
         self.limits = limits or LedgerLimits()
+        self.reservations = reservations or ReservationPolicy()
         self._sources = {name: _script_source(name) for name in SCRIPT_NAMES}
         self._sha: dict[str, str] = {}
 
@@ -184,6 +215,13 @@ class Ledger:
         return await self.redis.zadd(self.keys.dirty, members, nx=True)
 
     # --- reservations ----------------------------------------------------------------------
+    #
+    # Intent first (docs/architecture.md, "Reservation protocol"): an attempt writes its
+    # intent record (intent.lua begin: header, pending with a lease, TTL index), then holds
+    # each SKU (reserve.lua, one script per SKU, each hold tagged with the attempt token and
+    # refused once the lease has passed), then finishes (intent.lua finish) or, when a line
+    # is short, rolls back its own holds and drops the intent. An attempt that dies in
+    # between leaves a pending intent that `recover_abandoned` rolls back after the lease.
 
     async def reserve(self, request: ReservationRequest, book: RuleBook, *, at_ms: int | None = None) -> Reservation:
         """Hold every line or none. Raises InsufficientStock naming the short lines."""
@@ -202,7 +240,9 @@ class Ledger:
         sellable = book.channel_locations(channel)
         everywhere = book.sells_everywhere(channel)
         stamp = at_ms if at_ms is not None else now_ms()
-        expires = stamp + request.ttl_seconds * 1000 if request.ttl_seconds else 0
+        policy = self.reservations
+        ttl_ms = policy.default_ttl_ms if request.ttl_seconds is None else request.ttl_seconds * 1000
+        expires = stamp + ttl_ms if ttl_ms else 0
 
         by_sku: dict[str, list[int]] = defaultdict(list)
         for index, line in enumerate(request.lines):
@@ -215,11 +255,36 @@ class Ledger:
                 )
             by_sku[line.sku].append(index)
         skus = list(by_sku)
+        rid = request.reservation_id
+        token = secrets.token_hex(4)
+        doc = msgspec.json.encode(
+            ReservationHeader(channel, [msgspec.to_builtins(line) for line in request.lines], stamp, expires, skus)
+        )
 
+        # 1. the intent, before anything is held
+        deadline = 0
+        for _attempt in (1, 2):
+            verdict = await self._intent("begin", rid, token, policy.lease_ms, doc, expires)
+            kind = _s(verdict[0])
+            if kind == "new":
+                deadline = int(verdict[1])
+                break
+            if kind == "exists":
+                header = msgspec.json.decode(verdict[1], type=ReservationHeader)
+                return await self._replay(request, header), False
+            if kind == "busy":
+                raise _in_progress(rid, int(verdict[1]))
+            # stale: an earlier attempt under this id died (or ran out of time) before it
+            # finished; roll it back here rather than wait for the sweep, then begin again
+            await self._recover([rid])
+        else:
+            raise _in_progress(rid, policy.lease_ms)
+        await self._debug_pause("after-intent")
+
+        # 2. the holds, one single-SKU script each
         def build(pipe):
             for sku in skus:
-                args: list = [request.reservation_id, stamp, expires, channel, sku, self.limits.journal_cap]
-                args.append(len(by_sku[sku]))
+                args: list = [rid, stamp, expires, channel, sku, self.limits.journal_cap, len(by_sku[sku]), token, deadline]
                 for index in by_sku[sku]:
                     line = request.lines[index]
                     candidates = (line.location,) if line.location else sellable
@@ -237,25 +302,19 @@ class Ledger:
                     self.keys.journal, *args,
                 )
 
-        header_key = self.keys.reservation(request.reservation_id)
-        header = msgspec.json.encode(
-            ReservationHeader(channel, [msgspec.to_builtins(line) for line in request.lines], stamp, expires, skus)
-        )
+        try:
+            replies = await self._run_pipeline(build)
+        except BaseException:
+            # Which holds landed is unknown: roll back whatever this attempt holds. If that
+            # fails too, the pending intent is rolled back by the sweep after the lease.
+            await self._abandon_quietly(rid, token, skus, stamp)
+            raise
+        await self._debug_pause("after-holds")
 
-        def build_all(pipe):
-            # The header and TTL index ride in the same round trip as the holds; NX keeps a
-            # replay from overwriting the first attempt's header.
-            pipe.hsetnx(header_key, "doc", header)
-            if expires:
-                pipe.zadd(self.keys.expiry, {request.reservation_id: expires}, nx=True)
-            build(pipe)
-
-        replies = await self._run_pipeline(build_all)
-        header_created = bool(replies[0])
-        replies = replies[2 if expires else 1 :]
         held_now: list[str] = []
         shorts: list[ShortLine] = []
-        replayed: dict[str, tuple[str, str]] = {}
+        taken: dict[str, str] = {}
+        late = False
         placed: dict[int, list[Allocation]] = {}
         for sku, reply in zip(skus, replies):
             kind = _s(reply[0])
@@ -268,101 +327,173 @@ class Ledger:
                     placed[index] = allocs
                     pos += 1 + 2 * count
             elif kind == "exists":
-                replayed[sku] = (_s(reply[1]), _s(reply[2]))
+                taken[sku] = _s(reply[1])
+            elif kind == "late":
+                late = True
             else:  # short
                 for k in range(1, len(reply), 3):
                     index = by_sku[sku][int(reply[k]) - 1]
                     line = request.lines[index]
                     shorts.append(ShortLine(sku, int(reply[k + 1]), int(reply[k + 2]), line.location))
 
-        if shorts or (replayed and held_now):
-            # All or nothing: undo the SKUs this call just held. A partial replay (some SKUs
-            # exist, others were new) means two different requests share the id.
-            await self._settle(request.reservation_id, held_now, "rollback", stamp)
-            if header_created and not replayed:
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.delete(header_key)
-                pipe.zrem(self.keys.expiry, request.reservation_id)
-                await pipe.execute()
-            if shorts:
-                detail = "not enough stock for " + ", ".join(
-                    f"{s.sku} (wanted {s.requested}, {s.available} available)" for s in shorts
-                )
-                raise InsufficientStock(detail, [msgspec.to_builtins(s) for s in shorts])
-            raise ReservationConflict(
-                f"reservation {request.reservation_id!r} exists with other lines", reservation_id=request.reservation_id
+        # 3. finish, or undo: the answer and the ledger agree either way
+        if not (shorts or taken or late):
+            if _s((await self._intent("finish", rid, token))[0]) == "ok":
+                return Reservation(
+                    reservation_id=rid,
+                    channel=channel,
+                    status="held",
+                    lines=[ReservedLine(line.sku, line.quantity, placed[index]) for index, line in enumerate(request.lines)],
+                    expires_at_ms=expires or None,
+                    created_at_ms=stamp,
+                ), True
+            late = True  # the lease ran out and recovery took the intent over
+        await self._abandon(rid, token, held_now, stamp)
+        if shorts:
+            detail = "not enough stock for " + ", ".join(
+                f"{s.sku} (wanted {s.requested}, {s.available} available)" for s in shorts
             )
-        if replayed:
-            return await self._replay(request, replayed), False
-        return Reservation(
-            reservation_id=request.reservation_id,
-            channel=channel,
-            status="held",
-            lines=[ReservedLine(line.sku, line.quantity, placed[index]) for index, line in enumerate(request.lines)],
-            expires_at_ms=expires or None,
-            created_at_ms=stamp,
-        ), True
+            raise InsufficientStock(detail, [msgspec.to_builtins(s) for s in shorts])
+        if taken:
+            # The id has a hold that no header explains: released before it arrived (an
+            # order event), or left from a reservation whose header retention removed.
+            state = HOLD_STATES.get(next(iter(taken.values())), "in use")
+            raise ReservationConflict(f"reservation {rid!r} is {state}", reservation_id=rid)
+        raise ReservationTimeout(
+            f"reservation {rid!r} took longer than its {policy.lease_ms} ms lease; nothing is held, retry",
+            reservation_id=rid,
+        )
 
-    async def _replay(self, request: ReservationRequest, replayed: dict[str, tuple[str, str]]) -> Reservation:
-        """Same reservation id again: answer as the first time if the lines are the same."""
-        wanted: dict[str, int] = defaultdict(int)
-        for line in request.lines:
-            wanted[line.sku] += line.quantity
-        for sku, (state, body) in replayed.items():
-            if state in ("R", "X"):
-                raise ReservationConflict(
-                    f"reservation {request.reservation_id!r} is {HOLD_STATES[state]}",
-                    reservation_id=request.reservation_id,
-                )
-            held = sum(reserved + allocated for _, reserved, allocated in _hold_lines(body))
-            if state == "H" and held != wanted[sku]:
-                raise ReservationConflict(
-                    f"reservation {request.reservation_id!r} exists with other quantities for {sku}",
-                    reservation_id=request.reservation_id,
-                )
-        existing = await self.get_reservation(request.reservation_id)
-        if existing.channel != request.channel:
-            raise ReservationConflict(
-                f"reservation {request.reservation_id!r} exists for channel {existing.channel!r}",
-                reservation_id=request.reservation_id,
+    async def _debug_pause(self, point: str) -> None:
+        # Test-only crash window (AVAILABILITY_DEBUG_RESERVE_PAUSE_AT): the crash tests
+        # SIGKILL a process parked here. Off (None) in every real configuration.
+        if self.reservations.debug_pause_at == point:
+            print(f"debug: reservation paused {point}", file=sys.stderr, flush=True)
+            await asyncio.sleep(self.reservations.debug_pause_seconds)
+
+    async def _intent(self, action: str, reservation_id: str, *args) -> list:
+        keys = self.keys
+        reply = await self._run_pipeline(
+            lambda pipe: pipe.evalsha(
+                self._sha["intent"], 4, keys.reservation(reservation_id), keys.pending, keys.expiry, keys.ended,
+                action, reservation_id, *args,
             )
+        )
+        return reply[0]
+
+    async def _intents(self, action: str, reservation_ids: Sequence[str], *args) -> list[list]:
+        keys = self.keys
+
+        def build(pipe):
+            for reservation_id in reservation_ids:
+                pipe.evalsha(
+                    self._sha["intent"], 4, keys.reservation(reservation_id), keys.pending, keys.expiry, keys.ended,
+                    action, reservation_id, *args,
+                )
+
+        return await self._run_pipeline(build) if reservation_ids else []
+
+    async def _abandon(self, reservation_id: str, token: str, skus: Sequence[str], stamp: int) -> None:
+        """Roll back this attempt's holds, then drop its intent (only once they are back)."""
+        await self._settle(reservation_id, skus, "rollback", stamp, token=token)
+        await self._intent("drop", reservation_id, token)
+
+    async def _abandon_quietly(self, reservation_id: str, token: str, skus: Sequence[str], stamp: int) -> None:
+        try:
+            await self._abandon(reservation_id, token, skus, stamp)
+        except Exception:  # noqa: BLE001 - the sweep finishes the job after the lease
+            log.warning("could not roll back reservation %r now; the recovery sweep will", reservation_id)
+
+    async def recover_abandoned(self, *, limit: int = 500, at_ms: int | None = None) -> int:
+        """Roll back attempts whose owner died (or stalled) between intent and finish, once
+        their lease has passed. Returns how many were rolled back."""
+        seconds, micros = await self.redis.time()
+        redis_now = seconds * 1000 + micros // 1000
+        due = [_s(r) for r in await self.redis.zrangebyscore(self.keys.pending, "-inf", redis_now, start=0, num=limit)]
+        return await self._recover(due, at_ms=at_ms) if due else 0
+
+    async def _recover(self, reservation_ids: Sequence[str], *, at_ms: int | None = None) -> int:
+        stamp = at_ms if at_ms is not None else now_ms()
+        claims = await self._intents("claim", reservation_ids)
+        claimed = [
+            (reservation_id, msgspec.json.decode(reply[1], type=ReservationHeader), _s(reply[2]))
+            for reservation_id, reply in zip(reservation_ids, claims)
+            if _s(reply[0]) == "claimed"
+        ]
+        if not claimed:
+            return 0
+        work = [(reservation_id, sku, token) for reservation_id, header, token in claimed for sku in header.skus]
+        await self._settle_many([(r, s) for r, s, _ in work], "rollback", stamp, tokens=[t for _, _, t in work])
+        # only after every hold is back: the intent is what finds them
+        drops = await self._run_pipeline(
+            lambda pipe: [
+                pipe.evalsha(
+                    self._sha["intent"], 4, self.keys.reservation(r), self.keys.pending, self.keys.expiry,
+                    self.keys.ended, "drop", r, token,
+                )
+                for r, _, token in claimed
+            ]
+        )
+        recovered = sum(1 for reply in drops if _s(reply[0]) == "dropped")
+        if recovered:
+            log.warning("rolled back %d reservation attempts whose owner did not finish", recovered)
+        return recovered
+
+    async def _replay(self, request: ReservationRequest, header: ReservationHeader) -> Reservation:
+        """Same reservation id again: answer as the first time if the lines are the same."""
+        rid = request.reservation_id
+        if header.channel != request.channel:
+            raise ReservationConflict(
+                f"reservation {rid!r} exists for channel {header.channel!r}", reservation_id=rid
+            )
+        if _units_by_sku(request.lines) != _units_by_sku(header.lines):
+            raise ReservationConflict(f"reservation {rid!r} exists with other lines", reservation_id=rid)
+        existing = await self.get_reservation(rid)
+        if existing.status in ("released", "expired"):
+            raise ReservationConflict(f"reservation {rid!r} is {existing.status}", reservation_id=rid)
         return existing
 
-    async def _settle(self, reservation_id: str, skus: Sequence[str], action: str, stamp: int) -> list[tuple[str, str, str]]:
-        return await self._settle_many([(reservation_id, sku) for sku in skus], action, stamp)
+    async def _settle(
+        self, reservation_id: str, skus: Sequence[str], action: str, stamp: int, *, token: str = ""
+    ) -> list[tuple[str, str, str]]:
+        return await self._settle_many([(reservation_id, sku) for sku in skus], action, stamp, tokens=[token] * len(skus))
 
     async def _settle_many(
-        self, holds: Sequence[tuple[str, str]], action: str, stamp: int
+        self, holds: Sequence[tuple[str, str]], action: str, stamp: int, *, tokens: Sequence[str] | None = None
     ) -> list[tuple[str, str, str]]:
         """Run settle.lua for each (reservation id, SKU) in one pipeline; (outcome, state, body) each."""
         if not holds:
             return []
+        fences = tokens if tokens is not None else [""] * len(holds)
 
         def build(pipe):
-            for reservation_id, sku in holds:
+            for (reservation_id, sku), token in zip(holds, fences):
                 pipe.evalsha(
                     self._sha["settle"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
-                    self.keys.journal, reservation_id, stamp, action, sku, self.limits.journal_cap,
+                    self.keys.journal, reservation_id, stamp, action, sku, self.limits.journal_cap, token,
                 )
 
         replies = await self._run_pipeline(build)
         return [(_s(r[0]), _s(r[1]), _s(r[2])) for r in replies]
 
-    async def _header(self, reservation_id: str) -> ReservationHeader:
-        raw = await self.redis.hget(self.keys.reservation(reservation_id), "doc")
+    async def _header(self, reservation_id: str) -> tuple[ReservationHeader, str]:
+        """The header and its intent state (P pending, H finished, K being rolled back)."""
+        raw, state = await self.redis.hmget(self.keys.reservation(reservation_id), "doc", "st")
         if raw is None:
             raise UnknownReservation(f"no reservation {reservation_id!r}", reservation_id=reservation_id)
-        return msgspec.json.decode(raw, type=ReservationHeader)
+        return msgspec.json.decode(raw, type=ReservationHeader), _s(state) if state else "H"
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
         """The reservation as the holds say now: status and where each line is held."""
-        header = await self._header(reservation_id)
+        header, intent = await self._header(reservation_id)
         pipe = self.redis.pipeline(transaction=False)
         for sku in header.skus:
             pipe.hget(self.keys.holds(sku), reservation_id)
         holds = {sku: _s(raw) for sku, raw in zip(header.skus, await pipe.execute()) if raw}
         states = {HOLD_STATES.get(raw[0], "unknown") for raw in holds.values()}
         status = states.pop() if len(states) == 1 else ("mixed" if states else "unknown")
+        if intent != "H":
+            status = "pending"  # an attempt is still placing its holds (or being rolled back)
         # Hand each SKU's held units back to its lines in order (a SKU rarely has two lines).
         left = {sku: [[loc, r + a] for loc, r, a in _hold_lines(raw.split("|", 3)[3])] for sku, raw in holds.items()}
         lines = []
@@ -391,7 +522,10 @@ class Ledger:
         return await self._transition(reservation_id, "commit", at_ms)
 
     async def _transition(self, reservation_id: str, action: str, at_ms: int | None) -> Reservation:
-        header = await self._header(reservation_id)
+        header, intent = await self._header(reservation_id)
+        if intent != "H":
+            # Not finished: its answer has not gone out yet, or it is being rolled back.
+            raise _in_progress(reservation_id, self.reservations.lease_ms)
         stamp = at_ms if at_ms is not None else now_ms()
         outcomes = await self._settle(reservation_id, header.skus, action, stamp)
         if action == "commit" and any(o[0] == "already_released" for o in outcomes):
@@ -400,8 +534,12 @@ class Ledger:
                 reservation_id=reservation_id,
             )
         # A release after a commit is a cancellation before shipment: settle.lua gives the
-        # allocated units back, so there is no conflict to report for it.
-        await self.redis.zrem(self.keys.expiry, reservation_id)
+        # allocated units back, so there is no conflict to report for it. Either way the
+        # reservation has ended: it leaves the TTL index and joins the retention list.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.keys.expiry, reservation_id)
+        pipe.zadd(self.keys.ended, {reservation_id: stamp})
+        await pipe.execute()
         return await self.get_reservation(reservation_id)
 
     async def expire_due(self, *, at_ms: int | None = None, limit: int = 500) -> int:
@@ -416,19 +554,71 @@ class Ledger:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for reservation_id in due:
+            pipe.hmget(self.keys.reservation(reservation_id), "doc", "st")
+        headers = await pipe.execute()
+        # An unfinished attempt stays listed: it finishes (and expires on a later sweep) or
+        # recovery rolls it back and unlists it. A reservation without a header has nothing held.
+        pending = {r for r, (raw, st) in zip(due, headers) if raw is not None and st is not None and _s(st) != "H"}
+        work = [
+            (reservation_id, sku)
+            for reservation_id, (raw, _st) in zip(due, headers)
+            if raw is not None and reservation_id not in pending
+            for sku in msgspec.json.decode(raw, type=ReservationHeader).skus
+        ]
+        outcomes = await self._settle_many(work, "expire", stamp)
+        expired_ids = {reservation_id for (reservation_id, _), outcome in zip(work, outcomes) if outcome[0] == "expired"}
+        settled = [r for r in due if r not in pending]
+        pipe = self.redis.pipeline(transaction=False)
+        if settled:
+            pipe.zrem(self.keys.expiry, *settled)
+        if expired_ids:
+            pipe.zadd(self.keys.ended, {r: stamp for r in expired_ids})
+        await pipe.execute()
+        return len(expired_ids)
+
+    async def forget_settled(self, *, at_ms: int | None = None, limit: int = 1000) -> int:
+        """Retention: remove the holds and headers of reservations that ended (committed,
+        released, expired) more than the grace period ago. Returns how many were removed."""
+        stamp = at_ms if at_ms is not None else now_ms()
+        cutoff = stamp - self.reservations.retention_ms
+        due = [_s(r) for r in await self.redis.zrangebyscore(self.keys.ended, "-inf", cutoff, start=0, num=limit)]
+        if not due:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for reservation_id in due:
             pipe.hget(self.keys.reservation(reservation_id), "doc")
         headers = await pipe.execute()
-        # (reservation, SKU) pairs to settle; a reservation without a header has nothing held
         work = [
             (reservation_id, sku)
             for reservation_id, raw in zip(due, headers)
             if raw is not None
             for sku in msgspec.json.decode(raw, type=ReservationHeader).skus
         ]
-        outcomes = await self._settle_many(work, "expire", stamp)
-        expired_ids = {reservation_id for (reservation_id, _), outcome in zip(work, outcomes) if outcome[0] == "expired"}
-        await self.redis.zrem(self.keys.expiry, *due)
-        return len(expired_ids)
+        # holds first: while the header is there, a crash here is retried on the next sweep
+        outcomes = await self._settle_many(work, "forget", stamp)
+        live = {reservation_id for (reservation_id, _), outcome in zip(work, outcomes) if outcome[0] == "kept"}
+        done = [r for r in due if r not in live]
+        replies = await self._intents("forget", done)
+        if live:  # ended, then held again? Look again after another grace period.
+            await self.redis.zadd(self.keys.ended, {r: stamp for r in live})
+        return sum(1 for reply in replies if _s(reply[0]) == "forgotten")
+
+
+def _in_progress(reservation_id: str, wait_ms: int) -> ReservationInProgress:
+    seconds = max(1, -(-wait_ms // 1000))
+    return ReservationInProgress(
+        f"reservation {reservation_id!r} is being placed or rolled back by another attempt; retry in {seconds} s",
+        retry_after=seconds,
+        reservation_id=reservation_id,
+    )
+
+
+def _units_by_sku(lines) -> dict[str, int]:
+    units: dict[str, int] = defaultdict(int)
+    for line in lines:
+        sku, quantity = (line["sku"], line["quantity"]) if isinstance(line, dict) else (line.sku, line.quantity)
+        units[sku] += quantity
+    return dict(units)
 
 
 #: stands in for any location the ledger has but master data does not list

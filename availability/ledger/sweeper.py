@@ -1,4 +1,12 @@
-"""Releases reservations whose TTL has passed (abandoned carts), every few hundred ms."""
+"""The reservation sweeps `serve` runs every few hundred ms (the `expiry` service):
+
+- expiry: releases reservations whose TTL has passed (abandoned carts);
+- recovery: rolls back attempts whose owner died (or stalled past its lease) between
+  writing the intent and finishing, so a crash never strands a hold for longer than the
+  lease plus one period;
+- retention: removes the holds and headers of reservations that ended more than the
+  retention grace period ago, so memory stays flat however many reservations settle.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +29,8 @@ class ExpirySweeper:
         self.period = runtime.settings.expiry_sweep_seconds
         self._task: asyncio.Task | None = None
         self.expired_total = 0
+        self.recovered_total = 0
+        self.forgotten_total = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="expiry-sweeper")
@@ -31,14 +41,23 @@ class ExpirySweeper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def sweep_once(self) -> int:
+        """One pass of all three sweeps; how many reservations it settled or removed."""
+        recovered = await self.ledger.recover_abandoned()
+        expired = await self.ledger.expire_due()
+        forgotten = await self.ledger.forget_settled()
+        self.recovered_total += recovered
+        self.expired_total += expired
+        self.forgotten_total += forgotten
+        if expired:
+            log.info("released %d expired reservations", expired)
+        return recovered + expired + forgotten
+
     async def _run(self) -> None:
         while True:
             try:
-                expired = await self.ledger.expire_due()
-                self.expired_total += expired
-                if expired:
-                    log.info("released %d expired reservations", expired)
+                if await self.sweep_once():
                     continue  # there may be more due right away
             except Exception:  # a Redis blip must not kill the sweeper
-                log.exception("expiry sweep failed; retrying")
+                log.exception("reservation sweep failed; retrying")
             await asyncio.sleep(self.period)

@@ -9,7 +9,8 @@
 -- KEYS[3] dirty zset  dirty
 -- KEYS[4] journal     journal
 -- ARGV: 1 reservation_id, 2 now_ms, 3 expires_ms (0 = no TTL), 4 channel, 5 sku,
---       6 journal_cap, 7 number of lines, then for each line:
+--       6 journal_cap, 7 number of lines, 8 attempt token, 9 lease deadline (Redis TIME ms),
+--       then for each line:
 --         quantity, number of candidate locations (in the order to try), then per candidate:
 --           location, safety_units, buffer_units, buffer_bp, threshold_units,
 --           own protection index (1-based in the list below, 0 = none), number of protections,
@@ -17,12 +18,22 @@
 --         A candidate named '*' stands for every location in the stock hash that is not
 --         another candidate of the line (locations master data does not list yet), tried
 --         in name order with the '*' candidate's terms.
+-- The hold is tagged with the attempt token (third field "channel#token"), so a rollback
+-- of one attempt (settle.lua) can never undo a later attempt's hold under the same id.
+-- The reservation's intent record (intent.lua) is written before this runs; a hold is only
+-- placed while the attempt's lease is live by Redis's own clock, so once recovery sees the
+-- lease past, no hold of that attempt can still land behind its back.
 -- Returns one of
 --   {'held', n_lines, [n_allocs, loc, qty, ...] per line}
---   {'exists', STATE, hold body}          (idempotent replay; caller compares the lines)
+--   {'exists', STATE, hold body}          (the id already has a hold here; nothing written)
 --   {'short', [line_index, quantity, available] ...}
+--   {'late'}                              (the lease ran out; nothing written)
 
 local rid = ARGV[1]
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[9]) then
+  return {'late'}
+end
 local existing = redis.call('HGET', KEYS[2], rid)
 if existing then
   local state, body = string.match(existing, '^(%u)|%d+|[^|]*|(.*)$')
@@ -67,7 +78,7 @@ local function channel_ats(c)
 end
 
 -- parse the lines
-local pos = 8
+local pos = 10
 local lines = {}
 for li = 1, tonumber(ARGV[7]) do
   local line = {qty = tonumber(ARGV[pos]), cands = {}}
@@ -167,5 +178,5 @@ for _, loc in ipairs(order) do
     'e', 'reserve:' .. rid, 't', 'reserve', 's', sku, 'l', loc, 'q', held_at[loc], 'st', 'held',
     'b', string.match(b[7], '^(.*),') or '0,0,0,0,0', 'a', after)
 end
-redis.call('HSET', KEYS[2], rid, 'H|' .. expires .. '|' .. channel .. '|' .. table.concat(body, ';'))
+redis.call('HSET', KEYS[2], rid, 'H|' .. expires .. '|' .. channel .. '#' .. ARGV[8] .. '|' .. table.concat(body, ';'))
 return result

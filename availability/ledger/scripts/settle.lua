@@ -1,21 +1,31 @@
--- settle.lua: release, commit, expire or roll back one reservation's hold on one SKU.
+-- settle.lua: release, commit, expire, roll back or forget one reservation's hold on one SKU.
 --
 -- KEYS[1] stock hash  {sku}:stock
 -- KEYS[2] holds hash  {sku}:holds
 -- KEYS[3] dirty zset  dirty
 -- KEYS[4] journal     journal
--- ARGV: 1 reservation_id, 2 now_ms, 3 action (release | commit | expire | rollback), 4 sku, 5 journal_cap
+-- ARGV: 1 reservation_id, 2 now_ms, 3 action (release | commit | expire | rollback | forget), 4 sku,
+--       5 journal_cap, 6 attempt token (rollback only: the hold must carry it; '' = any)
 --   release:  held or committed units go back; an unknown id is remembered as released so a
 --             reservation arriving after its release stays released
 --   commit:   held units move from reserved to allocated (the order is placed)
 --   expire:   like release, but only for a held reservation whose TTL has passed
---   rollback: undo a hold made moments ago by a multi-SKU reservation that failed on
---             another SKU; the id is forgotten, so retrying the reservation can succeed
+--   rollback: undo a hold of an attempt that did not finish (short on another SKU, lease run
+--             out, owner died); only the attempt whose token the hold carries; the id is
+--             forgotten, so retrying the reservation can succeed
+--   forget:   drop the record of a hold that has ended (retention); a live hold is kept
 -- Returns {outcome, state_after, hold body} with outcome one of
---   released | committed | expired | rolled_back | unknown | already_released | already_committed | not_due
+--   released | committed | expired | rolled_back | forgotten | kept | unknown | already_released
+--   | already_committed | not_due | not_ours
 
 local rid, now, action, sku = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local raw = redis.call('HGET', KEYS[2], rid)
+if action == 'forget' then
+  if not raw then return {'unknown', '', ''} end
+  if string.sub(raw, 1, 1) == 'H' then return {'kept', 'H', ''} end
+  redis.call('HDEL', KEYS[2], rid)
+  return {'forgotten', string.sub(raw, 1, 1), ''}
+end
 if not raw then
   if action == 'release' then
     redis.call('HSET', KEYS[2], rid, 'R|0||')
@@ -30,7 +40,11 @@ if state == 'C' and action == 'commit' then return {'already_committed', state, 
 if action == 'expire' and (state ~= 'H' or tonumber(exp) == 0 or tonumber(exp) > tonumber(now)) then
   return {'not_due', state, body}
 end
-if action == 'rollback' and state ~= 'H' then return {'not_due', state, body} end
+if action == 'rollback' then
+  if state ~= 'H' then return {'not_due', state, body} end
+  local token = ARGV[6] or ''
+  if token ~= '' and string.match(chan, '#([^#]*)$') ~= token then return {'not_ours', state, body} end
+end
 
 local new_state, outcome = 'R', 'released'
 if action == 'commit' then new_state, outcome = 'C', 'committed'
