@@ -28,6 +28,7 @@ class ExpirySweeper:
         self.ledger = runtime.ledger
         self.period = runtime.settings.expiry_sweep_seconds
         self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
         self.expired_total = 0
         self.recovered_total = 0
         self.forgotten_total = 0
@@ -36,6 +37,9 @@ class ExpirySweeper:
         self._task = asyncio.create_task(self._run(), name="expiry-sweeper")
 
     async def stop(self) -> None:
+        # A flag as well as a cancel: a cancellation that lands inside a Redis call can be
+        # absorbed by the client, and the loop must still end after its current pass.
+        self._stopping.set()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -54,10 +58,11 @@ class ExpirySweeper:
         return recovered + expired + forgotten
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 if await self.sweep_once():
                     continue  # there may be more due right away
             except Exception:  # a Redis blip must not kill the sweeper
                 log.exception("reservation sweep failed; retrying")
-            await asyncio.sleep(self.period)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.period)

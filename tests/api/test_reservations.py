@@ -148,3 +148,47 @@ async def test_reserve_scope_is_enough_to_reserve_but_not_to_change_rules(make_a
         assert denied.status_code == 403
         assert denied.json()["required_scope"] == "rules"
         assert (await api.client.get("/v1/rules", headers=bearer(RESERVER))).status_code == 403
+
+
+async def test_an_id_that_is_not_header_safe_is_percent_encoded_in_location(api):
+    # "ñ😀" in a latin-1 Location header was a 500 while the units stayed held
+    await stocked(api)
+    c = api.client
+    resp = await c.post("/v1/reservations", json=order("ñ😀 x", {"sku": "TEE-BLK-M", "quantity": 2}))
+    assert resp.status_code == 201, resp.text
+    location = resp.headers["location"]
+    assert location == "/v1/reservations/%C3%B1%F0%9F%98%80%20x"
+    assert resp.json()["reservation_id"] == "ñ😀 x"
+    replay = await c.post("/v1/reservations", json=order("ñ😀 x", {"sku": "TEE-BLK-M", "quantity": 2}))
+    assert replay.status_code == 200 and replay.headers["location"] == location
+    # the Location is where the reservation is
+    assert (await c.get(location)).json()["reservation_id"] == "ñ😀 x"
+    released = await c.post(location + "/release")
+    assert released.status_code == 200 and released.json()["status"] == "released"
+    assert (await c.get("/v1/availability/TEE-BLK-M")).json()["ats"] == 8
+    slash = await c.post("/v1/reservations", json=order("a/b?c#d", {"sku": "TEE-BLK-M", "quantity": 1}))
+    assert slash.status_code == 201 and slash.headers["location"] == "/v1/reservations/a%2Fb%3Fc%23d"
+
+
+async def test_ttl_absent_is_the_default_null_never_expires(api):
+    await stocked(api)
+    c = api.client
+    default = (await c.post("/v1/reservations", json=order("d", {"sku": "TEE-BLK-M", "quantity": 1}))).json()
+    assert default["expires_at_ms"] == default["created_at_ms"] + api.runtime.settings.reservation_default_ttl_seconds * 1000
+    body = order("n", {"sku": "TEE-BLK-M", "quantity": 1})
+    body["ttl_seconds"] = None
+    never = (await c.post("/v1/reservations", json=body)).json()
+    assert never["expires_at_ms"] is None and never["status"] == "held"
+
+
+async def test_a_retry_while_an_unfinished_attempt_holds_the_id_is_409_with_retry_after(api):
+    await stocked(api)
+    ledger = api.runtime.ledger
+    # an attempt that has written its intent and not finished (its process is gone)
+    await ledger._intent("begin", "ord-9", "deadbeef", 30_000, b'["online",[],0,0,[]]', 0)
+    resp = await api.client.post("/v1/reservations", json=order("ord-9", {"sku": "TEE-BLK-M", "quantity": 1}))
+    assert resp.status_code == 409 and resp.json()["type"].endswith(":reservation-in-progress")
+    assert 1 <= int(resp.headers["retry-after"]) <= 30
+    assert (await api.client.get("/v1/availability/TEE-BLK-M")).json()["ats"] == 8  # nothing held
+    commit = await api.client.post("/v1/reservations/ord-9/commit")
+    assert commit.status_code == 409

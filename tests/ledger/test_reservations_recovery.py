@@ -1,0 +1,248 @@
+"""A reservation attempt killed between its holds and its finish (or rollback) strands
+nothing: the intent it wrote first lets the recovery sweep roll its holds back once its
+lease has passed, and a retry of the same id behaves (busy during the lease, then rolled
+back and placed afresh; never short against its own stranded hold).
+
+The victim is a real process (the service's own composition root, configured from
+AVAILABILITY_* variables) parked by the test-only pause setting and SIGKILLed there; the
+final buckets are compared with a plain-Python oracle of all-or-nothing reservations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from availability.domain.errors import InsufficientStock, ReservationInProgress, ReservationTimeout
+from availability.domain.reservations import ReservationLine, ReservationRequest
+from availability.ledger.keys import KeyLayout
+from availability.ledger.ledger import Ledger, ReservationPolicy
+from availability.ledger.sweeper import ExpirySweeper
+from tests.factories import book, event
+
+REPO = Path(__file__).resolve().parents[2]
+LEASE_S = 1.0
+
+VICTIM = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from availability.bootstrap import open_runtime
+    from availability.config import Settings
+    from availability.domain.reservations import ReservationLine, ReservationRequest
+
+    async def main():
+        lines = [ReservationLine(sku, qty) for sku, qty in json.loads(sys.argv[2])]
+        async with open_runtime(Settings()) as runtime:
+            await runtime.ledger.reserve(ReservationRequest(sys.argv[1], "online", lines), runtime.rules.book)
+        print("finished", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+class Oracle:
+    """Plain-Python ledger of on_hand/reserved at one location, reservations all-or-nothing."""
+
+    def __init__(self, on_hand: dict[str, int]) -> None:
+        self.on_hand = dict(on_hand)
+        self.reserved = {sku: 0 for sku in on_hand}
+
+    def reserve(self, lines: list[tuple[str, int]]) -> bool:
+        wanted: dict[str, int] = {}
+        for sku, qty in lines:
+            wanted[sku] = wanted.get(sku, 0) + qty
+        if any(self.on_hand.get(s, 0) - self.reserved.get(s, 0) < q for s, q in wanted.items()):
+            return False
+        for sku, qty in wanted.items():
+            self.reserved[sku] += qty
+        return True
+
+
+async def _buckets(ledger: Ledger, skus) -> dict[str, tuple[int, int]]:
+    stock = await ledger.stock_many(skus)
+    return {sku: (stock[sku]["DC1"].on_hand, stock[sku]["DC1"].reserved) for sku in skus}
+
+
+def _expected(oracle: Oracle) -> dict[str, tuple[int, int]]:
+    return {sku: (oracle.on_hand[sku], oracle.reserved[sku]) for sku in oracle.on_hand}
+
+
+async def _start_victim(redis_url, key_prefix, tmp_path, rid, lines, pause_at) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AVAILABILITY_REDIS_URL": redis_url,
+        "AVAILABILITY_KEY_PREFIX": key_prefix,
+        "AVAILABILITY_DATA_DIR": str(tmp_path / "victim"),
+        "AVAILABILITY_RESERVATION_LEASE_SECONDS": str(LEASE_S),
+        "AVAILABILITY_DEBUG_RESERVE_PAUSE_AT": pause_at,
+    }
+    import json
+
+    victim = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-c", VICTIM, rid, json.dumps(lines)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # the pause announces itself on stderr once the process is parked in the crash window
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await asyncio.wait_for(loop.run_in_executor(None, victim.stderr.readline), timeout=60)
+        if not line:
+            raise AssertionError(f"victim exited (rc {victim.wait()}) before pausing")
+        if f"paused {pause_at}" in line:
+            return victim
+
+
+def _kill(victim: subprocess.Popen) -> None:
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    assert victim.returncode == -signal.SIGKILL
+
+
+@pytest.fixture
+async def sweeping_ledger(redis_client, key_prefix):
+    led = Ledger(redis_client, keys=KeyLayout(key_prefix), reservations=ReservationPolicy(lease_ms=int(LEASE_S * 1000)))
+    await led.load_scripts()
+    return led
+
+
+def _sweeper(ledger: Ledger) -> ExpirySweeper:
+    # the service `serve` runs (services.py "expiry"), on the test's ledger
+    return ExpirySweeper(SimpleNamespace(ledger=ledger, settings=SimpleNamespace(expiry_sweep_seconds=0.05)))
+
+
+async def _settled(ledger: Ledger, skus, expected) -> bool:
+    return await _buckets(ledger, skus) == expected and not await ledger.redis.zcard(ledger.keys.pending)
+
+
+async def _wait_recovered(sweeper: ExpirySweeper, ledger: Ledger, skus, expected, *, bound_s: float) -> float:
+    """Run the sweeper service until the buckets match and no intent is pending; how long
+    that took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await sweeper.start()
+    try:
+        while not await _settled(ledger, skus, expected):
+            assert loop.time() - started < bound_s, await _buckets(ledger, skus)
+            await asyncio.sleep(0.05)
+    finally:
+        await sweeper.stop()
+    return loop.time() - started
+
+
+@pytest.mark.parametrize("pause_at", ["after-holds", "after-intent"])
+async def test_killed_between_hold_and_rollback_the_sweep_releases_the_stock(
+    sweeping_ledger, redis_url, key_prefix, tmp_path, pause_at
+):
+    ledger = sweeping_ledger
+    await ledger.apply_batch([event("receipt", sku="A", quantity=5), event("receipt", sku="B", quantity=1)])
+    oracle = Oracle({"A": 5, "B": 1})
+    lines = [("A", 5), ("B", 2)]  # B is short: the victim must roll A back, and dies first
+    victim = await _start_victim(redis_url, key_prefix, tmp_path, "ord-crash", lines, pause_at)
+    held_a = 5 if pause_at == "after-holds" else 0
+    assert await _buckets(ledger, ["A", "B"]) == {"A": (5, held_a), "B": (1, 0)}
+    _kill(victim)
+    assert not oracle.reserve(lines)
+
+    # stranded for now; a retry during the lease is told to wait, and holds nothing
+    with pytest.raises(ReservationInProgress) as busy:
+        await ledger.reserve(ReservationRequest("ord-crash", "online", [ReservationLine(*x) for x in lines]), book())
+    assert busy.value.headers["Retry-After"] == "1"
+    assert await _buckets(ledger, ["A", "B"]) == {"A": (5, held_a), "B": (1, 0)}
+    # other shoppers are refused only while the lease runs
+    took = await _wait_recovered(_sweeper(ledger), ledger, ["A", "B"], _expected(oracle), bound_s=LEASE_S + 2)
+    assert took <= LEASE_S + 2
+    assert await ledger.redis.zcard(ledger.keys.pending) == 0
+    assert not await ledger.redis.exists(ledger.keys.reservation("ord-crash"))
+    assert await ledger.redis.hlen(ledger.keys.holds("A")) == 0
+
+    # the retry after recovery is judged on the stock alone: B now arrives, all fits
+    await ledger.apply(event("receipt", sku="B", quantity=1, event_id="b-more"))
+    oracle.on_hand["B"] += 1
+    held = await ledger.reserve(ReservationRequest("ord-crash", "online", [ReservationLine(*x) for x in lines]), book())
+    assert held.status == "held" and oracle.reserve(lines)
+    assert await _buckets(ledger, ["A", "B"]) == _expected(oracle)
+
+
+async def test_killed_after_holding_everything_a_retry_after_the_lease_is_not_short_against_its_own_hold(
+    sweeping_ledger, redis_url, key_prefix, tmp_path
+):
+    ledger = sweeping_ledger
+    await ledger.apply_batch([event("receipt", sku="A", quantity=5), event("receipt", sku="B", quantity=2)])
+    oracle = Oracle({"A": 5, "B": 2})
+    lines = [("A", 5), ("B", 2)]  # every unit there is: a retry short against its own hold would fail
+    victim = await _start_victim(redis_url, key_prefix, tmp_path, "ord-all", lines, "after-holds")
+    assert await _buckets(ledger, ["A", "B"]) == {"A": (5, 5), "B": (2, 2)}
+    _kill(victim)
+    # no sweep runs: the retry itself, once the lease has passed, rolls the dead attempt
+    # back and places the reservation afresh
+    await asyncio.sleep(LEASE_S + 0.1)
+    request = ReservationRequest("ord-all", "online", [ReservationLine(*x) for x in lines])
+    reservation, created = await ledger.reserve_or_replay(request, book())
+    assert created and reservation.status == "held"
+    assert oracle.reserve(lines)
+    assert await _buckets(ledger, ["A", "B"]) == _expected(oracle)
+    # and now it is an ordinary reservation: a replay is a replay
+    _, again = await ledger.reserve_or_replay(request, book())
+    assert not again
+    assert await _buckets(ledger, ["A", "B"]) == _expected(oracle)
+
+
+async def test_an_attempt_that_outlives_its_lease_holds_nothing_and_says_so(redis_client, key_prefix):
+    # The owner stalls (not dies) past its lease after holding A: recovery rolls A back,
+    # and when the owner wakes its finish is refused, it answers an error and holds nothing.
+    ledger = Ledger(
+        redis_client,
+        keys=KeyLayout(key_prefix),
+        reservations=ReservationPolicy(lease_ms=200, debug_pause_at="after-holds", debug_pause_seconds=0.6),
+    )
+    await ledger.load_scripts()
+    await ledger.apply_batch([event("receipt", sku="A", quantity=5), event("receipt", sku="B", quantity=5)])
+    sweeper = _sweeper(ledger)
+    await sweeper.start()
+    try:
+        with pytest.raises(ReservationTimeout):
+            await ledger.reserve(ReservationRequest("slow", "online", [ReservationLine("A", 2), ReservationLine("B", 1)]), book())
+    finally:
+        await sweeper.stop()
+    assert sweeper.recovered_total == 1
+    assert await _buckets(ledger, ["A", "B"]) == {"A": (5, 0), "B": (5, 0)}
+    assert not await redis_client.exists(ledger.keys.reservation("slow"))
+
+
+async def test_a_hold_landing_after_the_lease_is_refused(redis_client, key_prefix):
+    # The fence itself: the owner is parked after writing its intent, past its lease, and
+    # recovery has dropped the intent; its holds must not land behind recovery's back.
+    ledger = Ledger(
+        redis_client,
+        keys=KeyLayout(key_prefix),
+        reservations=ReservationPolicy(lease_ms=200, debug_pause_at="after-intent", debug_pause_seconds=0.5),
+    )
+    await ledger.load_scripts()
+    await ledger.apply(event("receipt", sku="A", quantity=5))
+    task = asyncio.create_task(ledger.reserve(ReservationRequest("late", "online", [ReservationLine("A", 2)]), book()))
+    await asyncio.sleep(0.35)
+    assert await ledger.recover_abandoned() == 1
+    with pytest.raises(ReservationTimeout):
+        await task
+    assert await _buckets(ledger, ["A"]) == {"A": (5, 0)}
+    assert await redis_client.hlen(ledger.keys.holds("A")) == 0
+
+
+async def test_short_single_sku_answer_leaves_no_header_no_index_entry(sweeping_ledger):
+    ledger = sweeping_ledger
+    await ledger.apply(event("receipt", sku="A", quantity=1))
+    with pytest.raises(InsufficientStock):
+        await ledger.reserve(ReservationRequest("no", "online", [ReservationLine("A", 2)]), book())
+    r = ledger.redis
+    assert not await r.exists(ledger.keys.reservation("no"))
+    assert await r.zcard(ledger.keys.pending) == 0 and await r.zcard(ledger.keys.expiry) == 0
