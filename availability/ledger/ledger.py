@@ -373,13 +373,14 @@ class Ledger:
 
     async def _intent(self, action: str, reservation_id: str, *args) -> list:
         keys = self.keys
-        reply = await self._run_pipeline(
-            lambda pipe: pipe.evalsha(
-                self._sha["intent"], 4, keys.reservation(reservation_id), keys.pending, keys.expiry, keys.ended,
-                action, reservation_id, *args,
-            )
-        )
-        return reply[0]
+        call = (4, keys.reservation(reservation_id), keys.pending, keys.expiry, keys.ended, action, reservation_id, *args)
+        if not self._sha:
+            await self.load_scripts()
+        try:  # one command, no pipeline: this is on every reservation's path
+            return await self.redis.evalsha(self._sha["intent"], *call)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self.redis.evalsha(self._sha["intent"], *call)
 
     async def _intents(self, action: str, reservation_ids: Sequence[str], *args) -> list[list]:
         keys = self.keys
