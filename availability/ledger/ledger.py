@@ -271,7 +271,13 @@ class Ledger:
                 break
             if kind == "exists":
                 header = msgspec.json.decode(verdict[1], type=ReservationHeader)
-                return await self._replay(request, header), False
+                replayed = await self._replay(request, header)
+                if replayed is not None:
+                    return replayed, False
+                # a finished header with no hold at all: a one-SKU attempt that was short
+                # and died before dropping its header; drop it and begin afresh
+                await self._intent("drop", rid, _s(verdict[2]))
+                continue
             if kind == "busy":
                 raise _in_progress(rid, int(verdict[1]))
             # stale: an earlier attempt under this id died (or ran out of time) before it
@@ -301,7 +307,16 @@ class Ledger:
                     self._sha["reserve"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
                     self.keys.journal, *args,
                 )
+            if single:
+                # One SKU's hold is atomic by itself, so it may finish in the same round trip:
+                # if the hold was refused, step 3 drops the header (and a crash before that
+                # leaves a header with nothing held, which a retry drops; never a hold).
+                pipe.evalsha(
+                    self._sha["intent"], 4, self.keys.reservation(rid), self.keys.pending, self.keys.expiry,
+                    self.keys.ended, "finish", rid, token,
+                )
 
+        single = len(skus) == 1
         try:
             replies = await self._run_pipeline(build)
         except BaseException:
@@ -338,7 +353,8 @@ class Ledger:
 
         # 3. finish, or undo: the answer and the ledger agree either way
         if not (shorts or taken or late):
-            if _s((await self._intent("finish", rid, token))[0]) == "ok":
+            finished = replies[-1] if single else await self._intent("finish", rid, token)
+            if _s(finished[0]) == "ok":
                 return Reservation(
                     reservation_id=rid,
                     channel=channel,
@@ -440,8 +456,9 @@ class Ledger:
             log.warning("rolled back %d reservation attempts whose owner did not finish", recovered)
         return recovered
 
-    async def _replay(self, request: ReservationRequest, header: ReservationHeader) -> Reservation:
-        """Same reservation id again: answer as the first time if the lines are the same."""
+    async def _replay(self, request: ReservationRequest, header: ReservationHeader) -> Reservation | None:
+        """Same reservation id again: answer as the first time if the lines are the same.
+        None when the header is a leftover with nothing held under it."""
         rid = request.reservation_id
         if header.channel != request.channel:
             raise ReservationConflict(
@@ -450,6 +467,8 @@ class Ledger:
         if _units_by_sku(request.lines) != _units_by_sku(header.lines):
             raise ReservationConflict(f"reservation {rid!r} exists with other lines", reservation_id=rid)
         existing = await self.get_reservation(rid)
+        if existing.status == "unknown" and not any(line.allocations for line in existing.lines):
+            return None
         if existing.status in ("released", "expired"):
             raise ReservationConflict(f"reservation {rid!r} is {existing.status}", reservation_id=rid)
         return existing
@@ -487,6 +506,9 @@ class Ledger:
     async def get_reservation(self, reservation_id: str) -> Reservation:
         """The reservation as the holds say now: status and where each line is held."""
         header, intent = await self._header(reservation_id)
+        return await self._as_held(reservation_id, header, intent)
+
+    async def _as_held(self, reservation_id: str, header: ReservationHeader, intent: str) -> Reservation:
         pipe = self.redis.pipeline(transaction=False)
         for sku in header.skus:
             pipe.hget(self.keys.holds(sku), reservation_id)
@@ -528,20 +550,27 @@ class Ledger:
             # Not finished: its answer has not gone out yet, or it is being rolled back.
             raise _in_progress(reservation_id, self.reservations.lease_ms)
         stamp = at_ms if at_ms is not None else now_ms()
-        outcomes = await self._settle(reservation_id, header.skus, action, stamp)
-        if action == "commit" and any(o[0] == "already_released" for o in outcomes):
+
+        # A release after a commit is a cancellation before shipment: settle.lua gives the
+        # allocated units back, so there is no conflict to report for it. Either way the
+        # reservation has ended (a refused commit means it was released or expired): it
+        # leaves the TTL index and joins the retention list, in the same round trip.
+        def build(pipe):
+            for sku in header.skus:
+                pipe.evalsha(
+                    self._sha["settle"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
+                    self.keys.journal, reservation_id, stamp, action, sku, self.limits.journal_cap, "",
+                )
+            pipe.zrem(self.keys.expiry, reservation_id)
+            pipe.zadd(self.keys.ended, {reservation_id: stamp})
+
+        outcomes = [_s(reply[0]) for reply in (await self._run_pipeline(build))[: len(header.skus)]]
+        if action == "commit" and "already_released" in outcomes:
             raise ReservationConflict(
                 f"reservation {reservation_id!r} was released or expired and cannot be committed",
                 reservation_id=reservation_id,
             )
-        # A release after a commit is a cancellation before shipment: settle.lua gives the
-        # allocated units back, so there is no conflict to report for it. Either way the
-        # reservation has ended: it leaves the TTL index and joins the retention list.
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(self.keys.expiry, reservation_id)
-        pipe.zadd(self.keys.ended, {reservation_id: stamp})
-        await pipe.execute()
-        return await self.get_reservation(reservation_id)
+        return await self._as_held(reservation_id, header, intent)
 
     async def expire_due(self, *, at_ms: int | None = None, limit: int = 500) -> int:
         """Release held reservations whose TTL has passed. Returns how many expired.
@@ -572,8 +601,9 @@ class Ledger:
         pipe = self.redis.pipeline(transaction=False)
         if settled:
             pipe.zrem(self.keys.expiry, *settled)
-        if expired_ids:
-            pipe.zadd(self.keys.ended, {r: stamp for r in expired_ids})
+        if settled:
+            # expired, or nothing left to expire (a header with nothing held): retention's either way
+            pipe.zadd(self.keys.ended, {r: stamp for r in settled})
         await pipe.execute()
         return len(expired_ids)
 

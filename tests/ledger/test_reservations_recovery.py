@@ -246,3 +246,20 @@ async def test_short_single_sku_answer_leaves_no_header_no_index_entry(sweeping_
     r = ledger.redis
     assert not await r.exists(ledger.keys.reservation("no"))
     assert await r.zcard(ledger.keys.pending) == 0 and await r.zcard(ledger.keys.expiry) == 0
+
+
+async def test_a_one_sku_attempt_that_died_after_finishing_a_refused_hold_leaves_nothing_a_retry_trips_on(
+    sweeping_ledger,
+):
+    # A one-SKU attempt finishes in the same round trip as its hold; if the hold was short
+    # and the process died before dropping the header, the header says finished with
+    # nothing held. The retry drops it and is placed on the stock alone.
+    ledger = sweeping_ledger
+    await ledger.apply(event("receipt", sku="A", quantity=3))
+    assert (await ledger._intent("begin", "one", "cafe0001", 5000, b'["online",[{"sku":"A","quantity":2,"location":null}],0,0,["A"]]', 0))[0] == b"new"
+    assert (await ledger._intent("finish", "one", "cafe0001"))[0] == b"ok"
+    reservation, created = await ledger.reserve_or_replay(
+        ReservationRequest("one", "online", [ReservationLine("A", 2)]), book()
+    )
+    assert created and reservation.status == "held"
+    assert await _buckets(ledger, ["A"]) == {"A": (3, 2)}

@@ -14,11 +14,12 @@
 -- KEYS[4] ended zset    resv:ended    id -> ended ms (the retention sweep's list)
 -- ARGV[1] action, ARGV[2] reservation id, then per action:
 --   begin  3 token, 4 lease_ms, 5 doc, 6 expires_ms (0 = never)
---          -> {'new', deadline} | {'busy', ms until the lease ends} | {'stale'} | {'exists', doc}
+--          -> {'new', deadline} | {'busy', ms until the lease ends} | {'stale'} | {'exists', doc, token}
 --   finish 3 token  -> {'ok'} | {'lost', st}        (P of this token -> H)
 --   claim           -> {'claimed', doc, token} | {'busy'} | {'done'} | {'gone'}
 --                      (P whose lease has passed, or K -> K: recovery may roll its holds back)
---   drop   3 token  -> {'dropped'} | {'not_ours'}    (delete a P / K intent of this token)
+--   drop   3 token  -> {'dropped'} | {'not_ours'}    (delete the header of this token's attempt;
+--                      H too: a one-SKU attempt finishes in the same round trip as its hold)
 --   forget 3 now_ms -> {'forgotten'} | {'kept'}      (retention: delete a finished header)
 
 local action, rid = ARGV[1], ARGV[2]
@@ -28,7 +29,7 @@ local function now_ms()
 end
 
 if action == 'begin' then
-  local h = redis.call('HMGET', KEYS[1], 'doc', 'st', 'dl')
+  local h = redis.call('HMGET', KEYS[1], 'doc', 'st', 'dl', 'own')
   if not h[1] then
     local deadline = now_ms() + tonumber(ARGV[4])
     redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'st', 'P', 'own', ARGV[3], 'dl', deadline)
@@ -43,7 +44,7 @@ if action == 'begin' then
     return {'stale'}
   end
   if st == 'K' then return {'stale'} end
-  return {'exists', h[1]}
+  return {'exists', h[1], h[4] or ''}
 end
 
 if action == 'finish' then
@@ -73,7 +74,7 @@ end
 
 if action == 'drop' then
   local h = redis.call('HMGET', KEYS[1], 'st', 'own')
-  if (h[1] ~= 'P' and h[1] ~= 'K') or h[2] ~= ARGV[3] then return {'not_ours'} end
+  if not h[1] or h[2] ~= ARGV[3] then return {'not_ours'} end
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], rid)
   redis.call('ZREM', KEYS[3], rid)
