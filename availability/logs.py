@@ -18,8 +18,9 @@ from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-#: attributes every LogRecord has; anything else was passed in `extra=` and is kept
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+#: attributes every LogRecord has; anything else was passed in `extra=` and is kept (but
+#: uvicorn's `color_message`, the message again with terminal colour codes)
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
 
 
 def correlation_id() -> str | None:

@@ -1,13 +1,14 @@
-"""A small Kustomize renderer for the tests (no kubectl or kustomize binary here: neither
-Debian bookworm nor PyPI ships one).
+"""A small Kustomize renderer for the tests (no kubectl or kustomize binary here: Debian
+bookworm packages neither, PyPI has no kustomize, and there is no Go toolchain to build it).
 
 It implements only what deploy/k8s uses, and refuses any other kustomization field or patch
 form, so a feature added to the manifests cannot be silently ignored by the test:
 
 - `resources` (files and directories with their own kustomization, rendered first);
 - `labels` with `pairs` (metadata labels only, as kustomize does without includeSelectors);
-- `patches` given by `path`: strategic-merge patches matched by kind and name, where lists
-  of named objects (containers, env, volumes, ...) merge by `name` and other lists replace;
+- `patches` given by `path`, one object per file: strategic-merge patches matched by kind
+  and name, where lists of named objects (containers, env, volumes, ...) merge by `name`
+  and other lists replace;
 - `namespace` (set on every namespaced object) and `images` (newName / newTag).
 """
 
@@ -43,7 +44,10 @@ def build(directory: Path) -> list[dict]:
     for patch in spec.get("patches", []):
         if set(patch) != {"path"}:
             raise Unsupported(f"{directory}: only `patches: - path:` (strategic merge) is implemented: {patch}")
-        for piece in load_docs(directory / patch["path"]):
+        pieces = load_docs(directory / patch["path"])
+        if len(pieces) != 1:
+            raise Unsupported(f"{patch['path']}: one object per patch file (kustomize's safe subset)")
+        for piece in pieces:
             matches = [d for d in docs if d["kind"] == piece["kind"] and d["metadata"]["name"] == piece["metadata"]["name"]]
             if len(matches) != 1:
                 raise Unsupported(f"patch {patch['path']}: {piece['kind']}/{piece['metadata']['name']} matches {len(matches)} objects")

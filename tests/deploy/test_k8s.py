@@ -75,14 +75,16 @@ def test_each_role_is_a_deployment_with_probes_resources_and_config(rendered):
 def test_disruption_budgets_and_the_api_autoscaler_select_the_right_pods(rendered):
     deployments = by_kind(rendered, "Deployment")
     budgets = by_kind(rendered, "PodDisruptionBudget")
+    (hpa,) = by_kind(rendered, "HorizontalPodAutoscaler").values()
+    assert "replicas" not in deployments["availability-api"]["spec"], "the HPA owns the API's replica count"
     for name, deployment in deployments.items():
+        replicas = hpa["spec"]["minReplicas"] if name == "availability-api" else deployment["spec"]["replicas"]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
         selector = budgets[name]["spec"]["selector"]["matchLabels"]
         assert selector.items() <= labels.items(), f"PDB {name} selects no pod of its Deployment"
         if "minAvailable" in budgets[name]["spec"]:
-            assert budgets[name]["spec"]["minAvailable"] < deployment["spec"]["replicas"], f"PDB {name} blocks every drain"
-    (hpa,) = by_kind(rendered, "HorizontalPodAutoscaler").values()
+            assert budgets[name]["spec"]["minAvailable"] < replicas, f"PDB {name} blocks every drain"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "availability-api"}
     assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     (service,) = by_kind(rendered, "Service").values()
@@ -96,11 +98,12 @@ def test_the_production_overlay_applies_its_namespace_image_and_patches():
     deployments = by_kind(docs, "Deployment")
     assert {c["image"] for c in kustomize.containers(docs)} == {"ghcr.io/example/availability:0.1.0"}
     api = deployments["availability-api"]
-    assert api["spec"]["replicas"] == 3
     (container,) = api["spec"]["template"]["spec"]["containers"]
     assert container["resources"]["requests"]["cpu"] == "1"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live", "the patch merged, not replaced"
-    assert by_kind(docs, "HorizontalPodAutoscaler")["availability-api"]["spec"]["maxReplicas"] == 12
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")["availability-api"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
+    assert by_kind(docs, "PodDisruptionBudget")["availability-api"]["spec"]["minAvailable"] == 2
     assert deployments["availability-consumer"]["spec"]["replicas"] == 4
     assert by_kind(docs, "ConfigMap")["availability-config"]["data"]["AVAILABILITY_PORT"] == "8000"
 

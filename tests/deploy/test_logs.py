@@ -1,6 +1,7 @@
 """AVAILABILITY_LOG_FORMAT=json: every line a process writes is one JSON object with the
 correlation id; checked on the formatter and on a real `availability serve` with two
-uvicorn workers (the format must reach uvicorn's own loggers and the worker processes)."""
+uvicorn workers, as compose runs the API (the format must reach uvicorn's own loggers and
+the worker processes). The same server answers the image's Docker HEALTHCHECK script."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 import httpx
 
 from availability.embedded_redis import free_port
+from tests.deploy.support import DEPLOY
 from availability.flows.machinery import current_correlation_id
 from availability.logs import JsonFormatter, log_config
 
@@ -51,6 +53,12 @@ def test_text_stays_the_default():
     assert log_config()["formatters"]["default"] == {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
 
 
+def _healthcheck(port: int, path: str) -> int:
+    script = DEPLOY / "docker" / "healthcheck.py"
+    env = {**os.environ, "AVAILABILITY_PORT": str(port)}
+    return subprocess.run([sys.executable, str(script), path], env=env, capture_output=True, timeout=30).returncode
+
+
 def test_serve_with_json_logs_writes_only_json_lines(redis_url, key_prefix, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
@@ -77,9 +85,12 @@ def test_serve_with_json_logs_writes_only_json_lines(redis_url, key_prefix, tmp_
             assert time.monotonic() < deadline and proc.poll() is None, "serve did not become ready"
             time.sleep(0.2)
         httpx.get(f"http://127.0.0.1:{port}/health/live")
+        assert _healthcheck(port, "/health/live") == 0
+        assert _healthcheck(port, "/health/no-such-route") == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
+    assert _healthcheck(port, "/health/live") == 1, "a stopped server is unhealthy"
     lines = [line for line in output.splitlines() if line.strip()]
     records = []
     for line in lines:
@@ -92,3 +103,4 @@ def test_serve_with_json_logs_writes_only_json_lines(redis_url, key_prefix, tmp_
     assert "uvicorn.access" in loggers, loggers  # uvicorn's own loggers, from the worker processes
     assert "availability.api" in loggers, loggers
     assert any("GET /health/live" in r["message"] for r in records)
+    assert not any("color_message" in r for r in records)
