@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,14 @@ def test_the_env_example_names_every_required_variable(compose):
         assert re.search(rf"^{name}=", example, re.M), f"env.example does not set {name}"
     keys = re.search(r"^AVAILABILITY_API_KEYS=(.*)$", example, re.M).group(1)
     assert isinstance(json.loads(keys), list)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: apt-get install prometheus)")
+def test_promtool_accepts_the_prometheus_config(tmp_path):
+    # The config as Prometheus sees it in the container: alerts.yml at its mounted path.
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    config["rule_files"] = [str(DEPLOY / "prometheus" / "alerts.yml")]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
