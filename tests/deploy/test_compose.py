@@ -154,7 +154,7 @@ def test_the_env_example_names_every_required_variable(compose):
     example = (DEPLOY / "env.example").read_text()
     for name in required:
         assert re.search(rf"^{name}=", example, re.M), f"env.example does not set {name}"
-    keys = re.search(r"^AVAILABILITY_API_KEYS=(.*)$", example, re.M).group(1)
+    keys = re.search(r"^AVAILABILITY_API_KEYS='(.*)'$", example, re.M).group(1)  # single quotes: literal
     assert isinstance(json.loads(keys), list)
 
 
