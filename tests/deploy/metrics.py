@@ -71,3 +71,57 @@ def exposed_names(text: str) -> set[str]:
         names.update(family.name + s for s in suffixes)
         names.update(sample.name for sample in family.samples)
     return names
+
+
+SELECTOR = re.compile(r"\b((?:availability|redis)_[a-z0-9_]+)\s*\{([^}]*)\}")
+MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+#: labels Prometheus adds to every scraped series, and the histogram bucket label
+TARGET_LABELS = {"job", "instance"}
+
+
+def registry_labels(registries) -> dict[str, set[str]]:
+    """Sample name -> label names, from prometheus_client collectors (their declared label
+    names: a labelled metric nobody has touched yet has no sample to read them from)."""
+    out: dict[str, set[str]] = {}
+    for registry in registries:
+        for collector in list(registry._collector_to_names):  # noqa: SLF001 - no public API lists them
+            name, labels, kind = (getattr(collector, a, None) for a in ("_name", "_labelnames", "_type"))
+            if name is None or labels is None:
+                continue
+            labels = set(labels) | TARGET_LABELS
+            samples = {
+                "counter": {f"{name}_total": labels},
+                "histogram": {f"{name}_bucket": labels | {"le"}, f"{name}_sum": labels, f"{name}_count": labels},
+            }.get(kind, {name: labels})
+            out.update(samples)
+    return out
+
+
+def page_labels(text: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, set(TARGET_LABELS)).update(sample.labels)
+    return out
+
+
+def label_problems(exprs: list[str], labels: dict[str, set[str]]) -> list[str]:
+    """Label names an expression uses that its metrics do not have: selectors per metric,
+    grouping clauses against the union of the expression's metrics (only when all of
+    them are known here)."""
+    problems = []
+    for expr in exprs:
+        for metric, matchers in SELECTOR.findall(expr):
+            if metric in labels:
+                for label in MATCHER.findall(matchers):
+                    if label not in labels[metric]:
+                        problems.append(f"{metric} has no label {label!r}: {expr}")
+        metrics = set(NAME.findall(expr))
+        if metrics and metrics <= set(labels):
+            known = set().union(*(labels[m] for m in metrics))
+            for clause in GROUPING.findall(expr):
+                for label in filter(None, (x.strip() for x in clause.split(","))):
+                    if label not in known:
+                        problems.append(f"grouping by {label!r}, which none of {sorted(metrics)} has: {expr}")
+    return problems

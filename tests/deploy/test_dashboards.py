@@ -13,6 +13,7 @@ import subprocess
 import httpx
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from availability.api.app import create_app
 from availability.bootstrap import open_runtime
@@ -22,8 +23,12 @@ from tests.api.conftest import Lifespan
 from tests.deploy.metrics import (
     NOT_YET_EXPORTED,
     REDIS_EXPORTER,
+    alert_exprs,
     dashboard_exprs,
     exposed_names,
+    label_problems,
+    page_labels,
+    registry_labels,
     used_names,
 )
 from tests.deploy.support import DEPLOY
@@ -118,16 +123,26 @@ async def metrics_page(redis_url, key_prefix, tmp_path):
                 )
                 resp = await client.get("/metrics")
                 assert resp.status_code == 200
-                return resp.text
+                registries = [REGISTRY, app.state.api.metrics.registry]
+                return resp.text, {**page_labels(resp.text), **registry_labels(registries)}
 
 
 async def test_every_metric_used_exists_in_the_services_metrics(metrics_page):
-    exposed = exposed_names(metrics_page)
+    exposed = exposed_names(metrics_page[0])
     ours = {n for n in used_names() if not n.startswith("redis_")}
     missing = ours - exposed - NOT_YET_EXPORTED
     assert not missing, f"used by deploy/ but not in /metrics: {sorted(missing)}"
     # the check can fail: a name the service does not export is caught
     assert "availability_no_such_metric_total" not in exposed
+
+
+async def test_every_label_used_exists_on_its_metric(metrics_page):
+    _, labels = metrics_page
+    exprs = [e for exprs in dashboard_exprs().values() for e in exprs] + alert_exprs()
+    assert not label_problems(exprs, labels)
+    # the check can fail: a misspelt label is caught
+    assert label_problems(["max by (partiton) (availability_ingest_lag)"], labels)
+    assert label_problems(['availability_ingest_lag{partion="1"}'], labels)
 
 
 def test_redis_metrics_used_are_the_listed_redis_exporter_ones():
@@ -155,6 +170,8 @@ async def test_redis_exporter_exports_the_listed_metrics(redis_url, redis_client
         await redis_client.delete(stream)
     exposed = exposed_names(text)
     assert REDIS_EXPORTER <= exposed, f"not exported by redis_exporter: {sorted(REDIS_EXPORTER - exposed)}"
+    exprs = [e for exprs in dashboard_exprs().values() for e in exprs] + alert_exprs()
+    assert not label_problems(exprs, page_labels(text)), "labels the redis_* metrics do not have"
 
 
 async def _get_when_up(url: str, timeout: float = 15.0) -> str:
