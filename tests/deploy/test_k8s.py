@@ -5,7 +5,11 @@ probes on the real health routes, real CLI commands and settings, selectors that
 
 from __future__ import annotations
 
+import importlib.util
+import re
+
 import pytest
+import yaml
 
 from tests.deploy import kustomize
 from tests.deploy.support import DEPLOY, assert_cli_command, assert_settings
@@ -112,3 +116,49 @@ def test_the_renderer_refuses_what_it_does_not_implement(tmp_path):
     (tmp_path / "kustomization.yaml").write_text("resources: []\nconfigMapGenerator: []\n")
     with pytest.raises(kustomize.Unsupported):
         kustomize.build(tmp_path)
+
+
+# --- Prometheus Operator objects (deploy/k8s/monitoring): CRDs, so no Kubernetes schema;
+# checked against what they must agree with instead.
+
+
+def _monitoring():
+    docs = kustomize.build(K8S / "monitoring")
+    return by_kind(docs, "PodMonitor")["availability"], by_kind(docs, "PrometheusRule")["availability"]
+
+
+def test_the_prometheus_rule_is_the_alert_file():
+    spec = importlib.util.spec_from_file_location("monitoring_generate", K8S / "monitoring" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (K8S / "monitoring" / "prometheusrule.yaml").read_text() == module.render(), (
+        "run `python deploy/k8s/monitoring/generate.py`"
+    )
+    _, rule = _monitoring()
+    assert rule["metadata"]["namespace"] == "availability"
+    assert rule["spec"]["groups"] == yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+
+
+def test_the_pod_monitor_names_jobs_as_the_alerts_expect():
+    monitor, rule = _monitoring()
+    deployments = by_kind(kustomize.build(K8S / "base"), "Deployment")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (relabel,) = endpoint["relabelings"]
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_component"]
+    exprs = " ".join(r["expr"] for group in rule["spec"]["groups"] for r in group["rules"])
+    jobs_in_rules = set(re.findall(r'job="(availability-[a-z]+)"', exprs))
+    for alternatives in re.findall(r'job=~"availability-\(([a-z|]+)\)"', exprs):
+        jobs_in_rules |= {f"availability-{name}" for name in alternatives.split("|")}
+    assert len(jobs_in_rules) == 3, jobs_in_rules
+    produced = set()
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        (container,) = pod["spec"]["containers"]
+        assert endpoint["port"] in {p["name"] for p in container["ports"]}
+        # Prometheus relabelling: a full-match regex on the source label, then the replacement
+        component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        match = re.fullmatch(relabel["regex"], component)
+        assert match, f"{component} is not relabelled"
+        produced.add(match.expand(relabel["replacement"].replace("$1", r"\1")))
+    assert jobs_in_rules == produced
