@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     data_dir: str = "var"
     key_prefix: str = "av"
 
+    #: log lines as text or as JSON (one object per line, with the correlation id): availability/logs.py
+    log_format: Literal["text", "json"] = "text"
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1

@@ -22,6 +22,7 @@ import signal
 from pathlib import Path
 
 from availability.config import Settings
+from availability.logs import log_config
 
 log = logging.getLogger("availability.api")
 
@@ -70,6 +71,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             access_log=args.access_log,
             log_level=logging.getLevelName(logging.getLogger().level).lower() if logging.getLogger().level else "info",
             timeout_graceful_shutdown=15,
+            log_config=log_config(logging.getLevelName(logging.getLogger().level or logging.INFO), settings.log_format),
         )
     finally:
         if embedded is not None:
