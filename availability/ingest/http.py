@@ -34,17 +34,12 @@ from litestar import Request, Response, Router, post
 from redis.exceptions import RedisError
 
 from availability.domain.errors import AvailabilityError, InvalidEvent
+from availability.domain.jsonlimits import check_depth
 from availability.domain.events import StockEvent
 from availability.ingest import metrics
 from availability.ingest.deadletters import DeadLetter, DeadLetters
 from availability.ingest.publisher import EventPublisher
-from availability.ingest.sources import (
-    INTAKE_PREFIX,
-    LoadReport,
-    Rejected,
-    iter_items,
-    load,
-)
+from availability.ingest.sources import INTAKE_PREFIX, load
 from availability.ingest.streams import StreamNames
 
 if TYPE_CHECKING:
@@ -148,8 +143,9 @@ class HttpIntake:
         self.redis = runtime.redis
         self.names = StreamNames.from_settings(runtime.settings)
         self.publisher = EventPublisher(runtime)
-        self.dead_letters = DeadLetters(runtime.redis, self.names)
+        self.dead_letters = DeadLetters.from_settings(runtime.redis, runtime.settings)
         self.max_bytes = runtime.settings.ingest_max_body_bytes
+        self.max_depth = runtime.settings.max_json_depth
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         limit = limit or self.max_bytes
@@ -163,7 +159,12 @@ class HttpIntake:
             if size > limit:
                 raise IntakeProblem(413, "body-too-large", f"body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        try:
+            check_depth(body, self.max_depth, what="the body")
+        except InvalidEvent as exc:
+            raise IntakeProblem(exc.status, exc.slug, exc.detail, **exc.extra) from None
+        return body
 
     async def spool_body(self, request: Request) -> tempfile.SpooledTemporaryFile:
         """Stream the body to a spooled temporary file (memory, then disk), bounded in size."""
@@ -186,64 +187,47 @@ class HttpIntake:
 
     # --- uploads -----------------------------------------------------------------------------
 
-    async def upload(self, request: Request, fmt: str, endpoint: str, *, options: dict | None = None) -> Response:
+    async def upload(
+        self, request: Request, fmt: str, endpoint: str, *, options: dict | None = None, sniff: bool = False
+    ) -> Response:
+        """Spool, parse (in a worker thread: see sources.load), publish, dead-letter, answer.
+
+        `sniff`: `fmt` is an ERP prefix whose encoding is told by the first non-blank byte
+        (`{` JSON Lines, else CSV). A body of which not one row or document can be read is
+        refused whole (422), nothing dead-lettered: it is not the format at all.
+        """
         try:
             spool = await self.spool_body(request)
             with spool:
-                head = spool.read(1)
+                head = spool.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
                 if not head:
-                    raise IntakeProblem(400, "empty-body", "the request body is empty")
+                    raise IntakeProblem(400, "empty-body", "the request body is empty (or only blank)")
                 spool.seek(0)
-                if fmt in ("pos", "oms"):
-                    report = await self._documents(fmt, spool, endpoint, options)
-                else:
-                    report = await load(
-                        fmt, spool, self.publisher, self.dead_letters, label=f"http:{endpoint}", options=options
-                    )
+                if sniff:
+                    fmt = f"{fmt}-jsonl" if head == b"{" else f"{fmt}-csv"
+                report = await load(
+                    fmt,
+                    spool,
+                    self.publisher,
+                    self.dead_letters,
+                    label=f"http:{endpoint}",
+                    options=options,
+                    max_dead_letters=self.settings.dlq_max_per_request,
+                    refuse_if_nothing_readable=True,
+                    max_depth=self.max_depth,
+                )
         except IntakeProblem as exc:
             metrics.INTAKE_REQUESTS.labels(endpoint, "refused").inc()
             return problem(exc.status, exc.slug, exc.detail, request.url.path, **exc.extra)
         except InvalidEvent as exc:
             metrics.INTAKE_REQUESTS.labels(endpoint, "refused").inc()
-            return problem(422, exc.slug, exc.detail, request.url.path, format=fmt, **_jsonable(exc.extra))
+            return problem(exc.status, exc.slug, exc.detail, request.url.path, format=fmt, **_jsonable(exc.extra))
         except RedisError as exc:
             metrics.INTAKE_REQUESTS.labels(endpoint, "unavailable").inc()
             log.warning("intake %s: stream unavailable: %s", endpoint, exc)
             return problem(503, "unavailable", "the event stream is unavailable; retry later", request.url.path)
         metrics.INTAKE_REQUESTS.labels(endpoint, "accepted").inc()
         return _accepted(report.as_dict())
-
-    async def _documents(self, fmt: str, spool: Any, endpoint: str, options: dict | None):
-        """POS / OMS: a body whose every document is refused is the client's to fix (422);
-        rejected documents beside good ones are dead-lettered."""
-        items = list(iter_items(fmt, spool, options))
-        rejects = [item for item in items if isinstance(item, Rejected)]
-        if rejects and len(rejects) == len(items):
-            raise IntakeProblem(
-                422,
-                "invalid-event",
-                rejects[0].reason if len(rejects) == 1 else f"all {len(rejects)} documents were refused",
-                rejects=[{"where": r.where, "reason": r.reason} for r in rejects[:20]],
-            )
-        report = LoadReport(fmt)
-        events = [item for item in items if isinstance(item, StockEvent)]
-        if events:
-            await self.publisher.publish(events)
-            report.events = len(events)
-        if rejects:
-            await self.dead_letters.add(
-                DeadLetter(
-                    reason=r.kind,
-                    detail=r.reason,
-                    payload=r.payload,
-                    stream=f"{INTAKE_PREFIX}{fmt}",
-                    entry_id=f"http:{endpoint}:{r.where}",
-                )
-                for r in rejects
-            )
-            report.rejected = len(rejects)
-            report.rejects = [(r.where, r.reason) for r in rejects[:20]]
-        return report
 
     def tabular_format(self, request: Request, kind: str) -> str:
         """erp-csv / erp-jsonl (or erp-po-*, erp-transfers-*) from ?format=, Content-Type or sniffing."""
@@ -265,27 +249,9 @@ class HttpIntake:
         try:
             fmt = self.tabular_format(request, kind)
         except IntakeProblem as exc:
+            metrics.INTAKE_REQUESTS.labels(f"erp-{kind}", "refused").inc()
             return problem(exc.status, exc.slug, exc.detail, request.url.path)
-        if fmt.endswith(("-csv", "-jsonl")):
-            return await self.upload(request, fmt, f"erp-{kind}")
-        # No declared format: sniff the first non-blank byte ('{' is JSON Lines).
-        try:
-            spool = await self.spool_body(request)
-        except IntakeProblem as exc:
-            return problem(exc.status, exc.slug, exc.detail, request.url.path)
-        with spool:
-            first = spool.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-            spool.seek(0)
-            if not first:
-                return problem(400, "empty-body", "the request body is empty", request.url.path)
-            fmt = f"{fmt}-jsonl" if first == b"{" else f"{fmt}-csv"
-            try:
-                report = await load(fmt, spool, self.publisher, self.dead_letters, label=f"http:erp-{kind}")
-            except InvalidEvent as exc:
-                return problem(422, exc.slug, exc.detail, request.url.path, format=fmt)
-            except RedisError:
-                return problem(503, "unavailable", "the event stream is unavailable; retry later", request.url.path)
-        return _accepted(report.as_dict())
+        return await self.upload(request, fmt, f"erp-{kind}", sniff=not fmt.endswith(("-csv", "-jsonl")))
 
     # --- Shopify webhooks --------------------------------------------------------------------
 

@@ -98,7 +98,9 @@ async def test_erp_snapshot_csv_and_jsonl(intake):
     response = await intake.post("/v1/ingest/erp/snapshot", content=csv_body, headers={"content-type": "text/csv"})
     assert response.status_code == 202, response.text
     rows = len([line for line in csv_body.splitlines()[1:] if line.strip()])
-    assert response.json() == {"format": "erp-csv", "events": rows, "rejected": 0, "rejects": []}
+    assert response.json() == {
+        "format": "erp-csv", "events": rows, "rejected": 0, "dead_lettered": 0, "not_kept": 0, "rejects": []
+    }
     jsonl_body = (SAMPLES / "erp_snapshot.jsonl").read_bytes()
     response = await intake.post("/v1/ingest/erp/snapshot", content=jsonl_body)  # sniffed
     assert response.status_code == 202 and response.json()["format"] == "erp-jsonl"
