@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     dlq_max_per_request: int = 1000
     dlq_stream_maxlen: int = 100_000
     dlq_max_payload_bytes: int = 64 * 1024
+    #: uploads at least this large are parsed and published by a worker process (the API's
+    #: event loop keeps serving lookups); smaller ones in a worker thread. 0 = never a process
+    ingest_worker_bytes: int = 1024 * 1024
+    ingest_workers: int = 1
     #: SKUs per POST /v1/availability/batch and events per POST /v1/events (422 beyond)
     batch_max_skus: int = 500
     events_max: int = 1000

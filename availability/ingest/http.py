@@ -11,11 +11,15 @@ canonical events on the stream. Mount with `app = Litestar([..., intake_router(r
     POST /v1/ingest/pos                 till transactions: a JSON object, array or JSON Lines
     POST /v1/ingest/oms                 OMS order messages: a JSON object, array or JSON Lines
 
-Answers: 202 `{"format", "events", "rejected", "rejects": [{"where", "reason"}]}` once
-the events are on the stream (applied moments later by the consumer); rejected rows or
-documents of an otherwise good upload are dead-lettered (`availability dlq list`).
-Input refused as a whole gets a 4xx `application/problem+json` naming the problem;
-never a 500. CSV vs JSON Lines is chosen by `?format=csv|jsonl`, else by Content-Type
+Answers: 202 `{"format", "events", "rejected", "dead_lettered", "not_kept", "rejects":
+[{"where", "reason"}]}` once the events are on the stream (applied moments later by the
+consumer); rejected rows or documents of an otherwise good upload are dead-lettered
+(`availability dlq list`), at most Settings.dlq_max_per_request per upload (the rest are
+counted in `not_kept`). Input refused as a whole (not one row readable, JSON nested beyond
+Settings.max_json_depth, a bad header or envelope) gets a 4xx `application/problem+json`
+naming the problem; never a 500. Bodies of Settings.ingest_worker_bytes or more are
+parsed and published by a worker process (workers.py), smaller ones in a worker thread:
+never on the event loop that serves lookups. CSV vs JSON Lines is chosen by `?format=csv|jsonl`, else by Content-Type
 (text/csv; application/x-ndjson, application/jsonl), else by sniffing the first byte.
 
 These routes carry no authentication of their own except the webhook's HMAC: the API
@@ -24,7 +28,11 @@ app's guards (API keys with a write scope) apply when it mounts the router.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import shutil
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any
@@ -41,6 +49,7 @@ from availability.ingest.deadletters import DeadLetter, DeadLetters
 from availability.ingest.publisher import EventPublisher
 from availability.ingest.sources import INTAKE_PREFIX, load
 from availability.ingest.streams import StreamNames
+from availability.ingest.workers import UploadWorkers
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
@@ -146,6 +155,10 @@ class HttpIntake:
         self.dead_letters = DeadLetters.from_settings(runtime.redis, runtime.settings)
         self.max_bytes = runtime.settings.ingest_max_body_bytes
         self.max_depth = runtime.settings.max_json_depth
+        #: large uploads load in a worker process (Redis Streams broker only)
+        self.workers = (
+            UploadWorkers(runtime) if runtime.settings.broker == "redis" and runtime.settings.ingest_worker_bytes else None
+        )
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         limit = limit or self.max_bytes
@@ -205,17 +218,19 @@ class HttpIntake:
                 spool.seek(0)
                 if sniff:
                     fmt = f"{fmt}-jsonl" if head == b"{" else f"{fmt}-csv"
-                report = await load(
-                    fmt,
-                    spool,
-                    self.publisher,
-                    self.dead_letters,
+                size = spool.seek(0, 2)
+                spool.seek(0)
+                kwargs = dict(
                     label=f"http:{endpoint}",
                     options=options,
                     max_dead_letters=self.settings.dlq_max_per_request,
                     refuse_if_nothing_readable=True,
                     max_depth=self.max_depth,
                 )
+                if self.workers is not None and size >= self.settings.ingest_worker_bytes:
+                    report = await self._in_worker(fmt, spool, kwargs)
+                else:
+                    report = await load(fmt, spool, self.publisher, self.dead_letters, **kwargs)
         except IntakeProblem as exc:
             metrics.INTAKE_REQUESTS.labels(endpoint, "refused").inc()
             return problem(exc.status, exc.slug, exc.detail, request.url.path, **exc.extra)
@@ -228,6 +243,17 @@ class HttpIntake:
             return problem(503, "unavailable", "the event stream is unavailable; retry later", request.url.path)
         metrics.INTAKE_REQUESTS.labels(endpoint, "accepted").inc()
         return _accepted(report.as_dict())
+
+    async def _in_worker(self, fmt: str, spool: Any, kwargs: dict[str, Any]):
+        """Load a large upload in a worker process (availability/ingest/workers.py): the
+        spooled body goes to a named file it can open, removed afterwards."""
+        assert self.workers is not None
+        path = await asyncio.to_thread(_to_named_file, spool)
+        try:
+            return await self.workers.load(fmt, path, **kwargs)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def tabular_format(self, request: Request, kind: str) -> str:
         """erp-csv / erp-jsonl (or erp-po-*, erp-transfers-*) from ?format=, Content-Type or sniffing."""
@@ -343,6 +369,13 @@ class HttpIntake:
         return _accepted(
             {"status": "accepted", "events": len(mapped), "skipped_without_sku": mapped.skipped_without_sku}, 200
         )
+
+
+def _to_named_file(spool: Any) -> str:
+    spool.seek(0)
+    with tempfile.NamedTemporaryFile(prefix="availability-upload-", delete=False) as named:
+        shutil.copyfileobj(spool, named, 1024 * 1024)
+    return named.name
 
 
 def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:

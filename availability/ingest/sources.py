@@ -24,14 +24,15 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
 from availability.domain.errors import InvalidEvent
-from availability.domain.events import StockEvent, decode_event
+from availability.domain.events import StockEvent, decode_event, encode_event
 from availability.domain.jsonlimits import MAX_DEPTH, check_depth
 from availability.ingest import metrics
 from availability.ingest.deadletters import DeadLetter, DeadLetters, reason_of
@@ -273,8 +274,29 @@ class LoadReport:
 REPORTED_REJECTS = 20
 
 
-def _take(items: Iterator[Item], chunk: int) -> list[Item]:
-    return list(itertools.islice(items, chunk))
+#: events per publish round trip and letters per dead-letter write: small enough that
+#: building one pipeline holds the event loop for a few milliseconds at most
+PUBLISH_SLICE = 250
+
+
+class _Chunk(NamedTuple):
+    """One slice of parsed input, prepared in the worker thread: events already encoded."""
+
+    size: int
+    encoded: list[tuple[str, bytes]]
+    sources: Tally
+    rejects: list[Rejected]
+
+
+def _take(items: Iterator[Item], chunk: int) -> _Chunk:
+    batch = list(itertools.islice(items, chunk))
+    events = [item for item in batch if isinstance(item, StockEvent)]
+    return _Chunk(
+        len(batch),
+        [(event.sku, encode_event(event)) for event in events],
+        Tally(event.source for event in events),
+        [item for item in batch if isinstance(item, Rejected)],
+    )
 
 
 async def load(
@@ -289,20 +311,23 @@ async def load(
     max_dead_letters: int | None = None,
     refuse_if_nothing_readable: bool = False,
     max_depth: int = MAX_DEPTH,
+    offload: bool = True,
 ) -> LoadReport:
     """Parse `source` as `fmt`, publish its events, dead-letter its rejects.
 
-    Raises `InvalidEvent` (nothing published) when the input as a whole is refused, e.g. a
-    malformed X12 envelope, a CSV without the required header, JSON nested deeper than
-    `max_depth`, or (with `refuse_if_nothing_readable`) input of which not one row or
-    document could be read: `NothingReadable`, and nothing is dead-lettered.
+    Raises `InvalidEvent` when the input as a whole is refused, e.g. a malformed X12
+    envelope, a CSV without the required header, JSON nested deeper than `max_depth`
+    (nothing published: these are found before the first event), or (with
+    `refuse_if_nothing_readable`) input of which not one row or document could be read:
+    `NothingReadable`, nothing published and nothing dead-lettered.
 
     At most `max_dead_letters` rejects are written; the rest are counted in the report's
     `not_kept` (and the metric), never silently dropped.
 
     Parsing runs in a worker thread, `chunk` items at a time, so a large upload neither
     holds the event loop (the lookups it serves) nor waits on it; the loop publishes each
-    chunk while the next is parsed.
+    chunk while the next is parsed. `offload=False` parses inline, yielding between chunks
+    (in a worker process, where there is nothing else to serve: workers.py).
     """
     report = LoadReport(fmt)
     items = iter_items(fmt, source, options, max_depth=max_depth)
@@ -310,31 +335,46 @@ async def load(
     held: list[Rejected] = []
 
     async def write(rejects: list[Rejected]) -> None:
-        await dead_letters.add(
-            DeadLetter(
-                reason=r.kind,
-                detail=r.reason,
-                payload=r.payload,
-                stream=f"{INTAKE_PREFIX}{fmt}",
-                entry_id=f"{label or fmt}:{r.where}",
+        for start in range(0, len(rejects), PUBLISH_SLICE):
+            await dead_letters.add(
+                DeadLetter(
+                    reason=r.kind,
+                    detail=r.reason,
+                    payload=r.payload,
+                    stream=f"{INTAKE_PREFIX}{fmt}",
+                    entry_id=f"{label or fmt}:{r.where}",
+                )
+                for r in rejects[start : start + PUBLISH_SLICE]
             )
-            for r in rejects
-        )
         report.dead_lettered += len(rejects)
 
     loop = asyncio.get_running_loop()
-    pending = loop.run_in_executor(None, _take, items, chunk)
+
+    def next_chunk() -> asyncio.Future:
+        if offload:
+            return loop.run_in_executor(None, _take, items, chunk)
+        done = loop.create_future()
+        try:
+            done.set_result(_take(items, chunk))
+        except Exception as exc:  # noqa: BLE001 - raised where it is awaited, as the thread's would be
+            done.set_exception(exc)
+        return done
+
+    pending = next_chunk()
     while True:
         batch = await pending
-        if not batch:
+        if not batch.size:
             break
-        pending = loop.run_in_executor(None, _take, items, chunk)
+        if not offload:
+            await asyncio.sleep(0)
+        pending = next_chunk()
         try:
-            events = [item for item in batch if isinstance(item, StockEvent)]
-            rejects = [item for item in batch if isinstance(item, Rejected)]
-            if events:
-                await publisher.publish(events)
-                report.events += len(events)
+            for start in range(0, len(batch.encoded), PUBLISH_SLICE):
+                await publisher.publish_encoded(batch.encoded[start : start + PUBLISH_SLICE])
+            report.events += len(batch.encoded)
+            for source, n in batch.sources.items():
+                metrics.PUBLISHED.labels(source).inc(n)
+            rejects = batch.rejects
             if rejects:
                 report.rejected += len(rejects)
                 room = REPORTED_REJECTS - len(report.rejects)
