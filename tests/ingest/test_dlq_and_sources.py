@@ -79,6 +79,30 @@ async def test_replay_all_of_intake_rows_reparses_them(runtime):
     assert (stock["A"]["DC1"].on_hand, stock["B"]["DC1"].on_hand) == (5, 7)
 
 
+async def test_a_truncated_dead_letter_is_never_replayed_as_it_is(runtime):
+    # Only a prefix is stored; a prefix can even parse (a CSV row cut inside its last field).
+    import io
+
+    from availability.ingest.sources import load
+
+    names = StreamNames.from_settings(runtime.settings)
+    header = b"sku,location,on_hand,as_of,note\n"
+    row = b"B,DC1,1234,2026-11-20T02:00:00Z," + b"n" * 200 + b",extra\n"
+    dlq = DeadLetters(runtime.redis, names, max_payload=len(header) + 20)
+    report = await load("erp-csv", io.BytesIO(header + b"A,DC1,5,2026-11-20T02:00:00Z,ok\n" + row), EventPublisher(runtime), dlq)
+    assert (report.events, report.rejected, report.dead_lettered) == (1, 1, 1)
+    [letter] = await dlq.list()
+    assert letter.truncated and letter.payload_bytes == len(header) + len(row)
+    assert len(letter.payload) == len(header) + 20
+    with pytest.raises(ReplayRefused, match="truncated"):
+        await replay(runtime, dlq, EventPublisher(runtime), letter.id, force=True)
+    replayed, kept = await replay_all(runtime, dlq, EventPublisher(runtime), force=True)
+    assert (replayed, [why for _, why in kept]) == (0, [kept[0][1]]) and "truncated" in kept[0][1]
+    fixed = header + b"B,DC1,1234,2026-11-20T02:00:00Z,n\n"
+    assert await replay(runtime, dlq, EventPublisher(runtime), letter.id, payload=fixed) == 1
+    assert await dlq.count() == 0
+
+
 async def test_drop_folder_publishes_good_files_and_rejects_bad_ones(runtime, tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()
