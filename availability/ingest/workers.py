@@ -21,6 +21,7 @@ import asyncio
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -139,14 +140,24 @@ class UploadWorkers:
                 initializer=_init,
                 initargs=(self.runtime.settings.model_dump(), self.runtime.redis_url),
             )
-            self.runtime.closers.append(self.close)
+            if self.close not in self.runtime.closers:
+                self.runtime.closers.append(self.close)
         return self._pool
 
     async def load(self, fmt: str, path: str, **kwargs: Any):
         """`sources.load` over the file at `path`, in a worker process. Raises what load
         raises (`InvalidEvent` as `WorkerRefusal`, `RedisError`)."""
         loop = asyncio.get_running_loop()
-        outcome: _Outcome = await loop.run_in_executor(self._executor(), _load_file, fmt, path, kwargs)
+        pool = self._executor()
+        try:
+            outcome: _Outcome = await loop.run_in_executor(pool, _load_file, fmt, path, kwargs)
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory). What it published before is on the
+            # stream (a retry is deduplicated by event id); the next upload gets a new pool.
+            log.error("upload worker process died while loading a %s upload", fmt)
+            if self._pool is pool:
+                self._pool = None
+            raise WorkerRefusal(503, "unavailable", "the upload worker process died; retry the upload", {}) from None
         for index, labels, delta in outcome.counted:
             counter = _COUNTERS[index]
             (counter.labels(**labels) if labels else counter).inc(delta)

@@ -346,7 +346,7 @@ async def test_a_file_of_only_bad_rows_is_refused_whole_and_writes_nothing(make_
 
 async def test_an_oversized_row_is_stored_truncated_with_its_size(make_intake):
     truncated = metric("availability_ingest_dead_letters_truncated_total")
-    async with make_intake(dlq_max_payload_bytes=1024, ingest_max_body_bytes=8 * 1024 * 1024) as intake:
+    async with make_intake(dlq_max_payload_bytes=1024, ingest_max_body_bytes=8 * 1024 * 1024, ingest_worker_bytes=0) as intake:
         junk = b'{"sku": "' + b"J" * 3_000_000 + b'"}\n'
         response = await intake.post("/v1/ingest/erp/snapshot?format=jsonl", content=GOOD_ROW + junk)
         assert response.status_code == 202, response.text
@@ -439,3 +439,28 @@ def intake_workers(client):
 
 def _without_paths(body: dict) -> dict:
     return {k: v for k, v in body.items() if k != "instance"}
+
+
+@pytest.mark.slow
+async def test_an_upload_whose_worker_process_is_killed_is_503_and_the_next_one_works(make_intake):
+    """(slow: two worker processes spawn, ~10 s on a loaded machine)"""
+    import asyncio
+    import os
+    import signal
+
+    async with make_intake(ingest_worker_bytes=1, ingest_max_body_bytes=64 * 1024 * 1024) as intake:
+        workers = intake_workers(intake)
+        # A first upload starts the pool; then a big one, killed while it parses.
+        assert (await intake.post("/v1/ingest/pos", json=SALE)).status_code == 202
+        body = b"[" + b",".join([json.dumps(SALE).encode()] * 300_000) + b"]"  # ~2 s of parsing
+        upload = asyncio.create_task(intake.post("/v1/ingest/pos", content=body))
+        await asyncio.sleep(0.5)
+        [pid] = list(workers._pool._processes)
+        os.kill(pid, signal.SIGKILL)
+        response = await upload
+        problem = assert_problem(response, 503)
+        assert "worker" in problem["detail"]
+        # A new worker takes the next upload.
+        again = await intake.post("/v1/ingest/pos", json={**SALE, "transaction_id": "after-kill"})
+        assert again.status_code == 202 and again.json()["events"] == 1
+        assert pid not in workers._pool._processes
