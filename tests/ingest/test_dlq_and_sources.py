@@ -160,3 +160,20 @@ async def test_canonical_events_file_format(runtime):
     lines = b"\n".join([encode_event(event("receipt", sku="F1", quantity=2)), b'{"oops": 1}', b""])
     report = await load("events", io.BytesIO(lines), EventPublisher(runtime), DeadLetters(runtime.redis, StreamNames.from_settings(runtime.settings)))
     assert (report.events, report.rejected) == (1, 1)
+
+
+async def test_a_deeply_nested_entry_on_a_partition_is_dead_lettered_not_a_crash(runtime):
+    # Producers other than ours (a NATS/Kafka publisher, a script writing to the stream) are
+    # not depth-checked by the API: the consumer's decoder must refuse it by itself.
+    names = StreamNames.from_settings(runtime.settings)
+    good = event("receipt", sku="SKU-N", quantity=3, event_id="deep-1")
+    payload = msgspec.json.encode(msgspec.to_builtins(good))[:-1] + b', "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    publisher = EventPublisher(runtime)
+    await publisher.start()
+    await publisher.publish_raw([(partition_of("SKU-N", names.partitions), payload)])
+    await publisher.publish([event("receipt", sku="SKU-N", quantity=2, event_id="after-deep")])
+    async with StreamConsumer(runtime):
+        await wait_drained(runtime.redis, names)
+    [letter] = await DeadLetters(runtime.redis, names).list()
+    assert "5001 levels deep; at most 64" in letter.detail and letter.payload == payload
+    assert (await runtime.ledger.stock("SKU-N"))["DC1"].on_hand == 2
