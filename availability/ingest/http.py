@@ -135,6 +135,7 @@ async def map_shopify_payload(runtime: Runtime, topic: str, body: bytes, webhook
     """Map a webhook body to canonical events (also used by DLQ replay). Raises `InvalidEvent`."""
     from adapters.shopify.webhooks import InventoryLevelUpdate, map_webhook
 
+    check_depth(body, runtime.settings.max_json_depth, what="the webhook body")  # an edited replay payload
     location_map, default_location = await _shopify_locations(runtime).get()
     mapped = map_webhook(topic, body, location_map, default_location=default_location, webhook=webhook)
     if isinstance(mapped, InventoryLevelUpdate):
