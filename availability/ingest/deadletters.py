@@ -18,9 +18,10 @@ One stream, `{prefix}:dlq`. Each entry holds:
                        then holds the first cap bytes and cannot be replayed as it is
 
 Bounded: the stream is capped (XADD MAXLEN ~ Settings.dlq_stream_maxlen, oldest trimmed
-first; every trimmed letter is counted in `availability_ingest_dead_letters_not_kept_total
-{cause="stream_maxlen"}`), and uploads keep at most Settings.dlq_max_per_request letters
-each (availability/ingest/sources.py `load`).
+first; every letter a `DeadLetters.add` trims is counted in
+`availability_ingest_dead_letters_not_kept_total{cause="stream_maxlen"}`; trims by
+`queue_dead_letters` in a caller's own pipeline, the consumer's, are not counted), and
+uploads keep at most Settings.dlq_max_per_request letters each (sources.py `load`).
 
 See docs/runbooks/dead-letters.md.
 """

@@ -19,8 +19,9 @@ counted in `not_kept`). Input refused as a whole (not one row readable, JSON nes
 Settings.max_json_depth, a bad header or envelope) gets a 4xx `application/problem+json`
 naming the problem; never a 500. Bodies of Settings.ingest_worker_bytes or more are
 parsed and published by a worker process (workers.py), smaller ones in a worker thread:
-never on the event loop that serves lookups. CSV vs JSON Lines is chosen by `?format=csv|jsonl`, else by Content-Type
-(text/csv; application/x-ndjson, application/jsonl), else by sniffing the first byte.
+never on the event loop that serves lookups. CSV vs JSON Lines is chosen by
+`?format=csv|jsonl`, else by Content-Type (text/csv; application/x-ndjson,
+application/jsonl), else by sniffing the first byte.
 
 These routes carry no authentication of their own except the webhook's HMAC: the API
 app's guards (API keys with a write scope) apply when it mounts the router.
@@ -204,7 +205,8 @@ class HttpIntake:
     async def upload(
         self, request: Request, fmt: str, endpoint: str, *, options: dict | None = None, sniff: bool = False
     ) -> Response:
-        """Spool, parse (in a worker thread: see sources.load), publish, dead-letter, answer.
+        """Spool, parse (in a worker process from Settings.ingest_worker_bytes, else a worker
+        thread: workers.py, sources.load), publish, dead-letter, answer.
 
         `sniff`: `fmt` is an ERP prefix whose encoding is told by the first non-blank byte
         (`{` JSON Lines, else CSV). A body of which not one row or document can be read is
