@@ -96,6 +96,20 @@ class Settings(BaseSettings):
     events_mode: Literal["auto", "stream", "direct"] = "auto"
     #: largest request body accepted (413 beyond)
     max_body_bytes: int = 1024 * 1024
+    #: hostile input (docs/api.md "Limits"): JSON nested deeper than this is refused (400
+    #: nesting-too-deep) before any decoder sees it, on every route and upload
+    max_json_depth: int = 64
+    #: dead letters (docs/runbooks/dead-letters.md): kept per upload request (the rest are
+    #: counted and reported in the answer as `not_kept`), the stream's approximate length cap
+    #: (XADD MAXLEN ~; oldest trimmed first, counted), and the payload bytes kept per letter
+    #: (longer payloads are stored truncated with their original size)
+    dlq_max_per_request: int = 1000
+    dlq_stream_maxlen: int = 100_000
+    dlq_max_payload_bytes: int = 64 * 1024
+    #: uploads at least this large are parsed and published by a worker process (the API's
+    #: event loop keeps serving lookups); smaller ones in a worker thread. 0 = never a process
+    ingest_worker_bytes: int = 1024 * 1024
+    ingest_workers: int = 1
     #: SKUs per POST /v1/availability/batch and events per POST /v1/events (422 beyond)
     batch_max_skus: int = 500
     events_max: int = 1000

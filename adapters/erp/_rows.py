@@ -19,6 +19,7 @@ import msgspec
 
 from availability.domain.errors import InvalidEvent
 from availability.domain.events import MAX_QUANTITY
+from availability.domain.jsonlimits import check_depth
 
 
 class RowError(msgspec.Struct, frozen=True):
@@ -134,6 +135,21 @@ def jsonl_lines(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str | bytes
     for line_no, line in enumerate(lines, start=1):
         if line.strip():
             yield line_no, line
+
+
+def decode_json_row(decoder: msgspec.json.Decoder, line: str | bytes, what: str = "row") -> object:
+    """Decode one JSON Lines row with `decoder`; every failure is a `RowProblem` naming it.
+    The row's nesting is checked first: a decoder recurses once per level, so a row of a few
+    thousand `[` would otherwise end in a RecursionError instead of a dead letter."""
+    try:
+        check_depth(line, what=what)
+        return decoder.decode(line)
+    except InvalidEvent as exc:
+        raise RowProblem(exc.detail) from None
+    except msgspec.ValidationError as exc:
+        raise RowProblem(f"invalid {what}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise RowProblem(f"not JSON: {exc}") from None
 
 
 def raw_text(line: str | bytes) -> str:

@@ -52,6 +52,7 @@ from adapters.erp._rows import (
     ErpFileError,
     RowError,
     RowProblem,
+    decode_json_row,
     jsonl_lines,
     map_location,
     parse_count,
@@ -153,12 +154,7 @@ def iter_snapshot_jsonl(
     """Stream a snapshot JSON Lines file (text or binary file object, or lines)."""
     for line_no, line in jsonl_lines(lines):
         try:
-            try:
-                row = _json_row.decode(line)
-            except msgspec.ValidationError as exc:
-                raise RowProblem(f"invalid row: {exc}") from None
-            except msgspec.DecodeError as exc:
-                raise RowProblem(f"not JSON: {exc}") from None
+            row: _JsonRow = decode_json_row(_json_row, line)  # type: ignore[assignment]
             if row.on_hand is not None and row.quantity is not None:
                 raise RowProblem("give on_hand or quantity, not both")
             on_hand = row.on_hand if row.on_hand is not None else row.quantity

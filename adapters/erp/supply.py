@@ -70,6 +70,7 @@ from adapters.erp._rows import (
     ErpFileError,
     RowError,
     RowProblem,
+    decode_json_row,
     jsonl_lines,
     map_location,
     optional_time,
@@ -341,12 +342,7 @@ _transfer_decoder = msgspec.json.Decoder(_Transfer)
 
 
 def _decode_document(decoder: msgspec.json.Decoder, line: str | bytes) -> object:
-    try:
-        return decoder.decode(line)
-    except msgspec.ValidationError as exc:
-        raise RowProblem(f"invalid document: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise RowProblem(f"not JSON: {exc}") from None
+    return decode_json_row(decoder, line, "document")
 
 
 def iter_purchase_orders_jsonl(

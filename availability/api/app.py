@@ -24,6 +24,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from availability.api import events, lookups, master, ops, reservations, rules
 from availability.api.context import ApiContext
+from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
 from availability.api.openapi import refine_openapi
 from availability.api.problems import EXCEPTION_HANDLERS
@@ -91,6 +92,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
             security=[{"bearer": []}, {"apiKey": []}],
         ),
         request_max_body_size=settings.max_body_bytes,
+        request_class=guarded_request(settings.max_json_depth),
         logging_config=None,
         debug=False,
     )

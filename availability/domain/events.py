@@ -18,6 +18,7 @@ from typing import Literal
 import msgspec
 
 from availability.domain.errors import InvalidEvent
+from availability.domain.jsonlimits import check_depth
 
 EventType = Literal[
     # POS (store tills; may arrive late when a till was offline)
@@ -147,6 +148,9 @@ _encoder = msgspec.json.Encoder()
 
 def decode_event(raw: bytes | str) -> StockEvent:
     """Parse and validate one wire event. Raises `InvalidEvent` with the reason."""
+    # Stream entries can come from producers that never passed the API's check; a decoder
+    # recurses per level (even skipping an unknown field), so refuse deep nesting first.
+    check_depth(raw, what="the event")
     try:
         event = _event_decoder.decode(raw)
     except msgspec.ValidationError as exc:

@@ -13,12 +13,22 @@ One stream, `{prefix}:dlq`. Each entry holds:
               file line number)
     at        when it was dead-lettered (epoch ms)
     source, event_id   when the payload was readable enough to tell
+    payload_bytes      only on a letter whose payload was longer than the per-letter cap
+                       (Settings.dlq_max_payload_bytes): its original size; `payload`
+                       then holds the first cap bytes and cannot be replayed as it is
+
+Bounded: the stream is capped (XADD MAXLEN ~ Settings.dlq_stream_maxlen, oldest trimmed
+first; every letter a `DeadLetters.add` trims is counted in
+`availability_ingest_dead_letters_not_kept_total{cause="stream_maxlen"}`; trims by
+`queue_dead_letters` in a caller's own pipeline, the consumer's, are not counted), and
+uploads keep at most Settings.dlq_max_per_request letters each (sources.py `load`).
 
 See docs/runbooks/dead-letters.md.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -29,6 +39,13 @@ from redis.asyncio import Redis
 from availability.domain.errors import InvalidEvent
 from availability.ingest import metrics
 from availability.ingest.streams import StreamNames
+
+log = logging.getLogger(__name__)
+
+#: defaults of Settings.dlq_stream_maxlen and Settings.dlq_max_payload_bytes, for writers
+#: that are not given the settings
+STREAM_MAXLEN = 100_000
+MAX_PAYLOAD_BYTES = 64 * 1024
 
 REASONS = (
     "unparseable",
@@ -52,20 +69,31 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     event_id: str | None = None
     #: the id of this entry in the dead-letter stream (set when read back)
     id: str | None = None
+    #: the payload's original size when it was stored truncated (None: stored whole)
+    payload_bytes: int | None = None
 
-    def fields(self) -> dict[str, Any]:
+    @property
+    def truncated(self) -> bool:
+        return self.payload_bytes is not None
+
+    def fields(self, max_payload: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+        payload = self.payload
         out: dict[str, Any] = {
             "reason": self.reason,
             "detail": self.detail[:2000],
-            "payload": self.payload,
+            "payload": payload,
             "stream": self.stream,
-            "entry_id": self.entry_id,
+            "entry_id": self.entry_id[:500],
             "at": self.at or int(time.time() * 1000),
         }
+        if len(payload) > max_payload:
+            out["payload"] = payload[:max_payload]
+            out["payload_bytes"] = len(payload)
+            metrics.DEAD_LETTERS_TRUNCATED.inc()
         if self.source:
-            out["source"] = self.source
+            out["source"] = self.source[:200]
         if self.event_id:
-            out["event_id"] = self.event_id
+            out["event_id"] = self.event_id[:200]
         return out
 
     def payload_text(self) -> str:
@@ -82,10 +110,18 @@ def reason_of(exc: InvalidEvent) -> str:
     return "invalid"
 
 
-def queue_dead_letters(pipe, names: StreamNames, letters: Iterable[DeadLetter]) -> int:
+def queue_dead_letters(
+    pipe,
+    names: StreamNames,
+    letters: Iterable[DeadLetter],
+    *,
+    maxlen: int = STREAM_MAXLEN,
+    max_payload: int = MAX_PAYLOAD_BYTES,
+) -> int:
+    """Queue the XADDs of `letters` on `pipe` (capped stream, payloads truncated to `max_payload`)."""
     count = 0
     for letter in letters:
-        pipe.xadd(names.dlq, letter.fields())
+        pipe.xadd(names.dlq, letter.fields(max_payload), maxlen=maxlen, approximate=True)
         metrics.DEAD_LETTERS.labels(letter.reason).inc()
         count += 1
     return count
@@ -107,19 +143,56 @@ def _from_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter
         at=int(get(b"at", b"0") or 0),
         source=_s(get(b"source")) if get(b"source") else None,
         event_id=_s(get(b"event_id")) if get(b"event_id") else None,
+        payload_bytes=int(get(b"payload_bytes")) if get(b"payload_bytes") else None,
     )
 
 
 class DeadLetters:
-    def __init__(self, redis: Redis, names: StreamNames) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        names: StreamNames,
+        *,
+        maxlen: int = STREAM_MAXLEN,
+        max_payload: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
         self.redis = redis
         self.names = names
+        self.maxlen = maxlen
+        self.max_payload = max_payload
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings) -> DeadLetters:
+        return cls(
+            redis,
+            StreamNames.from_settings(settings),
+            maxlen=settings.dlq_stream_maxlen,
+            max_payload=settings.dlq_max_payload_bytes,
+        )
 
     async def add(self, letters: Iterable[DeadLetter]) -> int:
-        pipe = self.redis.pipeline(transaction=False)
-        count = queue_dead_letters(pipe, self.names, letters)
-        if count:
-            await pipe.execute()
+        """Write `letters`; letters the stream cap trims to make room are counted (metric, log).
+
+        One MULTI/EXEC with the stream's length before and after, so the count of trimmed
+        letters is exact even beside other writers.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xlen(self.names.dlq)
+        count = queue_dead_letters(pipe, self.names, letters, maxlen=self.maxlen, max_payload=self.max_payload)
+        if not count:
+            return 0
+        pipe.xlen(self.names.dlq)
+        replies = await pipe.execute()
+        trimmed = replies[0] + count - replies[-1]
+        if trimmed > 0:
+            metrics.DEAD_LETTERS_NOT_KEPT.labels("stream_maxlen").inc(trimmed)
+            metrics.DEAD_LETTER_CAP_HITS.labels("stream").inc()
+            log.warning(
+                "dead-letter stream %s is at its cap (~%d): %d oldest letters trimmed to make room",
+                self.names.dlq,
+                self.maxlen,
+                trimmed,
+            )
         return count
 
     async def count(self) -> int:

@@ -11,12 +11,17 @@ canonical events on the stream. Mount with `app = Litestar([..., intake_router(r
     POST /v1/ingest/pos                 till transactions: a JSON object, array or JSON Lines
     POST /v1/ingest/oms                 OMS order messages: a JSON object, array or JSON Lines
 
-Answers: 202 `{"format", "events", "rejected", "rejects": [{"where", "reason"}]}` once
-the events are on the stream (applied moments later by the consumer); rejected rows or
-documents of an otherwise good upload are dead-lettered (`availability dlq list`).
-Input refused as a whole gets a 4xx `application/problem+json` naming the problem;
-never a 500. CSV vs JSON Lines is chosen by `?format=csv|jsonl`, else by Content-Type
-(text/csv; application/x-ndjson, application/jsonl), else by sniffing the first byte.
+Answers: 202 `{"format", "events", "rejected", "dead_lettered", "not_kept", "rejects":
+[{"where", "reason"}]}` once the events are on the stream (applied moments later by the
+consumer); rejected rows or documents of an otherwise good upload are dead-lettered
+(`availability dlq list`), at most Settings.dlq_max_per_request per upload (the rest are
+counted in `not_kept`). Input refused as a whole (not one row readable, JSON nested beyond
+Settings.max_json_depth, a bad header or envelope) gets a 4xx `application/problem+json`
+naming the problem; never a 500. Bodies of Settings.ingest_worker_bytes or more are
+parsed and published by a worker process (workers.py), smaller ones in a worker thread:
+never on the event loop that serves lookups. CSV vs JSON Lines is chosen by
+`?format=csv|jsonl`, else by Content-Type (text/csv; application/x-ndjson,
+application/jsonl), else by sniffing the first byte.
 
 These routes carry no authentication of their own except the webhook's HMAC: the API
 app's guards (API keys with a write scope) apply when it mounts the router.
@@ -24,7 +29,11 @@ app's guards (API keys with a write scope) apply when it mounts the router.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import shutil
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any
@@ -34,18 +43,14 @@ from litestar import Request, Response, Router, post
 from redis.exceptions import RedisError
 
 from availability.domain.errors import AvailabilityError, InvalidEvent
+from availability.domain.jsonlimits import check_depth
 from availability.domain.events import StockEvent
 from availability.ingest import metrics
 from availability.ingest.deadletters import DeadLetter, DeadLetters
 from availability.ingest.publisher import EventPublisher
-from availability.ingest.sources import (
-    INTAKE_PREFIX,
-    LoadReport,
-    Rejected,
-    iter_items,
-    load,
-)
+from availability.ingest.sources import INTAKE_PREFIX, load
 from availability.ingest.streams import StreamNames
+from availability.ingest.workers import UploadWorkers
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
@@ -131,6 +136,7 @@ async def map_shopify_payload(runtime: Runtime, topic: str, body: bytes, webhook
     """Map a webhook body to canonical events (also used by DLQ replay). Raises `InvalidEvent`."""
     from adapters.shopify.webhooks import InventoryLevelUpdate, map_webhook
 
+    check_depth(body, runtime.settings.max_json_depth, what="the webhook body")  # an edited replay payload
     location_map, default_location = await _shopify_locations(runtime).get()
     mapped = map_webhook(topic, body, location_map, default_location=default_location, webhook=webhook)
     if isinstance(mapped, InventoryLevelUpdate):
@@ -148,8 +154,13 @@ class HttpIntake:
         self.redis = runtime.redis
         self.names = StreamNames.from_settings(runtime.settings)
         self.publisher = EventPublisher(runtime)
-        self.dead_letters = DeadLetters(runtime.redis, self.names)
+        self.dead_letters = DeadLetters.from_settings(runtime.redis, runtime.settings)
         self.max_bytes = runtime.settings.ingest_max_body_bytes
+        self.max_depth = runtime.settings.max_json_depth
+        #: large uploads load in a worker process (Redis Streams broker only)
+        self.workers = (
+            UploadWorkers(runtime) if runtime.settings.broker == "redis" and runtime.settings.ingest_worker_bytes else None
+        )
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         limit = limit or self.max_bytes
@@ -163,7 +174,12 @@ class HttpIntake:
             if size > limit:
                 raise IntakeProblem(413, "body-too-large", f"body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        try:
+            check_depth(body, self.max_depth, what="the body")
+        except InvalidEvent as exc:
+            raise IntakeProblem(exc.status, exc.slug, exc.detail, **exc.extra) from None
+        return body
 
     async def spool_body(self, request: Request) -> tempfile.SpooledTemporaryFile:
         """Stream the body to a spooled temporary file (memory, then disk), bounded in size."""
@@ -186,26 +202,44 @@ class HttpIntake:
 
     # --- uploads -----------------------------------------------------------------------------
 
-    async def upload(self, request: Request, fmt: str, endpoint: str, *, options: dict | None = None) -> Response:
+    async def upload(
+        self, request: Request, fmt: str, endpoint: str, *, options: dict | None = None, sniff: bool = False
+    ) -> Response:
+        """Spool, parse (in a worker process from Settings.ingest_worker_bytes, else a worker
+        thread: workers.py, sources.load), publish, dead-letter, answer.
+
+        `sniff`: `fmt` is an ERP prefix whose encoding is told by the first non-blank byte
+        (`{` JSON Lines, else CSV). A body of which not one row or document can be read is
+        refused whole (422), nothing dead-lettered: it is not the format at all.
+        """
         try:
             spool = await self.spool_body(request)
             with spool:
-                head = spool.read(1)
+                head = spool.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
                 if not head:
-                    raise IntakeProblem(400, "empty-body", "the request body is empty")
+                    raise IntakeProblem(400, "empty-body", "the request body is empty (or only blank)")
                 spool.seek(0)
-                if fmt in ("pos", "oms"):
-                    report = await self._documents(fmt, spool, endpoint, options)
+                if sniff:
+                    fmt = f"{fmt}-jsonl" if head == b"{" else f"{fmt}-csv"
+                size = spool.seek(0, 2)
+                spool.seek(0)
+                kwargs = dict(
+                    label=f"http:{endpoint}",
+                    options=options,
+                    max_dead_letters=self.settings.dlq_max_per_request,
+                    refuse_if_nothing_readable=True,
+                    max_depth=self.max_depth,
+                )
+                if self.workers is not None and size >= self.settings.ingest_worker_bytes:
+                    report = await self._in_worker(fmt, spool, kwargs)
                 else:
-                    report = await load(
-                        fmt, spool, self.publisher, self.dead_letters, label=f"http:{endpoint}", options=options
-                    )
+                    report = await load(fmt, spool, self.publisher, self.dead_letters, **kwargs)
         except IntakeProblem as exc:
             metrics.INTAKE_REQUESTS.labels(endpoint, "refused").inc()
             return problem(exc.status, exc.slug, exc.detail, request.url.path, **exc.extra)
         except InvalidEvent as exc:
             metrics.INTAKE_REQUESTS.labels(endpoint, "refused").inc()
-            return problem(422, exc.slug, exc.detail, request.url.path, format=fmt, **_jsonable(exc.extra))
+            return problem(exc.status, exc.slug, exc.detail, request.url.path, format=fmt, **_jsonable(exc.extra))
         except RedisError as exc:
             metrics.INTAKE_REQUESTS.labels(endpoint, "unavailable").inc()
             log.warning("intake %s: stream unavailable: %s", endpoint, exc)
@@ -213,37 +247,16 @@ class HttpIntake:
         metrics.INTAKE_REQUESTS.labels(endpoint, "accepted").inc()
         return _accepted(report.as_dict())
 
-    async def _documents(self, fmt: str, spool: Any, endpoint: str, options: dict | None):
-        """POS / OMS: a body whose every document is refused is the client's to fix (422);
-        rejected documents beside good ones are dead-lettered."""
-        items = list(iter_items(fmt, spool, options))
-        rejects = [item for item in items if isinstance(item, Rejected)]
-        if rejects and len(rejects) == len(items):
-            raise IntakeProblem(
-                422,
-                "invalid-event",
-                rejects[0].reason if len(rejects) == 1 else f"all {len(rejects)} documents were refused",
-                rejects=[{"where": r.where, "reason": r.reason} for r in rejects[:20]],
-            )
-        report = LoadReport(fmt)
-        events = [item for item in items if isinstance(item, StockEvent)]
-        if events:
-            await self.publisher.publish(events)
-            report.events = len(events)
-        if rejects:
-            await self.dead_letters.add(
-                DeadLetter(
-                    reason=r.kind,
-                    detail=r.reason,
-                    payload=r.payload,
-                    stream=f"{INTAKE_PREFIX}{fmt}",
-                    entry_id=f"http:{endpoint}:{r.where}",
-                )
-                for r in rejects
-            )
-            report.rejected = len(rejects)
-            report.rejects = [(r.where, r.reason) for r in rejects[:20]]
-        return report
+    async def _in_worker(self, fmt: str, spool: Any, kwargs: dict[str, Any]):
+        """Load a large upload in a worker process (availability/ingest/workers.py): the
+        spooled body goes to a named file it can open, removed afterwards."""
+        assert self.workers is not None
+        path = await asyncio.to_thread(_to_named_file, spool)
+        try:
+            return await self.workers.load(fmt, path, **kwargs)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def tabular_format(self, request: Request, kind: str) -> str:
         """erp-csv / erp-jsonl (or erp-po-*, erp-transfers-*) from ?format=, Content-Type or sniffing."""
@@ -265,27 +278,9 @@ class HttpIntake:
         try:
             fmt = self.tabular_format(request, kind)
         except IntakeProblem as exc:
+            metrics.INTAKE_REQUESTS.labels(f"erp-{kind}", "refused").inc()
             return problem(exc.status, exc.slug, exc.detail, request.url.path)
-        if fmt.endswith(("-csv", "-jsonl")):
-            return await self.upload(request, fmt, f"erp-{kind}")
-        # No declared format: sniff the first non-blank byte ('{' is JSON Lines).
-        try:
-            spool = await self.spool_body(request)
-        except IntakeProblem as exc:
-            return problem(exc.status, exc.slug, exc.detail, request.url.path)
-        with spool:
-            first = spool.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-            spool.seek(0)
-            if not first:
-                return problem(400, "empty-body", "the request body is empty", request.url.path)
-            fmt = f"{fmt}-jsonl" if first == b"{" else f"{fmt}-csv"
-            try:
-                report = await load(fmt, spool, self.publisher, self.dead_letters, label=f"http:erp-{kind}")
-            except InvalidEvent as exc:
-                return problem(422, exc.slug, exc.detail, request.url.path, format=fmt)
-            except RedisError:
-                return problem(503, "unavailable", "the event stream is unavailable; retry later", request.url.path)
-        return _accepted(report.as_dict())
+        return await self.upload(request, fmt, f"erp-{kind}", sniff=not fmt.endswith(("-csv", "-jsonl")))
 
     # --- Shopify webhooks --------------------------------------------------------------------
 
@@ -377,6 +372,13 @@ class HttpIntake:
         return _accepted(
             {"status": "accepted", "events": len(mapped), "skipped_without_sku": mapped.skipped_without_sku}, 200
         )
+
+
+def _to_named_file(spool: Any) -> str:
+    spool.seek(0)
+    with tempfile.NamedTemporaryFile(prefix="availability-upload-", delete=False) as named:
+        shutil.copyfileobj(spool, named, 1024 * 1024)
+    return named.name
 
 
 def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,21 @@ DEAD_LETTERS = Counter(
     "Entries sent to the dead-letter stream, by reason kind",
     ["reason"],
 )
+DEAD_LETTERS_NOT_KEPT = Counter(
+    "availability_ingest_dead_letters_not_kept_total",
+    "Dead letters not kept: beyond an upload's per-request cap (request_cap; reported to the sender as "
+    "not_kept) or trimmed, oldest first, by the stream's length cap (stream_maxlen)",
+    ["cause"],
+)
+DEAD_LETTERS_TRUNCATED = Counter(
+    "availability_ingest_dead_letters_truncated_total",
+    "Dead letters stored with their payload truncated to the per-letter cap (original size recorded)",
+)
+DEAD_LETTER_CAP_HITS = Counter(
+    "availability_ingest_dead_letter_cap_hits_total",
+    "Times a dead-letter cap was hit: an upload over its per-request cap (request), a write that trimmed the stream (stream)",
+    ["cap"],
+)
 UNKNOWN_LOCATIONS = Counter(
     "availability_ingest_unknown_location_events_total",
     "Events for a location that master data does not list (still applied; not offered on any configured channel)",

@@ -91,7 +91,7 @@ _peek = msgspec.json.Decoder(_Peek)
 def _peek_ids(payload: bytes) -> tuple[str | None, str | None]:
     try:
         peek = _peek.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # only a hint: deep junk has none
         return None, None
     return (peek.event_id if isinstance(peek.event_id, str) else None), (
         peek.source if isinstance(peek.source, str) else None

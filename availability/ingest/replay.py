@@ -64,6 +64,13 @@ async def replay_letter(
     force: bool = False,
 ) -> int:
     """Re-publish one dead letter; returns the number of events published."""
+    if payload is None and letter.truncated:
+        # The stored payload is only its first bytes: parsing them could even succeed (a CSV
+        # row cut inside its last field) and apply something the source never said.
+        raise ReplayRefused(
+            f"dead letter {letter.id} was stored truncated ({len(letter.payload)} of {letter.payload_bytes} bytes): "
+            "replay it with the full or an edited payload (--payload-file)"
+        )
     body = letter.payload if payload is None else payload
     try:
         events = await events_of(runtime, letter, body)

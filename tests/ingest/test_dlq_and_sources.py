@@ -79,6 +79,30 @@ async def test_replay_all_of_intake_rows_reparses_them(runtime):
     assert (stock["A"]["DC1"].on_hand, stock["B"]["DC1"].on_hand) == (5, 7)
 
 
+async def test_a_truncated_dead_letter_is_never_replayed_as_it_is(runtime):
+    # Only a prefix is stored; a prefix can even parse (a CSV row cut inside its last field).
+    import io
+
+    from availability.ingest.sources import load
+
+    names = StreamNames.from_settings(runtime.settings)
+    header = b"sku,location,on_hand,as_of,note\n"
+    row = b"B,DC1,1234,2026-11-20T02:00:00Z," + b"n" * 200 + b",extra\n"
+    dlq = DeadLetters(runtime.redis, names, max_payload=len(header) + 20)
+    report = await load("erp-csv", io.BytesIO(header + b"A,DC1,5,2026-11-20T02:00:00Z,ok\n" + row), EventPublisher(runtime), dlq)
+    assert (report.events, report.rejected, report.dead_lettered) == (1, 1, 1)
+    [letter] = await dlq.list()
+    assert letter.truncated and letter.payload_bytes == len(header) + len(row)
+    assert len(letter.payload) == len(header) + 20
+    with pytest.raises(ReplayRefused, match="truncated"):
+        await replay(runtime, dlq, EventPublisher(runtime), letter.id, force=True)
+    replayed, kept = await replay_all(runtime, dlq, EventPublisher(runtime), force=True)
+    assert (replayed, [why for _, why in kept]) == (0, [kept[0][1]]) and "truncated" in kept[0][1]
+    fixed = header + b"B,DC1,1234,2026-11-20T02:00:00Z,n\n"
+    assert await replay(runtime, dlq, EventPublisher(runtime), letter.id, payload=fixed) == 1
+    assert await dlq.count() == 0
+
+
 async def test_drop_folder_publishes_good_files_and_rejects_bad_ones(runtime, tmp_path):
     folder = tmp_path / "drop"
     folder.mkdir()
@@ -136,3 +160,20 @@ async def test_canonical_events_file_format(runtime):
     lines = b"\n".join([encode_event(event("receipt", sku="F1", quantity=2)), b'{"oops": 1}', b""])
     report = await load("events", io.BytesIO(lines), EventPublisher(runtime), DeadLetters(runtime.redis, StreamNames.from_settings(runtime.settings)))
     assert (report.events, report.rejected) == (1, 1)
+
+
+async def test_a_deeply_nested_entry_on_a_partition_is_dead_lettered_not_a_crash(runtime):
+    # Producers other than ours (a NATS/Kafka publisher, a script writing to the stream) are
+    # not depth-checked by the API: the consumer's decoder must refuse it by itself.
+    names = StreamNames.from_settings(runtime.settings)
+    good = event("receipt", sku="SKU-N", quantity=3, event_id="deep-1")
+    payload = msgspec.json.encode(msgspec.to_builtins(good))[:-1] + b', "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    publisher = EventPublisher(runtime)
+    await publisher.start()
+    await publisher.publish_raw([(partition_of("SKU-N", names.partitions), payload)])
+    await publisher.publish([event("receipt", sku="SKU-N", quantity=2, event_id="after-deep")])
+    async with StreamConsumer(runtime):
+        await wait_drained(runtime.redis, names)
+    [letter] = await DeadLetters(runtime.redis, names).list()
+    assert "5001 levels deep; at most 64" in letter.detail and letter.payload == payload
+    assert (await runtime.ledger.stock("SKU-N"))["DC1"].on_hand == 2
