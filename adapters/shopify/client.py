@@ -194,10 +194,14 @@ class SetResult(msgspec.Struct, frozen=True):
 
 
 class LevelsReadResult(msgspec.Struct, frozen=True):
+    #: ``available`` per (item GID, location GID)
     levels: dict[tuple[str, str], int]
     missing_items: list[str]
     calls: int
     points: float
+    #: ``committed`` per (item GID, location GID): units of unfulfilled orders, which
+    #: tells Shopify's own sales from other drops of ``available`` (flows/sales.py)
+    committed: dict[tuple[str, str], int] = {}
 
 
 class ShopifyLocation(msgspec.Struct, frozen=True):
@@ -425,7 +429,7 @@ _SET_MUTATION = """mutation AvailabilitySetQuantities($input: InventorySetQuanti
 }"""
 
 _LEVELS_SELECTION = """inventoryLevels(first: $first, after: $after) {
-        edges { cursor node { location { id } quantities(names: ["available"]) { name quantity } } }
+        edges { cursor node { location { id } quantities(names: ["available", "committed"]) { name quantity } } }
         pageInfo { hasNextPage endCursor }
       }"""
 
@@ -795,12 +799,18 @@ class ShopifyAdminClient:
                 raise ValueError(str(exc)) from None
         levels: dict[tuple[str, str], int] = {}
         missing: list[str] = []
-        counters = {"calls": 0, "points": 0.0}
+        counters: dict[str, Any] = {"calls": 0, "points": 0.0, "committed": {}}
         per_item = self._levels_cost(self.levels_page_size)
         batch = max(1, min(MAX_ENTRIES_PER_CALL, self.max_query_cost // per_item))
         for chunk in _chunks(ids, batch):
             await self._read_chunk(list(chunk), levels, missing, counters)
-        return LevelsReadResult(levels=levels, missing_items=missing, calls=counters["calls"], points=counters["points"])
+        return LevelsReadResult(
+            levels=levels,
+            missing_items=missing,
+            calls=counters["calls"],
+            points=counters["points"],
+            committed=counters["committed"],
+        )
 
     async def _read_chunk(
         self,
@@ -834,7 +844,7 @@ class ShopifyAdminClient:
                 missing.append(gid)
                 continue
             conn = node["inventoryLevels"]
-            self._collect_levels(gid, conn, levels)
+            self._collect_levels(gid, conn, levels, counters["committed"])
             page = conn.get("pageInfo") or {}
             after = page.get("endCursor")
             while page.get("hasNextPage") and after:
@@ -850,18 +860,24 @@ class ShopifyAdminClient:
                 if not isinstance(item, dict):
                     break  # deleted between the two reads
                 conn = item["inventoryLevels"]
-                self._collect_levels(gid, conn, levels)
+                self._collect_levels(gid, conn, levels, counters["committed"])
                 page = conn.get("pageInfo") or {}
                 after = page.get("endCursor")
 
     @staticmethod
-    def _collect_levels(gid: str, conn: dict[str, Any], out: dict[tuple[str, str], int]) -> None:
+    def _collect_levels(
+        gid: str, conn: dict[str, Any], out: dict[tuple[str, str], int], committed: dict[tuple[str, str], int]
+    ) -> None:
         for edge in conn.get("edges") or []:
             node = edge.get("node") or {}
             loc = (node.get("location") or {}).get("id")
+            if loc is None:
+                continue
             for q in node.get("quantities") or []:
-                if q.get("name") == "available" and loc is not None:
+                if q.get("name") == "available":
                     out[(gid, loc)] = int(q.get("quantity") or 0)
+                elif q.get("name") == "committed":
+                    committed[(gid, loc)] = int(q.get("quantity") or 0)
 
     # ---- catalogue lookups ---------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from adapters.shopify.gid import GidError, item_gid, location_gid
 from availability.flows import metrics as m
 from availability.flows.machinery import Backoff, GiveUp, _s, now_ms, retry_transient
 from availability.flows.mappings import LevelKey, level_value
+from availability.flows.sales import pushable
 
 if TYPE_CHECKING:
     from availability.flows.publisher import Publisher
@@ -185,12 +186,14 @@ class DriftRepairer:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, *, webhooks: bool = True, periodic: bool = True) -> None:
+    async def start(self, *, webhooks: bool = True, periodic: bool = True, sales: bool = True) -> None:
         self._stopping = False
         if webhooks:
             self._tasks.append(asyncio.create_task(self._webhook_loop(), name="shopify-drift-webhooks"))
         if periodic and self.interval_s > 0:
             self._tasks.append(asyncio.create_task(self._periodic_loop(), name="shopify-drift-periodic"))
+        if sales and self.publisher.sales_config.enabled:
+            self._tasks.append(asyncio.create_task(self._sales_loop(), name="shopify-sales-sweep"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -271,31 +274,102 @@ class DriftRepairer:
             levels.append((LevelKey(sku, u.item, u.location), u))
         if not levels:
             return 0
-        known = await publisher.state.known_many([k for k, _ in levels])
         stamp = now_ms()
-        news: list[tuple[LevelKey, LevelUpdate, int]] = []
-        for key, u in levels:
-            before = known.get(key)
-            # Shopify's clock, bounded by ours: the change happened before we got the webhook.
-            as_of = min(u.updated_ms or stamp, stamp)
-            if before is not None and (before.value == u.available or as_of < before.as_of_ms):
-                continue  # our own write coming back, or older than what we know
-            news.append((key, u, as_of))
+        # Shopify's clock, bounded by ours: the change happened before we got the webhook.
+        # A drop our pushes do not explain is held as Shopify's sales in flight, in the
+        # same transaction that records the value (flows/sales.py).
+        decided = await publisher.sales.observe(
+            (key, u.available, min(u.updated_ms or stamp, stamp), "webhook") for key, u in levels
+        )
+        await publisher.observed(decided, "webhook")
+        news = [(key, u) for key, u in levels if decided[key][1].kind not in ("older", "echo")]
         if not news:
-            return 0
-        stock = await publisher.ledger.stock_many(sorted({k.sku for k, _, _ in news}))
+            return 0  # our own writes coming back, or older than what we know
+        held = await publisher.sales.held([k for k, _ in news])  # before the stock: see Publisher._process
+        stock = await publisher.ledger.stock_many(sorted({k.sku for k, _ in news}))
         book = publisher.rules.book
-        await publisher.state.record_known((k, u.available, as_of, "webhook") for k, u, as_of in news)
         flagged: list[str] = []
-        for key, u, _as_of in news:
+        for key, u in news:
             ats, _threshold = level_value(book, key.sku, mappings.rows_of.get(key.location, ()), stock[key.sku])
-            if ats != u.available:
+            if pushable(ats, held.get(key, 0)) != u.available:
                 flagged.extend(mappings.pairs_of(key))
                 self.webhook_drift += 1
                 m.DRIFT_DETECTED.labels("webhook").inc()
         if flagged:
             await publisher.queue.flag_urgent(flagged)
         return len(flagged)
+
+    # --- Shopify's sales in flight past the window -------------------------------------------
+
+    async def _sales_loop(self) -> None:
+        every = max(0.05, min(5.0, self.publisher.sales_config.window_s / 4))
+        while not self._stopping:
+            try:
+                await asyncio.sleep(every)
+                await self.sweep_sales()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Shopify sales sweep failed; retrying")
+
+    async def sweep_sales(self, limit: int = 200) -> dict[str, int]:
+        """Settle holds older than the window with a read of `available` and `committed`
+        (flows/sales.py `judge`): what Shopify's committed cannot account for is an external
+        decrease, released (revert: ATS is pushed again) or booked in the ledger (adopt)."""
+        publisher = self.publisher
+        out = {"skus": 0, "kept": 0, "external": 0}
+        skus = await publisher.sales.due(limit)
+        if not skus:
+            return out
+        await publisher.refresh_mappings()
+        mappings = publisher.mappings
+        assert mappings is not None
+        skus = [s for s in skus if s in mappings.items]
+        if not skus:
+            return out
+        as_of = now_ms()
+        try:
+            result = await retry_transient(
+                lambda: publisher.client.read_levels_detailed([mappings.items[s] for s in skus]),
+                backoff=Backoff(max_attempts=4),
+                transient=(ShopifyTransientError,),
+            )
+        except GiveUp as exc:
+            log.warning("sales sweep: reading %d SKU(s) failed, next sweep retries: %s", len(skus), exc)
+            return out
+        m.CALLS.labels("read", "ok").inc(result.calls)
+        keys = [key for sku in skus for key in mappings.all_levels(sku)]
+        read = {k: result.levels[(k.item, k.location)] for k in keys if (k.item, k.location) in result.levels}
+        decided = await publisher.sales.observe((k, v, as_of, "read") for k, v in read.items())
+        await publisher.observed(decided, "sweep")
+        flagged: list[str] = []
+        adopt: list[tuple[LevelKey, int, Any]] = []
+        policy = publisher.sales_config.policy
+        for sku in skus:
+            levels = {k: result.committed.get((k.item, k.location)) for k in mappings.all_levels(sku)}
+            verdicts = await publisher.sales.resolve(sku, levels)
+            out["skus"] += 1
+            for key, verdict in verdicts.items():
+                out["kept"] += verdict.keep
+                if not verdict.external:
+                    continue
+                out["external"] += verdict.external
+                m.SALES_SETTLED.labels("external").inc(verdict.external)
+                m.EXTERNAL_EDITS.labels("decrease", policy).inc()
+                log.warning(
+                    "Shopify level %s @ %s: %d held unit(s) are no sale (committed %s after %.0f s): %s",
+                    key.sku, key.location, verdict.external, levels.get(key), publisher.sales_config.window_s,
+                    "booked in the ledger (adopt)" if policy == "adopt" else "ATS pushed back (revert)",
+                )
+                if policy == "adopt":
+                    adopt.append((key, verdict.external, decided.get(key, (None,))[0]))
+                flagged.extend(mappings.pairs_of(key))
+        if adopt:
+            await publisher.adopt(adopt, direction="decrease")
+        if flagged:
+            await publisher.queue.mark(flagged)
+            await publisher.queue.flag_urgent(flagged)
+        return out
 
     # --- periodic pass and resync ------------------------------------------------------------
 
@@ -362,32 +436,40 @@ class DriftRepairer:
             report.points += result.points
             m.CALLS.labels("read", "ok").inc(result.calls)
             in_flight = await publisher.leases.holders(chunk)
+            keys = [key for sku in chunk for key in mappings.all_levels(sku)]
+            read = {
+                key: result.levels[(key.item, key.location)]
+                for key in keys
+                if (key.item, key.location) in result.levels and key.sku not in in_flight
+            }
+            if not dry_run:
+                # Observations first (a drop we did not push is held as a sale in flight),
+                # then holds, then stock, as in a push round.
+                decided = await publisher.sales.observe((k, v, as_of, "drift") for k, v in read.items())
+                await publisher.observed(decided, source)
+            held = await publisher.sales.held(keys)
             stock = await publisher.ledger.stock_many(chunk)
             book = publisher.rules.book
-            record: list[tuple[LevelKey, int, int, str]] = []
             flagged: list[str] = []
-            for sku in chunk:
-                for key in mappings.all_levels(sku):
-                    report.levels += 1
-                    ats, _ = level_value(book, sku, mappings.rows_of[key.location], stock[sku])
-                    held = result.levels.get((key.item, key.location))
-                    if held is None:
-                        report.missing.append(Difference(sku, key.item, key.location, None, ats))
-                        continue
-                    if sku in in_flight:
-                        report.skipped_in_flight += 1  # a push is settling it right now
-                        continue
-                    if held == ats:
-                        report.equal += 1
-                        record.append((key, held, as_of, "read"))
-                        continue
-                    report.different.append(Difference(sku, key.item, key.location, held, ats))
-                    record.append((key, held, as_of, "drift"))
-                    flagged.extend(mappings.pairs_of(key))
-            if not dry_run:
-                await publisher.state.record_known(record)
-                if flagged:
-                    await publisher.queue.flag_urgent(flagged)
+            for key in keys:
+                sku = key.sku
+                report.levels += 1
+                ats, _ = level_value(book, sku, mappings.rows_of[key.location], stock[sku])
+                want = pushable(ats, held.get(key, 0))
+                value = result.levels.get((key.item, key.location))
+                if value is None:
+                    report.missing.append(Difference(sku, key.item, key.location, None, want))
+                    continue
+                if sku in in_flight:
+                    report.skipped_in_flight += 1  # a push is settling it right now
+                    continue
+                if value == want:
+                    report.equal += 1
+                    continue
+                report.different.append(Difference(sku, key.item, key.location, value, want))
+                flagged.extend(mappings.pairs_of(key))
+            if not dry_run and flagged:
+                await publisher.queue.flag_urgent(flagged)
         if not dry_run and report.different:
             m.DRIFT_DETECTED.labels(source).inc(len(report.different))
         report.seconds = time.monotonic() - started

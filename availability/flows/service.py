@@ -16,6 +16,7 @@ from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from availability.flows import metrics
 from availability.flows.drift import DriftRepairer
 from availability.flows.publisher import Publisher, PushConfig
+from availability.flows.sales import SalesConfig
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
@@ -61,6 +62,7 @@ def build_publisher(runtime: Runtime, client: ShopifyAdminClient | None = None, 
         mappings=runtime.store,
         client=client or build_client(runtime.settings),
         config=PushConfig.from_settings(runtime.settings),
+        sales=SalesConfig.from_settings(runtime.settings),
         **kwargs,
     )
 
