@@ -5,10 +5,14 @@ It works unchanged against real Shopify and against :mod:`adapters.shopify.simul
 What it does
 ------------
 * :meth:`ShopifyAdminClient.set_available` sends ``inventorySetQuantities`` (name
-  ``available``) with an ``@idempotent(key:)`` directive and compare-and-set per entry,
-  spelled for the configured API version: ``changeFromQuantity`` (number, or ``null`` to
-  skip the check) from 2026-01, ``compareQuantity`` + ``ignoreCompareQuantity`` before.
-  At most 250 entries per call (``ValueError`` above).
+  ``available``) with compare-and-set per entry, spelled for the configured API version
+  as Shopify defines them: ``changeFromQuantity`` (number, or ``null`` to skip the check)
+  from 2026-01, ``compareQuantity`` + ``ignoreCompareQuantity`` before; the
+  ``@idempotent(key:)`` directive from 2026-01 (the version that introduced it; it is
+  mandatory for inventory mutations from 2026-04). Before 2026-01 there is no directive:
+  the key still names the call in ``referenceDocumentUri``, and a retried call that was
+  applied is caught by compare-and-set instead (it comes back stale, the read-back shows
+  our own value). At most 250 entries per call (``ValueError`` above).
 * :meth:`ShopifyAdminClient.read_levels` reads ``available`` per (item, location) for many
   items: ``nodes(ids:)`` with each item's first page of ``inventoryLevels`` (batches sized
   so the requested cost stays under the 1,000-point cap), then ``inventoryItem(id:)`` for
@@ -94,6 +98,8 @@ MUTATION_COST = 10.0
 LEVEL_NODE_COST = 3
 STALE_CODES = frozenset({"CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"})
 _CHANGE_FROM_SINCE = (2026, 1)
+#: the @idempotent directive exists from this version (mandatory for inventory mutations from 2026-04)
+_IDEMPOTENT_SINCE = (2026, 1)
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
 _VERSION_RE = re.compile(r"^(?:\d{4}-\d{2}|unstable)$")
 
@@ -417,7 +423,7 @@ class ThrottleGovernor:
 # ----------------------------------------------------------------------------- queries
 
 _SET_MUTATION = """mutation AvailabilitySetQuantities($input: InventorySetQuantitiesInput!) {
-  inventorySetQuantities(input: $input) @idempotent(key: %s) {
+  inventorySetQuantities(input: $input)%s {
     inventoryAdjustmentGroup {
       id
       reason
@@ -553,6 +559,16 @@ class ShopifyAdminClient:
     def uses_change_from_quantity(self) -> bool:
         """True if this API version spells compare-and-set as ``changeFromQuantity``."""
         return _version_key(self.api_version) >= _CHANGE_FROM_SINCE
+
+    @property
+    def uses_idempotent_directive(self) -> bool:
+        """True if this API version has the ``@idempotent(key:)`` directive (2026-01 and later)."""
+        return _version_key(self.api_version) >= _IDEMPOTENT_SINCE
+
+    def set_mutation(self, idempotency_key: str) -> str:
+        """The inventorySetQuantities document for this API version and key."""
+        directive = f" @idempotent(key: {msgspec.json.encode(idempotency_key).decode()})"
+        return _SET_MUTATION % (directive if self.uses_idempotent_directive else "")
 
     @property
     def last_throttle_status(self) -> ThrottleStatus | None:
@@ -739,7 +755,7 @@ class ShopifyAdminClient:
         if reference_document_uri is None:
             reference_document_uri = f"gid://availability/Push/{idempotency_key}"
         inp = self.build_set_input(entries, name, reason, reference_document_uri)
-        query = _SET_MUTATION % msgspec.json.encode(idempotency_key).decode()
+        query = self.set_mutation(idempotency_key)
         resp = await self.execute(query, {"input": inp}, estimated_cost=MUTATION_COST)
         payload = resp.data.get("inventorySetQuantities")
         if not isinstance(payload, dict):

@@ -188,6 +188,10 @@ class PublisherStats:
 class _SendOutcome:
     resend: list[Target]
     stale: list[Target]
+    #: stale entries of a call retried after a lost answer: an earlier attempt may have been
+    #: applied (always so on API versions without @idempotent), so reading back exactly the
+    #: value we sent is our own write, not somebody's change
+    ours: dict[LevelKey, int] = field(default_factory=dict)
 
 
 def _ref_uri(key: str) -> str:
@@ -547,13 +551,15 @@ class Publisher:
                 return
             resend: list[Target] = []
             stale: list[Target] = []
+            ours: dict[LevelKey, int] = {}
             size = self.config.batch_size
             for i in range(0, len(todo), size):
                 outcome = await self._send(todo[i : i + size], known, owner)
                 resend.extend(outcome.resend)
                 stale.extend(outcome.stale)
+                ours.update(outcome.ours)
             if stale:
-                resend.extend(await self._resolve_stale(stale, known))
+                resend.extend(await self._resolve_stale(stale, known, ours))
             todo = resend
 
     async def _send(self, chunk: list[Target], known: dict[LevelKey, Known | None], owner: str) -> _SendOutcome:
@@ -593,7 +599,10 @@ class Publisher:
             await self.state.record_known((t.key, t.value, message.sent_ms, "push") for t in chunk)
             await self._confirmed(chunk, pushed=True, known_before=known)
             return _SendOutcome([], [])
-        return await self._rejected(chunk, result, message)
+        outcome = await self._rejected(chunk, result, message)
+        if message.attempts > 1:
+            outcome.ours = {t.key: t.value for t in outcome.stale}
+        return outcome
 
     def _payload(self, entries: list[SetQuantity], chunk: list[Target], key: str) -> dict[str, Any]:
         return {
@@ -692,13 +701,15 @@ class Publisher:
         resend = [t for i, t in enumerate(chunk) if i not in stale_idx and i not in dead]
         return _SendOutcome(resend, stale)
 
-    async def _resolve_stale(self, stale: list[Target], known: dict[LevelKey, Known | None]) -> list[Target]:
+    async def _resolve_stale(
+        self, stale: list[Target], known: dict[LevelKey, Known | None], ours: dict[LevelKey, int] | None = None
+    ) -> list[Target]:
         """Someone changed these levels since we last knew them. Read what Shopify holds now,
         recompute ATS from the ledger now (so what we send is computed after the change we
         just read) and return what still needs pushing, with the value read as the compare."""
         self.stats.stale += len(stale)
         m.STALE.inc(len(stale))
-        read = await self._read_levels([t.key for t in stale], "stale", stale)
+        read = await self._read_levels([t.key for t in stale], "stale", stale, ours=ours)
         if read is None:
             await self.state.forget_known(t.key for t in stale)
             await self._mark_again(stale)
@@ -732,10 +743,17 @@ class Publisher:
         return again
 
     async def _read_levels(
-        self, keys: Sequence[LevelKey], source: str, targets: Sequence[Target] | None = None
+        self,
+        keys: Sequence[LevelKey],
+        source: str,
+        targets: Sequence[Target] | None = None,
+        *,
+        ours: dict[LevelKey, int] | None = None,
     ) -> dict[LevelKey, Known] | None:
         """Read levels back from Shopify (paced, retried). Levels Shopify does not have are
-        dead-lettered. None when the reads kept failing."""
+        dead-lettered. None when the reads kept failing. What is read is an observation
+        (flows/sales.py: a drop we did not push is held), except a level reading exactly
+        the value in `ours`: an attempt of ours that may have been applied."""
         items = sorted({k.item for k in keys})
         as_of = now_ms()
 
@@ -786,7 +804,13 @@ class Publisher:
                     )
                 continue
             out[key] = Known(value, as_of, source)
-        decided = await self.sales.observe((k, v.value, v.as_of_ms, source) for k, v in out.items())
+        ours = ours or {}
+        mine = [(k, v.value, v.as_of_ms, "push") for k, v in out.items() if ours.get(k) == v.value]
+        if mine:
+            await self.state.record_known(mine)
+        decided = await self.sales.observe(
+            (k, v.value, v.as_of_ms, source) for k, v in out.items() if ours.get(k) != v.value
+        )
         await self.observed(decided, source)
         if dead:
             await self._dead_letter(dead, current_correlation_id.get() or "", 1)

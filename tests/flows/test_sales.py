@@ -258,3 +258,30 @@ async def test_adopt_books_external_edits_in_the_ledger(shop_factory):
     await publisher.drain(timeout=5)
     assert shop.shopify("A", "DC1") == 6 and await shop.differences() == {}
     assert await wait_for(lambda: publisher.stats.quantities_pushed == 1, 1)  # nothing pushed over the edits
+
+
+async def test_a_retried_push_applied_without_idempotency_is_not_taken_for_a_sale(shop_factory):
+    """Before 2026-01 there is no @idempotent: a call whose answer was lost but which was
+    applied comes back stale on its retry, and the read-back shows our own value."""
+    from availability.flows.machinery import Backoff
+
+    shop = await shop_factory(["OLD"], initial=0)
+    await shop.receive("OLD", "DC1", 5)
+    client = shop.client(version="2025-10", timeout=0.2)
+    publisher = await shop.publisher(start=False, client=client, backoff=Backoff(base=0.01, cap=0.05, max_attempts=5))
+    await publisher.drain(timeout=5)
+    await shop.sell("OLD", "DC1", 2)  # ATS 3
+    shop.state.set_faults(timeout_rate=1.0, timeout_s=0.5)  # applied, answer lost
+    original = client.set_available
+
+    async def lose_one_answer(*args, **kwargs):
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            shop.state.set_faults(timeout_rate=0.0)
+
+    client.set_available = lose_one_answer
+    await publisher.drain(timeout=5)
+    assert shop.shopify("OLD", "DC1") == 3
+    assert publisher.stats.stale == 1 and publisher.stats.retries >= 1
+    assert set((await publisher.sales.held(publisher.mappings.all_levels("OLD"))).values()) == {0}

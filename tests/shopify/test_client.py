@@ -82,9 +82,14 @@ async def test_input_spelled_for_the_api_version(shop, version, style):
             assert unchecked["ignoreCompareQuantity"] is True and "compareQuantity" not in unchecked["quantities"][0]
             with pytest.raises(ValueError, match="cannot mix"):
                 c.build_set_input([SetQuantity(a, loc, 1, 5), SetQuantity(b, loc, 2, None)])
+        # @idempotent only where the version has it (2026-01 and later)
+        assert ("@idempotent(key:" in c.set_mutation("k-1")) is (style == "changeFrom")
+        assert c.uses_idempotent_directive is (style == "changeFrom")
         # And the simulator accepts it for that version, CAS included.
         r = await c.set_available([SetQuantity(a, loc, 7, 5)], idempotency_key=f"v-{version}")
         assert r.ok, r.user_errors
+        last = shop.state.history[-1]
+        assert last.idempotency_key == (f"v-{version}" if style == "changeFrom" else None)
         r = await c.set_available([SetQuantity(a, loc, 8, 5)], idempotency_key=f"v2-{version}")
         assert not r.ok and r.stale_indexes == [0]
         r = await c.set_available([SetQuantity(a, loc, 9, None)], idempotency_key=f"v3-{version}")
