@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     shopify_token: str | None = None
     shopify_api_version: str = "2026-04"
     shopify_webhook_secrets: list[str] = Field(default_factory=list)
+    #: X-Shopify-Shop-Domain the single shop's webhooks must carry (default: the host of
+    #: shopify_url when it is *.myshopify.com); a webhook from any other shop is 401
+    shopify_shop_domain: str | None = None
+    #: several shops (JSON list; availability/flows/shops.py): each with name, url, token,
+    #: api_version, webhook_secrets, shop_domain, channel, locations, items; replaces the
+    #: single-shop settings above, which stay the shorthand for one shop
+    shopify_shops: list[dict] | None = None
     push_window_seconds: float = 1.0
 
     #: ingestion: stream consumer group, crash recovery, retention, HTTP intake

@@ -302,6 +302,21 @@ class SalesConfig:
         )
 
 
+async def note_orders(redis: Redis, sales_key, lines: Iterable[tuple[str, str, int]]) -> int:
+    """Note Shopify order lines (sku, ledger event id, units) in the SKUs' sales hashes
+    (`sales_key(sku)`), as the webhook handler sees orders/create. Returns lines noted."""
+    stamp = now_ms()
+    pipe = redis.pipeline(transaction=False)
+    n = 0
+    for sku, event_id, units in lines:
+        if units > 0:
+            pipe.hsetnx(sales_key(sku), f"o|{event_id}", f"{int(units)}|{stamp}")
+            n += 1
+    if n:
+        await pipe.execute()
+    return n
+
+
 class SalesInFlight:
     """`SalesState` per SKU in Redis, read and written under WATCH (the publisher rounds,
     the webhook reader and the sweep may all touch one SKU)."""
@@ -415,16 +430,7 @@ class SalesInFlight:
     async def note_orders(self, lines: Iterable[tuple[str, str, int]]) -> int:
         """Shopify order lines (sku, ledger event id, units) from orders/create: they will
         settle holds once their events are applied. Returns lines noted."""
-        stamp = now_ms()
-        pipe = self.redis.pipeline(transaction=False)
-        n = 0
-        for sku, event_id, units in lines:
-            if units > 0:
-                pipe.hsetnx(self.sales_key(sku), f"o|{event_id}", f"{int(units)}|{stamp}")
-                n += 1
-        if n:
-            await pipe.execute()
-        return n
+        return await note_orders(self.redis, self.sales_key, lines)
 
     async def due(self, limit: int = 500) -> list[str]:
         """SKUs with a hold older than the window."""
