@@ -31,12 +31,14 @@ def register(sub) -> None:
     shopify.set_defaults(handler=lambda args, settings: _help(shopify))
 
     p = ssub.add_parser("status", help="pending marks, outbox, dead letters and unmapped SKUs (JSON)")
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(show_status(args, settings)))
 
     p = ssub.add_parser("resync", help="read every mapped Shopify level back, compare with ATS, repair differences")
     p.add_argument("--dry-run", action="store_true", help="only print the differences")
     p.add_argument("--sku", action="append", default=None, help="only this SKU (repeatable)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the repairs to be pushed")
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(resync(args, settings)))
 
     p = ssub.add_parser("import-mappings", help="import Shopify mappings from a .csv or .json file")
@@ -48,6 +50,7 @@ def register(sub) -> None:
     p = ssub.add_parser("unmapped", help="SKUs whose stock changed but that have no InventoryItem mapping")
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--scan", action="store_true", help="scan the whole ledger instead of the SKUs seen by the publisher")
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(list_unmapped(args, settings)))
 
     dlq = ssub.add_parser("dlq", help="dead-lettered pushes: list, replay")
@@ -55,10 +58,12 @@ def register(sub) -> None:
     dlq.set_defaults(handler=lambda args, settings: _help(dlq))
     p = dsub.add_parser("list", help="dead letters, oldest first (JSON lines)")
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(dlq_list(args, settings)))
     p = dsub.add_parser("replay", help="unpark dead-lettered levels and push them again")
     p.add_argument("ids", nargs="*", help="dead letter ids (see `dlq list`)")
     p.add_argument("--all", action="store_true", help="replay every dead letter")
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(dlq_replay(args, settings)))
 
     _register_sim(sub)
@@ -118,6 +123,18 @@ def run_sim_shopify(args, settings: Settings) -> int:
 # --- handlers -------------------------------------------------------------------------------------
 
 
+def _shop(args, settings: Settings):
+    """The shop `--shop` names (None, after saying why, if there is no such shop)."""
+    from availability.flows.service import select_shop
+    from availability.flows.shops import ShopConfigError
+
+    try:
+        return select_shop(settings, getattr(args, "shop", None))
+    except ShopConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
 def _print(doc: Any) -> None:
     print(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
@@ -136,7 +153,8 @@ async def run_publish(args, settings: Settings) -> int:
     async with open_runtime(settings) as runtime:
         service = PublisherService(runtime)
         await service.start()
-        print(f"publishing to {settings.shopify_url}; Ctrl-C stops", file=sys.stderr, flush=True)
+        shops = ", ".join(f"{p.shop.label} ({p.shop.url})" for p in service.pushes)
+        print(f"publishing to {shops}; Ctrl-C stops", file=sys.stderr, flush=True)
         try:
             await stop.wait()
         finally:
@@ -148,15 +166,19 @@ async def show_status(args, settings: Settings) -> int:
     from availability.bootstrap import open_runtime
     from availability.flows.service import build_publisher
 
+    shop = _shop(args, settings)
+    if shop is None:
+        return 2
     async with open_runtime(settings) as runtime:
-        publisher = build_publisher(runtime)
+        publisher = build_publisher(runtime, shop=shop)
         try:
             marks, urgent = await publisher.queue.pending()
             oldest = await publisher.queue.oldest_ms()
             outbox = await publisher.outbox.messages()
             _print(
                 {
-                    "shopify_url": settings.shopify_url,
+                    "shop": shop.label,
+                    "shopify_url": shop.url,
                     "pending_marks": marks,
                     "urgent_marks": urgent,
                     "oldest_mark_ms": oldest,
@@ -174,17 +196,16 @@ async def show_status(args, settings: Settings) -> int:
 
 async def resync(args, settings: Settings) -> int:
     from availability.bootstrap import open_runtime
-    from availability.flows.service import (
-        build_publisher,
-        build_repairer,
-        shopify_configured,
-    )
+    from availability.flows.service import build_publisher, build_repairer
 
-    if not shopify_configured(settings):
+    shop = _shop(args, settings)
+    if shop is None:
+        return 2
+    if not shop.pushes:
         print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
         return 2
     async with open_runtime(settings) as runtime:
-        publisher = build_publisher(runtime)
+        publisher = build_publisher(runtime, shop=shop)
         try:
             await publisher.refresh_mappings(force=True)
             repairer = build_repairer(publisher, settings)
@@ -233,7 +254,10 @@ async def list_unmapped(args, settings: Settings) -> int:
             skus = sorted(set(skus))
             _print({"unmapped": len(skus), "skus": skus[: args.limit] if args.limit > 0 else skus})
             return 0
-        state = PushState(runtime.redis, PushKeys(settings.key_prefix), Scripts(runtime.redis))
+        shop = _shop(args, settings)
+        if shop is None:
+            return 2
+        state = PushState(runtime.redis, PushKeys(settings.key_prefix, shop.name), Scripts(runtime.redis))
         seen = [(sku, at) for sku, at in await state.unmapped(limit=0) if sku not in items]
         _print(
             {
@@ -251,8 +275,11 @@ async def dlq_list(args, settings: Settings) -> int:
     from availability.flows.machinery import DeadLetterQueue
     from availability.flows.state import PushKeys
 
+    shop = _shop(args, settings)
+    if shop is None:
+        return 2
     async with open_runtime(settings) as runtime:
-        dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix).dlq)
+        dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix, shop.name).dlq)
         print(json.dumps({"dead_letters": await dlq.size()}), file=sys.stderr)
         for letter in await dlq.list(0, args.limit):
             print(msgspec.json.encode(letter).decode())
@@ -266,8 +293,11 @@ async def dlq_replay(args, settings: Settings) -> int:
     if not args.ids and not args.all:
         print("name dead letter ids, or --all", file=sys.stderr)
         return 2
+    shop = _shop(args, settings)
+    if shop is None:
+        return 2
     async with open_runtime(settings) as runtime:
-        publisher = build_publisher(runtime)
+        publisher = build_publisher(runtime, shop=shop)
         try:
             await publisher.refresh_mappings(force=True)
             replayed = await publisher.replay_dead_letters(None if args.all else args.ids)

@@ -80,7 +80,7 @@ from availability.flows.mappings import (
     level_value,
 )
 from availability.flows.sales import Observation, SalesConfig, SalesInFlight
-from availability.flows.state import Known, PushKeys, PushState
+from availability.flows.state import DirtyFanout, Known, PushKeys, PushState
 
 if TYPE_CHECKING:
     from availability.ledger.ledger import Ledger
@@ -213,6 +213,7 @@ class Publisher:
         on_confirm: Callable[[Confirmation], None] | None = None,
         sales: SalesConfig | None = None,
         shop: str = "",
+        fanout: DirtyFanout | None = None,
     ) -> None:
         self.ledger = ledger
         self.redis = ledger.redis
@@ -227,8 +228,14 @@ class Publisher:
         self.keys = PushKeys(ledger.keys.prefix, shop)
         self.scripts = Scripts(self.redis)
         self.leases = Leases(self.redis, self.keys.leases, self.scripts)
+        #: several shops: each claims from its own dirty set, fed from the ledger's by `fanout`
+        self.fanout = fanout
         self.queue = WorkQueue(
-            self.redis, marks_key=ledger.keys.dirty, urgent_key=self.keys.urgent, leases=self.leases, scripts=self.scripts
+            self.redis,
+            marks_key=self.keys.dirty if fanout is not None else ledger.keys.dirty,
+            urgent_key=self.keys.urgent,
+            leases=self.leases,
+            scripts=self.scripts,
         )
         self.outbox = Outbox(self.redis, self.keys.base, self.scripts)
         self.dlq = DeadLetterQueue(self.redis, self.keys.dlq)
@@ -338,6 +345,8 @@ class Publisher:
                     await asyncio.sleep(min(1.0, self._paused_until - time.monotonic()))
                     continue
                 await self.refresh_mappings()
+                if self.fanout is not None:
+                    await self.fanout.run()
                 if time.monotonic() - self._last_urgent_scan >= self.config.urgent_scan_interval_s:
                     self._last_urgent_scan = time.monotonic()
                     await self.urgent_scan()
@@ -410,6 +419,8 @@ class Publisher:
     async def run_round(self, *, window_s: float | None = None, limit: int | None = None) -> int:
         """Claim and push one round now, in this task (tools, tests). Returns marks claimed."""
         await self.refresh_mappings()
+        if self.fanout is not None:
+            await self.fanout.run()
         owner = self._round_owner()
         window = self.config.window_s if window_s is None else window_s
         claimed = await self.queue.claim(

@@ -165,3 +165,25 @@ class PushState:
     async def clear_unmapped(self, skus: Iterable[str]) -> int:
         skus = list(skus)
         return int(await self.redis.zrem(self.keys.unmapped, *skus)) if skus else 0
+
+
+class DirtyFanout:
+    """Several shops: moves the ledger's dirty marks into every shop's own dirty set
+    (`scripts/fanout.lua`), so each shop's publisher claims its own copy of a mark."""
+
+    def __init__(self, redis: Redis, scripts: Scripts, source: str, targets: Sequence[str], *, batch: int = 1000) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.source = source
+        self.targets = list(targets)
+        self.batch = batch
+
+    async def run(self, max_batches: int = 50) -> int:
+        moved = 0
+        for _ in range(max_batches):
+            n = int(await self.scripts.fanout(keys=[self.source, *self.targets], args=[self.batch]))
+            moved += n
+            if n < self.batch:
+                break
+        return moved
+
