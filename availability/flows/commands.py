@@ -3,6 +3,7 @@
     availability publish                                  run the Shopify publisher alone
     availability shopify status                           pending marks, outbox, dead letters, unmapped
     availability shopify resync [--dry-run] [--sku S]...  compare every mapped level with ATS and repair
+                                [--bulk] [--shop NAME]    (bulk operations: the whole catalogue in two)
     availability shopify import-mappings PATH             SKU -> item and (channel, location) -> location GIDs
     availability shopify unmapped [--scan] [--limit N]    SKUs with stock changes but no item mapping
     availability shopify dlq list [--limit N]             dead-lettered pushes with their reasons
@@ -20,6 +21,7 @@ import sys
 from typing import Any
 
 from availability.config import Settings
+from availability.flows.progress import Progress
 
 
 def register(sub) -> None:
@@ -38,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="only print the differences")
     p.add_argument("--sku", action="append", default=None, help="only this SKU (repeatable)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the repairs to be pushed")
+    p.add_argument("--bulk", action="store_true", help="read and write the whole catalogue with bulk operations")
     p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(resync(args, settings)))
 
@@ -135,6 +138,19 @@ def _shop(args, settings: Settings):
         return None
 
 
+def _count_rows(path: str) -> int | None:
+    """Rows of a mappings file (CSV lines after the header; JSON items and locations)."""
+    try:
+        if path.lower().endswith(".csv"):
+            with open(path, encoding="utf-8-sig") as fh:
+                return max(0, sum(1 for line in fh if line.strip()) - 1)
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        return len(doc.get("items") or ()) + len(doc.get("locations") or ())
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _print(doc: Any) -> None:
     print(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
@@ -209,7 +225,29 @@ async def resync(args, settings: Settings) -> int:
         try:
             await publisher.refresh_mappings(force=True)
             repairer = build_repairer(publisher, settings)
-            result = await repairer.resync(skus=args.sku, dry_run=args.dry_run, timeout=args.timeout)
+            if getattr(args, "bulk", False):
+                if args.sku:
+                    print("--bulk reads the whole catalogue; leave out --sku", file=sys.stderr)
+                    return 2
+                bars: dict[str, Progress] = {}
+
+                def phase(name: str, done: int, total: int | None) -> None:
+                    for other in [k for k in bars if k != name]:
+                        bars.pop(other).close()
+                    unit = "SKUs" if name == "compare" else "objects"
+                    bar = bars.get(name) or bars.setdefault(name, Progress(f"resync ({name})", total, unit=unit))
+                    bar.update(done, total)
+
+                try:
+                    result = await repairer.bulk_resync(dry_run=args.dry_run, on_progress=phase)
+                finally:
+                    for bar in bars.values():
+                        bar.close()
+            else:
+                with Progress("resync", unit="SKUs") as bar:
+                    result = await repairer.resync(
+                        skus=args.sku, dry_run=args.dry_run, timeout=args.timeout, on_progress=bar.update
+                    )
             result["dry_run"] = args.dry_run
             _print(result)
         finally:
@@ -222,12 +260,17 @@ async def import_mappings(args, settings: Settings) -> int:
     from availability.domain.errors import AvailabilityError
     from availability.rules.errors import InvalidMasterData
 
+    rows = _count_rows(args.path)
     async with open_runtime(settings) as runtime:
-        try:
-            changed = await runtime.store.import_mappings_file(args.path, actor=args.actor, reason=args.reason)
-        except (InvalidMasterData, AvailabilityError, OSError) as exc:
-            print(f"{args.path}: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
-            return 1
+        # The store imports the file in one transaction (all or nothing), so the bar moves
+        # once, at the end: what it adds on a long import is the elapsed time and the rate.
+        with Progress(f"import {args.path}", rows, unit="rows") as bar:
+            try:
+                changed = await runtime.store.import_mappings_file(args.path, actor=args.actor, reason=args.reason)
+            except (InvalidMasterData, AvailabilityError, OSError) as exc:
+                print(f"{args.path}: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
+                return 1
+            bar.update(rows or 0)
         _print({"changed": changed, "store_version": await runtime.store.version()})
     return 0
 

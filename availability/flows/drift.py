@@ -27,11 +27,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from adapters.shopify.client import ShopifyTransientError
+from adapters.shopify.client import SetQuantity, ShopifyTransientError
 from adapters.shopify.gid import GidError, item_gid, location_gid
 from availability.flows import metrics as m
 from availability.flows.machinery import Backoff, GiveUp, _s, now_ms, retry_transient
@@ -406,6 +407,7 @@ class DriftRepairer:
         skus: list[str] | None = None,
         dry_run: bool = False,
         paced: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> DriftReport:
         """Read every mapped level of `skus` (default: every mapped SKU) back from Shopify and
         compare with ATS. Unless `dry_run`, differences become known values + urgent marks."""
@@ -435,45 +437,59 @@ class DriftRepairer:
             report.read_calls += result.calls
             report.points += result.points
             m.CALLS.labels("read", "ok").inc(result.calls)
-            in_flight = await publisher.leases.holders(chunk)
-            keys = [key for sku in chunk for key in mappings.all_levels(sku)]
-            read = {
-                key: result.levels[(key.item, key.location)]
-                for key in keys
-                if (key.item, key.location) in result.levels and key.sku not in in_flight
-            }
-            if not dry_run:
-                # Observations first (a drop we did not push is held as a sale in flight),
-                # then holds, then stock, as in a push round.
-                decided = await publisher.sales.observe((k, v, as_of, "drift") for k, v in read.items())
-                await publisher.observed(decided, source)
-            held = await publisher.sales.held(keys)
-            stock = await publisher.ledger.stock_many(chunk)
-            book = publisher.rules.book
-            flagged: list[str] = []
-            for key in keys:
-                sku = key.sku
-                report.levels += 1
-                ats, _ = level_value(book, sku, mappings.rows_of[key.location], stock[sku])
-                want = pushable(ats, held.get(key, 0))
-                value = result.levels.get((key.item, key.location))
-                if value is None:
-                    report.missing.append(Difference(sku, key.item, key.location, None, want))
-                    continue
-                if sku in in_flight:
-                    report.skipped_in_flight += 1  # a push is settling it right now
-                    continue
-                if value == want:
-                    report.equal += 1
-                    continue
-                report.different.append(Difference(sku, key.item, key.location, value, want))
-                flagged.extend(mappings.pairs_of(key))
+            differences = await self._compare(chunk, result.levels, as_of, report, source=source, dry_run=dry_run)
+            flagged = [p for d in differences for p in mappings.pairs_of(d[0])]
             if not dry_run and flagged:
                 await publisher.queue.flag_urgent(flagged)
+            if on_progress is not None:
+                on_progress(min(i + step, len(wanted)), len(wanted))
         if not dry_run and report.different:
             m.DRIFT_DETECTED.labels(source).inc(len(report.different))
         report.seconds = time.monotonic() - started
         return report
+
+    async def _compare(
+        self,
+        chunk: list[str],
+        values: dict[tuple[str, str], int],
+        as_of: int,
+        report: DriftReport,
+        *,
+        source: str,
+        dry_run: bool,
+    ) -> list[tuple[LevelKey, int, int]]:
+        """Compare what Shopify holds (`values`, read at `as_of`) with what may be pushed for
+        these SKUs; fill `report`; return (level, Shopify's value, wanted) of the differences.
+        Observations first (a drop we did not push is held as a sale in flight), then
+        holds, then stock, as in a push round. SKUs a push holds right now are skipped."""
+        publisher = self.publisher
+        mappings = publisher.mappings
+        assert mappings is not None
+        in_flight = await publisher.leases.holders(chunk)
+        keys = [key for sku in chunk for key in mappings.all_levels(sku)]
+        if not dry_run:
+            read = [(k, values[(k.item, k.location)]) for k in keys if (k.item, k.location) in values and k.sku not in in_flight]
+            decided = await publisher.sales.observe((k, v, as_of, "drift") for k, v in read)
+            await publisher.observed(decided, source)
+        held = await publisher.sales.held(keys)
+        stock = await publisher.ledger.stock_many(chunk)
+        book = publisher.rules.book
+        out: list[tuple[LevelKey, int, int]] = []
+        for key in keys:
+            report.levels += 1
+            ats, _ = level_value(book, key.sku, mappings.rows_of[key.location], stock[key.sku])
+            want = pushable(ats, held.get(key, 0))
+            value = values.get((key.item, key.location))
+            if value is None:
+                report.missing.append(Difference(key.sku, key.item, key.location, None, want))
+            elif key.sku in in_flight:
+                report.skipped_in_flight += 1  # a push is settling it right now
+            elif value == want:
+                report.equal += 1
+            else:
+                report.different.append(Difference(key.sku, key.item, key.location, value, want))
+                out.append((key, value, want))
+        return out
 
     async def _wait_for_budget(self) -> None:
         """Let pushes keep priority: read only while the bucket is above the reserve share."""
@@ -487,9 +503,16 @@ class DriftRepairer:
                 return
             await asyncio.sleep(min(1.0, (floor - available) / max(1.0, governor.status.restore_rate)))
 
-    async def resync(self, *, skus: list[str] | None = None, dry_run: bool = False, timeout: float = 600.0) -> dict[str, Any]:
+    async def resync(
+        self,
+        *,
+        skus: list[str] | None = None,
+        dry_run: bool = False,
+        timeout: float = 600.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
         """The `availability shopify resync` command: a pass, then (unless dry) push the repairs."""
-        report = await self.run_pass(source="resync", skus=skus, dry_run=dry_run, paced=False)
+        report = await self.run_pass(source="resync", skus=skus, dry_run=dry_run, paced=False, on_progress=on_progress)
         out: dict[str, Any] = report.summary()
         out["differences"] = [d.as_dict() for d in report.different]
         out["not_stocked_in_shopify"] = [d.as_dict() for d in report.missing]
@@ -498,5 +521,76 @@ class DriftRepairer:
             drained = await self.publisher.drain(timeout=timeout)
             out["pushed"] = self.publisher.stats.quantities_pushed - before
             out["drained"] = drained
+        return out
+
+    async def bulk_resync(
+        self,
+        *,
+        dry_run: bool = False,
+        on_progress: Callable[[str, int, int | None], None] | None = None,
+        poll_s: float = 2.0,
+    ) -> dict[str, Any]:
+        """`availability shopify resync --bulk`: the whole catalogue with two bulk operations
+        (adapters/shopify/bulk.py) instead of a read per page of items: one bulk query reads
+        every level, the differences are computed as in a pass (Shopify's sales in flight
+        held), and one bulk mutation writes them, compare-and-set against the values read.
+        Lines Shopify refused (stale: the level moved meanwhile) are left to the publisher,
+        which reads them back and pushes them the usual way. SKUs a push holds are skipped."""
+        from adapters.shopify.bulk import BulkClient
+
+        started = time.monotonic()
+        publisher = self.publisher
+        await publisher.refresh_mappings()
+        mappings = publisher.mappings
+        assert mappings is not None
+        bulk = BulkClient(publisher.client, poll_s=poll_s)
+        report = DriftReport("bulk")
+
+        def progress(phase: str):
+            return (lambda n: on_progress(phase, n, None)) if on_progress is not None else None
+
+        as_of = now_ms()  # the values are as of some moment during the read: never newer than its start
+        levels = await bulk.read_levels(on_progress=progress("read"))
+        report.read_calls = 1
+        wanted = sorted(mappings.items)
+        report.skus = len(wanted)
+        entries: list[SetQuantity] = []
+        targets: dict[tuple[str, str], LevelKey] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            for key, value, want in await self._compare(chunk, levels.levels, as_of, report, source="bulk", dry_run=dry_run):
+                entries.append(SetQuantity(key.item, key.location, want, value))
+                targets[(key.item, key.location)] = key
+            if on_progress is not None:
+                on_progress("compare", min(i + 500, len(wanted)), len(wanted))
+        out: dict[str, Any] = report.summary()
+        out["differences"] = [d.as_dict() for d in report.different]
+        out["not_stocked_in_shopify"] = [d.as_dict() for d in report.missing]
+        if not dry_run and entries:
+            m.DRIFT_DETECTED.labels("bulk").inc(len(entries))
+            sent_ms = now_ms()
+            lines = await bulk.set_available(entries, on_progress=progress("write"))
+            confirmed: list[tuple[LevelKey, int, int, str]] = []
+            again: list[str] = []
+            refused: dict[str, int] = {}
+            for line in lines:
+                for e in line.entries:
+                    key = targets[(e.inventory_item_id, e.location_id)]
+                    if line.ok:
+                        confirmed.append((key, e.quantity, sent_ms, "push"))
+                    else:
+                        again.extend(mappings.pairs_of(key))
+                for err in line.user_errors:
+                    refused[err.code or "USER_ERROR"] = refused.get(err.code or "USER_ERROR", 0) + 1
+            await publisher.state.record_known(confirmed)
+            if again:
+                # Shopify applies a line all or nothing: its levels go the usual way
+                await publisher.queue.mark(again)
+                await publisher.queue.flag_urgent(again)
+            m.DRIFT_REPAIRED.labels("bulk").inc(len(confirmed))
+            out["pushed"] = len(confirmed)
+            out["left_to_the_publisher"] = len(set(again))
+            out["refused"] = refused
+        out["seconds"] = round(time.monotonic() - started, 3)
         return out
 

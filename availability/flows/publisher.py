@@ -248,6 +248,7 @@ class Publisher:
             seen_key=ledger.keys.seen,
             holds_index=self.keys.holds,
             config=self.sales_config,
+            record_known=self.scripts.record_known,
         )
         self.mappings: ShopifyMappings | None = None
         self.stats = PublisherStats()

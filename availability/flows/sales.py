@@ -321,8 +321,12 @@ class SalesInFlight:
     """`SalesState` per SKU in Redis, read and written under WATCH (the publisher rounds,
     the webhook reader and the sweep may all touch one SKU)."""
 
-    def __init__(self, redis: Redis, *, known_key, sales_key, seen_key, holds_index: str, config: SalesConfig) -> None:
+    def __init__(
+        self, redis: Redis, *, known_key, sales_key, seen_key, holds_index: str, config: SalesConfig, record_known=None
+    ) -> None:
         self.redis = redis
+        #: the newest-wins Lua script of the known values (flows/scripts/record_known.lua)
+        self.record_known = record_known
         self.known_key = known_key  # sku -> the SKU's known-values hash
         self.sales_key = sales_key  # sku -> the SKU's sales hash
         self.seen_key = seen_key  # sku -> the ledger's idempotency zset of the SKU
@@ -382,9 +386,9 @@ class SalesInFlight:
         by_sku: dict[str, list[LevelKey]] = {}
         for key in levels:
             by_sku.setdefault(key.sku, []).append(key)
+        raws = await self._sales_raw(list(by_sku))
         for sku, keys in by_sku.items():
-            raw = await self.redis.hgetall(self.sales_key(sku))
-            if not raw:
+            if not raws[sku]:
                 out.update({k: 0 for k in keys})
                 continue
 
@@ -405,7 +409,31 @@ class SalesInFlight:
         for entry in entries:
             by_sku.setdefault(entry[0].sku, []).append(entry)
         out: dict[LevelKey, tuple[Known | None, Observation]] = {}
+        # Fast path (most SKUs, and every one of a large resync): no sales state and
+        # nothing to hold. The known values go through the newest-wins script, so a
+        # concurrent observation is never overwritten by an older one.
+        raws = await self._sales_raw(list(by_sku))
+        knowns = await self._known_raw(by_sku)
+        fast: list[tuple[LevelKey, int, int, str]] = []
+        slow: dict[str, list[tuple[LevelKey, int, int, str]]] = {}
         for sku, rows in by_sku.items():
+            if raws[sku] or self.record_known is None:
+                slow[sku] = rows
+                continue
+            scratch = SalesState()
+            decided = {}
+            for key, value, as_of, _source in rows:
+                before = knowns.get(key)
+                decided[key] = (before, observe(scratch, key.field, before, value, as_of) if self.config.enabled
+                                else Observation("older" if before and as_of < before.as_of_ms else "no_baseline"))
+            if scratch.holds or scratch.credits:
+                slow[sku] = rows
+                continue
+            out.update(decided)
+            fast.extend(r for r in rows if decided[r[0]][1].kind != "older")
+        if fast:
+            await self._record_fast(fast)
+        for sku, rows in slow.items():
 
             async def change(state: SalesState, known: dict[str, Known | None], rows=rows):
                 decided: dict[LevelKey, tuple[Known | None, Observation]] = {}
@@ -426,6 +454,39 @@ class SalesInFlight:
             decided, _state = await self._transact(sku, change, watch_known=True)
             out.update(decided)
         return out
+
+    async def _sales_raw(self, skus: Sequence[str], chunk: int = 1000) -> dict[str, bool]:
+        """Which SKUs have any sales state (one pipelined EXISTS per SKU)."""
+        out: dict[str, bool] = {}
+        for i in range(0, len(skus), chunk):
+            part = skus[i : i + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            for sku in part:
+                pipe.exists(self.sales_key(sku))
+            out.update({sku: bool(n) for sku, n in zip(part, await pipe.execute())})
+        return out
+
+    async def _known_raw(self, by_sku: Mapping[str, Sequence[tuple[LevelKey, int, int, str]]]) -> dict[LevelKey, Known | None]:
+        keys = [row[0] for rows in by_sku.values() for row in rows]
+        out: dict[LevelKey, Known | None] = {}
+        for i in range(0, len(keys), 1000):
+            part = keys[i : i + 1000]
+            pipe = self.redis.pipeline(transaction=False)
+            for key in part:
+                pipe.hget(self.known_key(key.sku), key.field)
+            out.update({k: parse_known(v) for k, v in zip(part, await pipe.execute())})
+        return out
+
+    async def _record_fast(self, rows: Sequence[tuple[LevelKey, int, int, str]]) -> None:
+        by_sku: dict[str, list] = {}
+        for key, value, as_of, source in rows:
+            by_sku.setdefault(key.sku, []).extend([key.field, int(value), int(as_of), source])
+        skus = list(by_sku)
+        for i in range(0, len(skus), 1000):
+            pipe = self.redis.pipeline(transaction=False)
+            for sku in skus[i : i + 1000]:
+                await self.record_known(keys=[self.known_key(sku)], args=by_sku[sku], client=pipe)
+            await pipe.execute()
 
     async def note_orders(self, lines: Iterable[tuple[str, str, int]]) -> int:
         """Shopify order lines (sku, ledger event id, units) from orders/create: they will
