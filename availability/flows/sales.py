@@ -302,7 +302,12 @@ class SalesConfig:
         )
 
 
-async def note_orders(redis: Redis, sales_key, lines: Iterable[tuple[str, str, int]]) -> int:
+#: a SKU's sales hash outlives its last write by this much: nothing in it matters after
+#: the longest hold (an order line of a SKU never pushed would otherwise stay forever)
+STATE_TTL_S = int(4.5 * 3600 + 3600)
+
+
+async def note_orders(redis: Redis, sales_key, lines: Iterable[tuple[str, str, int]], ttl_s: int = STATE_TTL_S) -> int:
     """Note Shopify order lines (sku, ledger event id, units) in the SKUs' sales hashes
     (`sales_key(sku)`), as the webhook handler sees orders/create. Returns lines noted."""
     stamp = now_ms()
@@ -311,6 +316,7 @@ async def note_orders(redis: Redis, sales_key, lines: Iterable[tuple[str, str, i
     for sku, event_id, units in lines:
         if units > 0:
             pipe.hsetnx(sales_key(sku), f"o|{event_id}", f"{int(units)}|{stamp}")
+            pipe.expire(sales_key(sku), ttl_s)
             n += 1
     if n:
         await pipe.execute()
@@ -360,6 +366,7 @@ class SalesInFlight:
                             pipe.hdel(self.sales_key(sku), *gone)
                         if after:
                             pipe.hset(self.sales_key(sku), mapping=after)
+                            pipe.expire(self.sales_key(sku), max(STATE_TTL_S, int(self.config.max_hold_s) + 3600))
                         oldest = state.oldest_hold_ms()
                         if oldest is None:
                             pipe.zrem(self.holds_index, sku)
