@@ -977,13 +977,15 @@ class Publisher:
                 by_sku[sku].add(location)
         if not by_sku:
             return 0
-        stock = await self.ledger.stock_many(list(by_sku))
-        book = self.rules.book
         levels = [key for sku, locs in by_sku.items() for key in mappings.levels_for(sku, locs)]
         known = await self.state.known_many(levels)
+        held = await self.sales.held(levels)
+        stock = await self.ledger.stock_many(list(by_sku))
+        book = self.rules.book
         flagged: list[str] = []
         for key in levels:
             value, threshold = level_value(book, key.sku, mappings.rows_of.get(key.location, ()), stock[key.sku])
+            value = max(0, value - held.get(key, 0))  # what would be pushed: sold out on Shopify's sales too
             before = known.get(key)
             if crosses(before.value if before else None, value, threshold):
                 dirty = by_sku[key.sku]

@@ -285,3 +285,80 @@ async def test_a_retried_push_applied_without_idempotency_is_not_taken_for_a_sal
     assert shop.shopify("OLD", "DC1") == 3
     assert publisher.stats.stale == 1 and publisher.stats.retries >= 1
     assert set((await publisher.sales.held(publisher.mappings.all_levels("OLD"))).values()) == {0}
+
+
+async def test_the_whole_intake_path_a_checkout_webhooks_in_the_wrong_order(redis_url, key_prefix, tmp_path):
+    """Through the real pieces: the signed level webhook of a Shopify checkout enters the
+    webhook handler before its orders/create; drift repair reads it from the shop's stream;
+    the stream consumer books the order; Shopify is never shown the sold unit again."""
+    import json
+    from datetime import datetime, timezone
+
+    from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
+    from adapters.shopify.webhooks import compute_hmac
+    from availability.bootstrap import open_runtime
+    from availability.flows.service import build_publisher
+    from availability.ingest.consumer import StreamConsumer
+    from availability.ingest.shopify_webhooks import ShopifyWebhookHandler
+    from tests.ingest.conftest import make_settings
+
+    sim = SimulatorServer(SimulatorConfig())
+    sim.start()
+    try:
+        loc = sim.state.add_location("Warehouse")
+        item = sim.state.add_item("HOT")
+        sim.state.stock(item, loc, 0)
+        settings = make_settings(
+            redis_url, key_prefix, tmp_path, shopify_url=sim.base_url, shopify_token=sim.config.access_token,
+            shopify_webhook_secrets=[sim.config.webhook_secret], shopify_shop_domain=sim.config.shop_domain,
+            shopify_default_location="DC1", shopify_sales_window_seconds=60,
+        )
+        async with open_runtime(settings) as runtime:
+            await runtime.store.import_master_data(
+                {"locations": [{"code": "DC1"}], "channels": [{"name": "online", "locations": ["DC1"]}]}, actor="t"
+            )
+            await runtime.store.set_item_mappings({"HOT": item}, actor="t")
+            await runtime.store.set_location_mappings([("online", "DC1", loc)], actor="t")
+            await runtime.rules.refresh(force=True)
+            publisher = build_publisher(runtime)
+            repairer = DriftRepairer(publisher, interval_s=0)
+            handler = ShopifyWebhookHandler(runtime)
+            try:
+                await runtime.ledger.apply(stock_event("receipt", "HOT", "DC1", 5))
+                await publisher.drain(timeout=5)
+                assert sim.state.available(item, loc) == 5
+
+                def signed(topic: str, body: dict, n: int) -> tuple[dict, bytes]:
+                    raw = json.dumps(body).encode()
+                    return {
+                        "X-Shopify-Topic": topic, "X-Shopify-Hmac-Sha256": compute_hmac(raw, sim.config.webhook_secret),
+                        "X-Shopify-Shop-Domain": sim.config.shop_domain, "X-Shopify-Webhook-Id": f"wh-{n}",
+                        "X-Shopify-Event-Id": f"ev-{n}", "X-Shopify-Triggered-At": datetime.now(timezone.utc).isoformat(),
+                    }, raw
+
+                # a shopper buys one on Shopify: available 4, committed 1, and the level webhook comes first
+                sim.state.stock(item, loc, 4, committed=1)
+                now = datetime.now(timezone.utc).isoformat()
+                level = {"inventory_item_id": int(item.rsplit("/", 1)[1]), "location_id": int(loc.rsplit("/", 1)[1]),
+                         "available": 4, "updated_at": now}
+                answer = await handler.handle(*signed("inventory_levels/update", level, 1))
+                assert answer.status == 200 and answer.body["status"] == "accepted"
+                await repairer.handle_entries(await runtime.redis.xrange(publisher.keys.levels_stream))
+                await runtime.ledger.apply(stock_event("receipt", "HOT", "DC1", 2))  # stock moves meanwhile: ATS 7
+                await publisher.drain(timeout=5)
+                assert sim.state.available(item, loc) == 6  # not 7: one of them is sold
+
+                order = {"id": 4242, "created_at": now, "line_items": [{"id": 1, "sku": "HOT", "quantity": 1}]}
+                assert (await handler.handle(*signed("orders/create", order, 2))).body["events"] == 1
+                async with StreamConsumer(runtime):
+                    async def booked():
+                        return (await runtime.ledger.stock("HOT"))["DC1"].reserved == 1
+                    assert await wait_for(booked, 10)
+                await runtime.ledger.apply(stock_event("receipt", "HOT", "DC1", 1))  # ATS 7, nothing held
+                await publisher.drain(timeout=5)
+                assert sim.state.available(item, loc) == 7
+                assert set((await publisher.sales.held(publisher.mappings.all_levels("HOT"))).values()) == {0}
+            finally:
+                await publisher.client.aclose()
+    finally:
+        sim.stop()
