@@ -203,6 +203,8 @@ async def show_status(args, settings: Settings) -> int:
                     "dead_letters": await publisher.dlq.size(),
                     "parked_levels": len(await publisher.state.parked_all()),
                     "unmapped_skus": await publisher.state.unmapped_count(),
+                    # SKUs with units held as Shopify's own sales in flight (flows/sales.py)
+                    "skus_with_sales_in_flight": int(await runtime.redis.zcard(publisher.keys.holds)),
                 }
             )
         finally:
