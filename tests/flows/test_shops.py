@@ -167,3 +167,50 @@ def test_shop_list_settings_and_the_single_shop_shorthand():
 
         with pytest.raises(ShopConfigError):
             configured_shops(S())
+
+
+async def test_the_service_runs_one_push_per_shop_from_the_json_setting(redis_url, key_prefix, tmp_path, monkeypatch):
+    import json
+
+    from availability.bootstrap import open_runtime
+    from availability.config import Settings
+    from availability.flows.service import PublisherService
+
+    sims = [SimulatorServer(SimulatorConfig(shop_domain=f"svc-{n}.myshopify.com")) for n in ("a", "b")]
+    for sim in sims:
+        sim.start()
+    try:
+        shops, levels = [], []
+        for n, (sim, channel) in enumerate(zip(sims, ("online", "marketplace"))):
+            loc, item = sim.state.add_location("Warehouse"), sim.state.add_item("TEE")
+            sim.state.stock(item, loc, 0)
+            levels.append((sim, item, loc))
+            shops.append({"name": f"s{n}", "url": sim.base_url, "token": sim.config.access_token,
+                          "shop_domain": sim.config.shop_domain, "channel": channel,
+                          "locations": {"DC1": loc}, "items": {"TEE": item}})
+        # as an operator sets it: JSON in the environment
+        monkeypatch.setenv("AVAILABILITY_SHOPIFY_SHOPS", json.dumps(shops))
+        settings = Settings(
+            redis_url=redis_url, database_url=f"sqlite+aiosqlite:///{tmp_path}/svc.db", key_prefix=key_prefix,
+            data_dir=str(tmp_path), push_window_seconds=0.05, rules_refresh_seconds=0.1,
+        )
+        async with open_runtime(settings) as runtime:
+            await runtime.store.import_master_data(
+                {"locations": [{"code": "DC1"}], "channels": [
+                    {"name": "online", "locations": ["DC1"]}, {"name": "marketplace", "locations": ["DC1"]}]},
+                actor="test",
+            )
+            await runtime.store.create_rule({"kind": "buffer", "channel": "marketplace", "units": 3}, actor="test")
+            await runtime.rules.refresh(force=True)
+            service = PublisherService(runtime)
+            await service.start()
+            try:
+                assert [p.shop.name for p in service.pushes] == ["s0", "s1"]
+                await runtime.ledger.apply(stock_event("receipt", "TEE", "DC1", 12))
+                (a, ia, la), (b, ib, lb) = levels
+                assert await wait_for(lambda: a.state.available(ia, la) == 12 and b.state.available(ib, lb) == 9, 10)
+            finally:
+                await service.stop()
+    finally:
+        for sim in sims:
+            sim.stop()
