@@ -342,8 +342,9 @@ class DriftRepairer:
         keys = [key for sku in skus for key in mappings.all_levels(sku)]
         read = {k: result.levels[(k.item, k.location)] for k in keys if (k.item, k.location) in result.levels}
         decided = await publisher.sales.observe((k, v, as_of, "read") for k, v in read.items())
-        await publisher.observed(decided, "sweep")
-        flagged: list[str] = []
+        rises = await publisher.observed(decided, "sweep")
+        # a rise seen on the way is an external edit like any other: reverted by a push
+        flagged: list[str] = [p for key in rises for p in mappings.pairs_of(key)] if publisher.sales_config.policy == "revert" else []
         adopt: list[tuple[LevelKey, int, Any]] = []
         policy = publisher.sales_config.policy
         for sku in skus:
