@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     shopify_token: str | None = None
     shopify_api_version: str = "2026-04"
     shopify_webhook_secrets: list[str] = Field(default_factory=list)
+    #: X-Shopify-Shop-Domain the single shop's webhooks must carry (default: the host of
+    #: shopify_url when it is *.myshopify.com); a webhook from any other shop is 401
+    shopify_shop_domain: str | None = None
+    #: several shops (JSON list; availability/flows/shops.py): each with name, url, token,
+    #: api_version, webhook_secrets, shop_domain, channel, locations, items; replaces the
+    #: single-shop settings above, which stay the shorthand for one shop
+    shopify_shops: list[dict] | None = None
     push_window_seconds: float = 1.0
 
     #: ingestion: stream consumer group, crash recovery, retention, HTTP intake
@@ -134,6 +141,16 @@ class Settings(BaseSettings):
     shopify_timeout_seconds: float = 10.0
     push_max_attempts: int = 8
     push_batch_size: int = 250
+    #: Shopify's own sales in flight (availability/flows/sales.py, docs/shopify-push.md): a
+    #: drop of Shopify's available that our pushes do not explain is held (not offered
+    #: again) until its order is in the ledger, or for the window, after which a read of
+    #: `committed` settles it; held at most max_hold (Shopify retries webhooks for 4 h).
+    #: External edits (rises, and drops that are no sale) are "revert"ed (ATS pushed) or
+    #: "adopt"ed (booked in the ledger as an adjustment found / lost)
+    shopify_sales_in_flight: bool = True
+    shopify_sales_window_seconds: float = 120.0
+    shopify_sales_max_hold_seconds: float = 4.5 * 3600
+    shopify_external_edits: Literal["revert", "adopt"] = "revert"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/availability.db"

@@ -37,7 +37,7 @@ import msgspec
 from availability.bootstrap import open_runtime
 from availability.config import Settings
 from availability.demo.catalogue import build_catalogue, shopify_mappings
-from availability.demo.run import SHOPIFY_TOKEN, WEBHOOK_SECRET, seed, start_simulator
+from availability.demo.run import SHOP_DOMAIN, SHOPIFY_TOKEN, WEBHOOK_SECRET, seed, start_simulator
 from availability.embedded_redis import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,6 +146,7 @@ def main() -> int:
             "AVAILABILITY_DATA_DIR": tmp, "AVAILABILITY_API_KEYS": json.dumps([{"key": KEY, "scopes": ["admin"]}]),
             "AVAILABILITY_SHOPIFY_URL": sim.base_url, "AVAILABILITY_SHOPIFY_TOKEN": SHOPIFY_TOKEN,
             "AVAILABILITY_SHOPIFY_WEBHOOK_SECRETS": json.dumps([WEBHOOK_SECRET]),
+            "AVAILABILITY_SHOPIFY_SHOP_DOMAIN": SHOP_DOMAIN,
             "AVAILABILITY_RATE_LIMIT_PER_SECOND": "0",
         }
         settings = Settings(redis_url=redis_server.url, data_dir=tmp)

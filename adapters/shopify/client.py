@@ -5,10 +5,14 @@ It works unchanged against real Shopify and against :mod:`adapters.shopify.simul
 What it does
 ------------
 * :meth:`ShopifyAdminClient.set_available` sends ``inventorySetQuantities`` (name
-  ``available``) with an ``@idempotent(key:)`` directive and compare-and-set per entry,
-  spelled for the configured API version: ``changeFromQuantity`` (number, or ``null`` to
-  skip the check) from 2026-01, ``compareQuantity`` + ``ignoreCompareQuantity`` before.
-  At most 250 entries per call (``ValueError`` above).
+  ``available``) with compare-and-set per entry, spelled for the configured API version
+  as Shopify defines them: ``changeFromQuantity`` (number, or ``null`` to skip the check)
+  from 2026-01, ``compareQuantity`` + ``ignoreCompareQuantity`` before; the
+  ``@idempotent(key:)`` directive from 2026-01 (the version that introduced it; it is
+  mandatory for inventory mutations from 2026-04). Before 2026-01 there is no directive:
+  the key still names the call in ``referenceDocumentUri``, and a retried call that was
+  applied is caught by compare-and-set instead (it comes back stale, the read-back shows
+  our own value). At most 250 entries per call (``ValueError`` above).
 * :meth:`ShopifyAdminClient.read_levels` reads ``available`` per (item, location) for many
   items: ``nodes(ids:)`` with each item's first page of ``inventoryLevels`` (batches sized
   so the requested cost stays under the 1,000-point cap), then ``inventoryItem(id:)`` for
@@ -94,6 +98,8 @@ MUTATION_COST = 10.0
 LEVEL_NODE_COST = 3
 STALE_CODES = frozenset({"CHANGE_FROM_QUANTITY_STALE", "COMPARE_QUANTITY_STALE"})
 _CHANGE_FROM_SINCE = (2026, 1)
+#: the @idempotent directive exists from this version (mandatory for inventory mutations from 2026-04)
+_IDEMPOTENT_SINCE = (2026, 1)
 _KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
 _VERSION_RE = re.compile(r"^(?:\d{4}-\d{2}|unstable)$")
 
@@ -194,10 +200,14 @@ class SetResult(msgspec.Struct, frozen=True):
 
 
 class LevelsReadResult(msgspec.Struct, frozen=True):
+    #: ``available`` per (item GID, location GID)
     levels: dict[tuple[str, str], int]
     missing_items: list[str]
     calls: int
     points: float
+    #: ``committed`` per (item GID, location GID): units of unfulfilled orders, which
+    #: tells Shopify's own sales from other drops of ``available`` (flows/sales.py)
+    committed: dict[tuple[str, str], int] = {}
 
 
 class ShopifyLocation(msgspec.Struct, frozen=True):
@@ -413,7 +423,7 @@ class ThrottleGovernor:
 # ----------------------------------------------------------------------------- queries
 
 _SET_MUTATION = """mutation AvailabilitySetQuantities($input: InventorySetQuantitiesInput!) {
-  inventorySetQuantities(input: $input) @idempotent(key: %s) {
+  inventorySetQuantities(input: $input)%s {
     inventoryAdjustmentGroup {
       id
       reason
@@ -425,7 +435,7 @@ _SET_MUTATION = """mutation AvailabilitySetQuantities($input: InventorySetQuanti
 }"""
 
 _LEVELS_SELECTION = """inventoryLevels(first: $first, after: $after) {
-        edges { cursor node { location { id } quantities(names: ["available"]) { name quantity } } }
+        edges { cursor node { location { id } quantities(names: ["available", "committed"]) { name quantity } } }
         pageInfo { hasNextPage endCursor }
       }"""
 
@@ -549,6 +559,16 @@ class ShopifyAdminClient:
     def uses_change_from_quantity(self) -> bool:
         """True if this API version spells compare-and-set as ``changeFromQuantity``."""
         return _version_key(self.api_version) >= _CHANGE_FROM_SINCE
+
+    @property
+    def uses_idempotent_directive(self) -> bool:
+        """True if this API version has the ``@idempotent(key:)`` directive (2026-01 and later)."""
+        return _version_key(self.api_version) >= _IDEMPOTENT_SINCE
+
+    def set_mutation(self, idempotency_key: str) -> str:
+        """The inventorySetQuantities document for this API version and key."""
+        directive = f" @idempotent(key: {msgspec.json.encode(idempotency_key).decode()})"
+        return _SET_MUTATION % (directive if self.uses_idempotent_directive else "")
 
     @property
     def last_throttle_status(self) -> ThrottleStatus | None:
@@ -735,7 +755,7 @@ class ShopifyAdminClient:
         if reference_document_uri is None:
             reference_document_uri = f"gid://availability/Push/{idempotency_key}"
         inp = self.build_set_input(entries, name, reason, reference_document_uri)
-        query = _SET_MUTATION % msgspec.json.encode(idempotency_key).decode()
+        query = self.set_mutation(idempotency_key)
         resp = await self.execute(query, {"input": inp}, estimated_cost=MUTATION_COST)
         payload = resp.data.get("inventorySetQuantities")
         if not isinstance(payload, dict):
@@ -795,12 +815,18 @@ class ShopifyAdminClient:
                 raise ValueError(str(exc)) from None
         levels: dict[tuple[str, str], int] = {}
         missing: list[str] = []
-        counters = {"calls": 0, "points": 0.0}
+        counters: dict[str, Any] = {"calls": 0, "points": 0.0, "committed": {}}
         per_item = self._levels_cost(self.levels_page_size)
         batch = max(1, min(MAX_ENTRIES_PER_CALL, self.max_query_cost // per_item))
         for chunk in _chunks(ids, batch):
             await self._read_chunk(list(chunk), levels, missing, counters)
-        return LevelsReadResult(levels=levels, missing_items=missing, calls=counters["calls"], points=counters["points"])
+        return LevelsReadResult(
+            levels=levels,
+            missing_items=missing,
+            calls=counters["calls"],
+            points=counters["points"],
+            committed=counters["committed"],
+        )
 
     async def _read_chunk(
         self,
@@ -834,7 +860,7 @@ class ShopifyAdminClient:
                 missing.append(gid)
                 continue
             conn = node["inventoryLevels"]
-            self._collect_levels(gid, conn, levels)
+            self._collect_levels(gid, conn, levels, counters["committed"])
             page = conn.get("pageInfo") or {}
             after = page.get("endCursor")
             while page.get("hasNextPage") and after:
@@ -850,18 +876,24 @@ class ShopifyAdminClient:
                 if not isinstance(item, dict):
                     break  # deleted between the two reads
                 conn = item["inventoryLevels"]
-                self._collect_levels(gid, conn, levels)
+                self._collect_levels(gid, conn, levels, counters["committed"])
                 page = conn.get("pageInfo") or {}
                 after = page.get("endCursor")
 
     @staticmethod
-    def _collect_levels(gid: str, conn: dict[str, Any], out: dict[tuple[str, str], int]) -> None:
+    def _collect_levels(
+        gid: str, conn: dict[str, Any], out: dict[tuple[str, str], int], committed: dict[tuple[str, str], int]
+    ) -> None:
         for edge in conn.get("edges") or []:
             node = edge.get("node") or {}
             loc = (node.get("location") or {}).get("id")
+            if loc is None:
+                continue
             for q in node.get("quantities") or []:
-                if q.get("name") == "available" and loc is not None:
+                if q.get("name") == "available":
                     out[(gid, loc)] = int(q.get("quantity") or 0)
+                elif q.get("name") == "committed":
+                    committed[(gid, loc)] = int(q.get("quantity") or 0)
 
     # ---- catalogue lookups ---------------------------------------------------------------
 

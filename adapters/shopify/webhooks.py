@@ -138,6 +138,21 @@ def verify_hmac(raw_body: bytes, header_value: str | None, secrets: Sequence[str
     return verified
 
 
+# --------------------------------------------------------------------------- shop
+
+
+def shop_domain_of(headers: Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]) -> str | None:
+    """``X-Shopify-Shop-Domain`` (lower case), read before the signature is checked: it
+    picks the shop whose secrets must verify the body. Never trusted on its own."""
+    pairs = headers.items() if hasattr(headers, "items") else headers
+    for name, value in pairs:
+        key = (name.decode("latin-1") if isinstance(name, bytes) else name).strip().lower()
+        if key == HEADER_SHOP:
+            text = (value.decode("latin-1") if isinstance(value, bytes) else value).strip().lower()
+            return text or None
+    return None
+
+
 # --------------------------------------------------------------------------- headers
 
 
@@ -287,6 +302,7 @@ class _Mapper:
         self.default_location = default_location
         self.correlation_id = (webhook.event_id or webhook.webhook_id) if webhook else None
         self.result = WebhookEvents(topic=topic)
+        self.channel = "online"
 
     def location(self, location_id: int | str | None) -> str:
         if location_id is None or location_id == "":
@@ -340,10 +356,12 @@ def map_webhook(
     *,
     default_location: str,
     webhook: ShopifyWebhook | None = None,
+    channel: str = "online",
 ) -> WebhookEvents | InventoryLevelUpdate:
     """Map one webhook payload (decoded JSON, or the raw body) to canonical events; for
     ``inventory_levels/update`` return an `InventoryLevelUpdate`. Raises `InvalidEvent`
-    for a payload that does not fit the topic, an unmapped location or an unknown topic."""
+    for a payload that does not fit the topic, an unmapped location or an unknown topic.
+    `channel`: the channel the shop sells as (online orders are booked under it)."""
     topic = topic.strip().lower()
     if topic in IGNORED_TOPICS:
         return WebhookEvents(topic=topic)
@@ -364,6 +382,7 @@ def map_webhook(
             location=location,
         )
     mapper = _Mapper(topic, location_map, default_location, webhook)
+    mapper.channel = channel
     if topic == "orders/create":
         _orders_create(mapper, _convert(payload, _Order, topic))
     elif topic == "orders/cancelled":
@@ -389,7 +408,7 @@ def _orders_create(m: _Mapper, order: _Order) -> None:
             location=location,
             occurred_at=order.created_at,
             reference=reference,
-            channel="pos" if is_pos else "online",
+            channel="pos" if is_pos else m.channel,
             till_id=str(order.device_id) if is_pos and order.device_id is not None else None,
         )
 
@@ -413,7 +432,7 @@ def _orders_cancelled(m: _Mapper, order: _Order) -> None:
             location=m.default_location,
             occurred_at=occurred_at,
             reference=str(order.id),
-            channel="online",
+            channel=m.channel,
         )
 
 

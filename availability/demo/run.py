@@ -31,12 +31,15 @@ log = logging.getLogger("availability.demo")
 
 SHOPIFY_TOKEN = "shpat_demo"
 WEBHOOK_SECRET = "shpss_demo_secret"
+#: the simulator's X-Shopify-Shop-Domain: webhooks claiming any other shop are 401
+SHOP_DOMAIN = SimulatorConfig().shop_domain
 
 
 def demo_settings(base: Settings, port: int) -> Settings:
     data_dir = str(Path(base.data_dir) / "demo")
     return base.model_copy(update={"data_dir": data_dir, "port": port, "shopify_token": SHOPIFY_TOKEN,
-                                   "shopify_webhook_secrets": [WEBHOOK_SECRET], "public_read": True})
+                                   "shopify_webhook_secrets": [WEBHOOK_SECRET], "public_read": True,
+                                   "shopify_shop_domain": SHOP_DOMAIN})
 
 
 def start_simulator(cat: Catalogue, items: dict[str, str], locations: list[tuple[str, str, str]], webhook_url: str,

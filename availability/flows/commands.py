@@ -3,6 +3,7 @@
     availability publish                                  run the Shopify publisher alone
     availability shopify status                           pending marks, outbox, dead letters, unmapped
     availability shopify resync [--dry-run] [--sku S]...  compare every mapped level with ATS and repair
+                                [--bulk] [--shop NAME]    (bulk operations: the whole catalogue in two)
     availability shopify import-mappings PATH             SKU -> item and (channel, location) -> location GIDs
     availability shopify unmapped [--scan] [--limit N]    SKUs with stock changes but no item mapping
     availability shopify dlq list [--limit N]             dead-lettered pushes with their reasons
@@ -20,6 +21,7 @@ import sys
 from typing import Any
 
 from availability.config import Settings
+from availability.flows.progress import Progress
 
 
 def register(sub) -> None:
@@ -31,12 +33,15 @@ def register(sub) -> None:
     shopify.set_defaults(handler=lambda args, settings: _help(shopify))
 
     p = ssub.add_parser("status", help="pending marks, outbox, dead letters and unmapped SKUs (JSON)")
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(show_status(args, settings)))
 
     p = ssub.add_parser("resync", help="read every mapped Shopify level back, compare with ATS, repair differences")
     p.add_argument("--dry-run", action="store_true", help="only print the differences")
     p.add_argument("--sku", action="append", default=None, help="only this SKU (repeatable)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the repairs to be pushed")
+    p.add_argument("--bulk", action="store_true", help="read and write the whole catalogue with bulk operations")
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(resync(args, settings)))
 
     p = ssub.add_parser("import-mappings", help="import Shopify mappings from a .csv or .json file")
@@ -48,6 +53,7 @@ def register(sub) -> None:
     p = ssub.add_parser("unmapped", help="SKUs whose stock changed but that have no InventoryItem mapping")
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--scan", action="store_true", help="scan the whole ledger instead of the SKUs seen by the publisher")
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(list_unmapped(args, settings)))
 
     dlq = ssub.add_parser("dlq", help="dead-lettered pushes: list, replay")
@@ -55,10 +61,12 @@ def register(sub) -> None:
     dlq.set_defaults(handler=lambda args, settings: _help(dlq))
     p = dsub.add_parser("list", help="dead letters, oldest first (JSON lines)")
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(dlq_list(args, settings)))
     p = dsub.add_parser("replay", help="unpark dead-lettered levels and push them again")
     p.add_argument("ids", nargs="*", help="dead letter ids (see `dlq list`)")
     p.add_argument("--all", action="store_true", help="replay every dead letter")
+    p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(dlq_replay(args, settings)))
 
     _register_sim(sub)
@@ -118,6 +126,31 @@ def run_sim_shopify(args, settings: Settings) -> int:
 # --- handlers -------------------------------------------------------------------------------------
 
 
+def _shop(args, settings: Settings):
+    """The shop `--shop` names (None, after saying why, if there is no such shop)."""
+    from availability.flows.service import select_shop
+    from availability.flows.shops import ShopConfigError
+
+    try:
+        return select_shop(settings, getattr(args, "shop", None))
+    except ShopConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def _count_rows(path: str) -> int | None:
+    """Rows of a mappings file (CSV lines after the header; JSON items and locations)."""
+    try:
+        if path.lower().endswith(".csv"):
+            with open(path, encoding="utf-8-sig") as fh:
+                return max(0, sum(1 for line in fh if line.strip()) - 1)
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        return len(doc.get("items") or ()) + len(doc.get("locations") or ())
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _print(doc: Any) -> None:
     print(json.dumps(doc, indent=2, sort_keys=False, default=str))
 
@@ -136,7 +169,8 @@ async def run_publish(args, settings: Settings) -> int:
     async with open_runtime(settings) as runtime:
         service = PublisherService(runtime)
         await service.start()
-        print(f"publishing to {settings.shopify_url}; Ctrl-C stops", file=sys.stderr, flush=True)
+        shops = ", ".join(f"{p.shop.label} ({p.shop.url})" for p in service.pushes)
+        print(f"publishing to {shops}; Ctrl-C stops", file=sys.stderr, flush=True)
         try:
             await stop.wait()
         finally:
@@ -148,15 +182,19 @@ async def show_status(args, settings: Settings) -> int:
     from availability.bootstrap import open_runtime
     from availability.flows.service import build_publisher
 
+    shop = _shop(args, settings)
+    if shop is None:
+        return 2
     async with open_runtime(settings) as runtime:
-        publisher = build_publisher(runtime)
+        publisher = build_publisher(runtime, shop=shop)
         try:
             marks, urgent = await publisher.queue.pending()
             oldest = await publisher.queue.oldest_ms()
             outbox = await publisher.outbox.messages()
             _print(
                 {
-                    "shopify_url": settings.shopify_url,
+                    "shop": shop.label,
+                    "shopify_url": shop.url,
                     "pending_marks": marks,
                     "urgent_marks": urgent,
                     "oldest_mark_ms": oldest,
@@ -165,6 +203,8 @@ async def show_status(args, settings: Settings) -> int:
                     "dead_letters": await publisher.dlq.size(),
                     "parked_levels": len(await publisher.state.parked_all()),
                     "unmapped_skus": await publisher.state.unmapped_count(),
+                    # SKUs with units held as Shopify's own sales in flight (flows/sales.py)
+                    "skus_with_sales_in_flight": int(await runtime.redis.zcard(publisher.keys.holds)),
                 }
             )
         finally:
@@ -174,21 +214,42 @@ async def show_status(args, settings: Settings) -> int:
 
 async def resync(args, settings: Settings) -> int:
     from availability.bootstrap import open_runtime
-    from availability.flows.service import (
-        build_publisher,
-        build_repairer,
-        shopify_configured,
-    )
+    from availability.flows.service import build_publisher, build_repairer
 
-    if not shopify_configured(settings):
+    shop = _shop(args, settings)
+    if shop is None:
+        return 2
+    if not shop.pushes:
         print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
         return 2
     async with open_runtime(settings) as runtime:
-        publisher = build_publisher(runtime)
+        publisher = build_publisher(runtime, shop=shop)
         try:
             await publisher.refresh_mappings(force=True)
             repairer = build_repairer(publisher, settings)
-            result = await repairer.resync(skus=args.sku, dry_run=args.dry_run, timeout=args.timeout)
+            if getattr(args, "bulk", False):
+                if args.sku:
+                    print("--bulk reads the whole catalogue; leave out --sku", file=sys.stderr)
+                    return 2
+                bars: dict[str, Progress] = {}
+
+                def phase(name: str, done: int, total: int | None) -> None:
+                    for other in [k for k in bars if k != name]:
+                        bars.pop(other).close()
+                    unit = "SKUs" if name == "compare" else "objects"
+                    bar = bars.get(name) or bars.setdefault(name, Progress(f"resync ({name})", total, unit=unit))
+                    bar.update(done, total)
+
+                try:
+                    result = await repairer.bulk_resync(dry_run=args.dry_run, on_progress=phase)
+                finally:
+                    for bar in bars.values():
+                        bar.close()
+            else:
+                with Progress("resync", unit="SKUs") as bar:
+                    result = await repairer.resync(
+                        skus=args.sku, dry_run=args.dry_run, timeout=args.timeout, on_progress=bar.update
+                    )
             result["dry_run"] = args.dry_run
             _print(result)
         finally:
@@ -201,12 +262,17 @@ async def import_mappings(args, settings: Settings) -> int:
     from availability.domain.errors import AvailabilityError
     from availability.rules.errors import InvalidMasterData
 
+    rows = _count_rows(args.path)
     async with open_runtime(settings) as runtime:
-        try:
-            changed = await runtime.store.import_mappings_file(args.path, actor=args.actor, reason=args.reason)
-        except (InvalidMasterData, AvailabilityError, OSError) as exc:
-            print(f"{args.path}: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
-            return 1
+        # The store imports the file in one transaction (all or nothing), so the bar moves
+        # once, at the end: what it adds on a long import is the elapsed time and the rate.
+        with Progress(f"import {args.path}", rows, unit="rows") as bar:
+            try:
+                changed = await runtime.store.import_mappings_file(args.path, actor=args.actor, reason=args.reason)
+            except (InvalidMasterData, AvailabilityError, OSError) as exc:
+                print(f"{args.path}: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
+                return 1
+            bar.update(rows or 0)
         _print({"changed": changed, "store_version": await runtime.store.version()})
     return 0
 
@@ -233,7 +299,10 @@ async def list_unmapped(args, settings: Settings) -> int:
             skus = sorted(set(skus))
             _print({"unmapped": len(skus), "skus": skus[: args.limit] if args.limit > 0 else skus})
             return 0
-        state = PushState(runtime.redis, PushKeys(settings.key_prefix), Scripts(runtime.redis))
+        shop = _shop(args, settings)
+        if shop is None:
+            return 2
+        state = PushState(runtime.redis, PushKeys(settings.key_prefix, shop.name), Scripts(runtime.redis))
         seen = [(sku, at) for sku, at in await state.unmapped(limit=0) if sku not in items]
         _print(
             {
@@ -251,8 +320,11 @@ async def dlq_list(args, settings: Settings) -> int:
     from availability.flows.machinery import DeadLetterQueue
     from availability.flows.state import PushKeys
 
+    shop = _shop(args, settings)
+    if shop is None:
+        return 2
     async with open_runtime(settings) as runtime:
-        dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix).dlq)
+        dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix, shop.name).dlq)
         print(json.dumps({"dead_letters": await dlq.size()}), file=sys.stderr)
         for letter in await dlq.list(0, args.limit):
             print(msgspec.json.encode(letter).decode())
@@ -266,8 +338,11 @@ async def dlq_replay(args, settings: Settings) -> int:
     if not args.ids and not args.all:
         print("name dead letter ids, or --all", file=sys.stderr)
         return 2
+    shop = _shop(args, settings)
+    if shop is None:
+        return 2
     async with open_runtime(settings) as runtime:
-        publisher = build_publisher(runtime)
+        publisher = build_publisher(runtime, shop=shop)
         try:
             await publisher.refresh_mappings(force=True)
             replayed = await publisher.replay_dead_letters(None if args.all else args.ids)

@@ -27,15 +27,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from adapters.shopify.client import ShopifyTransientError
+from adapters.shopify.client import SetQuantity, ShopifyTransientError
 from adapters.shopify.gid import GidError, item_gid, location_gid
 from availability.flows import metrics as m
 from availability.flows.machinery import Backoff, GiveUp, _s, now_ms, retry_transient
 from availability.flows.mappings import LevelKey, level_value
+from availability.flows.sales import pushable
 
 if TYPE_CHECKING:
     from availability.flows.publisher import Publisher
@@ -185,12 +187,14 @@ class DriftRepairer:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, *, webhooks: bool = True, periodic: bool = True) -> None:
+    async def start(self, *, webhooks: bool = True, periodic: bool = True, sales: bool = True) -> None:
         self._stopping = False
         if webhooks:
             self._tasks.append(asyncio.create_task(self._webhook_loop(), name="shopify-drift-webhooks"))
         if periodic and self.interval_s > 0:
             self._tasks.append(asyncio.create_task(self._periodic_loop(), name="shopify-drift-periodic"))
+        if sales and self.publisher.sales_config.enabled:
+            self._tasks.append(asyncio.create_task(self._sales_loop(), name="shopify-sales-sweep"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -271,31 +275,103 @@ class DriftRepairer:
             levels.append((LevelKey(sku, u.item, u.location), u))
         if not levels:
             return 0
-        known = await publisher.state.known_many([k for k, _ in levels])
         stamp = now_ms()
-        news: list[tuple[LevelKey, LevelUpdate, int]] = []
-        for key, u in levels:
-            before = known.get(key)
-            # Shopify's clock, bounded by ours: the change happened before we got the webhook.
-            as_of = min(u.updated_ms or stamp, stamp)
-            if before is not None and (before.value == u.available or as_of < before.as_of_ms):
-                continue  # our own write coming back, or older than what we know
-            news.append((key, u, as_of))
+        # Shopify's clock, bounded by ours: the change happened before we got the webhook.
+        # A drop our pushes do not explain is held as Shopify's sales in flight, in the
+        # same transaction that records the value (flows/sales.py).
+        decided = await publisher.sales.observe(
+            (key, u.available, min(u.updated_ms or stamp, stamp), "webhook") for key, u in levels
+        )
+        await publisher.observed(decided, "webhook")
+        news = [(key, u) for key, u in levels if decided[key][1].kind not in ("older", "echo")]
         if not news:
-            return 0
-        stock = await publisher.ledger.stock_many(sorted({k.sku for k, _, _ in news}))
+            return 0  # our own writes coming back, or older than what we know
+        held = await publisher.sales.held([k for k, _ in news])  # before the stock: see Publisher._process
+        stock = await publisher.ledger.stock_many(sorted({k.sku for k, _ in news}))
         book = publisher.rules.book
-        await publisher.state.record_known((k, u.available, as_of, "webhook") for k, u, as_of in news)
         flagged: list[str] = []
-        for key, u, _as_of in news:
+        for key, u in news:
             ats, _threshold = level_value(book, key.sku, mappings.rows_of.get(key.location, ()), stock[key.sku])
-            if ats != u.available:
+            if pushable(ats, held.get(key, 0)) != u.available:
                 flagged.extend(mappings.pairs_of(key))
                 self.webhook_drift += 1
                 m.DRIFT_DETECTED.labels("webhook").inc()
         if flagged:
             await publisher.queue.flag_urgent(flagged)
         return len(flagged)
+
+    # --- Shopify's sales in flight past the window -------------------------------------------
+
+    async def _sales_loop(self) -> None:
+        every = max(0.05, min(5.0, self.publisher.sales_config.window_s / 4))
+        while not self._stopping:
+            try:
+                await asyncio.sleep(every)
+                await self.sweep_sales()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Shopify sales sweep failed; retrying")
+
+    async def sweep_sales(self, limit: int = 200) -> dict[str, int]:
+        """Settle holds older than the window with a read of `available` and `committed`
+        (flows/sales.py `judge`): what Shopify's committed cannot account for is an external
+        decrease, released (revert: ATS is pushed again) or booked in the ledger (adopt)."""
+        publisher = self.publisher
+        out = {"skus": 0, "kept": 0, "external": 0}
+        skus = await publisher.sales.due(limit)
+        if not skus:
+            return out
+        await publisher.refresh_mappings()
+        mappings = publisher.mappings
+        assert mappings is not None
+        skus = [s for s in skus if s in mappings.items]
+        if not skus:
+            return out
+        as_of = now_ms()
+        try:
+            result = await retry_transient(
+                lambda: publisher.client.read_levels_detailed([mappings.items[s] for s in skus]),
+                backoff=Backoff(max_attempts=4),
+                transient=(ShopifyTransientError,),
+            )
+        except GiveUp as exc:
+            log.warning("sales sweep: reading %d SKU(s) failed, next sweep retries: %s", len(skus), exc)
+            return out
+        m.CALLS.labels("read", "ok").inc(result.calls)
+        keys = [key for sku in skus for key in mappings.all_levels(sku)]
+        read = {k: result.levels[(k.item, k.location)] for k in keys if (k.item, k.location) in result.levels}
+        decided = await publisher.sales.observe((k, v, as_of, "read") for k, v in read.items())
+        rises = await publisher.observed(decided, "sweep")
+        # a rise seen on the way is an external edit like any other: reverted by a push
+        flagged: list[str] = [p for key in rises for p in mappings.pairs_of(key)] if publisher.sales_config.policy == "revert" else []
+        adopt: list[tuple[LevelKey, int, Any]] = []
+        policy = publisher.sales_config.policy
+        for sku in skus:
+            levels = {k: result.committed.get((k.item, k.location)) for k in mappings.all_levels(sku)}
+            verdicts = await publisher.sales.resolve(sku, levels)
+            out["skus"] += 1
+            for key, verdict in verdicts.items():
+                out["kept"] += verdict.keep
+                if not verdict.external:
+                    continue
+                out["external"] += verdict.external
+                m.SALES_SETTLED.labels("external").inc(verdict.external)
+                m.EXTERNAL_EDITS.labels("decrease", policy).inc()
+                log.warning(
+                    "Shopify level %s @ %s: %d held unit(s) are no sale (committed %s after %.0f s): %s",
+                    key.sku, key.location, verdict.external, levels.get(key), publisher.sales_config.window_s,
+                    "booked in the ledger (adopt)" if policy == "adopt" else "ATS pushed back (revert)",
+                )
+                if policy == "adopt":
+                    adopt.append((key, verdict.external, decided.get(key, (None,))[0]))
+                flagged.extend(mappings.pairs_of(key))
+        if adopt:
+            await publisher.adopt(adopt, direction="decrease")
+        if flagged:
+            await publisher.queue.mark(flagged)
+            await publisher.queue.flag_urgent(flagged)
+        return out
 
     # --- periodic pass and resync ------------------------------------------------------------
 
@@ -332,6 +408,7 @@ class DriftRepairer:
         skus: list[str] | None = None,
         dry_run: bool = False,
         paced: bool = True,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> DriftReport:
         """Read every mapped level of `skus` (default: every mapped SKU) back from Shopify and
         compare with ATS. Unless `dry_run`, differences become known values + urgent marks."""
@@ -361,37 +438,59 @@ class DriftRepairer:
             report.read_calls += result.calls
             report.points += result.points
             m.CALLS.labels("read", "ok").inc(result.calls)
-            in_flight = await publisher.leases.holders(chunk)
-            stock = await publisher.ledger.stock_many(chunk)
-            book = publisher.rules.book
-            record: list[tuple[LevelKey, int, int, str]] = []
-            flagged: list[str] = []
-            for sku in chunk:
-                for key in mappings.all_levels(sku):
-                    report.levels += 1
-                    ats, _ = level_value(book, sku, mappings.rows_of[key.location], stock[sku])
-                    held = result.levels.get((key.item, key.location))
-                    if held is None:
-                        report.missing.append(Difference(sku, key.item, key.location, None, ats))
-                        continue
-                    if sku in in_flight:
-                        report.skipped_in_flight += 1  # a push is settling it right now
-                        continue
-                    if held == ats:
-                        report.equal += 1
-                        record.append((key, held, as_of, "read"))
-                        continue
-                    report.different.append(Difference(sku, key.item, key.location, held, ats))
-                    record.append((key, held, as_of, "drift"))
-                    flagged.extend(mappings.pairs_of(key))
-            if not dry_run:
-                await publisher.state.record_known(record)
-                if flagged:
-                    await publisher.queue.flag_urgent(flagged)
+            differences = await self._compare(chunk, result.levels, as_of, report, source=source, dry_run=dry_run)
+            flagged = [p for d in differences for p in mappings.pairs_of(d[0])]
+            if not dry_run and flagged:
+                await publisher.queue.flag_urgent(flagged)
+            if on_progress is not None:
+                on_progress(min(i + step, len(wanted)), len(wanted))
         if not dry_run and report.different:
             m.DRIFT_DETECTED.labels(source).inc(len(report.different))
         report.seconds = time.monotonic() - started
         return report
+
+    async def _compare(
+        self,
+        chunk: list[str],
+        values: dict[tuple[str, str], int],
+        as_of: int,
+        report: DriftReport,
+        *,
+        source: str,
+        dry_run: bool,
+    ) -> list[tuple[LevelKey, int, int]]:
+        """Compare what Shopify holds (`values`, read at `as_of`) with what may be pushed for
+        these SKUs; fill `report`; return (level, Shopify's value, wanted) of the differences.
+        Observations first (a drop we did not push is held as a sale in flight), then
+        holds, then stock, as in a push round. SKUs a push holds right now are skipped."""
+        publisher = self.publisher
+        mappings = publisher.mappings
+        assert mappings is not None
+        in_flight = await publisher.leases.holders(chunk)
+        keys = [key for sku in chunk for key in mappings.all_levels(sku)]
+        if not dry_run:
+            read = [(k, values[(k.item, k.location)]) for k in keys if (k.item, k.location) in values and k.sku not in in_flight]
+            decided = await publisher.sales.observe((k, v, as_of, "drift") for k, v in read)
+            await publisher.observed(decided, source)
+        held = await publisher.sales.held(keys)
+        stock = await publisher.ledger.stock_many(chunk)
+        book = publisher.rules.book
+        out: list[tuple[LevelKey, int, int]] = []
+        for key in keys:
+            report.levels += 1
+            ats, _ = level_value(book, key.sku, mappings.rows_of[key.location], stock[key.sku])
+            want = pushable(ats, held.get(key, 0))
+            value = values.get((key.item, key.location))
+            if value is None:
+                report.missing.append(Difference(key.sku, key.item, key.location, None, want))
+            elif key.sku in in_flight:
+                report.skipped_in_flight += 1  # a push is settling it right now
+            elif value == want:
+                report.equal += 1
+            else:
+                report.different.append(Difference(key.sku, key.item, key.location, value, want))
+                out.append((key, value, want))
+        return out
 
     async def _wait_for_budget(self) -> None:
         """Let pushes keep priority: read only while the bucket is above the reserve share."""
@@ -405,9 +504,16 @@ class DriftRepairer:
                 return
             await asyncio.sleep(min(1.0, (floor - available) / max(1.0, governor.status.restore_rate)))
 
-    async def resync(self, *, skus: list[str] | None = None, dry_run: bool = False, timeout: float = 600.0) -> dict[str, Any]:
+    async def resync(
+        self,
+        *,
+        skus: list[str] | None = None,
+        dry_run: bool = False,
+        timeout: float = 600.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
         """The `availability shopify resync` command: a pass, then (unless dry) push the repairs."""
-        report = await self.run_pass(source="resync", skus=skus, dry_run=dry_run, paced=False)
+        report = await self.run_pass(source="resync", skus=skus, dry_run=dry_run, paced=False, on_progress=on_progress)
         out: dict[str, Any] = report.summary()
         out["differences"] = [d.as_dict() for d in report.different]
         out["not_stocked_in_shopify"] = [d.as_dict() for d in report.missing]
@@ -416,5 +522,76 @@ class DriftRepairer:
             drained = await self.publisher.drain(timeout=timeout)
             out["pushed"] = self.publisher.stats.quantities_pushed - before
             out["drained"] = drained
+        return out
+
+    async def bulk_resync(
+        self,
+        *,
+        dry_run: bool = False,
+        on_progress: Callable[[str, int, int | None], None] | None = None,
+        poll_s: float = 2.0,
+    ) -> dict[str, Any]:
+        """`availability shopify resync --bulk`: the whole catalogue with two bulk operations
+        (adapters/shopify/bulk.py) instead of a read per page of items: one bulk query reads
+        every level, the differences are computed as in a pass (Shopify's sales in flight
+        held), and one bulk mutation writes them, compare-and-set against the values read.
+        Lines Shopify refused (stale: the level moved meanwhile) are left to the publisher,
+        which reads them back and pushes them the usual way. SKUs a push holds are skipped."""
+        from adapters.shopify.bulk import BulkClient
+
+        started = time.monotonic()
+        publisher = self.publisher
+        await publisher.refresh_mappings()
+        mappings = publisher.mappings
+        assert mappings is not None
+        bulk = BulkClient(publisher.client, poll_s=poll_s)
+        report = DriftReport("bulk")
+
+        def progress(phase: str):
+            return (lambda n: on_progress(phase, n, None)) if on_progress is not None else None
+
+        as_of = now_ms()  # the values are as of some moment during the read: never newer than its start
+        levels = await bulk.read_levels(on_progress=progress("read"))
+        report.read_calls = 1
+        wanted = sorted(mappings.items)
+        report.skus = len(wanted)
+        entries: list[SetQuantity] = []
+        targets: dict[tuple[str, str], LevelKey] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            for key, value, want in await self._compare(chunk, levels.levels, as_of, report, source="bulk", dry_run=dry_run):
+                entries.append(SetQuantity(key.item, key.location, want, value))
+                targets[(key.item, key.location)] = key
+            if on_progress is not None:
+                on_progress("compare", min(i + 500, len(wanted)), len(wanted))
+        out: dict[str, Any] = report.summary()
+        out["differences"] = [d.as_dict() for d in report.different]
+        out["not_stocked_in_shopify"] = [d.as_dict() for d in report.missing]
+        if not dry_run and entries:
+            m.DRIFT_DETECTED.labels("bulk").inc(len(entries))
+            sent_ms = now_ms()
+            lines = await bulk.set_available(entries, on_progress=progress("write"))
+            confirmed: list[tuple[LevelKey, int, int, str]] = []
+            again: list[str] = []
+            refused: dict[str, int] = {}
+            for line in lines:
+                for e in line.entries:
+                    key = targets[(e.inventory_item_id, e.location_id)]
+                    if line.ok:
+                        confirmed.append((key, e.quantity, sent_ms, "push"))
+                    else:
+                        again.extend(mappings.pairs_of(key))
+                for err in line.user_errors:
+                    refused[err.code or "USER_ERROR"] = refused.get(err.code or "USER_ERROR", 0) + 1
+            await publisher.state.record_known(confirmed)
+            if again:
+                # Shopify applies a line all or nothing: its levels go the usual way
+                await publisher.queue.mark(again)
+                await publisher.queue.flag_urgent(again)
+            m.DRIFT_REPAIRED.labels("bulk").inc(len(confirmed))
+            out["pushed"] = len(confirmed)
+            out["left_to_the_publisher"] = len(set(again))
+            out["refused"] = refused
+        out["seconds"] = round(time.monotonic() - started, 3)
         return out
 

@@ -76,7 +76,7 @@ class Scripts:
     """The flows' Lua scripts, registered once per Redis client (redis-py reloads a script
     that the server lost, e.g. after a restart)."""
 
-    NAMES = ("claim", "leases", "acquire", "outbox_claim", "record_known")
+    NAMES = ("claim", "leases", "acquire", "outbox_claim", "record_known", "fanout")
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis

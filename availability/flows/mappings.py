@@ -115,9 +115,12 @@ class ShopifyMappings:
         dirty_since_ms: int,
         computed_ms: int,
         urgent: bool = False,
+        held: int = 0,
     ) -> Target:
+        """The level's target: its ATS less `held`, the units Shopify sold that the ledger
+        has not seen yet (flows/sales.py), never below 0."""
         value, threshold = level_value(book, key.sku, self.rows_of.get(key.location, ()), stock)
-        return Target(key, value, threshold, self.pairs_of(key), dirty_since_ms, computed_ms, urgent)
+        return Target(key, max(0, value - held), threshold, self.pairs_of(key), dirty_since_ms, computed_ms, urgent)
 
     def diff_items(self, other: ShopifyMappings) -> set[str]:
         """SKUs whose item mapping differs between two versions."""

@@ -78,6 +78,20 @@ DRIFT_DETECTED = Counter(
 DRIFT_REPAIRED = Counter(
     "availability_shopify_drift_repaired_total", "Drifted levels set back to ATS, by source", ["source"]
 )
+SALES_HELD = Counter(
+    "availability_shopify_sales_held_total",
+    "Units held against a Shopify level: drops of available our pushes do not explain (Shopify's own sales in flight)",
+)
+SALES_SETTLED = Counter(
+    "availability_shopify_sales_settled_total",
+    "Held units released, by how (order: its ledger event applied; external: judged not a sale after the window)",
+    ["how"],
+)
+EXTERNAL_EDITS = Counter(
+    "availability_shopify_external_edits_total",
+    "External changes of available (admin edits, other apps), by direction and what was done (revert, adopt)",
+    ["direction", "policy"],
+)
 UNMAPPED_SKUS = Gauge(
     "availability_shopify_unmapped_skus", "SKUs with stock changes but no Shopify InventoryItem mapping"
 )

@@ -34,6 +34,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -78,7 +79,8 @@ from availability.flows.mappings import (
     crosses,
     level_value,
 )
-from availability.flows.state import Known, PushKeys, PushState
+from availability.flows.sales import Observation, SalesConfig, SalesInFlight
+from availability.flows.state import DirtyFanout, Known, PushKeys, PushState
 
 if TYPE_CHECKING:
     from availability.ledger.ledger import Ledger
@@ -186,6 +188,10 @@ class PublisherStats:
 class _SendOutcome:
     resend: list[Target]
     stale: list[Target]
+    #: stale entries of a call retried after a lost answer: an earlier attempt may have been
+    #: applied (always so on API versions without @idempotent), so reading back exactly the
+    #: value we sent is our own write, not somebody's change
+    ours: dict[LevelKey, int] = field(default_factory=dict)
 
 
 def _ref_uri(key: str) -> str:
@@ -205,6 +211,9 @@ class Publisher:
         config: PushConfig | None = None,
         owner: str | None = None,
         on_confirm: Callable[[Confirmation], None] | None = None,
+        sales: SalesConfig | None = None,
+        shop: str = "",
+        fanout: DirtyFanout | None = None,
     ) -> None:
         self.ledger = ledger
         self.redis = ledger.redis
@@ -214,15 +223,33 @@ class Publisher:
         self.config = config or PushConfig()
         self.owner = owner or f"pub-{uuid.uuid4().hex[:10]}"
         self.on_confirm = on_confirm
-        self.keys = PushKeys(ledger.keys.prefix)
+        #: the shop's name in its keys ("" = the single-shop settings)
+        self.shop = shop
+        self.keys = PushKeys(ledger.keys.prefix, shop)
         self.scripts = Scripts(self.redis)
         self.leases = Leases(self.redis, self.keys.leases, self.scripts)
+        #: several shops: each claims from its own dirty set, fed from the ledger's by `fanout`
+        self.fanout = fanout
         self.queue = WorkQueue(
-            self.redis, marks_key=ledger.keys.dirty, urgent_key=self.keys.urgent, leases=self.leases, scripts=self.scripts
+            self.redis,
+            marks_key=self.keys.dirty if fanout is not None else ledger.keys.dirty,
+            urgent_key=self.keys.urgent,
+            leases=self.leases,
+            scripts=self.scripts,
         )
         self.outbox = Outbox(self.redis, self.keys.base, self.scripts)
         self.dlq = DeadLetterQueue(self.redis, self.keys.dlq)
         self.state = PushState(self.redis, self.keys, self.scripts)
+        self.sales_config = sales or SalesConfig()
+        self.sales = SalesInFlight(
+            self.redis,
+            known_key=self.keys.known,
+            sales_key=self.keys.sales,
+            seen_key=ledger.keys.seen,
+            holds_index=self.keys.holds,
+            config=self.sales_config,
+            record_known=self.scripts.record_known,
+        )
         self.mappings: ShopifyMappings | None = None
         self.stats = PublisherStats()
         self._round_tasks: set[asyncio.Task] = set()
@@ -319,6 +346,8 @@ class Publisher:
                     await asyncio.sleep(min(1.0, self._paused_until - time.monotonic()))
                     continue
                 await self.refresh_mappings()
+                if self.fanout is not None:
+                    await self.fanout.run()
                 if time.monotonic() - self._last_urgent_scan >= self.config.urgent_scan_interval_s:
                     self._last_urgent_scan = time.monotonic()
                     await self.urgent_scan()
@@ -391,6 +420,8 @@ class Publisher:
     async def run_round(self, *, window_s: float | None = None, limit: int | None = None) -> int:
         """Claim and push one round now, in this task (tools, tests). Returns marks claimed."""
         await self.refresh_mappings()
+        if self.fanout is not None:
+            await self.fanout.run()
         owner = self._round_owner()
         window = self.config.window_s if window_s is None else window_s
         claimed = await self.queue.claim(
@@ -461,41 +492,51 @@ class Publisher:
         skus = [sku for sku in by_sku if sku not in unmapped]
         if not skus:
             return
+        levels = [key for sku in skus for key in mappings.levels_for(sku, by_sku[sku])]
+        # In this order: what Shopify holds (the compare values), then Shopify's sales in
+        # flight, then the stock. A drop is recorded with its hold before its known value,
+        # so a compare value read here comes with its hold; an order found in the ledger
+        # by `held` is in the stock read after it.
+        known = await self.state.known_many(levels)
+        held = await self.sales.held(levels)
         # Taken before the read: a value computed "at" computed_ms includes every change
         # applied before it (freshness is measured from here).
         computed_ms = now_ms()
         stock = await self.ledger.stock_many(skus)
         book = self.rules.book
         targets: list[Target] = []
-        for sku in skus:
-            marks = by_sku[sku]
-            for key in mappings.levels_for(sku, marks):
-                behind = [marks[p.split("|", 1)[1]] for p in mappings.pairs_of(key) if p.split("|", 1)[1] in marks]
-                targets.append(
-                    mappings.target(
-                        book,
-                        key,
-                        stock[sku],
-                        dirty_since_ms=min(c.dirty_since_ms for c in behind),
-                        computed_ms=computed_ms,
-                        urgent=any(c.urgent for c in behind),
-                    )
+        for key in levels:
+            marks = by_sku[key.sku]
+            behind = [marks[p.split("|", 1)[1]] for p in mappings.pairs_of(key) if p.split("|", 1)[1] in marks]
+            targets.append(
+                mappings.target(
+                    book,
+                    key,
+                    stock[key.sku],
+                    dirty_since_ms=min(c.dirty_since_ms for c in behind),
+                    computed_ms=computed_ms,
+                    urgent=any(c.urgent for c in behind),
+                    held=held.get(key, 0),
                 )
+            )
         self.stats.levels_computed += len(targets)
         parked = await self.state.parked([t.key for t in targets])
         if parked:
             self.stats.parked_skipped += len(parked)
             m.PARKED_SKIPPED.inc(len(parked))
             targets = [t for t in targets if t.key not in parked]
-        await self.push(targets, owner)
+        await self.push(targets, owner, known=known)
 
     # --- pushing ---------------------------------------------------------------------------------
 
-    async def push(self, targets: Sequence[Target], owner: str) -> None:
-        """Bring these levels (whose SKUs `owner` leases) to their target values."""
+    async def push(
+        self, targets: Sequence[Target], owner: str, *, known: dict[LevelKey, Known | None] | None = None
+    ) -> None:
+        """Bring these levels (whose SKUs `owner` leases) to their target values. `known`:
+        the compare values, read before the targets' holds and stock (default: read now)."""
         if not targets:
             return
-        known = await self.state.known_many([t.key for t in targets])
+        known = dict(known) if known is not None else await self.state.known_many([t.key for t in targets])
         unknown = [t for t in targets if known[t.key] is None]
         if unknown:
             read = await self._read_levels([t.key for t in unknown], "read", unknown)
@@ -522,13 +563,15 @@ class Publisher:
                 return
             resend: list[Target] = []
             stale: list[Target] = []
+            ours: dict[LevelKey, int] = {}
             size = self.config.batch_size
             for i in range(0, len(todo), size):
                 outcome = await self._send(todo[i : i + size], known, owner)
                 resend.extend(outcome.resend)
                 stale.extend(outcome.stale)
+                ours.update(outcome.ours)
             if stale:
-                resend.extend(await self._resolve_stale(stale, known))
+                resend.extend(await self._resolve_stale(stale, known, ours))
             todo = resend
 
     async def _send(self, chunk: list[Target], known: dict[LevelKey, Known | None], owner: str) -> _SendOutcome:
@@ -568,7 +611,10 @@ class Publisher:
             await self.state.record_known((t.key, t.value, message.sent_ms, "push") for t in chunk)
             await self._confirmed(chunk, pushed=True, known_before=known)
             return _SendOutcome([], [])
-        return await self._rejected(chunk, result, message)
+        outcome = await self._rejected(chunk, result, message)
+        if message.attempts > 1:
+            outcome.ours = {t.key: t.value for t in outcome.stale}
+        return outcome
 
     def _payload(self, entries: list[SetQuantity], chunk: list[Target], key: str) -> dict[str, Any]:
         return {
@@ -667,19 +713,23 @@ class Publisher:
         resend = [t for i, t in enumerate(chunk) if i not in stale_idx and i not in dead]
         return _SendOutcome(resend, stale)
 
-    async def _resolve_stale(self, stale: list[Target], known: dict[LevelKey, Known | None]) -> list[Target]:
+    async def _resolve_stale(
+        self, stale: list[Target], known: dict[LevelKey, Known | None], ours: dict[LevelKey, int] | None = None
+    ) -> list[Target]:
         """Someone changed these levels since we last knew them. Read what Shopify holds now,
         recompute ATS from the ledger now (so what we send is computed after the change we
         just read) and return what still needs pushing, with the value read as the compare."""
         self.stats.stale += len(stale)
         m.STALE.inc(len(stale))
-        read = await self._read_levels([t.key for t in stale], "stale", stale)
+        read = await self._read_levels([t.key for t in stale], "stale", stale, ours=ours)
         if read is None:
             await self.state.forget_known(t.key for t in stale)
             await self._mark_again(stale)
             return []
         known.update(read)
         skus = sorted({t.key.sku for t in stale if t.key in read})
+        # The read recorded its drop (if any) as held: holds, then stock, as in a round.
+        held = await self.sales.held([t.key for t in stale if t.key in read])
         computed_ms = now_ms()
         stock = await self.ledger.stock_many(skus) if skus else {}
         book = self.rules.book
@@ -690,7 +740,13 @@ class Publisher:
             if t.key not in read:
                 continue
             fresh = mappings.target(
-                book, t.key, stock[t.key.sku], dirty_since_ms=t.dirty_since_ms, computed_ms=computed_ms, urgent=t.urgent
+                book,
+                t.key,
+                stock[t.key.sku],
+                dirty_since_ms=t.dirty_since_ms,
+                computed_ms=computed_ms,
+                urgent=t.urgent,
+                held=held.get(t.key, 0),
             )
             if fresh.value == read[t.key].value:
                 await self._confirmed([fresh], pushed=False, known_before=known)
@@ -699,10 +755,17 @@ class Publisher:
         return again
 
     async def _read_levels(
-        self, keys: Sequence[LevelKey], source: str, targets: Sequence[Target] | None = None
+        self,
+        keys: Sequence[LevelKey],
+        source: str,
+        targets: Sequence[Target] | None = None,
+        *,
+        ours: dict[LevelKey, int] | None = None,
     ) -> dict[LevelKey, Known] | None:
         """Read levels back from Shopify (paced, retried). Levels Shopify does not have are
-        dead-lettered. None when the reads kept failing."""
+        dead-lettered. None when the reads kept failing. What is read is an observation
+        (flows/sales.py: a drop we did not push is held), except a level reading exactly
+        the value in `ours`: an attempt of ours that may have been applied."""
         items = sorted({k.item for k in keys})
         as_of = now_ms()
 
@@ -753,10 +816,77 @@ class Publisher:
                     )
                 continue
             out[key] = Known(value, as_of, source)
-        await self.state.record_known((k, v.value, v.as_of_ms, source) for k, v in out.items())
+        ours = ours or {}
+        mine = [(k, v.value, v.as_of_ms, "push") for k, v in out.items() if ours.get(k) == v.value]
+        if mine:
+            await self.state.record_known(mine)
+        decided = await self.sales.observe(
+            (k, v.value, v.as_of_ms, source) for k, v in out.items() if ours.get(k) != v.value
+        )
+        await self.observed(decided, source)
         if dead:
             await self._dead_letter(dead, current_correlation_id.get() or "", 1)
         return out
+
+    async def observed(self, decided: dict[LevelKey, tuple[Known | None, Observation]], source: str) -> list[LevelKey]:
+        """Count and report what observations of Shopify's values meant (flows/sales.py);
+        book adopted increases in the ledger. Returns the levels that moved externally up."""
+        rises: list[LevelKey] = []
+        for key, (_before, obs) in decided.items():
+            if obs.kind == "sale_in_flight":
+                m.SALES_HELD.inc(obs.held)
+                log.info(
+                    "Shopify level %s @ %s dropped %d unit(s) we did not push: held as sales in flight (%s)",
+                    key.sku, key.location, obs.held, source,
+                )
+            elif obs.kind == "increase":
+                rises.append(key)
+                policy = self.sales_config.policy
+                m.EXTERNAL_EDITS.labels("increase", policy).inc()
+                log.warning(
+                    "Shopify level %s @ %s rose %d unit(s) outside our pushes (%s): %s",
+                    key.sku, key.location, obs.increase, source,
+                    "booked in the ledger (adopt)" if policy == "adopt" else "ATS pushed back (revert)",
+                )
+        if rises and self.sales_config.policy == "adopt":
+            await self.adopt(
+                [(key, decided[key][1].increase, decided[key][0]) for key in rises], direction="increase"
+            )
+        return rises
+
+    async def adopt(self, changes: Sequence[tuple[LevelKey, int, Known | None]], *, direction: str) -> int:
+        """Book external changes of Shopify levels in the ledger as stock adjustments (found
+        for an increase, lost for a decrease) at the first of our locations the level is
+        computed from: the merchant's edit becomes the truth everywhere, not only in Shopify."""
+        from availability.domain.events import StockEvent
+
+        mappings = self.mappings
+        if mappings is None:
+            return 0
+        events = []
+        stamp = now_ms()
+        for key, units, before in changes:
+            rows = mappings.rows_of.get(key.location, ())
+            if units <= 0 or not rows:
+                continue
+            location = rows[0][1]
+            at = before.as_of_ms if before is not None else stamp
+            events.append(
+                StockEvent(
+                    event_id=f"shopify:{self.shop or 'default'}:adopt:{key.item}:{key.location}:{direction}:{at}:{units}",
+                    type="adjustment",
+                    reason="found" if direction == "increase" else "lost",
+                    source="shopify",
+                    occurred_at=datetime.fromtimestamp(stamp / 1000, tz=timezone.utc),
+                    sku=key.sku,
+                    location=location,
+                    quantity=units,
+                    reference=f"shopify-external-edit:{key.location}",
+                )
+            )
+        if events:
+            await self.ledger.apply_batch(events)
+        return len(events)
 
     def read_chunk_items(self) -> int:
         """Items per levels read, so one read asks for at most half the bucket (and never
@@ -847,13 +977,15 @@ class Publisher:
                 by_sku[sku].add(location)
         if not by_sku:
             return 0
-        stock = await self.ledger.stock_many(list(by_sku))
-        book = self.rules.book
         levels = [key for sku, locs in by_sku.items() for key in mappings.levels_for(sku, locs)]
         known = await self.state.known_many(levels)
+        held = await self.sales.held(levels)
+        stock = await self.ledger.stock_many(list(by_sku))
+        book = self.rules.book
         flagged: list[str] = []
         for key in levels:
             value, threshold = level_value(book, key.sku, mappings.rows_of.get(key.location, ()), stock[key.sku])
+            value = max(0, value - held.get(key, 0))  # what would be pushed: sold out on Shopify's sales too
             before = known.get(key)
             if crosses(before.value if before else None, value, threshold):
                 dirty = by_sku[key.sku]

@@ -14,8 +14,13 @@
     {prefix}:shopify:levels      stream inventory_levels/update webhooks (written by ingest)
     {prefix}:shopify:drift:lock  string one periodic drift pass at a time
     {prefix}:shopify:drift:last  string when the last periodic pass finished (ms)
+    {prefix}:{SKU}:shopify:sales hash  Shopify's own sales in flight (flows/sales.py)
+    {prefix}:shopify:holds       zset  SKU -> oldest held sale (the sales sweep's index)
 
-The per-SKU hash shares the SKU's `{sku}` hash tag with its ledger keys.
+The per-SKU hashes share the SKU's `{sku}` hash tag with its ledger keys. With several
+shops (`AVAILABILITY_SHOPIFY_SHOPS`) every key but the ledger's dirty set gets the shop's
+name: `{prefix}:shopify:{shop}:...` and `{prefix}:{SKU}:shopify:{shop}`; the shop of the
+single-shop settings keeps the names above.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from availability.flows.mappings import LevelKey
 
 
 class PushKeys:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, shop: str = "") -> None:
         self.prefix = prefix
-        base = f"{prefix}:shopify"
+        self.shop = shop
+        self._suffix = f":{shop}" if shop else ""
+        base = f"{prefix}:shopify{self._suffix}"
         self.base = base
         self.urgent = f"{base}:urgent"
         self.leases = f"{base}:inflight"
@@ -42,9 +49,15 @@ class PushKeys:
         self.levels_stream = f"{base}:levels"
         self.drift_lock = f"{base}:drift:lock"
         self.drift_last = f"{base}:drift:last"
+        self.holds = f"{base}:holds"
+        #: this shop's own dirty set, fed from the ledger's by the fan-out (several shops)
+        self.dirty = f"{base}:dirty"
 
     def known(self, sku: str) -> str:
-        return f"{self.prefix}:{{{sku}}}:shopify"
+        return f"{self.prefix}:{{{sku}}}:shopify{self._suffix}"
+
+    def sales(self, sku: str) -> str:
+        return f"{self.prefix}:{{{sku}}}:shopify{self._suffix}:sales"
 
     def mappings_seen(self, version: int) -> str:
         return f"{self.base}:mappings-seen:{version}"
@@ -152,3 +165,25 @@ class PushState:
     async def clear_unmapped(self, skus: Iterable[str]) -> int:
         skus = list(skus)
         return int(await self.redis.zrem(self.keys.unmapped, *skus)) if skus else 0
+
+
+class DirtyFanout:
+    """Several shops: moves the ledger's dirty marks into every shop's own dirty set
+    (`scripts/fanout.lua`), so each shop's publisher claims its own copy of a mark."""
+
+    def __init__(self, redis: Redis, scripts: Scripts, source: str, targets: Sequence[str], *, batch: int = 1000) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.source = source
+        self.targets = list(targets)
+        self.batch = batch
+
+    async def run(self, max_batches: int = 50) -> int:
+        moved = 0
+        for _ in range(max_batches):
+            n = int(await self.scripts.fanout(keys=[self.source, *self.targets], args=[self.batch]))
+            moved += n
+            if n < self.batch:
+                break
+        return moved
+

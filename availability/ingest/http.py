@@ -1,9 +1,10 @@
 """HTTP intake: the Litestar routes that take source systems' own formats and put
 canonical events on the stream. Mount with `app = Litestar([..., intake_router(runtime)])`.
 
-    POST /webhooks/shopify              Shopify webhooks: HMAC (any configured secret), dedupe
-                                        on X-Shopify-Webhook-Id, 200 fast; inventory_levels/update
-                                        goes to {prefix}:shopify:levels (drift repair)
+    POST /webhooks/shopify              Shopify webhooks (ingest/shopify_webhooks.py): a configured
+                                        shop, its HMAC, dedupe on webhook and event id, stale
+                                        level retries dropped, 200 fast; inventory_levels/update
+                                        goes to the shop's drift-repair stream
     POST /v1/ingest/wms/x12             an X12 944/945/947/846 file (all or nothing)
     POST /v1/ingest/erp/snapshot        ERP stock snapshot, CSV or JSON Lines, streamed
     POST /v1/ingest/erp/purchase-orders ERP purchase orders, CSV or JSON Lines
@@ -35,7 +36,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -61,7 +61,6 @@ PROBLEM = "application/problem+json"
 _encoder = msgspec.json.Encoder()
 #: uploads held in memory up to this size, then spooled to a temporary file
 SPOOL_BYTES = 8 * 1024 * 1024
-LEVELS_STREAM_CAP = 100_000
 
 
 class IntakeProblem(AvailabilityError):
@@ -89,56 +88,33 @@ def _accepted(body: dict[str, Any], status: int = 202) -> Response:
     return Response(content=_encoder.encode(body), status_code=status, media_type="application/json")
 
 
-# --- Shopify location mapping ------------------------------------------------------------------
+# --- Shopify webhooks: availability/ingest/shopify_webhooks.py ------------------------------------
+
+_handlers_by_runtime: dict[int, Any] = {}
 
 
-class _ShopifyLocations:
-    """Shopify location id/GID -> our location code, from the rule store's mappings;
-    reloaded when the rule store's version moves."""
+def shopify_webhooks(runtime: Runtime):
+    """The runtime's `ShopifyWebhookHandler` (one per runtime: it caches location maps)."""
+    from availability.ingest.shopify_webhooks import ShopifyWebhookHandler
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self._version: int | None = None
-        self._map: dict[int | str, str] = {}
-        self._default: str | None = None
-
-    async def get(self) -> tuple[dict[int | str, str], str]:
-        rules = self.runtime.rules
-        version = rules.version
-        if version != self._version:
-            mapping: dict[int | str, str] = {}
-            for _channel, location, gid in await self.runtime.store.location_mappings():
-                mapping[gid] = location
-                numeric = gid.rsplit("/", 1)[-1]
-                if numeric.isdigit():
-                    mapping[numeric] = location
-                    mapping[int(numeric)] = location
-            book = rules.book
-            default = self.runtime.settings.shopify_default_location
-            if not default:
-                online = book.channel_locations("online") if "online" in book.channels else ()
-                default = (online[0] if online else None) or next(iter(book.locations), None) or "DEFAULT"
-            self._map, self._default, self._version = mapping, default, version
-        return self._map, self._default or "DEFAULT"
-
-
-_locations_by_runtime: dict[int, _ShopifyLocations] = {}
-
-
-def _shopify_locations(runtime: Runtime) -> _ShopifyLocations:
-    found = _locations_by_runtime.get(id(runtime))
+    found = _handlers_by_runtime.get(id(runtime))
     if found is None or found.runtime is not runtime:
-        found = _locations_by_runtime[id(runtime)] = _ShopifyLocations(runtime)
+        found = _handlers_by_runtime[id(runtime)] = ShopifyWebhookHandler(runtime)
     return found
 
 
 async def map_shopify_payload(runtime: Runtime, topic: str, body: bytes, webhook: Any = None) -> list[StockEvent]:
     """Map a webhook body to canonical events (also used by DLQ replay). Raises `InvalidEvent`."""
     from adapters.shopify.webhooks import InventoryLevelUpdate, map_webhook
+    from availability.flows.shops import shop_for_domain
 
     check_depth(body, runtime.settings.max_json_depth, what="the webhook body")  # an edited replay payload
-    location_map, default_location = await _shopify_locations(runtime).get()
-    mapped = map_webhook(topic, body, location_map, default_location=default_location, webhook=webhook)
+    handler = shopify_webhooks(runtime)
+    shop = shop_for_domain(handler.shops, getattr(webhook, "shop_domain", None)) or handler.shops[0]
+    location_map, default_location = await handler.locations(shop)
+    mapped = map_webhook(
+        topic, body, location_map, default_location=default_location, webhook=webhook, channel=shop.channel
+    )
     if isinstance(mapped, InventoryLevelUpdate):
         raise InvalidEvent("inventory_levels/update carries no ledger event (it goes to the drift-repair stream)")
     return list(mapped)
@@ -285,93 +261,16 @@ class HttpIntake:
     # --- Shopify webhooks --------------------------------------------------------------------
 
     async def shopify(self, request: Request) -> Response:
-        from adapters.shopify.webhooks import (
-            HEADER_HMAC,
-            IGNORED_TOPICS,
-            MAPPED_TOPICS,
-            InventoryLevelUpdate,
-            ShopifyWebhook,
-            map_webhook,
-            verify_hmac,
-        )
-
+        """Read the body; the handler decides everything else."""
         path = request.url.path
         try:
             body = await self.read_body(request, limit=min(self.max_bytes, 5 * 1024 * 1024))
         except IntakeProblem as exc:
             return problem(exc.status, exc.slug, exc.detail, path)
-        secrets = [s for s in self.settings.shopify_webhook_secrets if s]
-        if not verify_hmac(body, request.headers.get(HEADER_HMAC), secrets):
-            metrics.WEBHOOKS.labels("unverified", "forged").inc()
-            detail = "X-Shopify-Hmac-Sha256 does not match the body under any configured secret"
-            if not secrets:
-                detail = "no Shopify webhook secret is configured (AVAILABILITY_SHOPIFY_WEBHOOK_SECRETS)"
-            return problem(401, "invalid-signature", detail, path)
-        try:
-            hook = ShopifyWebhook.from_headers(request.headers.items())
-        except InvalidEvent as exc:
-            return problem(400, "invalid-webhook", exc.detail, path)
-        topic = hook.topic.strip().lower()
-        topic_label = topic if topic in MAPPED_TOPICS or topic in IGNORED_TOPICS else "other"
-
-        seen_key = self.names.webhook_seen(hook.webhook_id)
-        try:
-            first = await self.redis.set(seen_key, hook.topic, nx=True, ex=self.settings.webhook_dedupe_seconds)
-        except RedisError:
-            return problem(503, "unavailable", "the event stream is unavailable; retry later", path)
-        if not first:
-            metrics.WEBHOOKS.labels(topic_label, "duplicate").inc()
-            return _accepted({"status": "duplicate", "webhook_id": hook.webhook_id}, 200)
-        try:
-            if topic_label == "other":
-                metrics.WEBHOOKS.labels(topic_label, "unhandled").inc()
-                return _accepted({"status": "ignored", "topic": topic}, 200)
-            location_map, default_location = await _shopify_locations(self.runtime).get()
-            try:
-                mapped = map_webhook(topic, body, location_map, default_location=default_location, webhook=hook)
-            except InvalidEvent as exc:
-                # Genuine (signed) but unmappable: answer 200 so Shopify does not retry and then
-                # drop the subscription; the body waits in the DLQ for a fix and a replay.
-                await self.dead_letters.add(
-                    [
-                        DeadLetter(
-                            reason="unmapped",
-                            detail=exc.detail,
-                            payload=body,
-                            stream=f"{INTAKE_PREFIX}shopify:{topic}",
-                            entry_id=hook.webhook_id,
-                            source="shopify",
-                        )
-                    ]
-                )
-                metrics.WEBHOOKS.labels(topic_label, "dead_lettered").inc()
-                return _accepted({"status": "dead_lettered", "reason": exc.detail}, 200)
-            if isinstance(mapped, InventoryLevelUpdate):
-                await self.redis.xadd(
-                    self.names.shopify_levels,
-                    {
-                        "level": msgspec.json.encode(mapped),
-                        "webhook_id": hook.webhook_id,
-                        "shop": hook.shop_domain,
-                        "received_at": int(time.time() * 1000),
-                    },
-                    maxlen=LEVELS_STREAM_CAP,
-                    approximate=True,
-                )
-                metrics.WEBHOOKS.labels(topic_label, "accepted").inc()
-                return _accepted({"status": "accepted", "stream": self.names.shopify_levels}, 200)
-            await self.publisher.publish(list(mapped))
-        except BaseException:
-            # Not recorded as seen: Shopify's retry must get another chance.
-            try:
-                await self.redis.delete(seen_key)
-            except RedisError:
-                pass
-            raise
-        metrics.WEBHOOKS.labels(topic_label, "accepted").inc()
-        return _accepted(
-            {"status": "accepted", "events": len(mapped), "skipped_without_sku": mapped.skipped_without_sku}, 200
-        )
+        answer = await shopify_webhooks(self.runtime).handle(request.headers.items(), body)
+        if answer.problem:
+            return problem(answer.status, answer.problem, answer.body["detail"], path)
+        return _accepted(answer.body, answer.status)
 
 
 def _to_named_file(spool: Any) -> str:

@@ -229,3 +229,143 @@ def test_payloads_that_do_not_fit_the_topic_are_refused_with_the_path(samples):
                     default_location="DC1")
     with pytest.raises(InvalidEvent, match="orders/create payload: Input data was truncated"):
         map_webhook("orders/create", b"{", LOCATIONS, default_location="DC1")
+
+
+# --- the handler behind POST /webhooks/shopify (availability/ingest/shopify_webhooks.py) ---------
+
+SHOP_A = {
+    "name": "uk", "shop_domain": "brand-uk.myshopify.com", "webhook_secrets": ["secret-uk"], "channel": "online",
+    "locations": {"DC1": "gid://shopify/Location/1"}, "default_location": "DC1",
+}
+SHOP_B = {
+    "name": "us", "shop_domain": "Brand-US.myshopify.com", "webhook_secrets": ["secret-us-new", "secret-us-old"],
+    "channel": "marketplace", "locations": {"DC1": "gid://shopify/Location/9"}, "default_location": "DC1",
+}
+ORDER = json.dumps({
+    "id": 777, "created_at": "2026-11-20T10:00:00Z",
+    "line_items": [{"id": 1, "sku": "TEE", "quantity": 2}],
+}).encode()
+
+
+def level_body(location_id: int, available: int) -> bytes:
+    return json.dumps({
+        "inventory_item_id": 40001, "location_id": location_id, "available": available,
+        "updated_at": "2026-11-20T10:00:00Z",
+    }).encode()
+
+
+def delivery(body: bytes, topic: str, *, domain: str, secret: str, webhook_id: str, event_id: str | None = None,
+             triggered_at: str = "2026-11-20T10:00:01Z") -> dict[str, str]:
+    return {
+        "X-Shopify-Topic": topic, "X-Shopify-Hmac-Sha256": sign(body, secret), "X-Shopify-Shop-Domain": domain,
+        "X-Shopify-Webhook-Id": webhook_id, "X-Shopify-Event-Id": event_id or f"ev-{webhook_id}",
+        "X-Shopify-Triggered-At": triggered_at, "X-Shopify-API-Version": "2026-04",
+    }
+
+
+@pytest.fixture
+async def handler_for(redis_url, key_prefix, tmp_path):
+    from availability.bootstrap import open_runtime
+    from availability.ingest.shopify_webhooks import ShopifyWebhookHandler
+    from tests.ingest.conftest import make_settings
+
+    opened = []
+
+    async def make(**settings):
+        ctx = open_runtime(make_settings(redis_url, key_prefix, tmp_path, **settings))
+        runtime = await ctx.__aenter__()
+        opened.append(ctx)
+        return ShopifyWebhookHandler(runtime)
+
+    yield make
+    for ctx in opened:
+        await ctx.__aexit__(None, None, None)
+
+
+async def stream_entries(handler, stream: str) -> list:
+    return await handler.redis.xrange(stream)
+
+
+async def test_a_webhook_signed_with_a_shops_secret_but_claiming_another_shop_is_401(handler_for):
+    handler = await handler_for(shopify_shops=[SHOP_A, SHOP_B])
+    ok = await handler.handle(delivery(ORDER, "orders/create", domain="brand-uk.myshopify.com", secret="secret-uk", webhook_id="w1"), ORDER)
+    assert ok.status == 200 and ok.body["events"] == 1
+    # the right secret of a configured shop, another shop's domain: that shop's secrets do not verify it
+    forged = await handler.handle(delivery(ORDER, "orders/create", domain="brand-us.myshopify.com", secret="secret-uk", webhook_id="w2"), ORDER)
+    assert (forged.status, forged.problem) == (401, "invalid-signature")
+    # a shop nobody configured, whatever the signature
+    stranger = await handler.handle(delivery(ORDER, "orders/create", domain="evil.myshopify.com", secret="secret-uk", webhook_id="w3"), ORDER)
+    assert (stranger.status, stranger.problem) == (401, "unknown-shop")
+    assert "brand-uk.myshopify.com" in stranger.body["detail"]
+    # the second shop's old secret still verifies during a rotation; domains are case-insensitive
+    rotated = await handler.handle(delivery(ORDER, "orders/create", domain="BRAND-US.myshopify.com", secret="secret-us-old", webhook_id="w4"), ORDER)
+    assert rotated.status == 200
+
+
+async def test_single_shop_settings_name_the_shop(handler_for):
+    handler = await handler_for(shopify_webhook_secrets=["s"], shopify_shop_domain="retailco.myshopify.com",
+                                shopify_default_location="DC1")
+    other = await handler.handle(delivery(ORDER, "orders/create", domain="other.myshopify.com", secret="s", webhook_id="x1"), ORDER)
+    assert other.status == 401
+    mine = await handler.handle(delivery(ORDER, "orders/create", domain="retailco.myshopify.com", secret="s", webhook_id="x2"), ORDER)
+    assert mine.status == 200
+    # no domain configured: the host of a *.myshopify.com URL is the shop
+    derived = await handler_for(shopify_webhook_secrets=["s"], shopify_url="https://derived.myshopify.com",
+                                shopify_default_location="DC1")
+    ok = await derived.handle(delivery(ORDER, "orders/create", domain="derived.myshopify.com", secret="s", webhook_id="x3"), ORDER)
+    assert ok.status == 200
+    nothing = await handler_for(shopify_webhook_secrets=["s"])
+    refused = await nothing.handle(delivery(ORDER, "orders/create", domain="derived.myshopify.com", secret="s", webhook_id="x4"), ORDER)
+    assert (refused.status, refused.problem) == (401, "unknown-shop")
+
+
+async def test_duplicates_by_webhook_id_and_by_event_id(handler_for):
+    handler = await handler_for(shopify_shops=[SHOP_A])
+    args = {"domain": "brand-uk.myshopify.com", "secret": "secret-uk"}
+    assert (await handler.handle(delivery(ORDER, "orders/create", webhook_id="d1", event_id="e1", **args), ORDER)).body["status"] == "accepted"
+    again = await handler.handle(delivery(ORDER, "orders/create", webhook_id="d1", event_id="e1", **args), ORDER)
+    assert again.body["status"] == "duplicate"
+    # the same event delivered again under a new webhook id (e.g. a second subscription)
+    same_event = await handler.handle(delivery(ORDER, "orders/create", webhook_id="d2", event_id="e1", **args), ORDER)
+    assert same_event.body["status"] == "duplicate"
+    from tests.ingest.test_http_intake import published
+
+    assert len(await published(handler.runtime)) == 1
+
+
+async def test_a_stale_level_retry_is_dropped_where_a_newer_state_is_known(handler_for):
+    handler = await handler_for(shopify_shops=[SHOP_A])
+    args = {"domain": "brand-uk.myshopify.com", "secret": "secret-uk"}
+    newer = level_body(1, 3)
+    older = level_body(1, 5)
+    r1 = await handler.handle(delivery(newer, "inventory_levels/update", webhook_id="l1", triggered_at="2026-11-20T10:00:05Z", **args), newer)
+    assert r1.body["status"] == "accepted"
+    # a retry of an earlier change arrives late: the newer state is already taken
+    r2 = await handler.handle(delivery(older, "inventory_levels/update", webhook_id="l2", triggered_at="2026-11-20T10:00:01Z", **args), older)
+    assert r2.body["status"] == "stale"
+    # another level is not affected; a later change is taken
+    other = level_body(2, 5)
+    assert (await handler.handle(delivery(other, "inventory_levels/update", webhook_id="l3", triggered_at="2026-11-20T10:00:01Z", **args), other)).body["status"] == "accepted"
+    later = level_body(1, 2)
+    assert (await handler.handle(delivery(later, "inventory_levels/update", webhook_id="l4", triggered_at="2026-11-20T10:00:09Z", **args), later)).body["status"] == "accepted"
+    stream = handler.keys(handler.shops[0]).levels_stream
+    assert stream.endswith(":shopify:uk:levels")
+    entries = await stream_entries(handler, stream)
+    assert [json.loads(f[b"level"])["available"] for _, f in entries] == [3, 5, 2]
+
+
+async def test_webhooks_are_routed_per_shop_and_orders_noted_as_its_sales(handler_for):
+    handler = await handler_for(shopify_shops=[SHOP_A, SHOP_B])
+    body = level_body(9, 4)
+    r = await handler.handle(delivery(body, "inventory_levels/update", domain="brand-us.myshopify.com", secret="secret-us-new", webhook_id="r1"), body)
+    assert r.body["stream"].endswith(":shopify:us:levels")
+    assert await stream_entries(handler, handler.keys(handler.shops[0]).levels_stream) == []
+    await handler.handle(delivery(ORDER, "orders/create", domain="brand-us.myshopify.com", secret="secret-us-new", webhook_id="r2"), ORDER)
+    from tests.ingest.test_http_intake import published
+
+    [event] = await published(handler.runtime)
+    assert (event.type, event.sku, event.quantity, event.channel) == ("reserve", "TEE", 2, "marketplace")
+    us, uk = handler.keys(handler.shops[1]), handler.keys(handler.shops[0])
+    noted = await handler.redis.hgetall(us.sales("TEE"))
+    assert list(noted) == [f"o|{event.event_id}".encode()] and noted[list(noted)[0]].startswith(b"2|")
+    assert await handler.redis.hgetall(uk.sales("TEE")) == {}

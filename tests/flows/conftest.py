@@ -21,6 +21,7 @@ from availability.domain.events import StockEvent
 from availability.flows import metrics
 from availability.flows.mappings import level_value
 from availability.flows.publisher import Publisher, PushConfig
+from availability.flows.sales import SalesConfig
 from availability.ledger.ledger import Ledger
 from availability.rules.cache import RuleCache
 from availability.rules.store import RuleStore
@@ -81,7 +82,14 @@ class Shop:
         self.clients.append(client)
         return client
 
-    async def publisher(self, *, start: bool = True, client: ShopifyAdminClient | None = None, **config: Any) -> Publisher:
+    async def publisher(
+        self,
+        *,
+        start: bool = True,
+        client: ShopifyAdminClient | None = None,
+        sales: SalesConfig | None = None,
+        **config: Any,
+    ) -> Publisher:
         config.setdefault("window_s", 0.2)
         config.setdefault("poll_s", 0.02)
         config.setdefault("urgent_scan_interval_s", 0.05)
@@ -92,6 +100,8 @@ class Shop:
             mappings=self.store,
             client=client or self.client(),
             config=PushConfig(**config),
+            # A short window: an external decrease is judged (and reverted) within a test.
+            sales=sales or SalesConfig(window_s=0.4),
         )
         self.publishers.append(publisher)
         if start:

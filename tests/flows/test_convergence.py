@@ -112,7 +112,25 @@ async def test_a_retried_request_is_never_applied_twice(shop_factory):
     reuses the key and Shopify replays instead of applying again."""
     shop = await shop_factory(5, initial=0, faults=FaultConfig(timeout_rate=0.5, timeout_s=0.3, error_rate=0.2), seed=4)
     skus = list(shop.items)
-    publisher = await shop.publisher(client=shop.client(timeout=0.15), window_s=0.05, backoff=FAST_RETRIES)
+    client = shop.client(timeout=0.15)
+    # Which calls the seeded faults hit depends on timing (reads time out too), so the first
+    # set call is made to lose its answer and its retry to get through: one replay for sure.
+    original, calls = client.set_available, []
+
+    async def first_answer_lost(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            shop.state.set_faults(timeout_rate=1.0, error_rate=0.0)
+        elif len(calls) == 2:
+            shop.state.set_faults(timeout_rate=0.0, error_rate=0.0)
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            if len(calls) == 2:
+                shop.state.set_faults(timeout_rate=0.5, error_rate=0.2)
+
+    client.set_available = first_answer_lost
+    publisher = await shop.publisher(client=client, window_s=0.05, backoff=FAST_RETRIES)
     rng = random.Random(4)
     for _ in range(15):
         await shop.apply(*random_events(rng, skus, 3))

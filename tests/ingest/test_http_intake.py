@@ -29,6 +29,7 @@ async def intake(redis_url, key_prefix, tmp_path):
     settings = make_settings(
         redis_url, key_prefix, tmp_path,
         shopify_webhook_secrets=[SECRET, OLD_SECRET], shopify_default_location="DC1",
+        shopify_shop_domain="retailco.myshopify.com",
         ingest_max_body_bytes=200_000,
     )
     async with open_runtime(settings) as runtime:
@@ -187,7 +188,7 @@ def signed(body: bytes, topic: str, webhook_id: str, secret: str = SECRET) -> di
         "x-shopify-shop-domain": "retailco.myshopify.com",
         "x-shopify-webhook-id": webhook_id,
         "x-shopify-api-version": "2026-04",
-        "x-shopify-event-id": "evt-1",
+        "x-shopify-event-id": f"evt-{webhook_id}",  # one event per delivery here
         "x-shopify-triggered-at": "2026-11-20T10:00:01Z",
     }
 

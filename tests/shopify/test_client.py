@@ -82,9 +82,14 @@ async def test_input_spelled_for_the_api_version(shop, version, style):
             assert unchecked["ignoreCompareQuantity"] is True and "compareQuantity" not in unchecked["quantities"][0]
             with pytest.raises(ValueError, match="cannot mix"):
                 c.build_set_input([SetQuantity(a, loc, 1, 5), SetQuantity(b, loc, 2, None)])
+        # @idempotent only where the version has it (2026-01 and later)
+        assert ("@idempotent(key:" in c.set_mutation("k-1")) is (style == "changeFrom")
+        assert c.uses_idempotent_directive is (style == "changeFrom")
         # And the simulator accepts it for that version, CAS included.
         r = await c.set_available([SetQuantity(a, loc, 7, 5)], idempotency_key=f"v-{version}")
         assert r.ok, r.user_errors
+        last = shop.state.history[-1]
+        assert last.idempotency_key == (f"v-{version}" if style == "changeFrom" else None)
         r = await c.set_available([SetQuantity(a, loc, 8, 5)], idempotency_key=f"v2-{version}")
         assert not r.ok and r.stale_indexes == [0]
         r = await c.set_available([SetQuantity(a, loc, 9, None)], idempotency_key=f"v3-{version}")
@@ -320,3 +325,72 @@ async def test_without_governor_the_same_load_hits_the_wall(shop_factory):
     async with client_for(shop) as c:
         outcomes = await _push_many(shop, c, n_calls=60, concurrency=8)
     assert outcomes.count("throttled") >= 10
+
+
+# --- bulk operations (adapters/shopify/bulk.py) ------------------------------------------------
+# The simulator has no bulk operations yet: the result-file parsing and the variables file
+# are tested here; the round trip (stage, run, poll, download) waits for the simulator.
+
+
+def test_bulk_levels_result_file_is_read_by_parent():
+    from adapters.shopify.bulk import parse_levels_jsonl
+
+    lines = [
+        b'{"id":"gid://shopify/InventoryItem/1"}',
+        b'{"id":"gid://shopify/InventoryLevel/1?inventory_item_id=1","location":{"id":"gid://shopify/Location/7"},'
+        b'"quantities":[{"name":"available","quantity":4},{"name":"committed","quantity":2}],'
+        b'"__parentId":"gid://shopify/InventoryItem/1"}',
+        {"id": "gid://shopify/InventoryItem/2"},
+        {"location": {"id": "gid://shopify/Location/7"}, "quantities": [{"name": "available", "quantity": 0}],
+         "__parentId": "gid://shopify/InventoryItem/2"},
+    ]
+    available, committed, items = parse_levels_jsonl(lines)
+    assert items == 2
+    assert available == {("gid://shopify/InventoryItem/1", "gid://shopify/Location/7"): 4,
+                         ("gid://shopify/InventoryItem/2", "gid://shopify/Location/7"): 0}
+    assert committed == {("gid://shopify/InventoryItem/1", "gid://shopify/Location/7"): 2}
+
+
+@pytest.mark.parametrize(("version", "field"), [("2026-04", "changeFromQuantity"), ("2025-10", "compareQuantity")])
+def test_bulk_variables_file_is_one_checked_input_per_250_levels(version, field):
+    from adapters.shopify.bulk import BULK_SET_MUTATION, BulkClient
+
+    client = ShopifyAdminClient("http://shop.invalid", "t", version)
+    entries = [SetQuantity(f"gid://shopify/InventoryItem/{i}", "gid://shopify/Location/1", i, i + 1) for i in range(1, 602)]
+    lines = BulkClient(client).set_lines(entries)
+    assert [len(chunk) for chunk, _ in lines] == [250, 250, 101]
+    first = lines[0][1]["input"]
+    assert first["name"] == "available" and first["quantities"][0][field] == 2
+    assert "@idempotent" not in BULK_SET_MUTATION  # a bulk line is compare-and-set, not keyed
+
+
+async def test_bulk_read_against_a_shop_without_bulk_operations_fails_clearly(shop):
+    from adapters.shopify.bulk import BulkClient, BulkOperationError
+    from adapters.shopify.client import ShopifyError
+
+    async with client_for(shop) as c:
+        with pytest.raises((BulkOperationError, ShopifyError)):
+            await BulkClient(c, poll_s=0.01).read_levels()
+
+
+def test_progress_rate_eta_and_log_lines(caplog):
+    import io
+    import logging
+
+    from availability.flows.progress import Progress, describe, rate_and_eta
+
+    assert rate_and_eta(50, 200, 10.0) == (5.0, 30.0)
+    assert rate_and_eta(0, 200, 10.0) == (0.0, None)
+    assert rate_and_eta(10, None, 2.0) == (5.0, None)
+    assert describe("resync", 50, 200, 10.0, "SKUs") == "resync: 50/200 SKUs (5.0/s, ETA 30 s, 10 s)"
+    with caplog.at_level(logging.INFO, logger="availability.progress"):
+        bar = Progress("resync", 10, unit="SKUs", stream=io.StringIO(), log_every_s=0)
+        assert not bar.interactive  # not a terminal: log lines, no bar
+        bar.update(4)
+        text = bar.close()
+    assert "resync: 4/10 SKUs" in caplog.text and text.startswith("resync: 4/10 SKUs")
+    drawn = io.StringIO()
+    bar = Progress("resync", 10, unit="SKUs", stream=drawn, interactive=True)
+    bar.update(10)
+    bar.close()
+    assert "10/10" in drawn.getvalue() and "SKUs/s" in drawn.getvalue()
