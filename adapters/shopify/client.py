@@ -413,7 +413,7 @@ class ThrottleGovernor:
 # ----------------------------------------------------------------------------- queries
 
 _SET_MUTATION = """mutation AvailabilitySetQuantities($input: InventorySetQuantitiesInput!) {
-  inventorySetQuantities(input: $input) @idempotent(key: %s) {
+  inventorySetQuantities(input: $input)%s {
     inventoryAdjustmentGroup {
       id
       reason
@@ -735,7 +735,10 @@ class ShopifyAdminClient:
         if reference_document_uri is None:
             reference_document_uri = f"gid://availability/Push/{idempotency_key}"
         inp = self.build_set_input(entries, name, reason, reference_document_uri)
-        query = _SET_MUTATION % msgspec.json.encode(idempotency_key).decode()
+        # @idempotent exists from 2026-01 (the same versions as changeFromQuantity); older
+        # versions refuse the unknown directive, so there the compare-and-set alone guards.
+        directive = f" @idempotent(key: {msgspec.json.encode(idempotency_key).decode()})" if self.uses_change_from_quantity else ""
+        query = _SET_MUTATION % directive
         resp = await self.execute(query, {"input": inp}, estimated_cost=MUTATION_COST)
         payload = resp.data.get("inventorySetQuantities")
         if not isinstance(payload, dict):
