@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationType, get_named_type, is_object_type
 from graphql.execution.values import get_argument_values
 
@@ -173,8 +174,8 @@ class BulkOperations:
         self._set(op, status="RUNNING")
         return True
 
-    def _finish(self, op: _BulkOp, lines: list[str], roots: int) -> None:
-        data = ("\n".join(lines) + "\n").encode() if lines else b""
+    def _finish(self, op: _BulkOp, lines: list[bytes], roots: int) -> None:
+        data = b"\n".join(lines) + b"\n" if lines else b""
         with self._lock:
             self._results[op.id] = data
             if op.cancel:
@@ -199,7 +200,7 @@ class BulkOperations:
         try:
             if not await self._begin(op):
                 return
-            lines: list[str] = []
+            lines: list[bytes] = []
             for n, raw in enumerate(upload.decode().splitlines()):
                 if op.cancel:
                     break
@@ -221,7 +222,7 @@ class BulkOperations:
                 except ValueError as exc:
                     out = {"errors": [{"message": f"Invalid JSONL line: {exc}", "extensions": {"code": "INVALID"}}]}
                 out["__lineNumber"] = n
-                lines.append(json.dumps(out, separators=(",", ":")))
+                lines.append(msgspec.json.encode(out))
                 if n % 20 == 19:
                     await asyncio.sleep(0)  # let polls in between lines
             self._finish(op, lines, len(lines))
@@ -270,43 +271,83 @@ def _connection_node_selection(node: FieldNode, fragments: dict[str, Any], conn_
     return None
 
 
-def _export(state: Any, prepared: Any, op: _BulkOp) -> tuple[list[str], int]:
+def _export(state: Any, prepared: Any, op: _BulkOp) -> tuple[list[bytes], int]:
     """Run a bulk query: every node of the root connection, and of nested connections
     as lines of their own with ``__parentId``."""
     from .gql import RESOLVERS
 
     schema = prepared.schema
     fragments = {d.name.value: d for d in prepared.document.definitions if d.kind == "fragment_definition"}
-    lines: list[str] = []
-    encode = json.JSONEncoder(separators=(",", ":")).encode
+    lines: list[bytes] = []
+    encode = msgspec.json.encode
+    arg_cache: dict[int, dict[str, Any]] = {}
+    field_cache: dict[tuple[int, str], list[FieldNode]] = {}
+
+    def fields_of(selection_set: Any, typename: str) -> list[FieldNode]:
+        key = (id(selection_set), typename)
+        hit = field_cache.get(key)
+        if hit is None:
+            hit = field_cache[key] = _fields(selection_set, fragments, typename)
+        return hit
+
+    def args_of(field_def: Any, node: FieldNode) -> dict[str, Any]:
+        hit = arg_cache.get(id(node))
+        if hit is None:
+            hit = get_argument_values(field_def, node, prepared.coerced)
+            hit["_bulk"] = True
+            arg_cache[id(node)] = hit
+        return hit
+
+    plans: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
+
+    def plan_of(selection_set: Any, typename: str) -> list[tuple[Any, ...]]:
+        """Per selection and type, what to do for each field (computed once)."""
+        key = (id(selection_set), typename)
+        plan = plans.get(key)
+        if plan is not None:
+            return plan
+        plan = []
+        concrete = schema.get_type(typename)
+        for node in fields_of(selection_set, typename):
+            name = node.name.value
+            out_key = node.alias.value if node.alias else name
+            if name == "__typename":
+                plan.append(("typename", out_key, None, None, None, None))
+                continue
+            field_def = concrete.fields[name]
+            fn = RESOLVERS.get((concrete.name, name))
+            named = get_named_type(field_def.type)
+            args = args_of(field_def, node)
+            if is_connection(field_def.type):
+                node_type = get_named_type(named.fields["nodes"].type)
+                plan.append(("connection", out_key, fn, args, node_type, _connection_node_selection(node, fragments, named)))
+            elif is_object_type(named) or hasattr(named, "resolve_type"):
+                plan.append(("object", out_key, fn, args, (name, named), node.selection_set))
+            else:
+                plan.append(("scalar", out_key, fn, args, name, None))
+        plans[key] = plan
+        return plan
 
     def project(type_: Any, selection_set: Any, obj: dict[str, Any], children: list[tuple[Any, Any, list[dict[str, Any]]]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        typename = obj.get("__typename", type_.name)
-        concrete = schema.get_type(typename) if typename else type_
-        for node in _fields(selection_set, fragments, typename):
-            name = node.name.value
-            key = node.alias.value if node.alias else name
-            if name == "__typename":
+        typename = obj.get("__typename") or type_.name
+        for kind, key, fn, args, extra, sub in plan_of(selection_set, typename):
+            if kind == "typename":
                 out[key] = typename
                 continue
-            field_def = concrete.fields[name]
-            args = get_argument_values(field_def, node, prepared.coerced)
-            fn = RESOLVERS.get((concrete.name, name))
-            value = fn(state, obj, args) if fn is not None else obj.get(name)
-            named = get_named_type(field_def.type)
-            if is_connection(field_def.type):
-                node_type = get_named_type(named.fields["nodes"].type)
-                children.append((node_type, _connection_node_selection(node, fragments, named), value["nodes"]))
-            elif is_object_type(named) or hasattr(named, "resolve_type"):
+            if kind == "connection":
+                children.append((extra, sub, fn(state, obj, args)["nodes"]))
+            elif kind == "object":
+                name, named = extra
+                value = fn(state, obj, args) if fn is not None else obj.get(name)
                 if value is None:
                     out[key] = None
                 elif isinstance(value, list):
-                    out[key] = [project(named, node.selection_set, v, []) for v in value]
+                    out[key] = [project(named, sub, v, []) for v in value]
                 else:
-                    out[key] = project(named, node.selection_set, value, [])
+                    out[key] = project(named, sub, value, [])
             else:
-                out[key] = value
+                out[key] = fn(state, obj, args) if fn is not None else obj.get(extra)
         return out
 
     def emit(type_: Any, selection_set: Any, obj: dict[str, Any], parent_id: str | None) -> None:
@@ -324,8 +365,7 @@ def _export(state: Any, prepared: Any, op: _BulkOp) -> tuple[list[str], int]:
     field_def = query_type.fields[root.name.value]
     conn_type = get_named_type(field_def.type)
     node_type = get_named_type(conn_type.fields["nodes"].type)
-    args = get_argument_values(field_def, root, prepared.coerced)
-    args.pop("first", None)
+    args = {**get_argument_values(field_def, root, prepared.coerced), "_bulk": True}
     nodes = RESOLVERS[("Query", root.name.value)](state, None, args)["nodes"]
     selection = _connection_node_selection(root, fragments, conn_type)
     for obj in nodes:

@@ -82,6 +82,11 @@ _VALIDATION_REWRITES: list[tuple[re.Pattern[str], str, str]] = [
         "Field '{f}' is missing required arguments: {a}",
         "missingRequiredArguments",
     ),
+    (
+        re.compile(r"Field '(?P<f>\w+)' argument '(?P<a>\w+)' of type '.*' is required"),
+        "Field '{f}' is missing required arguments: {a}",
+        "missingRequiredArguments",
+    ),
     (re.compile(r"Unknown directive '@(?P<d>\w+)'"), "Directive @{d} is not defined", "undefinedDirective"),
     (re.compile(r"Unknown type '(?P<t>\w+)'"), "No such type {t}, so it can't be a fragment condition or variable type", "undefinedType"),
 ]
@@ -376,6 +381,10 @@ def decode_cursor(value: str | None) -> int:
 def connection(ids: list[int], build: Callable[[int], dict[str, Any] | None], args: dict[str, Any]) -> dict[str, Any]:
     """A Relay connection over ascending numeric ids (``first``/``after``; ``last``/
     ``before``; ``reverse``). Without first/last (bulk queries) every row is returned."""
+    if args.get("_bulk"):
+        # A bulk export reads every node and no cursor: skip building edges.
+        nodes = [n for n in map(build, ids) if n is not None]
+        return {"nodes": nodes}
     if args.get("reverse"):
         ids = ids[::-1]
     after, before = args.get("after"), args.get("before")

@@ -255,14 +255,25 @@ class SimulatorState(SalesMixin):
         self, n_items: int, n_locations: int = 2, available: int = 10, sku_prefix: str = "SKU-", policy: str = "DENY"
     ) -> tuple[list[str], list[str]]:
         """Create ``n_locations`` locations and ``n_items`` items stocked everywhere."""
+        if policy not in ("DENY", "CONTINUE"):
+            raise ValueError(f"inventory policy is DENY or CONTINUE, not {policy!r}")
         with self._lock:
             locations = [self.add_location(f"Location {k + 1}") for k in range(n_locations)]
+            loc_ids = [parse_gid(g, "Location")[1] for g in locations]
             items = []
+            at = now_iso()
             for k in range(n_items):
-                g = self.add_item(f"{sku_prefix}{k + 1:05d}", policy=policy)
-                for loc in locations:
-                    self.stock(g, loc, available)
-                items.append(g)
+                # Inlined add_item + stock: seeding 100,000 levels stays quick.
+                item_id = self._next_item
+                self._next_item += 1
+                self._items[item_id] = _Item(item_id, f"{sku_prefix}{k + 1:05d}", True, policy, at)
+                by_loc = self._levels_by_item.setdefault(item_id, {})
+                for loc in loc_ids:
+                    q = dict.fromkeys(QUANTITY_NAMES, 0)
+                    q["available"] = q["on_hand"] = int(available)
+                    level = self._levels[(item_id, loc)] = by_loc[loc] = _Level(item_id, loc, q, at, at)
+                    del level
+                items.append(item_gid(item_id))
             return items, locations
 
     def seed(self, spec: dict[str, Any]) -> dict[str, Any]:
