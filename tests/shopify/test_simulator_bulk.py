@@ -98,7 +98,7 @@ def _stage(shop, content: bytes) -> str:
 
 
 def test_bulk_mutation_sets_levels_from_a_staged_upload(shop_factory, webhook_receiver):
-    shop = shop_factory(n_items=600, n_locations=2, available=1)
+    shop = shop_factory(n_items=600, n_locations=2, available=1, webhook_url=webhook_receiver.url, echo_api_writes=False)
     pairs = sorted(shop.state.levels())
     lines = []
     for start in range(0, len(pairs), 250):
@@ -121,6 +121,11 @@ def test_bulk_mutation_sets_levels_from_a_staged_upload(shop_factory, webhook_re
     assert all(r["data"]["inventorySetQuantities"]["userErrors"] == [] for r in results[:-1])
     assert results[-1]["data"]["inventorySetQuantities"]["userErrors"] == [{"code": "CHANGE_FROM_QUANTITY_STALE", "field": ["input", "quantities", "0", "changeFromQuantity"]}]
     assert shop.state.stats.quantities_applied == len(pairs)
+    (finish,) = webhook_receiver.wait_for(1)
+    assert finish.headers["x-shopify-topic"] == "bulk_operations/finish"
+    assert finish.json() | {"completed_at": None, "created_at": None} == {
+        "admin_graphql_api_id": op["id"], "completed_at": None, "created_at": None, "error_code": None, "status": "completed", "type": "mutation",
+    }
 
 
 def test_bulk_mutation_refusals(shop):

@@ -309,6 +309,7 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
     sim_state = state or SimulatorState(config)
     bulk: BulkOperations = sim_state.bulk
     sender = WebhookSender(sim_state)
+    bulk.emit = sender.emit
     background: list[asyncio.Task[Any]] = []
 
     async def on_startup() -> None:

@@ -58,6 +58,8 @@ class BulkOperations:
         self._lock = threading.RLock()
         self.base_url = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Set by the app to the webhook sender: announces bulk_operations/finish.
+        self.emit: Any = None
         self.reset()
         state.bulk = self
 
@@ -170,6 +172,7 @@ class BulkOperations:
         await asyncio.sleep(self.state.config.bulk_start_delay_s)
         if op.cancel:
             self._set(op, status="CANCELED", completed_at=now_iso())
+            self._announce(op)
             return False
         self._set(op, status="RUNNING")
         return True
@@ -184,6 +187,27 @@ class BulkOperations:
                 op.status = "COMPLETED"
             op.object_count, op.root_object_count, op.file_size = len(lines), roots, len(data)
             op.completed_at = now_iso()
+        self._announce(op)
+
+    def _announce(self, op: _BulkOp) -> None:
+        """``bulk_operations/finish`` (Shopify's payload: lower-case status and type)."""
+        if self.emit is None:
+            return
+        self.emit(
+            [
+                (
+                    "bulk_operations/finish",
+                    {
+                        "admin_graphql_api_id": gid("BulkOperation", op.id),
+                        "completed_at": op.completed_at,
+                        "created_at": op.created_at,
+                        "error_code": op.error_code.lower() if op.error_code else None,
+                        "status": op.status.lower(),
+                        "type": op.type.lower(),
+                    },
+                )
+            ]
+        )
 
     async def _run_query(self, op: _BulkOp, prepared: Any) -> None:
         try:
@@ -193,6 +217,7 @@ class BulkOperations:
             self._finish(op, lines, roots)
         except Exception:  # a failed export is a FAILED operation, never a crash
             self._set(op, status="FAILED", error_code="INTERNAL_SERVER_ERROR", completed_at=now_iso())
+            self._announce(op)
 
     async def _run_mutation(self, op: _BulkOp, mutation: str, upload: bytes, version: str, emit: Any) -> None:
         from .gql import Context, QueryError, ValidationFailed, prepare, run
@@ -228,6 +253,7 @@ class BulkOperations:
             self._finish(op, lines, len(lines))
         except Exception:
             self._set(op, status="FAILED", error_code="INTERNAL_SERVER_ERROR", completed_at=now_iso())
+            self._announce(op)
 
     def cancel(self, n: int) -> tuple[dict[str, Any] | None, str | None]:
         with self._lock:
