@@ -17,7 +17,7 @@ import asyncio
 import base64
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -31,6 +31,8 @@ from graphql import (
     OperationType,
     default_field_resolver,
     execute,
+    get_named_type,
+    is_abstract_type,
     is_object_type,
     parse,
     type_from_ast,
@@ -323,7 +325,6 @@ class Context:
     emit: Callable[[list[tuple[str, dict[str, Any]]]], None] | None = None
     base_url: str = ""
     actual: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def features(self) -> Features:
@@ -580,6 +581,9 @@ def _bind(schema: GraphQLSchema) -> None:
                 else:
                     field_def.resolve = bulk.MUTATION_RESOLVERS[field_name]
                 continue
+            named = get_named_type(field_def.type)
+            if fn is None and not (is_object_type(named) or is_abstract_type(named)):
+                continue  # a plain scalar costs nothing: graphql-core's default resolver
             field_def.resolve = _counting(type_name, field_name, field_def.type, fn)
 
 

@@ -30,9 +30,9 @@ from .config import (
     FaultConfig,
     SimulatorConfig,
 )
-from ._util import canonical_hash, gid, now_iso, user_error
+from ._util import gid, now_iso, user_error
 from .cost import LeakyBucket
-from .sales import CheckoutRefused, SalesMixin, _Order, _OrderLine
+from .sales import SalesMixin, _Order
 from .versions import Features
 
 
@@ -154,6 +154,9 @@ class SimulatorState(SalesMixin):
         self.webhook_secret = self.config.webhook_secret
         self._lock = threading.RLock()
         self._rng = random.Random(self.config.seed)
+        # Webhook ids and delivery draws have their own stream, so that announcing a change
+        # does not shift the fault draws a seed gives the requests.
+        self.webhook_rng = random.Random(f"{self.config.seed}/webhooks")
         self._clock = time.monotonic
         self.webhook_deliveries: list[WebhookDelivery] = []
         self.bulk: Any = None
@@ -609,7 +612,7 @@ class SimulatorState(SalesMixin):
                 )
             )
             return False
-        if ignore_compare or "compareQuantity" not in q and q.get("_adjust"):
+        if ignore_compare:
             return True
         expected = q.get("compareQuantity")
         if expected is None:
@@ -713,7 +716,8 @@ class SimulatorState(SalesMixin):
                 if level is None or name not in SETTABLE_NAMES:
                     continue
                 current = level.quantities[name]
-                if not self._change_from_check({**c, "_adjust": True}, path, current, features, errors, True):
+                # Adjustments have no compareQuantity: only changeFromQuantity can check.
+                if not self._change_from_check(c, path, current, features, errors, True):
                     continue
                 target = current + c["delta"]
                 if target > MAX_QUANTITY:

@@ -73,15 +73,19 @@ class WebhookSender:
 
     def _new_id(self) -> str:
         with self.state.lock:
-            return str(uuid.UUID(int=self.state._rng.getrandbits(128), version=4))
+            return str(uuid.UUID(int=self.state.webhook_rng.getrandbits(128), version=4))
+
+    def _draw(self) -> float:
+        with self.state.lock:
+            return self.state.webhook_rng.random()
 
     def _delay(self) -> float:
         """Seconds before the first attempt: delay + jitter, plus a hold if reordered."""
         f = self.state.faults
         delay = f.webhook_delay_ms
         if f.webhook_delay_jitter_ms > 0:
-            delay += self.state.rng_uniform(0.0, f.webhook_delay_jitter_ms)
-        if f.webhook_reorder_rate > 0 and self.state.random_draw() < f.webhook_reorder_rate:
+            delay += self._draw() * f.webhook_delay_jitter_ms
+        if f.webhook_reorder_rate > 0 and self._draw() < f.webhook_reorder_rate:
             delay += f.webhook_reorder_hold_ms
         return delay / 1000.0
 
@@ -93,7 +97,7 @@ class WebhookSender:
             webhook_id, event_id, triggered = self._new_id(), self._new_id(), now_iso()
             self.spawn(self.deliver(topic, body, webhook_id, event_id, triggered, self._delay()))
             dup = self.state.faults.webhook_duplicate_rate
-            if dup > 0 and self.state.random_draw() < dup:
+            if dup > 0 and self._draw() < dup:
                 self.spawn(self.deliver(topic, body, webhook_id, event_id, triggered, self._delay(), duplicate=True))
 
     def emit_threadsafe(self, loop: asyncio.AbstractEventLoop, events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -107,7 +111,7 @@ class WebhookSender:
         webhook_id, event_id, triggered = self._new_id(), self._new_id(), now_iso()
         delivery = await self.deliver("inventory_levels/update", body, webhook_id, event_id, triggered, self._delay())
         dup = self.state.faults.webhook_duplicate_rate
-        if dup > 0 and self.state.random_draw() < dup:
+        if dup > 0 and self._draw() < dup:
             await self.deliver("inventory_levels/update", body, webhook_id, event_id, triggered, 0.0, duplicate=True)
         return delivery
 
