@@ -61,6 +61,7 @@ async def _read_json(request: Request[Any, Any, Any]) -> Any:
 @post("/admin/api/{version:str}/graphql.json", status_code=200)
 async def graphql_endpoint(request: Request[Any, Any, Any], version: FromPath[str]) -> Response[bytes]:
     state, sender = _sim(request), _sender(request)
+    arrived = state.now()
     token = request.headers.get("x-shopify-access-token")
     if not state.token_valid(token):
         state.count_call(authorized=False)
@@ -86,7 +87,9 @@ async def graphql_endpoint(request: Request[Any, Any, Any], version: FromPath[st
 
     error_status, hold_answer, latency = state.draw_faults()
     try:
-        prepared = prepare(query, variables, version, costs=state.costs, operation_name=operation_name)
+        # Parsing and validating is CPU work: off the loop, so that requests arriving
+        # meanwhile are stamped when they arrive (the bucket is judged at arrival).
+        prepared = await asyncio.to_thread(prepare, query, variables, version, costs=state.costs, operation_name=operation_name)
     except QueryError as exc:
         state.count("graphql_errors")
         return _json({"errors": [exc.to_error()], "extensions": _cost_ext(0, 0, state.bucket_status(token))})
@@ -111,7 +114,7 @@ async def graphql_endpoint(request: Request[Any, Any, Any], version: FromPath[st
         }
         return _json({"errors": [err], "extensions": _cost_ext(requested, None, state.bucket_status(token))})
 
-    admitted, throttle_status = state.admit(token, requested)
+    admitted, throttle_status = state.admit(token, requested, arrived)
     if not admitted:
         body = {
             "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],

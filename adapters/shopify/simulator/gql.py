@@ -252,7 +252,7 @@ def prepare(
     :class:`ValidationFailed` for what Shopify refuses before running anything."""
     schema, features = executable_schema(version)
     try:
-        document = parse(query)
+        document = parse(query, no_location=True)
     except GraphQLError as exc:
         loc = exc.locations[0] if exc.locations else None
         raise QueryError(
@@ -261,9 +261,10 @@ def prepare(
     operation = _select_operation(document, operation_name)
     if operation.operation == OperationType.SUBSCRIPTION:
         raise QueryError("Subscriptions are not supported over this endpoint", "UNSUPPORTED_OPERATION")
-    errors = validate(schema, document)
+    errors = _validation_errors(schema, features.version, query, document)
     if errors:
-        raise ValidationFailed([_validation_error(e) for e in errors])
+        # Parsed without locations for speed: parse again to say where the errors are.
+        raise ValidationFailed([_validation_error(e) for e in validate(schema, parse(query))])
     coerced = _coerce_variables(schema, operation, variables)
     calls = _root_calls(schema, operation, coerced)
     for call in calls:
@@ -304,6 +305,26 @@ def prepare(
         except CostError as exc:
             raise QueryError(str(exc), "BAD_REQUEST") from None
     return Prepared(schema, features, document, operation, variables, coerced, calls, requested)
+
+
+_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
+_VALIDATED: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+
+def _validation_errors(schema: GraphQLSchema, version: str, query: str, document: DocumentNode) -> list[dict[str, Any]]:
+    """Validation is most of a request's work and its outcome does not depend on the
+    value of a string literal (the client puts a fresh idempotency key in every mutation
+    document), so results are cached on the text with string literals blanked."""
+    key = (version, query if '"""' in query else _STRING_RE.sub('""', query))
+    hit = _VALIDATED.get(key)
+    if hit is None:
+        hit = [_validation_error(e) for e in validate(schema, document)]
+        if hit:
+            return hit  # locations of errors are the caller's own: not cached
+        if len(_VALIDATED) > 1024:
+            _VALIDATED.clear()
+        _VALIDATED[key] = hit
+    return hit
 
 
 def _dig(value: Any, path: list[str]) -> Any:

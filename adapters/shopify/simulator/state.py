@@ -100,6 +100,7 @@ class WebhookDelivery(msgspec.Struct, kw_only=True):
     error: str | None = None
     event_id: str | None = None
     triggered_at: str | None = None
+    first_attempt_at: str | None = None
     duplicate: bool = False
 
 
@@ -406,8 +407,11 @@ class SimulatorState(SalesMixin):
         candidates = [self.config.access_token, *self.config.extra_access_tokens]
         return any(hmac.compare_digest(token.encode(), c.encode()) for c in candidates)
 
-    def _bucket(self, token: str) -> LeakyBucket:
-        now = self._clock()
+    def now(self) -> float:
+        return self._clock()
+
+    def _bucket(self, token: str, at: float | None = None) -> LeakyBucket:
+        now = self._clock() if at is None else at
         b = self._buckets.get(token)
         if b is None:
             b = self._buckets[token] = LeakyBucket(self.limits.bucket_size, self.limits.restore_rate, now)
@@ -420,10 +424,14 @@ class SimulatorState(SalesMixin):
         if value < 0:
             s.max_overdraw = max(s.max_overdraw, -value)
 
-    def admit(self, token: str, cost: float) -> tuple[bool, dict[str, Any]]:
-        """Reserve ``cost`` points or refuse (THROTTLED). Returns (admitted, throttleStatus)."""
+    def admit(self, token: str, cost: float, arrived: float | None = None) -> tuple[bool, dict[str, Any]]:
+        """Reserve ``cost`` points or refuse (THROTTLED). Returns (admitted, throttleStatus).
+
+        The bucket is judged as it stood when the request ``arrived``: Shopify works on
+        requests in parallel, so the time this single process spends parsing a request
+        must not refill the bucket for it."""
         with self._lock:
-            b = self._bucket(token)
+            b = self._bucket(token, arrived)
             forced = self.faults.throttle_all or self.faults.force_throttle > 0
             if self.faults.force_throttle > 0:
                 self.faults.force_throttle -= 1

@@ -150,6 +150,7 @@ class WebhookSender:
         status: int | None = None
         error: str | None = None
         attempts = 0
+        first_attempt_at = now_iso()
         max_attempts = max(1, self.state.config.webhook_max_attempts)
         while attempts < max_attempts:
             attempts += 1
@@ -174,6 +175,7 @@ class WebhookSender:
             error=error,
             event_id=event_id,
             triggered_at=triggered_at,
+            first_attempt_at=first_attempt_at,
             duplicate=duplicate,
         )
         self.state.record_delivery(delivery)
