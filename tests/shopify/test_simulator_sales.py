@@ -210,3 +210,15 @@ def test_background_buyers_sell_at_a_rate(shop_factory, webhook_receiver):
     for item in shop.items:
         assert 0 <= shop.state.available(item, shop.locations[0]) <= 2
         assert shop.state.quantity(item, shop.locations[0], "committed") + shop.state.available(item, shop.locations[0]) == 2
+
+
+def test_command_line_sets_the_sales_webhook_and_cost_knobs():
+    from adapters.shopify.simulator.server import _build_arg_parser, config_from_args
+
+    args = _build_arg_parser().parse_args(
+        ["--buyer-rate", "5", "--webhook-delay-ms", "20", "--webhook-reorder-rate", "0.5", "--cost-model", "pessimistic", "--mutation-entry-cost", "2"]
+    )
+    config = config_from_args(args)
+    assert config.faults.buyer_rate_per_s == 5.0 and config.faults.webhook_delay_ms == 20.0
+    assert config.faults.webhook_reorder_rate == 0.5
+    assert config.costs().mutation_entry_cost == 2.0 and config.limits().restore_rate == 50.0

@@ -101,7 +101,7 @@ from .config import (
     SimulatorConfig,
 )
 from .sales import CheckoutRefused
-from .server import SimulatorServer, config_from_args, main, run_simulator
+from .server import SimulatorServer, add_simulator_arguments, config_from_args, main, run_simulator
 from .state import SetRecord, SimulatorState, SimulatorStats, WebhookDelivery
 from .webhooks import WebhookSender, sign_webhook
 
@@ -123,6 +123,7 @@ __all__ = [
     "SimulatorStats",
     "WebhookDelivery",
     "WebhookSender",
+    "add_simulator_arguments",
     "config_from_args",
     "create_app",
     "main",

@@ -136,13 +136,12 @@ class SimulatorServer:
         self.stop()
 
 
-def _build_arg_parser() -> argparse.ArgumentParser:
+def add_simulator_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every simulator option on ``p`` (``python -m adapters.shopify.simulator`` uses it;
+    a host CLI such as ``availability sim shopify`` can too, then
+    :func:`config_from_args`)."""
     d = SimulatorConfig()
     f = FaultConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m adapters.shopify.simulator",
-        description="Local simulator of the Shopify GraphQL Admin API (inventory, orders, bulk operations).",
-    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--plan", choices=sorted(PLANS), default="standard")
@@ -174,6 +173,15 @@ def _build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-reorder-rate", type=float, default=f.webhook_reorder_rate)
     p.add_argument("--seed", type=int, default=0, help="RNG seed for faults")
     return p
+
+
+def _build_arg_parser() -> argparse.ArgumentParser:
+    return add_simulator_arguments(
+        argparse.ArgumentParser(
+            prog="python -m adapters.shopify.simulator",
+            description="Local simulator of the Shopify GraphQL Admin API (inventory, orders, bulk operations).",
+        )
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
