@@ -136,3 +136,22 @@ def test_bulk_mutation_refusals(shop):
     assert r["data"]["bulkOperationRunMutation"]["userErrors"][0]["field"] == ["mutation"]
     assert HTTP.post(f"{shop.sim.base_url}/_sim/staged-uploads", data={"key": "forged"}, files={"file": ("x", b"{}")}).status_code == 403
     assert HTTP.get(f"{shop.sim.base_url}/_sim/bulk/999.jsonl").status_code == 404
+
+
+def test_cancel_and_version_differences(shop_factory):
+    shop = shop_factory(n_items=20, n_locations=1, bulk_start_delay_s=0.5)
+    run = shop.gql(RUN_QUERY, {"q": BULK_LEVELS}).json()["data"]["bulkOperationRunQuery"]["bulkOperation"]
+    cancel = 'mutation($id: ID!) { bulkOperationCancel(id: $id) { bulkOperation { status } userErrors { message } } }'
+    r = shop.gql(cancel, {"id": run["id"]}).json()["data"]["bulkOperationCancel"]
+    assert r == {"bulkOperation": {"status": "CANCELING"}, "userErrors": []}
+    op, seen = _poll(shop)
+    assert op["status"] == "CANCELED" and op["url"] is None
+    assert shop.gql(cancel, {"id": run["id"]}).json()["data"]["bulkOperationCancel"]["userErrors"]
+    # bulkOperation(id:) is a 2026-01 addition; before it, node(id:) or currentBulkOperation.
+    by_id = 'query($id: ID!) { bulkOperation(id: $id) { status } }'
+    assert shop.gql(by_id, {"id": run["id"]}).json()["data"]["bulkOperation"]["status"] == "CANCELED"
+    assert shop.gql(by_id, {"id": run["id"]}, version="2025-10").json()["errors"][0]["extensions"]["code"] == "undefinedField"
+    # groupObjects left bulkOperationRunMutation in 2026-01.
+    m = 'mutation { bulkOperationRunMutation(mutation: "x", stagedUploadPath: "y", groupObjects: false) { userErrors { message } } }'
+    assert shop.gql(m).json()["errors"][0]["extensions"]["code"] == "argumentNotAccepted"
+    assert "data" in shop.gql(m, version="2025-10").json()
