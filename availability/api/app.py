@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from availability.api import events, lookups, master, ops, reservations, rules
+from availability.api import events, exceptions, lookups, master, ops, reservations, rules
 from availability.api.context import ApiContext
 from availability.api.metrics import MetricsASGI
 from availability.api.openapi import refine_openapi
@@ -65,6 +65,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         *master.routes(ctx),
         *events.routes(ctx),
         *ops.routes(ctx),
+        *exceptions.routes(ctx),
         *_intake_routes(runtime),
     ]
     app = Litestar(
