@@ -122,11 +122,16 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
                  f"bare SCAN+HGETALL of the same keys {_fmt(r.get('bare_read_seconds'), ' s')}; target 60 s",
                  _fmt(r.get("ratio_recompute_to_bare_read")))]
     if name == "memory":
-        return [("Redis bytes per (SKU, location), stock + idempotency",
-                 _fmt(r.get("ledger_bytes_per_pair_excluding_journal_and_dirty"), " B"),
+        return [("Redis bytes per (SKU, location) at rest, realistic profile (aim 200 B; without settled holds/headers "
+                 f"{_fmt(r.get('bytes_per_pair_at_rest_without_settled_holds_and_headers'), ' B')}, end of day "
+                 f"{_fmt(r.get('bytes_per_pair_end_of_day_without_settled_holds_and_headers'), ' B')})",
+                 _fmt(r.get("bytes_per_pair_at_rest"), " B"),
                  f"raw hash, one int per location {_fmt(r.get('raw_hash_bytes_per_pair'), ' B')}",
-                 _fmt(_ratio(r.get("ledger_bytes_per_pair_excluding_journal_and_dirty"),
-                             r.get("raw_hash_bytes_per_pair"))))]
+                 _fmt(_ratio(r.get("bytes_per_pair_at_rest"), r.get("raw_hash_bytes_per_pair")))),
+                ("Redis bytes per retained idempotency record (aim 64 B)",
+                 _fmt(r.get("bytes_per_retained_idempotency_record"), " B"),
+                 f"the 8-byte digest itself; {_fmt(r.get('idempotency_records_retained'))} records",
+                 _fmt(_ratio(r.get("bytes_per_retained_idempotency_record"), 8)))]
     if name == "api":
         return api_rows(r)
     if name == "shopify":

@@ -322,9 +322,11 @@ end
 -- Delta log cap: when full, the oldest half is trimmed and the floor moves up to the
 -- newest trimmed time (a count older than the floor can no longer be brought forward).
 local log_trim = nil
+local log_len = 0
 if log_write == 'append' then
   local cap = tonumber(ARGV[17])
   local len = redis.call('STRLEN', KEYS[3])
+  log_len = len
   if len % RECORD ~= 0 then return fail('corrupt_delta_log', KEYS[3] .. ' is ' .. len .. ' bytes') end
   if len / RECORD >= cap then
     local raw = redis.call('GET', KEYS[3])
@@ -392,7 +394,14 @@ if log_trim then
   if #log_trim > 0 then redis.call('SET', KEYS[3], log_trim) else redis.call('DEL', KEYS[3]) end
 end
 if log_write == 'append' then
-  redis.call('APPEND', KEYS[3], struct.pack('>i6i4B', at, d_oh, code))
+  local record = struct.pack('>i6i4B', at, d_oh, code)
+  if log_len < 512 then
+    -- A small log is rewritten whole: APPEND would reserve twice its size (greedy growth),
+    -- and most pairs hold a few records between counts. A long one is appended to.
+    redis.call('SET', KEYS[3], (redis.call('GET', KEYS[3]) or '') .. record)
+  else
+    redis.call('APPEND', KEYS[3], record)
+  end
 elseif log_write then
   if #log_write > 0 then redis.call('SET', KEYS[3], log_write) else redis.call('DEL', KEYS[3]) end
 end
