@@ -75,6 +75,8 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
                 idempotency_window_ms=settings.idempotency_window_seconds * 1000,
                 journal_cap=settings.journal_cap,
                 delta_log_cap=settings.delta_log_cap,
+                oversell_cap=settings.oversell_cap,
+                count_lag_ms={source: int(s * 1000) for source, s in settings.count_lag_seconds.items()} or None,
             ),
         )
         await ledger.load_scripts()

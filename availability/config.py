@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     idempotency_window_seconds: int = 7 * 24 * 3600
     journal_cap: int = 1_000_000
     delta_log_cap: int = 10_000
+    #: oversell exceptions kept (GET /v1/oversells), approximate
+    oversell_cap: int = 100_000
+    #: how far a count may lag each source's postings when it does not say (seen_through),
+    #: e.g. {"pos": 900} for an ERP whose POS postings arrive up to 15 minutes late
+    count_lag_seconds: dict[str, int] = {}
 
     #: ingestion
     broker: Literal["redis", "nats", "kafka"] = "redis"

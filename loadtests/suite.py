@@ -102,12 +102,12 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
         best = max(_get(r, "ledger_sequential", "events_per_sec", default=0),
                    _get(r, "ledger_4_in_flight", "events_per_sec", default=0))
         return [("ledger events applied/s (Python client, pipelined)", _fmt(best, "/s"),
-                 f"redis-benchmark EVALSHA same script {_fmt(_get(r, 'ceiling', 'ops_per_sec'), '/s')}",
+                 f"pipelined EVALSHA, same script and keys {_fmt(_get(r, 'ceiling', 'ops_per_sec'), '/s')}",
                  _fmt(r.get("ratio_to_ceiling")))]
     if name == "ingest":
         return [("ingestion: events/s applied by one consumer process (streams, FastStream, ack)",
                  _fmt(_get(r, "consumer", "events_per_sec"), "/s"),
-                 f"redis-benchmark EVALSHA same script {_fmt(_get(r, 'ceiling', 'ops_per_sec'), '/s')}",
+                 f"pipelined EVALSHA, same script and keys {_fmt(_get(r, 'ceiling', 'ops_per_sec'), '/s')}",
                  _fmt(r.get("ratio_to_ceiling")))]
     if name == "reservations":
         peer = r.get("postgres_select_for_update", {})
@@ -238,11 +238,11 @@ def charts(report: dict, folder: Path) -> list[Path]:
         r = results["ledger"]
         pairs.append(("ledger apply", max(_get(r, "ledger_sequential", "events_per_sec", default=0),
                                          _get(r, "ledger_4_in_flight", "events_per_sec", default=0)),
-                      _get(r, "ceiling", "ops_per_sec", default=0), "redis-benchmark"))
+                      _get(r, "ceiling", "ops_per_sec", default=0), "pipelined EVALSHA"))
     if "ingest" in results:
         r = results["ingest"]
         pairs.append(("ingestion (1 consumer)", _get(r, "consumer", "events_per_sec", default=0),
-                      _get(r, "ceiling", "ops_per_sec", default=0), "redis-benchmark"))
+                      _get(r, "ceiling", "ops_per_sec", default=0), "pipelined EVALSHA"))
     if "api" in results:
         r = results["api"]
         pairs.append(("GET availability", _find(r.get("lookup", {}), "peak_rps") or 0,

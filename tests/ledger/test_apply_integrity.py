@@ -55,7 +55,7 @@ async def test_a_refused_event_writes_nothing(ledger, corrupt, bad, kind):
         await redis.hset(keys.count_cuts(SKU), "DC1", "x|1:2")
     else:
         [bucket] = [k for k in await redis.hkeys(keys.idempotency_meta(SKU))]
-        await redis.hset(keys.idempotency_meta(SKU), bucket, "64,1")  # the table is 8 slots
+        await redis.hset(keys.idempotency_meta(SKU), bucket, "8 slots")
     before = await snapshot_of(ledger)
     [result] = await ledger.apply_batch([bad])
     assert result.status == "error" and result.buckets is None
@@ -162,3 +162,18 @@ async def test_a_ship_from_another_location_is_journaled_at_both(ledger, redis_c
         (b"shopify:fulfillments/create:1:1", b"DC1", b"settled_elsewhere", b"10,2,0,0,0", b"10,0,0,0,0"),
     ]
     assert await redis_client.zscore(ledger.keys.dirty, f"{SKU}|DC1") is not None
+
+
+async def test_a_full_delta_log_is_trimmed_and_a_count_it_cannot_bring_forward_is_refused(redis_client, key_prefix):
+    ledger = Ledger(redis_client, keys=KeyLayout(key_prefix), limits=LedgerLimits(delta_log_cap=10))
+    await ledger.apply_batch([event("receipt", quantity=1, at=t) for t in range(1, 12)])  # 11 deltas > cap
+    log = await redis_client.get(ledger.keys.delta_log(SKU, "DC1"))
+    assert len(log) == 6 * 11  # the oldest half (times 1..5) trimmed: floor at 5
+    floor_ms = int((T0 + timedelta(seconds=5)).timestamp() * 1000)
+    assert (await redis_client.hget(ledger.keys.count_cuts(SKU), "DC1")) == f"{floor_ms}|".encode()
+    too_old = await ledger.apply(event("cycle_count", quantity=100, at=4))
+    assert too_old.status == "count_too_old" and too_old.buckets.on_hand == 11
+    # a count at or after the floor still knows every delta after it: 100 + the 6 after t=5
+    counted = await ledger.apply(event("cycle_count", quantity=100, at=5))
+    assert counted.status == "applied" and counted.buckets.on_hand == 106
+    assert await redis_client.hget(ledger.keys.count_cuts(SKU), "DC1") is None

@@ -53,29 +53,38 @@ end
 local ZERO = string.rep('\0', 8)
 local h0 = struct.unpack('>I4', digest)
 local metas = redis.call('HMGET', KEYS[2], unpack(ARGV, 19, 18 + nb))
-local new_slots, new_count = 0, 0  -- the newest bucket's table as found
+-- The newest bucket's table as found (slots 0: none yet) and the empty slot the lookup
+-- ended on there, which is where the record goes unless the table has to grow.
+local new_slots, new_count, new_slot = 0, 0, 0
 for i = 1, nb do
   local meta = metas[i]
   if meta then
     local slots, count = string.match(meta, '^(%d+),(%d+)$')
     slots, count = tonumber(slots), tonumber(count)
-    if not slots or slots < 1 then return fail('corrupt_idempotency', KEYS[8 + i] .. ' meta ' .. meta) end
     local key = KEYS[8 + i]
-    local len = redis.call('STRLEN', key)
-    if len == 0 then
-      -- the table expired (its meta field outlives it until the next new bucket)
-    elseif len ~= slots * 8 then
-      return fail('corrupt_idempotency', key .. ' is ' .. len .. ' bytes, meta says ' .. slots .. ' slots')
-    else
-      local s = h0 % slots
-      for _ = 1, slots do
-        local slot = redis.call('GETRANGE', key, s * 8, s * 8 + 7)
-        if slot == digest then return {'duplicate'} end
-        if slot == ZERO then break end
-        s = (s + 1) % slots
+    if not slots or slots < 1 then return fail('corrupt_idempotency', key .. ' meta ' .. meta) end
+    local s, ended = h0 % slots, false
+    for _ = 1, slots do
+      local slot = redis.call('GETRANGE', key, s * 8, s * 8 + 7)
+      if slot == digest then return {'duplicate'} end
+      if slot == ZERO then
+        if i == 1 then new_slots, new_count, new_slot = slots, count, s end
+        ended = true
+        break
       end
-      if i == 1 then new_slots, new_count = slots, count end
+      if #slot ~= 8 then
+        -- Nothing there: the table expired (its meta field outlives it until the SKU's
+        -- next new bucket). Any other length is a table that is not what its meta says.
+        local len = redis.call('STRLEN', key)
+        if len ~= 0 then
+          return fail('corrupt_idempotency', key .. ' is ' .. len .. ' bytes, meta says ' .. slots .. ' slots')
+        end
+        ended = true
+        break
+      end
+      s = (s + 1) % slots
     end
+    if not ended then return fail('corrupt_idempotency', key .. ' has no empty slot') end
   end
 end
 
@@ -109,13 +118,23 @@ local function parse_cuts(raw)
   if used ~= #raw then return nil end
   return {floor = tonumber(floor), cuts = cuts}
 end
-local cuts_raw = redis.call('HGET', KEYS[8], loc)
-local last = {floor = 0, cuts = {}}
-if cuts_raw then
-  last = parse_cuts(cuts_raw)
-  if not last then return fail('corrupt_delta_log', KEYS[8] .. ' ' .. loc .. ' = ' .. cuts_raw) end
+-- Read only when needed (counts, and deltas at or before the last count): most events
+-- happen after the last count and need neither.
+local cuts_raw, last = nil, nil
+local function load_cuts()
+  if last then return true end
+  cuts_raw = redis.call('HGET', KEYS[8], loc)
+  last = {floor = 0, cuts = {}}
+  if cuts_raw then
+    last = parse_cuts(cuts_raw)
+    if not last then return false end
+  end
+  return true
 end
--- Is a delta of source `c` at `t` already inside the last count?
+local function corrupt_cuts()
+  return fail('corrupt_delta_log', KEYS[8] .. ' ' .. loc .. ' = ' .. tostring(cuts_raw))
+end
+-- Is a delta of source `c` at `t` already inside the last count? (cuts loaded)
 local function inside_last_count(t, c)
   if ct < 0 or t > ct then return false end
   local cut = last.cuts[c]
@@ -138,6 +157,7 @@ if etype == 'cycle_count' or etype == 'snapshot' then
     if ms < at then cut_field[#cut_field + 1] = c .. ':' .. ms end
     lowest = math.min(lowest, ms)
   end
+  if not load_cuts() then return corrupt_cuts() end
   if ct >= 0 and at <= ct then
     status = 'stale_count'
   elseif lowest < last.floor then
@@ -300,6 +320,7 @@ else
 end
 
 if d_oh ~= 0 then
+  if ct >= 0 and at <= ct and not load_cuts() then return corrupt_cuts() end
   if inside_last_count(at, code) then
     -- Already inside the last count: only the non-on_hand effects above stand.
     status = 'inside_count'
@@ -319,38 +340,13 @@ if etype == 'reserve' or etype == 'allocate' or etype == 'pos_sale' or etype == 
   if short < 0 then short = 0 end
 end
 
--- Delta log cap: when full, the oldest half is trimmed and the floor moves up to the
--- newest trimmed time (a count older than the floor can no longer be brought forward).
-local log_trim = nil
-local log_len = 0
-if log_write == 'append' then
-  local cap = tonumber(ARGV[17])
-  local len = redis.call('STRLEN', KEYS[3])
-  log_len = len
-  if len % RECORD ~= 0 then return fail('corrupt_delta_log', KEYS[3] .. ' is ' .. len .. ' bytes') end
-  if len / RECORD >= cap then
-    local raw = redis.call('GET', KEYS[3])
-    local times = {}
-    for p = 1, #raw, RECORD do times[#times + 1] = (struct.unpack('>i6', raw, p)) end
-    table.sort(times)
-    local floor = times[math.max(1, math.floor(#times / 2))]
-    local kept = {}
-    for p = 1, #raw, RECORD do
-      if (struct.unpack('>i6', raw, p)) > floor then kept[#kept + 1] = string.sub(raw, p, p + RECORD - 1) end
-    end
-    log_trim = table.concat(kept)
-    local body = cuts_raw and string.match(cuts_raw, '^%d+|(.*)$') or ''
-    cuts_write = math.max(floor, last.floor) .. '|' .. body
-  end
-end
-
 -- ---------------------------------------------------------------------------------------
 -- Phase 2: writes (nothing below can fail on a value read above)
 -- ---------------------------------------------------------------------------------------
 
 -- Idempotency record in the newest bucket's table (grown by doubling at 3/4 full).
 local idkey, idfield = KEYS[9], ARGV[19]
-local slots, count = new_slots, new_count
+local slots, count, slot_at = new_slots, new_count, new_slot
 if slots == 0 then
   slots, count = 8, 0
   -- relative to the caller's clock (now_ms), so a caller's stamp decides, not Redis's
@@ -361,6 +357,9 @@ if slots == 0 then
   for _, f in ipairs(fields) do
     if tonumber(f) and tonumber(f) < oldest then redis.call('HDEL', KEYS[2], f) end
   end
+  -- the meta lives as long as the newest table, which only changes with a new bucket
+  redis.call('PEXPIRE', KEYS[2], math.max(1, tonumber(ARGV[15]) - now))
+  slot_at = -1
 elseif (count + 1) * 4 > slots * 3 then
   local raw = redis.call('GET', idkey)
   local grown = slots * 2
@@ -378,29 +377,39 @@ elseif (count + 1) * 4 > slots * 3 then
   for s = 0, grown - 1 do parts[s + 1] = table_[s] end
   redis.call('SET', idkey, table.concat(parts), 'KEEPTTL')
   slots = grown
+  slot_at = -1
 end
-local s = h0 % slots
-for _ = 1, slots do  -- at most 3/4 full: an empty slot is always found
-  if redis.call('GETRANGE', idkey, s * 8, s * 8 + 7) == ZERO then break end
-  s = (s + 1) % slots
+if slot_at < 0 then
+  slot_at = h0 % slots
+  for _ = 1, slots do  -- at most 3/4 full: an empty slot is always found
+    if redis.call('GETRANGE', idkey, slot_at * 8, slot_at * 8 + 7) == ZERO then break end
+    slot_at = (slot_at + 1) % slots
+  end
 end
-redis.call('SETRANGE', idkey, s * 8, digest)
+redis.call('SETRANGE', idkey, slot_at * 8, digest)
 redis.call('HSET', KEYS[2], idfield, slots .. ',' .. (count + 1))
-redis.call('PEXPIRE', KEYS[2], math.max(1, tonumber(ARGV[15]) - now))
 
 if hold_write then redis.call('HSET', KEYS[4], ref, hold_write) end
 
-if log_trim then
-  if #log_trim > 0 then redis.call('SET', KEYS[3], log_trim) else redis.call('DEL', KEYS[3]) end
-end
 if log_write == 'append' then
-  local record = struct.pack('>i6i4B', at, d_oh, code)
-  if log_len < 512 then
-    -- A small log is rewritten whole: APPEND would reserve twice its size (greedy growth),
-    -- and most pairs hold a few records between counts. A long one is appended to.
-    redis.call('SET', KEYS[3], (redis.call('GET', KEYS[3]) or '') .. record)
-  else
-    redis.call('APPEND', KEYS[3], record)
+  local len = redis.call('APPEND', KEYS[3], struct.pack('>i6i4B', at, d_oh, code))
+  -- Cap: when full, the oldest half is trimmed and the floor moves up to the newest
+  -- trimmed time (a count older than the floor can no longer be brought forward, and is
+  -- refused as count_too_old). A log or cutoff that does not parse is left for the next
+  -- count to report (it validates both before using them).
+  if len % RECORD == 0 and len / RECORD > tonumber(ARGV[17]) and load_cuts() then
+    local raw = redis.call('GET', KEYS[3])
+    local times = {}
+    for p = 1, #raw, RECORD do times[#times + 1] = (struct.unpack('>i6', raw, p)) end
+    table.sort(times)
+    local floor = times[math.max(1, math.floor(#times / 2))]
+    local kept = {}
+    for p = 1, #raw, RECORD do
+      if (struct.unpack('>i6', raw, p)) > floor then kept[#kept + 1] = string.sub(raw, p, p + RECORD - 1) end
+    end
+    if #kept > 0 then redis.call('SET', KEYS[3], table.concat(kept)) else redis.call('DEL', KEYS[3]) end
+    local body = cuts_raw and string.match(cuts_raw, '^%d+|(.*)$') or ''
+    cuts_write = math.max(floor, last.floor) .. '|' .. body
   end
 elseif log_write then
   if #log_write > 0 then redis.call('SET', KEYS[3], log_write) else redis.call('DEL', KEYS[3]) end
