@@ -265,7 +265,14 @@ class Ledger:
 
     async def oversells(self, *, limit: int = 100, before: str | None = None) -> list[tuple[str, Oversell]]:
         """Oversell exceptions, newest first: (stream id, oversell). `before` pages on."""
-        top = f"({before}" if before else "+"
+        top = "+"
+        if before:
+            # exclusive upper bound: the id just below `before` (stream ids are two u64)
+            ms, _, seq = before.partition("-")
+            ms_n, seq_n = min(int(ms or 0), _U64), min(int(seq or 0), _U64)
+            if ms_n == 0 and seq_n == 0:
+                return []
+            top = f"{ms_n}-{seq_n - 1}" if seq_n else f"{ms_n - 1}-{_U64}"
         entries = await self.redis.xrevrange(self.keys.oversells, max=top, min="-", count=limit)
         out = []
         for entry_id, fields in entries:
@@ -551,6 +558,8 @@ class Ledger:
         await self.redis.zrem(self.keys.expiry, *due)
         return len(expired_ids)
 
+
+_U64 = 2**64 - 1
 
 #: stands in for any location the ledger has but master data does not list
 UNLISTED_LOCATION = "\x00unlisted"

@@ -177,3 +177,14 @@ async def test_a_full_delta_log_is_trimmed_and_a_count_it_cannot_bring_forward_i
     counted = await ledger.apply(event("cycle_count", quantity=100, at=5))
     assert counted.status == "applied" and counted.buckets.on_hand == 106
     assert await redis_client.hget(ledger.keys.count_cuts(SKU), "DC1") is None
+
+
+async def test_oversells_page_by_stream_id(ledger):
+    for n in range(3):
+        await ledger.apply(event("pos_sale", quantity=1, reference=f"T{n}", source="pos"))
+    page = await ledger.oversells(limit=2)
+    assert [o.order for _, o in page] == ["T2", "T1"]
+    rest = await ledger.oversells(limit=2, before=page[-1][0])
+    assert [o.order for _, o in rest] == ["T0"]
+    assert await ledger.oversells(before="0-0") == []
+    assert len(await ledger.oversells(before="99999999999999999999-99999999999999999999")) == 3
