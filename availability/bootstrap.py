@@ -76,6 +76,7 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
                 journal_cap=settings.journal_cap,
                 delta_log_cap=settings.delta_log_cap,
                 oversell_cap=settings.oversell_cap,
+                idempotency_buckets=settings.idempotency_buckets,
                 count_lag_ms={source: int(s * 1000) for source, s in settings.count_lag_seconds.items()} or None,
             ),
         )

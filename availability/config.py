@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     idempotency_window_seconds: int = 7 * 24 * 3600
     journal_cap: int = 1_000_000
     delta_log_cap: int = 10_000
+    #: idempotency records are kept in this many time buckets per window (7: one a day). A
+    #: lookup probes buckets + 1 tables; fewer buckets are cheaper per event but keep a
+    #: record up to window / buckets longer than the window
+    idempotency_buckets: int = Field(default=7, ge=1, le=64)
     #: oversell exceptions kept (GET /v1/oversells), approximate
     oversell_cap: int = 100_000
     #: how far a count may lag each source's postings when it does not say (seen_through),

@@ -55,7 +55,7 @@ async def test_a_refused_event_writes_nothing(ledger, corrupt, bad, kind):
         await redis.hset(keys.count_cuts(SKU), "DC1", "x|1:2")
     else:
         [bucket] = [k for k in await redis.hkeys(keys.idempotency_meta(SKU))]
-        await redis.hset(keys.idempotency_meta(SKU), bucket, "8 slots")
+        await redis.hset(keys.idempotency_meta(SKU), bucket, "64,1")  # the table is 8 slots
     before = await snapshot_of(ledger)
     [result] = await ledger.apply_batch([bad])
     assert result.status == "error" and result.buckets is None

@@ -52,6 +52,31 @@ end
 -- ---------------------------------------------------------------------------------------
 local ZERO = string.rep('\0', 8)
 local h0 = struct.unpack('>I4', digest)
+local CHUNK = 8  -- slots read per GETRANGE: a probe run rarely needs a second read
+
+-- Linear probe for the digest in one table of `slots` 8-byte slots. Returns 'dup', the
+-- index of the empty slot where the run ends, 'gone' (no such table: it expired), or
+-- nil and a reason (the table is not what its meta says).
+local function probe(key, slots)
+  local s, seen = h0 % slots, 0
+  while seen < slots do
+    local n = math.min(CHUNK, slots - s, slots - seen)
+    local block = redis.call('GETRANGE', key, s * 8, (s + n) * 8 - 1)
+    if #block ~= n * 8 then
+      if #block == 0 and redis.call('STRLEN', key) == 0 then return 'gone' end
+      return nil, key .. ' is shorter than its meta says (' .. slots .. ' slots)'
+    end
+    for j = 0, n - 1 do
+      local slot = string.sub(block, j * 8 + 1, j * 8 + 8)
+      if slot == digest then return 'dup' end
+      if slot == ZERO then return s + j end
+    end
+    seen = seen + n
+    s = (s + n) % slots
+  end
+  return nil, key .. ' has no empty slot'
+end
+
 local metas = redis.call('HMGET', KEYS[2], unpack(ARGV, 19, 18 + nb))
 -- The newest bucket's table as found (slots 0: none yet) and the empty slot the lookup
 -- ended on there, which is where the record goes unless the table has to grow.
@@ -63,28 +88,11 @@ for i = 1, nb do
     slots, count = tonumber(slots), tonumber(count)
     local key = KEYS[8 + i]
     if not slots or slots < 1 then return fail('corrupt_idempotency', key .. ' meta ' .. meta) end
-    local s, ended = h0 % slots, false
-    for _ = 1, slots do
-      local slot = redis.call('GETRANGE', key, s * 8, s * 8 + 7)
-      if slot == digest then return {'duplicate'} end
-      if slot == ZERO then
-        if i == 1 then new_slots, new_count, new_slot = slots, count, s end
-        ended = true
-        break
-      end
-      if #slot ~= 8 then
-        -- Nothing there: the table expired (its meta field outlives it until the SKU's
-        -- next new bucket). Any other length is a table that is not what its meta says.
-        local len = redis.call('STRLEN', key)
-        if len ~= 0 then
-          return fail('corrupt_idempotency', key .. ' is ' .. len .. ' bytes, meta says ' .. slots .. ' slots')
-        end
-        ended = true
-        break
-      end
-      s = (s + 1) % slots
-    end
-    if not ended then return fail('corrupt_idempotency', key .. ' has no empty slot') end
+    local found, why = probe(key, slots)
+    if found == 'dup' then return {'duplicate'} end
+    if found == nil then return fail('corrupt_idempotency', why) end
+    -- 'gone': the table expired (its meta field outlives it until the SKU's next new bucket)
+    if i == 1 and found ~= 'gone' then new_slots, new_count, new_slot = slots, count, found end
   end
 end
 
@@ -380,11 +388,7 @@ elseif (count + 1) * 4 > slots * 3 then
   slot_at = -1
 end
 if slot_at < 0 then
-  slot_at = h0 % slots
-  for _ = 1, slots do  -- at most 3/4 full: an empty slot is always found
-    if redis.call('GETRANGE', idkey, slot_at * 8, slot_at * 8 + 7) == ZERO then break end
-    slot_at = (slot_at + 1) % slots
-  end
+  slot_at = probe(idkey, slots)  -- a fresh or rebuilt table: at most 3/4 full, well formed
 end
 redis.call('SETRANGE', idkey, slot_at * 8, digest)
 redis.call('HSET', KEYS[2], idfield, slots .. ',' .. (count + 1))
