@@ -100,9 +100,11 @@ class LedgerLimits:
     journal_cap: int = 1_000_000
     #: on_hand deltas kept per (SKU, location) between counts, for late counts
     delta_log_cap: int = 10_000
-    #: idempotency records are kept in this many time buckets per window (one a day for 7
-    #: days): a record lives at least the window and at most one bucket longer
-    idempotency_buckets: int = 7
+    #: idempotency records are kept in this many time buckets per window (half a window
+    #: each): a record lives at least the window and at most one bucket longer. Each event
+    #: probes buckets + 1 tables, so more, narrower buckets cost lookups (7, a day each,
+    #: made the script about 1.6x the cost of 2 in a side-by-side run)
+    idempotency_buckets: int = 2
     #: oversell exceptions stream cap (approximate, MAXLEN ~)
     oversell_cap: int = 100_000
     #: per source, how far a count (snapshot, cycle count) may lag that source's postings
