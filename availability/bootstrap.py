@@ -75,6 +75,9 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
                 idempotency_window_ms=settings.idempotency_window_seconds * 1000,
                 journal_cap=settings.journal_cap,
                 delta_log_cap=settings.delta_log_cap,
+                oversell_cap=settings.oversell_cap,
+                idempotency_buckets=settings.idempotency_buckets,
+                count_lag_ms={source: int(s * 1000) for source, s in settings.count_lag_seconds.items()} or None,
             ),
             reservations=ReservationPolicy(
                 default_ttl_ms=settings.reservation_default_ttl_seconds * 1000,

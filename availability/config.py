@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     idempotency_window_seconds: int = 7 * 24 * 3600
     journal_cap: int = 1_000_000
     delta_log_cap: int = 10_000
+    #: idempotency records are kept in this many time buckets per window (2: half a window
+    #: each). A lookup probes buckets + 1 tables, and a record is kept up to window /
+    #: buckets longer than the window: 7 (a day each) keeps at most a day longer but makes
+    #: each event probe 8 tables
+    idempotency_buckets: int = Field(default=2, ge=1, le=64)
+    #: oversell exceptions kept (GET /v1/oversells), approximate
+    oversell_cap: int = 100_000
+    #: how far a count may lag each source's postings when it does not say (seen_through),
+    #: e.g. {"pos": 900} for an ERP whose POS postings arrive up to 15 minutes late
+    count_lag_seconds: dict[str, int] = {}
 
     #: ingestion
     broker: Literal["redis", "nats", "kafka"] = "redis"

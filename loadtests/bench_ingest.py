@@ -1,6 +1,6 @@
 """Benchmark: canonical events applied per second by ONE consumer process (Redis Streams ->
 FastStream batch subscriber -> Ledger pipeline -> XACK), beside the raw ceiling of the
-same Redis: `redis-benchmark` driving a pipelined EVALSHA of apply_event.lua against the
+same Redis: a raw pipelined EVALSHA (loadtests/ceilings.py) of apply_event.lua against the
 same server in the same run. Prints JSON with the ratio.
 
     python -m loadtests.bench_ingest                 # 1,000,000 events

@@ -1,5 +1,5 @@
 """Benchmark: events applied per second through the ledger (Ledger.apply_batch, pipelined),
-beside the ceiling of the same apply script driven by redis-benchmark against the same
+beside the ceiling of the same apply script driven by a raw pipelined EVALSHA (loadtests/ceilings.py) against the same
 server in the same run. Prints JSON.
 
     python -m loadtests.bench_ledger            # 200k events

@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from availability.api import events, lookups, master, ops, reservations, rules
+from availability.api import events, exceptions, lookups, master, ops, reservations, rules
 from availability.api.context import ApiContext
 from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
@@ -66,6 +66,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         *master.routes(ctx),
         *events.routes(ctx),
         *ops.routes(ctx),
+        *exceptions.routes(ctx),
         *_intake_routes(runtime),
     ]
     app = Litestar(

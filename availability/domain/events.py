@@ -11,6 +11,7 @@ is an impossible quantity, not a decrement.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timezone
 from typing import Literal
@@ -60,6 +61,28 @@ AdjustmentReason = Literal[
 ADJUSTMENT_REASONS: tuple[str, ...] = AdjustmentReason.__args__  # type: ignore[attr-defined]
 
 Source = Literal["pos", "wms", "erp", "oms", "shopify", "api", "sim"]
+SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
+
+#: One byte per source in the ledger's delta log (a late count needs to know whose delta a
+#: record is, to honour `seen_through`); any other source name shares code 0.
+SOURCE_CODES: dict[str, int] = {name: code for code, name in enumerate(SOURCES, 1)}
+
+
+def source_code(source: str) -> int:
+    return SOURCE_CODES.get(source, 0)
+
+
+def event_digest(event_id: str) -> bytes:
+    """The 8-byte idempotency record of an event id (BLAKE2b-64; never all zero, which
+    marks an empty slot in the ledger's tables).
+
+    Two different ids share a digest with probability 2^-64: with n records of one SKU
+    inside the window, a new event is mistaken for a duplicate with probability about
+    n / 2^64 (5e-14 at a million records), and any collision among them at all has
+    probability about n^2 / 2^65 (3e-8 at a million).
+    """
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return digest if digest != b"\0" * 8 else b"\0" * 7 + b"\1"
 
 #: Shopify caps quantities at 1,000,000,000; nothing we hold is larger.
 MAX_QUANTITY = 1_000_000_000
@@ -89,6 +112,11 @@ class StockEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     channel: str | None = None
     #: POS till that recorded the sale (informational, for audit)
     till_id: str | None = None
+    #: counts only (`snapshot`, `cycle_count`): how far the counting system had seen each
+    #: source's deltas, e.g. {"pos": "2026-11-20T09:45:00Z"} for an ERP snapshot as of 10:00
+    #: whose POS postings lag. Deltas of that source after its time are not inside the
+    #: count and stay on top of it. Sources not named are taken as seen up to `occurred_at`.
+    seen_through: dict[str, datetime] | None = None
 
     @property
     def occurred_ms(self) -> int:
@@ -123,6 +151,11 @@ def validate_event(event: StockEvent) -> StockEvent:
             f"adjustment reason {event.reason!r} is not one of {', '.join(ADJUSTMENT_REASONS)}",
             event_id=event.event_id,
         )
+    if event.seen_through:
+        if event.type not in ABSOLUTE_TYPES:
+            raise InvalidEvent("seen_through belongs to counts (snapshot, cycle_count) only", event_id=event.event_id)
+        if len(event.seen_through) > 16 or any(not s or len(s) > 32 for s in event.seen_through):
+            raise InvalidEvent("seen_through names at most 16 sources of 1..32 characters", event_id=event.event_id)
     if event.type in RESERVATION_TYPES and not event.reference:
         raise InvalidEvent(f"{event.type} needs a reference (the order or reservation id)", event_id=event.event_id)
     return event

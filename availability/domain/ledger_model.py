@@ -6,11 +6,19 @@ drive both with the same random event sequences (duplicates, reorderings, late c
 and require identical buckets. Change one, change the other.
 
 Semantics (product.md, "Events and the ledger"):
-- idempotent: an event_id seen within the idempotency window changes nothing;
+- idempotent: an event seen within the idempotency window changes nothing (the ledger
+  keeps an 8-byte digest of the event id per SKU, so does this model);
 - an absolute count (cycle_count, snapshot) as of T sets on_hand to the count plus the
-  on_hand deltas that happened after T; a count older than the last one is ignored;
-- an on_hand delta that happened at or before the last count is already inside it, so
-  only its effects on other buckets (reserved, allocated, unsellable) stand;
+  on_hand deltas that happened after T; a count older than the last one is ignored. A
+  count may say it saw a source only up to an earlier time (`seen_through`, or the
+  ledger's configured lag per source): that source's deltas after that time are not
+  inside it and stay on top of it;
+- an on_hand delta that happened at or before the last count (at or before the count's
+  cutoff for its source) is already inside it, so only its effects on other buckets
+  (reserved, allocated, unsellable) stand;
+- a sale or order that takes more than the location has available (on_hand − reserved −
+  allocated − unsellable) is applied anyway and recorded as an oversell with the units
+  it pushed below zero;
 - order events move units between buckets through a *hold* per order reference, so a
   release that arrives before its reserve leaves the order released.
 """
@@ -20,7 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from availability.domain.ats import Buckets
-from availability.domain.events import ABSOLUTE_TYPES, StockEvent
+from availability.domain.events import ABSOLUTE_TYPES, StockEvent, event_digest, source_code, to_epoch_ms
+
+#: event types that sell or take units for an order: they can oversell
+SELLING_TYPES = frozenset({"reserve", "allocate", "pos_sale", "fulfil", "ship"})
 
 
 @dataclass
@@ -51,8 +62,16 @@ class PairState:
     unsellable: int = 0
     incoming: int = 0
     count_ms: int = -1
-    #: on_hand deltas since the last count: (occurred_ms, delta)
-    deltas: list[tuple[int, int]] = field(default_factory=list)
+    #: per source code, the last count's cutoff where it is earlier than count_ms
+    count_cuts: dict[int, int] = field(default_factory=dict)
+    #: on_hand deltas not inside the last count: (occurred_ms, delta, source code)
+    deltas: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def inside_count(self, at: int, code: int) -> bool:
+        if self.count_ms < 0 or at > self.count_ms:
+            return False
+        cut = self.count_cuts.get(code)
+        return cut is None or at <= cut
 
     def buckets(self) -> Buckets:
         return Buckets(self.on_hand, self.reserved, self.allocated, self.unsellable, self.incoming)
@@ -61,31 +80,57 @@ class PairState:
 class LedgerModel:
     """In-memory ledger with exactly the semantics of the Lua scripts (no windows or caps)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, count_lag_ms: dict[str, int] | None = None) -> None:
         self.pairs: dict[tuple[str, str], PairState] = {}
         self.holds: dict[tuple[str, str], Hold] = {}  # (sku, reference) -> hold
-        self.seen: set[tuple[str, str]] = set()
+        self.seen: set[tuple[str, bytes]] = set()  # (sku, digest of event_id)
+        self.count_lag_ms = count_lag_ms or {}
+        #: oversells as the ledger records them: (event_id, reference, sku, location, units short)
+        self.oversells: list[tuple[str, str, str, str, int]] = []
+
+    def cutoffs(self, event: StockEvent) -> dict[int, int]:
+        """Per source code, how far a count saw that source (only where earlier than it)."""
+        at = event.occurred_ms
+        cuts = {source_code(s): max(0, at - lag) for s, lag in self.count_lag_ms.items()}
+        for s, moment in (event.seen_through or {}).items():
+            cuts[source_code(s)] = max(0, min(at, to_epoch_ms(moment)))
+        return {code: ms for code, ms in cuts.items() if ms < at}
 
     def buckets(self, sku: str, location: str) -> Buckets:
         pair = self.pairs.get((sku, location))
         return pair.buckets() if pair else Buckets()
 
     def apply(self, event: StockEvent) -> str:
-        key = (event.sku, event.event_id)
+        key = (event.sku, event_digest(event.event_id))
         if key in self.seen:
             return "duplicate"
         self.seen.add(key)
         pair = self.pairs.setdefault((event.sku, event.location), PairState())
         q, at, etype = event.quantity, event.occurred_ms, event.type
-        status = "applied"
-        d_oh = 0
         if etype in ABSOLUTE_TYPES:
             if pair.count_ms >= 0 and at <= pair.count_ms:
                 return "stale_count"
-            pair.on_hand = q + sum(d for when, d in pair.deltas if when > at)
+            cuts = self.cutoffs(event)
+            # Deltas after the count's time (for a lagging source, after its cutoff) are
+            # not inside it: they stay on top of it and stay in the log.
+            pair.deltas = [(when, d, c) for when, d, c in pair.deltas if when > cuts.get(c, at)]
+            pair.on_hand = q + sum(d for _, d, _ in pair.deltas)
             pair.count_ms = at
-            pair.deltas = [(when, d) for when, d in pair.deltas if when > at]
-            return status
+            pair.count_cuts = cuts
+            return "applied"
+        available_before = pair.on_hand - pair.reserved - pair.allocated - pair.unsellable
+        status = self._delta_event(event, pair)
+        if etype in SELLING_TYPES:
+            available = pair.on_hand - pair.reserved - pair.allocated - pair.unsellable
+            short = max(0, -available) - max(0, -available_before)
+            if short > 0:
+                self.oversells.append((event.event_id, event.reference or "", event.sku, event.location, short))
+        return status
+
+    def _delta_event(self, event: StockEvent, pair: PairState) -> str:
+        q, at, etype = event.quantity, event.occurred_ms, event.type
+        status = "applied"
+        d_oh = 0
         if etype in ("pos_sale", "transfer_out"):
             d_oh = -q
         elif etype in ("pos_return", "pos_void", "return"):
@@ -114,11 +159,11 @@ class LedgerModel:
         else:  # reserve, release, allocate, fulfil, ship
             status, d_oh = self._order_event(event, pair)
         if d_oh:
-            if pair.count_ms >= 0 and at <= pair.count_ms:
+            if pair.inside_count(at, source_code(event.source)):
                 status = "inside_count"
             else:
                 pair.on_hand += d_oh
-                pair.deltas.append((at, d_oh))
+                pair.deltas.append((at, d_oh, source_code(event.source)))
         return status
 
     def _order_event(self, event: StockEvent, pair: PairState) -> tuple[str, int]:

@@ -8,10 +8,11 @@ when hiredis is not installed). Same script, same atomicity, same idempotency: o
 client-side cost changes. tests/ingest/test_fastapply.py drives it and `Ledger.apply_batch`
 with the same random events and requires identical statuses and buckets.
 
-Anything unusual falls back to the ledger: a reply that is an error for one event raises
-`FastApplyError` (the pipeline then applies one by one through `Ledger.apply_batch` and
-dead-letters the culprit); a NOSCRIPT (Redis restarted or flushed its script cache)
-reloads the scripts and re-sends the batch, which the idempotency records make safe.
+An error reply for one event (the script refused it, having written nothing) comes back
+as that event's status "error" with the reason, exactly as `Ledger.apply_batch` reports
+it, and the pipeline dead-letters it; a transient error (OOM, READONLY, ...) raises; a
+NOSCRIPT (Redis restarted or flushed its script cache) reloads the scripts and re-sends
+the batch, which the idempotency records make safe.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from urllib.parse import unquote, urlparse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from availability.domain.ats import Buckets
-from availability.domain.events import StockEvent
-from availability.ledger.ledger import ApplyResult, Ledger, now_ms
+from availability.domain.events import StockEvent, event_digest, source_code
+from availability.ledger.metrics import count_oversells
+from availability.ledger.ledger import ApplyResult, Ledger, count_cutoffs, now_ms, parse_apply_reply
 
 try:  # hiredis parses replies in C; optional
     import hiredis
@@ -39,10 +40,6 @@ except ImportError:  # pragma: no cover - exercised only without hiredis
     hiredis = None
     _Reader = None
     _ReplyError = None
-
-
-class FastApplyError(ResponseError):
-    """An error reply for one event of the batch (not a connection problem)."""
 
 
 def _bulk(value: bytes) -> bytes:
@@ -138,15 +135,12 @@ class FastApplier:
         self.keys = ledger.keys
         limits = ledger.limits
         source = resources.files("availability.ledger").joinpath("scripts", "apply_event.lua").read_bytes()
-        sha = hashlib.sha1(source).hexdigest().encode()
-        self._head = b"*22\r\n$7\r\nEVALSHA\r\n" + _bulk(sha) + b"$1\r\n6\r\n"
-        self._limits_tail = (
-            _bulk(str(limits.idempotency_window_ms).encode())
-            + _bulk(str(limits.journal_cap).encode())
-            + _bulk(str(limits.delta_log_cap).encode())
+        self._sha = _bulk(hashlib.sha1(source).hexdigest().encode())
+        # KEYS 5..7 are global; the limits are the same for every event
+        self._globals = b"".join(_bulk(k.encode()) for k in (self.keys.dirty, self.keys.journal, self.keys.oversells))
+        self._limits_tail = b"".join(
+            _bulk(str(v).encode()) for v in (limits.journal_cap, limits.delta_log_cap, limits.oversell_cap)
         )
-        self._dirty = _bulk(self.keys.dirty.encode())
-        self._journal = _bulk(self.keys.journal.encode())
         self._pool: asyncio.Queue[_Conn] = asyncio.Queue()
         self._created = 0
         self._max = connections
@@ -204,42 +198,53 @@ class FastApplier:
     # --- applying ---------------------------------------------------------------------------
 
     def _encode(self, events: Sequence[StockEvent], at_ms: int) -> bytes:
+        """Exactly `ledger.apply_call`'s KEYS and ARGV, as RESP (a test holds them equal)."""
         keys = self.keys
-        # One bytes %-format per event: 22 RESP bulk strings, constants baked in.
-        fmt = (
-            self._head
-            + b"$%d\r\n%b\r\n" * 4
-            + self._dirty
-            + self._journal
-            + b"$%d\r\n%b\r\n" * 8
-            + _bulk(str(at_ms).encode())
-            + self._limits_tail
-            + b"$%d\r\n%b\r\n"
+        limits = self.ledger.limits
+        ids, expires = limits.idempotency_buckets_at(at_ms)
+        nkeys = 8 + len(ids)
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + nkeys + 18 + len(ids)) + self._sha + _bulk(b"%d" % nkeys)
+        # what follows the 13 per-event arguments: now, expiry, caps, bucket ids
+        tail = (
+            _bulk(b"%d" % at_ms) + _bulk(b"%d" % expires) + self._limits_tail
+            + b"".join(_bulk(b"%d" % b) for b in ids)
         )
+        args13 = b"$%d\r\n%b\r\n" * 13
+        per_sku: dict[str, tuple[bytes, bytes]] = {}
         parts: list[bytes] = []
         append = parts.append
         for e in events:
             sku = e.sku
-            loc = e.location
-            stock = keys.stock(sku).encode()
-            seen = keys.seen(sku).encode()
-            deltas = keys.delta_log(sku, loc).encode()
-            holds = keys.holds(sku).encode()
+            cached = per_sku.get(sku)
+            if cached is None:
+                cached = per_sku[sku] = (
+                    _bulk(keys.stock(sku).encode()) + _bulk(keys.idempotency_meta(sku).encode()),
+                    _bulk(keys.holds(sku).encode()) + self._globals + _bulk(keys.count_cuts(sku).encode())
+                    + b"".join(_bulk(keys.idempotency_bucket(sku, b).encode()) for b in ids),
+                )
             event_id = e.event_id.encode()
+            digest = event_digest(e.event_id)
             etype = e.type.encode()
             reason = e.reason.encode() if e.reason else b""
             sku_b = sku.encode()
-            loc_b = loc.encode()
+            loc_b = e.location.encode()
             quantity = b"%d" % e.quantity
             occurred = b"%d" % e.occurred_ms
             reference = e.reference.encode() if e.reference else b""
             channel = e.channel.encode() if e.channel else b""
-            append(fmt % (
-                len(stock), stock, len(seen), seen, len(deltas), deltas, len(holds), holds,
-                len(event_id), event_id, len(etype), etype, len(reason), reason, len(sku_b), sku_b,
+            source = e.source.encode()
+            code = b"%d" % source_code(e.source)
+            cuts = count_cutoffs(e, limits.count_lag_ms).encode()
+            append(head)
+            append(cached[0])
+            append(_bulk(keys.delta_log(sku, e.location).encode()))
+            append(cached[1])
+            append(args13 % (
+                len(event_id), event_id, 8, digest, len(etype), etype, len(reason), reason, len(sku_b), sku_b,
                 len(loc_b), loc_b, len(quantity), quantity, len(occurred), occurred, len(reference), reference,
-                len(channel), channel,
+                len(channel), channel, len(source), source, len(code), code, len(cuts), cuts,
             ))
+            append(tail)
         return b"".join(parts)
 
     async def apply_batch(self, events: Sequence[StockEvent], *, at_ms: int | None = None) -> list[ApplyResult]:
@@ -249,18 +254,12 @@ class FastApplier:
         payload = self._encode(events, stamp)
         for attempt in (1, 2):
             replies = await self._send(payload, len(events))
-            errors = [r for r in replies if isinstance(r, Exception)]
-            if not errors:
-                break
-            if attempt == 1 and all(str(r).startswith("NOSCRIPT") for r in errors):
+            if attempt == 1 and any(isinstance(r, Exception) and str(r).startswith("NOSCRIPT") for r in replies):
                 await self.ledger.load_scripts()
                 continue
-            raise FastApplyError(str(errors[0]))
-        results = []
-        for event, reply in zip(events, replies):
-            status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-            buckets = Buckets(*(int(x) for x in reply[1:6])) if len(reply) > 1 else None
-            results.append(ApplyResult(event.event_id, status, buckets))
+            break
+        results = [parse_apply_reply(event, reply) for event, reply in zip(events, replies)]
+        count_oversells(events, results)
         return results
 
     async def _send(self, payload: bytes, count: int) -> list:

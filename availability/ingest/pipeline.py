@@ -5,7 +5,10 @@ and Kafka subscribers (consumer.py) and the reclaimer (reclaim.py) all end here.
 Order of effects, and why it is crash safe:
 1. decode every entry (msgspec); undecodable or invalid ones become dead letters;
 2. apply the valid events in stream order, one Redis pipeline for the batch
-   (`Ledger.apply_batch`); each event is atomic and idempotent by itself;
+   (`Ledger.apply_batch`); each event is atomic and idempotent by itself. An event the
+   script refuses (status "error": a corrupt stored value) wrote nothing, not even its
+   idempotency record, so it is dead-lettered with the script's reason and a replay after
+   the repair applies it;
 3. one more pipeline: the dead letters (XADD to the DLQ) and, on Redis Streams, the XACK.
 A crash before 3 leaves the whole batch pending; whoever reclaims it applies it again and
 the ledger answers `duplicate` for what was already in. A crash between 2 and 3 can at
@@ -34,7 +37,7 @@ from availability.domain.events import StockEvent, decode_event
 from availability.ingest import metrics
 from availability.ingest.deadletters import DeadLetter, queue_dead_letters, reason_of
 from availability.ingest.streams import StreamNames
-from availability.ledger.ledger import ApplyResult, Ledger
+from availability.ledger.ledger import TRANSIENT_REPLY_PREFIXES, ApplyResult, Ledger
 
 if TYPE_CHECKING:
     from availability.rules.cache import RuleCache
@@ -44,17 +47,13 @@ log = logging.getLogger(__name__)
 #: failures of the infrastructure, not of one event: the batch stays pending and is retried
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
-#: Redis errors that say "not now" (full, read-only replica, failing over), not "bad event"
-_TRANSIENT_REPLY_PREFIXES = ("OOM", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "BUSY")
-
-
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT_ERRORS):
         return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLY_PREFIXES)
+    return isinstance(exc, ResponseError) and str(exc).startswith(TRANSIENT_REPLY_PREFIXES)
 
 
-LATE_STATUSES = frozenset({"stale_count", "inside_count", "released_before"})
+LATE_STATUSES = frozenset({"stale_count", "count_too_old", "inside_count", "released_before"})
 CHANGED_STATUSES = frozenset({"applied", "recorded"})
 
 
@@ -171,24 +170,27 @@ class IngestPipeline:
         self, events: list[StockEvent], origins: list[Entry], dead: list[DeadLetter]
     ) -> list[ApplyResult]:
         try:
-            return await self.applier.apply_batch(events)
+            results = await self.applier.apply_batch(events)
         except Exception as exc:
             if is_transient(exc):
                 raise
-            # One event broke the pipeline (a script error, an impossible value): apply one by
-            # one so that the rest of the batch still goes in, and dead-letter the culprit.
+            # Something other than a refused event broke the batch (a client-side bug, an
+            # impossible value): apply one by one so that the rest still goes in.
             log.warning("batch of %d failed as a whole; applying one by one", len(events), exc_info=True)
-        results: list[ApplyResult] = []
-        for event, origin in zip(events, origins):
-            try:
-                results.extend(await self.ledger.apply_batch([event]))
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
+            results = []
+            for event in events:
+                try:
+                    results.extend(await self.ledger.apply_batch([event]))
+                except Exception as one:
+                    if is_transient(one):
+                        raise
+                    results.append(ApplyResult(event.event_id, "error", None, error=f"{type(one).__name__}: {one}"))
+        for event, origin, result in zip(events, origins, results):
+            if result.status == "error":
                 dead.append(
                     DeadLetter(
                         reason="apply_error",
-                        detail=f"{type(exc).__name__}: {exc}",
+                        detail=result.error or "refused by the ledger",
                         payload=origin.payload,
                         stream=origin.stream,
                         entry_id=origin.entry_id,
@@ -196,7 +198,6 @@ class IngestPipeline:
                         event_id=event.event_id,
                     )
                 )
-                results.append(ApplyResult(event.event_id, "error", None))
         return results
 
     def _count(self, events: list[StockEvent], report: BatchReport) -> None:

@@ -1,4 +1,5 @@
-"""Ledger tools: run the embedded Redis alone, apply events from a file, show a SKU."""
+"""Ledger tools: run the embedded Redis alone, apply events from a file, show a SKU, list
+oversell exceptions."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
@@ -31,6 +33,13 @@ def register(sub) -> None:
     p.add_argument("--channel", default="online")
     p.set_defaults(handler=lambda args, settings: asyncio.run(show_stock(args, settings)))
 
+    p = sub.add_parser("oversells", help="oversell exceptions: orders and sales beyond what a location had")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="newest first: order, SKU, location, units short")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=lambda args, settings: asyncio.run(list_oversells(args, settings)))
+
 
 def run_redis(args, settings: Settings) -> int:
     from availability.embedded_redis import EmbeddedRedis
@@ -50,6 +59,12 @@ async def apply_file(args, settings: Settings) -> int:
     source = sys.stdin if args.path == "-" else open(args.path, encoding="utf-8")
     counts: dict[str, int] = {}
     rejected = 0
+
+    def tally(results) -> None:
+        for result in results:
+            counts[result.status] = counts.get(result.status, 0) + 1
+            if result.error:  # refused by the ledger (a corrupt stored value): nothing written
+                print(f"event {result.event_id}: {result.error}", file=sys.stderr)
     async with open_runtime(settings) as runtime:
         batch = []
         for line_no, line in enumerate(source, 1):
@@ -62,13 +77,11 @@ async def apply_file(args, settings: Settings) -> int:
                 print(f"line {line_no}: {exc.detail}", file=sys.stderr)
                 continue
             if len(batch) >= args.batch:
-                for result in await runtime.ledger.apply_batch(batch):
-                    counts[result.status] = counts.get(result.status, 0) + 1
+                tally(await runtime.ledger.apply_batch(batch))
                 batch = []
-        for result in await runtime.ledger.apply_batch(batch):
-            counts[result.status] = counts.get(result.status, 0) + 1
+        tally(await runtime.ledger.apply_batch(batch))
     print(json.dumps({"applied": counts, "rejected": rejected}))
-    return 1 if rejected else 0
+    return 1 if rejected or counts.get("error") else 0
 
 
 async def show_stock(args, settings: Settings) -> int:
@@ -82,4 +95,23 @@ async def show_stock(args, settings: Settings) -> int:
             return 2
         result = explain(book, args.sku, args.channel, stock)
         print(json.dumps({"buckets": msgspec.to_builtins(stock), "explain": msgspec.to_builtins(result)}, indent=2))
+    return 0
+
+
+async def list_oversells(args, settings: Settings) -> int:
+    from availability.bootstrap import open_runtime
+
+    async with open_runtime(settings) as runtime:
+        rows = await runtime.ledger.oversells(limit=max(1, args.limit))
+    if args.json:
+        for entry_id, o in rows:
+            print(json.dumps({"id": entry_id, **msgspec.to_builtins(o)}))
+        return 0
+    if not rows:
+        print("no oversells recorded")
+        return 0
+    print(f"{'when (UTC)':<20} {'order':<24} {'sku':<20} {'location':<10} {'short':>6}  source/type")
+    for _, o in rows:
+        when = datetime.fromtimestamp(o.at_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{when:<20} {o.order or '-':<24} {o.sku:<20} {o.location:<10} {o.units_short:>6}  {o.source}/{o.type}")
     return 0

@@ -2,8 +2,15 @@
 keys live in one Redis Cluster slot and every per-SKU script is single-slot.
 
     {prefix}:{SKU}:stock        hash   location -> "on_hand,reserved,allocated,unsellable,incoming,count_ms"
-    {prefix}:{SKU}:seen         zset   event_id -> applied-at ms (idempotency window)
-    {prefix}:{SKU}:dl:LOCATION  zset   "event_id|delta" -> occurred ms (on_hand deltas since the last count)
+    {prefix}:{SKU}:idb:BUCKET   string open-addressing table of 8-byte event-id digests applied in
+                                       that time bucket (window / buckets wide); expires when the
+                                       idempotency window has passed the bucket's end
+    {prefix}:{SKU}:idm          hash   bucket -> "slots,records" of each idb table (sizes the probe)
+    {prefix}:{SKU}:dlog:LOCATION string 11-byte records (occurred ms, on_hand delta, source code):
+                                       the on_hand deltas since the last count, for late counts
+    {prefix}:{SKU}:cuts         hash   location -> "floor_ms|code:ms,..." (only when the last count
+                                       saw a source only up to an earlier time, or the log was trimmed)
+    {prefix}:{SKU}:seen         (legacy zset of full event ids; no longer written)
     {prefix}:{SKU}:holds        hash   reference / reservation id -> "STATE|expires_ms|channel[#attempt]|loc=res/alc;..."
     {prefix}:resv:{ID}          hash   reservation header / intent record: doc (channel, lines, SKUs,
                                        created, expires), st (P pending, H finished, K rolling back),
@@ -12,9 +19,10 @@ keys live in one Redis Cluster slot and every per-SKU script is single-slot.
     {prefix}:resv:pending       zset   reservation id -> lease deadline ms (recovery sweep)
     {prefix}:resv:ended         zset   reservation id -> ended ms (retention sweep)
     {prefix}:dirty              zset   "SKU|LOCATION" -> first-dirty ms (the publisher's work list)
-    {prefix}:journal            stream every applied change, capped (audit)
+    {prefix}:journal            stream every bucket change, one entry per location, capped (audit)
+    {prefix}:oversells          stream oversell exceptions: order, SKU, location, units short (capped)
 
-The reservation indexes and the last two are global. On a single Redis (the default, and
+The reservation indexes and the last four are global. On a single Redis (the default, and
 what we test) scripts may name them beside the SKU's or the reservation's key; on Redis Cluster they would have to be split per slot,
 which is not built yet (docs/architecture.md says so).
 """
@@ -23,13 +31,14 @@ from __future__ import annotations
 
 
 class KeyLayout:
-    __slots__ = ("prefix", "dirty", "journal", "expiry")
+    __slots__ = ("prefix", "dirty", "journal", "expiry", "oversells")
 
     def __init__(self, prefix: str = "av") -> None:
         self.prefix = prefix
         self.dirty = f"{prefix}:dirty"
         self.journal = f"{prefix}:journal"
         self.expiry = f"{prefix}:resv:expiry"
+        self.oversells = f"{prefix}:oversells"
 
     @property
     def pending(self) -> str:
@@ -45,8 +54,17 @@ class KeyLayout:
     def seen(self, sku: str) -> str:
         return f"{self.prefix}:{{{sku}}}:seen"
 
+    def idempotency_meta(self, sku: str) -> str:
+        return f"{self.prefix}:{{{sku}}}:idm"
+
+    def idempotency_bucket(self, sku: str, bucket: int) -> str:
+        return f"{self.prefix}:{{{sku}}}:idb:{bucket}"
+
     def delta_log(self, sku: str, location: str) -> str:
-        return f"{self.prefix}:{{{sku}}}:dl:{location}"
+        return f"{self.prefix}:{{{sku}}}:dlog:{location}"
+
+    def count_cuts(self, sku: str) -> str:
+        return f"{self.prefix}:{{{sku}}}:cuts"
 
     def holds(self, sku: str) -> str:
         return f"{self.prefix}:{{{sku}}}:holds"

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from availability.domain.ats import Buckets, basis_points
 from availability.domain.errors import (
@@ -31,7 +31,7 @@ from availability.domain.errors import (
     UnknownChannel,
     UnknownReservation,
 )
-from availability.domain.events import StockEvent
+from availability.domain.events import ABSOLUTE_TYPES, StockEvent, event_digest, source_code, to_epoch_ms
 from availability.domain.reservations import (
     HOLD_STATES,
     Allocation,
@@ -43,6 +43,7 @@ from availability.domain.reservations import (
 )
 from availability.domain.rules import RuleBook
 from availability.ledger.keys import KeyLayout
+from availability.ledger.metrics import count_oversells
 
 SCRIPT_NAMES = ("apply_event", "reserve", "settle", "intent")
 
@@ -63,8 +64,30 @@ def parse_buckets(raw: bytes | str) -> Buckets:
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     event_id: str
+    #: applied | duplicate | stale_count | count_too_old | inside_count | released_before |
+    #: recorded, or "error" when the script refused the event (nothing was written)
     status: str
     buckets: Buckets | None
+    #: units the event sold beyond what the location had (an oversell exception), else 0
+    units_short: int = 0
+    #: the script's reason when status is "error" (e.g. "corrupt_stock: SKU|DC1 = ...")
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Oversell:
+    """A channel sold more than the ledger had at a location: someone has to act."""
+
+    event_id: str
+    order: str
+    sku: str
+    location: str
+    units_short: int
+    type: str
+    source: str
+    channel: str
+    at_ms: int
+    buckets_after: Buckets
 
 
 class ReservationHeader(msgspec.Struct, array_like=True):
@@ -85,6 +108,88 @@ class LedgerLimits:
     journal_cap: int = 1_000_000
     #: on_hand deltas kept per (SKU, location) between counts, for late counts
     delta_log_cap: int = 10_000
+    #: idempotency records are kept in this many time buckets per window (half a window
+    #: each): a record lives at least the window and at most one bucket longer. Each event
+    #: probes buckets + 1 tables, so more, narrower buckets cost lookups (7, a day each,
+    #: made the script about 1.6x the cost of 2 in a side-by-side run)
+    idempotency_buckets: int = 2
+    #: oversell exceptions stream cap (approximate, MAXLEN ~)
+    oversell_cap: int = 100_000
+    #: per source, how far a count (snapshot, cycle count) may lag that source's postings
+    #: when the count does not say (`seen_through`): its deltas that happened less than this
+    #: before the count's time are taken as not inside it. Empty: counts saw everything.
+    count_lag_ms: dict[str, int] | None = None
+
+    def bucket_width_ms(self) -> int:
+        return max(1, self.idempotency_window_ms // max(1, self.idempotency_buckets))
+
+    def idempotency_buckets_at(self, at_ms: int) -> tuple[list[int], int]:
+        """Bucket ids to look in, newest first, and when the newest one expires."""
+        width = self.bucket_width_ms()
+        newest = at_ms // width
+        ids = list(range(newest, newest - self.idempotency_buckets - 1, -1))
+        return ids, (newest + 1) * width + self.idempotency_window_ms
+
+
+def count_cutoffs(event: StockEvent, lag_ms: dict[str, int] | None) -> str:
+    """A count's per-source cutoffs as the script takes them ("code:ms,..."), '' if none.
+
+    A source's deltas at or before its cutoff are inside the count; later ones (up to the
+    count's own time) were missed by it and stay on top of it.
+    """
+    if event.type not in ABSOLUTE_TYPES or not (lag_ms or event.seen_through):
+        return ""
+    at = event.occurred_ms
+    cuts: dict[int, int] = {}
+    for source, lag in (lag_ms or {}).items():
+        cuts[source_code(source)] = max(0, at - lag)
+    for source, moment in (event.seen_through or {}).items():
+        cuts[source_code(source)] = max(0, min(at, to_epoch_ms(moment)))
+    return ",".join(f"{code}:{ms}" for code, ms in sorted(cuts.items()) if ms < at)
+
+
+def apply_call(keys: KeyLayout, limits: LedgerLimits, event: StockEvent, at_ms: int,
+               buckets: tuple[list[int], int] | None = None) -> tuple[list, list]:
+    """KEYS and ARGV of apply_event.lua for one event (fastapply.py encodes the same)."""
+    sku = event.sku
+    ids, expires = buckets or limits.idempotency_buckets_at(at_ms)
+    script_keys = [
+        keys.stock(sku), keys.idempotency_meta(sku), keys.delta_log(sku, event.location), keys.holds(sku),
+        keys.dirty, keys.journal, keys.oversells, keys.count_cuts(sku),
+        *(keys.idempotency_bucket(sku, b) for b in ids),
+    ]
+    argv = [
+        event.event_id, event_digest(event.event_id), event.type, event.reason or "", sku, event.location,
+        event.quantity, event.occurred_ms, event.reference or "", event.channel or "", event.source,
+        source_code(event.source), count_cutoffs(event, limits.count_lag_ms), at_ms, expires,
+        limits.journal_cap, limits.delta_log_cap, limits.oversell_cap, *ids,
+    ]
+    return script_keys, argv
+
+
+#: Redis errors that say "not now" (full, read-only replica, failing over), not "bad event"
+TRANSIENT_REPLY_PREFIXES = ("OOM", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "BUSY")
+
+
+def script_error(reply: Exception) -> str:
+    """The reason an apply_event.lua error reply gives, without Redis's wrapping."""
+    text = str(reply)
+    for prefix in ("ERR ", "Error running script"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text.strip()
+
+
+def parse_apply_reply(event: StockEvent, reply) -> ApplyResult:
+    """One apply_event.lua reply (or its error) as an ApplyResult; transient errors raise."""
+    if isinstance(reply, Exception):
+        if isinstance(reply, ResponseError) and not str(reply).startswith(TRANSIENT_REPLY_PREFIXES):
+            return ApplyResult(event.event_id, "error", None, error=script_error(reply))
+        raise reply
+    status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    if len(reply) == 1:
+        return ApplyResult(event.event_id, status, None)
+    return ApplyResult(event.event_id, status, Buckets(*(int(x) for x in reply[1:6])), int(reply[6]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,48 +249,73 @@ class Ledger:
 
     # --- events ----------------------------------------------------------------------------
 
-    def _queue_apply(self, pipe, event: StockEvent, at_ms: int) -> None:
-        keys = self.keys
-        limits = self.limits
-        pipe.evalsha(
-            self._sha["apply_event"],
-            6,
-            keys.stock(event.sku),
-            keys.seen(event.sku),
-            keys.delta_log(event.sku, event.location),
-            keys.holds(event.sku),
-            keys.dirty,
-            keys.journal,
-            event.event_id,
-            event.type,
-            event.reason or "",
-            event.sku,
-            event.location,
-            event.quantity,
-            event.occurred_ms,
-            event.reference or "",
-            at_ms,
-            limits.idempotency_window_ms,
-            limits.journal_cap,
-            limits.delta_log_cap,
-            event.channel or "",
-        )
-
     async def apply(self, event: StockEvent) -> ApplyResult:
         return (await self.apply_batch([event]))[0]
 
     async def apply_batch(self, events: Sequence[StockEvent], *, at_ms: int | None = None) -> list[ApplyResult]:
-        """Apply events in order, in one pipeline (one round trip). Each is atomic by itself."""
+        """Apply events in order, in one pipeline (one round trip). Each is atomic by itself.
+
+        An event the script refuses (a corrupt stored value) comes back with status "error"
+        and its reason, having written nothing; the others still apply. Transient Redis
+        errors (unreachable, OOM, read-only) raise: the caller retries the batch.
+        """
         if not events:
             return []
         stamp = at_ms if at_ms is not None else now_ms()
-        replies = await self._run_pipeline(lambda pipe: [self._queue_apply(pipe, e, stamp) for e in events])
-        results = []
-        for event, reply in zip(events, replies):
-            status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-            buckets = Buckets(*(int(x) for x in reply[1:6])) if len(reply) > 1 else None
-            results.append(ApplyResult(event.event_id, status, buckets))
+        buckets = self.limits.idempotency_buckets_at(stamp)
+        calls = [apply_call(self.keys, self.limits, e, stamp, buckets) for e in events]
+        if not self._sha:
+            await self.load_scripts()
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for script_keys, argv in calls:
+                pipe.evalsha(self._sha["apply_event"], len(script_keys), *script_keys, *argv)
+            replies = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # Redis lost its script cache (restart): load and send again; the events
+                # that did go in answer `duplicate`.
+                await self.load_scripts()
+                continue
+            break
+        results = [parse_apply_reply(event, reply) for event, reply in zip(events, replies)]
+        count_oversells(events, results)
         return results
+
+    async def idempotency_records(self, sku: str) -> int:
+        """How many idempotency records the SKU holds now (all live buckets)."""
+        raw = await self.redis.hgetall(self.keys.idempotency_meta(sku))
+        meta = {_s(k): _s(v) for k, v in raw.items()}
+        ids, _ = self.limits.idempotency_buckets_at(now_ms())
+        live = [b for b in ids if str(b) in meta]
+        if not live:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for b in live:
+            pipe.exists(self.keys.idempotency_bucket(sku, b))
+        alive = await pipe.execute()
+        # an expired table's meta field stays until the SKU's next new bucket
+        return sum(int(meta[str(b)].split(",")[1]) for b, ok in zip(live, alive) if ok)
+
+    async def oversells(self, *, limit: int = 100, before: str | None = None) -> list[tuple[str, Oversell]]:
+        """Oversell exceptions, newest first: (stream id, oversell). `before` pages on."""
+        top = "+"
+        if before:
+            # exclusive upper bound: the id just below `before` (stream ids are two u64)
+            ms, _, seq = before.partition("-")
+            ms_n, seq_n = min(int(ms or 0), _U64), min(int(seq or 0), _U64)
+            if ms_n == 0 and seq_n == 0:
+                return []
+            top = f"{ms_n}-{seq_n - 1}" if seq_n else f"{ms_n - 1}-{_U64}"
+        entries = await self.redis.xrevrange(self.keys.oversells, max=top, min="-", count=limit)
+        out = []
+        for entry_id, fields in entries:
+            f = {_s(k): _s(v) for k, v in fields.items()}
+            out.append((_s(entry_id), Oversell(
+                event_id=f["e"], order=f.get("o", ""), sku=f["s"], location=f["l"], units_short=int(f["u"]),
+                type=f.get("t", ""), source=f.get("src", ""), channel=f.get("c", ""), at_ms=int(f["at"]),
+                buckets_after=parse_buckets(f["a"] + ",-1"),
+            )))
+        return out
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -651,6 +781,8 @@ def _units_by_sku(lines) -> dict[str, int]:
         units[sku] += quantity
     return dict(units)
 
+
+_U64 = 2**64 - 1
 
 #: stands in for any location the ledger has but master data does not list
 UNLISTED_LOCATION = "\x00unlisted"

@@ -10,7 +10,6 @@ import msgspec
 from availability.domain.events import encode_event
 from availability.ingest.consumer import StreamConsumer
 from availability.ingest.deadletters import DeadLetters
-from availability.ingest.pipeline import Entry, IngestPipeline
 from availability.ingest.publisher import EventPublisher, ensure_redis_groups
 from availability.ingest.streams import EVENT_FIELD, StreamNames, partition_of
 from tests.factories import event
@@ -80,30 +79,69 @@ async def test_poison_entries_go_to_the_dlq_and_the_rest_of_the_batch_is_applied
     assert neg.entry_id and neg.at > 0 and "negative" in neg.detail
 
 
-class _ExplodingLedger:
-    """Wraps the real ledger; applying a batch that contains event `boom` raises, as a
-    script error on one event would."""
+async def test_a_script_error_dead_letters_the_event_with_its_reason_and_leaves_no_trace(runtime):
+    """The real script fails on real Redis (a corrupted stock value written directly): the
+    event is dead-lettered with the script's reason, no idempotency record or any other
+    write is left, the rest of the batch applies, and a replay after the repair applies it."""
+    from availability.ingest.replay import replay_all
 
-    def __init__(self, ledger):
-        self.ledger = ledger
-        self.redis = ledger.redis
-
-    async def apply_batch(self, events):
-        if any(e.event_id == "boom" for e in events):
-            raise RuntimeError("ERR Error running script: boom")
-        return await self.ledger.apply_batch(events)
-
-
-async def test_an_unexpected_error_for_one_event_dead_letters_it_and_applies_the_others(runtime):
     names = StreamNames.from_settings(runtime.settings)
-    pipeline = IngestPipeline(_ExplodingLedger(runtime.ledger), names, redis=runtime.redis)
-    events = [event("receipt", sku="SKU-X", quantity=2, event_id=f"x{i}") for i in range(3)]
-    events.insert(1, event("receipt", sku="SKU-X", quantity=100, event_id="boom"))
-    report = await pipeline.process([Entry(f"1-{i}", encode_event(e), "s") for i, e in enumerate(events)])
-    assert report.applied == 3
-    assert [d.reason for d in report.dead_letters] == ["apply_error"]
-    assert (await runtime.ledger.stock("SKU-X"))["DC1"].on_hand == 6
-    assert (await DeadLetters(runtime.redis, names).list())[0].event_id == "boom"
+    ledger = runtime.ledger
+    await ledger.apply(event("receipt", sku="SKU-X", location="S1", quantity=9, event_id="seed"))
+    stock_key = ledger.keys.stock("SKU-X")
+    await runtime.redis.hset(stock_key, "DC1", "12,zero,0,0,0,-1")  # a bad hand edit
+    journal_before = await runtime.redis.xlen(ledger.keys.journal)
+    records_before = await ledger.idempotency_records("SKU-X")
+
+    events = [event("receipt", sku="SKU-X", location="S1", quantity=2, event_id=f"x{i}") for i in range(3)]
+    events.insert(1, event("receipt", sku="SKU-X", location="DC1", quantity=100, event_id="boom"))
+    async with StreamConsumer(runtime) as consumer:
+        await EventPublisher(runtime).publish(events)
+        await wait_drained(runtime.redis, consumer.names)
+
+    [letter] = await DeadLetters(runtime.redis, names).list()
+    assert (letter.reason, letter.event_id) == ("apply_error", "boom")
+    assert letter.detail.startswith("corrupt_stock: SKU-X|DC1 = 12,zero,0,0,0,-1"), letter.detail
+    # nothing of `boom` was written: the corrupt value as it was, no record, no journal entry
+    assert await runtime.redis.hget(stock_key, "DC1") == b"12,zero,0,0,0,-1"
+    assert await ledger.idempotency_records("SKU-X") == records_before + 3
+    assert await runtime.redis.xlen(ledger.keys.journal) == journal_before + 3
+    assert (await ledger.apply(event("receipt", sku="SKU-X", location="S1", quantity=2, event_id="x0"))).status \
+        == "duplicate"
+
+    # Repair the value, replay the dead letter: now it applies, once.
+    await runtime.redis.hset(stock_key, "DC1", "12,0,0,0,0,-1")
+    publisher = EventPublisher(runtime)
+    replayed, kept = await replay_all(runtime, DeadLetters(runtime.redis, names), publisher)
+    assert (replayed, kept) == (1, [])
+    async with StreamConsumer(runtime) as consumer:
+        await wait_drained(runtime.redis, consumer.names)
+    stock = await ledger.stock("SKU-X")
+    assert stock["DC1"].on_hand == 112 and stock["S1"].on_hand == 15
+    again = await ledger.apply(event("receipt", sku="SKU-X", location="DC1", quantity=100, event_id="boom"))
+    assert again.status == "duplicate"
+
+
+async def test_the_fast_path_reports_a_refused_event_like_the_ledger(runtime):
+    """FastApplier and Ledger.apply_batch both answer status "error" with the reason for the
+    refused event only; the events beside it apply."""
+    from availability.ingest.fastapply import FastApplier
+
+    ledger = runtime.ledger
+    await runtime.redis.hset(ledger.keys.holds("SKU-H"), "ord-1", "H|0|online|DC1=two/0")
+    events = [event("receipt", sku="SKU-H", quantity=5, event_id="h1"),
+              event("fulfil", sku="SKU-H", quantity=1, reference="ord-1", source="oms", event_id="h2"),
+              event("receipt", sku="SKU-H", quantity=5, event_id="h3")]
+    applier = FastApplier(ledger, runtime.redis_url, connections=1)
+    try:
+        results = await applier.apply_batch(events)
+    finally:
+        await applier.close()
+    assert [r.status for r in results] == ["applied", "error", "applied"]
+    assert results[1].error.startswith("corrupt_hold: SKU-H ord-1 = H|0|online|DC1=two/0")
+    [again] = await ledger.apply_batch([events[1]])
+    assert again.status == "error" and again.error == results[1].error
+    assert (await ledger.stock("SKU-H"))["DC1"].on_hand == 10
 
 
 async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed_and_applied(redis_url, key_prefix, tmp_path):

@@ -64,3 +64,27 @@ def test_pure_python_reader_parses_replies():
     error = reader.gets()
     assert isinstance(error, Exception) and str(error).startswith("NOSCRIPT")
     assert reader.gets() is False
+
+
+def test_fast_encoding_is_exactly_the_ledgers_script_call(redis_client, redis_url, key_prefix):
+    """Byte for byte what `ledger.apply_call` gives for the same events and stamp (every
+    KEYS and ARGV, the idempotency buckets, the digest, a count's per-source cutoffs)."""
+    from datetime import timedelta
+
+    from availability.ledger.ledger import LedgerLimits, apply_call
+    from loadtests.ceilings import _encode
+    from tests.factories import T0, event
+
+    limits = LedgerLimits(count_lag_ms={"pos": 60_000})
+    ledger = Ledger(redis_client, keys=KeyLayout(key_prefix), limits=limits)
+    applier = FastApplier(ledger, redis_url, connections=1)
+    events = random_events(50, seed=3) + [
+        event("snapshot", source="erp", quantity=5, seen_through={"wms": T0 - timedelta(seconds=30)}),
+        event("reserve", sku="TÉE", reference="ord-ü", channel="online", source="shopify"),
+    ]
+    stamp = 1_796_000_000_000
+    expected = b"".join(
+        _encode("EVALSHA", applier._sha[5:-2].decode(), str(len(k)), *k, *a)
+        for k, a in (apply_call(ledger.keys, limits, e, stamp) for e in events)
+    )
+    assert applier._encode(events, stamp) == expected
