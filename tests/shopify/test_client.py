@@ -20,6 +20,7 @@ from adapters.shopify.client import (
 )
 from adapters.shopify.gid import item_gid
 from adapters.shopify.simulator import FaultConfig
+from tests.shopify.bucket_audit import CallLog, refused_by_documented_bucket
 
 
 def client_for(shop, **kw) -> ShopifyAdminClient:
@@ -304,19 +305,27 @@ async def test_governor_paces_a_small_plan_without_throttles(shop_factory):
     # 40-point bucket, 400 points/s: 4 mutations at once, then 40/s.
     shop = shop_factory(n_items=10, n_locations=1, restore_rate=400.0, bucket_size=40.0)
     gov = ThrottleGovernor(reserve_margin=2)
+    log = CallLog()
     async with client_for(shop, governor=gov) as c:
+        log.attach(c._http)
         outcomes = await _push_many(shop, c, n_calls=60, concurrency=4)
     assert outcomes.count("ok") >= 59
     assert outcomes.count("throttled") <= 1
     stats = shop.state.stats
     assert stats.throttled <= 1
-    assert stats.max_overdraw == 0 and stats.min_available is not None and stats.min_available >= 0
+    # What the client asked for fits the documented bucket (the mis-paced client below fails this).
+    assert len(log.calls) >= 60
+    assert len(refused_by_documented_bucket(log.calls, capacity=40.0, restore_rate=400.0)) <= 1
     assert c.stats.paced_seconds > 0  # it really had to wait
     assert gov.in_flight == 0
 
 
 async def test_without_governor_the_same_load_hits_the_wall(shop_factory):
     shop = shop_factory(n_items=10, n_locations=1, restore_rate=400.0, bucket_size=40.0)
+    log = CallLog()
     async with client_for(shop) as c:
+        log.attach(c._http)
         outcomes = await _push_many(shop, c, n_calls=60, concurrency=8)
     assert outcomes.count("throttled") >= 10
+    # the pacing audit above catches this client
+    assert len(refused_by_documented_bucket(log.calls, capacity=40.0, restore_rate=400.0)) >= 10
