@@ -8,7 +8,11 @@ run. Prints JSON.
   reserved + $1 WHERE sku = $2 AND on_hand - reserved >= $1 RETURNING ...) INSERT ...`), the
   strongest plain-SQL design; `ratio_vs_best_sql` is taken against whichever is faster.
 
-    python -m loadtests.bench_reservations [--requests 20000] [--stock 15000] [--concurrency 64]
+    python -m loadtests.bench_reservations [--requests 20000] [--stock 15000] [--concurrency 64] [--rounds 3]
+
+Every side runs once per round, the order rotating from round to round, each on fresh state;
+the JSON gives each side's median run and every round's rate, and the ratios are between
+medians, so a slow minute on this shared machine does not land on one side only.
 
 Both sides get more requests than stock, so both must refuse some; `oversold` counts
 successes beyond the stock (or units reserved beyond it) and must be 0. The PostgreSQL side
@@ -163,15 +167,26 @@ async def bench_postgres(dsn: str, design: str, *, requests: int, stock: int, co
         await admin.close()
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median rate, plus every round's rate (rounds interleave the sides against drift)."""
+    if any("skipped" in run for run in runs):
+        return runs[0]
+    ordered = sorted(runs, key=lambda run: run["reservations_per_sec"])
+    rates = [run["reservations_per_sec"] for run in ordered]
+    return {**ordered[len(ordered) // 2], "rounds": [run["reservations_per_sec"] for run in runs],
+            "min_per_sec": rates[0], "max_per_sec": rates[-1], "oversold": max(run["oversold"] for run in runs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--stock", type=int, default=15_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--quick", action="store_true", help="5k requests against 4k units")
+    parser.add_argument("--rounds", type=int, default=3, help="each side runs once per round, in rotating order")
+    parser.add_argument("--quick", action="store_true", help="5k requests against 4k units, one round")
     args = parser.parse_args()
     if args.quick:
-        args.requests, args.stock = 5_000, 4_000
+        args.requests, args.stock, args.rounds = 5_000, 4_000, 1
     dsn = os.environ.get("AVAILABILITY_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
     redis_url = os.environ.get("AVAILABILITY_REDIS_URL")
     server = None
@@ -179,18 +194,28 @@ def main() -> None:
     if not redis_url:
         server = EmbeddedRedis(tmp.name, appendonly=False).start()
         redis_url = server.url
+    load = {"requests": args.requests, "stock": args.stock, "concurrency": args.concurrency}
+    sides = {
+        "ledger": lambda: bench_ledger(redis_url, **load),
+        **{f"postgres_{design}": (lambda design=design: bench_postgres(dsn, design, **load)) for design in SQL_DESIGNS},
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
     try:
-        ours = asyncio.run(bench_ledger(redis_url, requests=args.requests, stock=args.stock,
-                                        concurrency=args.concurrency))
-        peers = {f"postgres_{design}": asyncio.run(bench_postgres(dsn, design, requests=args.requests, stock=args.stock,
-                                                                  concurrency=args.concurrency))
-                 for design in SQL_DESIGNS}
+        names = list(sides)
+        for round_no in range(args.rounds):
+            for name in names[round_no % len(names):] + names[: round_no % len(names)]:
+                if runs[name] and "skipped" in runs[name][0]:
+                    continue
+                runs[name].append(asyncio.run(sides[name]()))
     finally:
         if server:
             server.stop()
         tmp.cleanup()
+    results = {name: _median_run(side_runs) for name, side_runs in runs.items()}
+    ours = results.pop("ledger")
+    peers = results
     out = {"benchmark": "contended_reservations", "hot_sku_stock": args.stock, "concurrency": args.concurrency,
-           "requests": args.requests, "ledger": ours, **peers}
+           "requests": args.requests, "rounds": args.rounds, "ledger": ours, **peers}
     measured = {name: peer for name, peer in peers.items() if "reservations_per_sec" in peer}
     for name, peer in measured.items():
         out[f"ratio_vs_{name}"] = round(ours["reservations_per_sec"] / peer["reservations_per_sec"], 2)
