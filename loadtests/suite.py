@@ -119,11 +119,16 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
     if name == "ledger":
         best = max(_get(r, "ledger_sequential", "events_per_sec", default=0),
                    _get(r, "ledger_4_in_flight", "events_per_sec", default=0))
-        return [("ledger events applied/s, mixed workload (Python client, redis-py pipelines)", _fmt(best, "/s"),
+        side = max((r.get("ledger_sequential", {}), r.get("ledger_4_in_flight", {})),
+                   key=lambda part: part.get("events_per_sec", 0))
+        return [("ledger events applied/s, mixed workload (Python client, redis-py pipelines)",
+                 f"{_fmt(best, '/s')} ({_fmt(side.get('client_cpu_us_per_event'), ' µs')} client CPU per event)",
                  _ceiling_text(r), _ratio_text(r))]
     if name == "ingest":
+        cpu = _get(r, "consumer", "consumer_cpu_us_per_event")
         return [("ingestion: events/s applied by one consumer process (streams, FastStream, ack)",
-                 _fmt(_get(r, "consumer", "events_per_sec"), "/s"), _ceiling_text(r), _ratio_text(r))]
+                 f"{_fmt(_get(r, 'consumer', 'events_per_sec'), '/s')} ({_fmt(cpu, ' µs')} consumer CPU per event)",
+                 _ceiling_text(r), _ratio_text(r))]
     if name == "reservations":
         return reservation_rows(r)
     if name == "rule_change":
@@ -239,6 +244,12 @@ def _ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+def _load_lines(report: dict) -> list[str]:
+    loads = [f"{name} {o['load_average'][0]}-{o['load_average'][1]}"
+             for name, o in report["benchmarks"].items() if "load_average" in o]
+    return [f"Load average (1 min) before-after each benchmark: {', '.join(loads)}.", ""] if loads else []
+
+
 def markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [
@@ -247,6 +258,7 @@ def markdown(report: dict) -> str:
         f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}. "
         f"Mode: {'quick' if report['quick'] else 'full'}.",
         "",
+        *_load_lines(report),
         "| figure | value | ceiling or peer, same run | ratio | command |",
         "|---|---|---|---|---|",
     ]
@@ -385,8 +397,11 @@ def run_selected(selected: list[Bench], quick: bool, report: dict, tmp: Path) ->
             elif bench.uses_ceiling and ceiling_json.exists():
                 extra, shown_extra = ("--ceiling-json", str(ceiling_json)), "--ceiling-json <this run's ceiling>"
             print(f"running {bench.name} ...", file=sys.stderr, flush=True)
+            load_before = os.getloadavg()[0]
             report["benchmarks"][bench.name] = outcome = run_one(bench, quick, extra=extra, env=env,
                                                                  shown_extra=shown_extra)
+            # how busy the shared machine was around this benchmark (1-minute load average)
+            outcome["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             print(f"  {bench.name}: {'ok' if 'result' in outcome else outcome.get('error')} in {outcome['seconds']} s",
                   file=sys.stderr, flush=True)
             if server is not None and bench is sharing[-1]:
