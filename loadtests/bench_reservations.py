@@ -116,7 +116,12 @@ async def bench_postgres(dsn: str, design: str, *, requests: int, stock: int, co
     database = f"av_bench_{uuid.uuid4().hex[:8]}"
     await admin.execute(f'CREATE DATABASE "{database}"')
     base, _, _ = dsn.rpartition("/")
-    pool = await asyncpg.create_pool(f"{base}/{database}", min_size=concurrency, max_size=concurrency)
+    try:
+        pool = await asyncpg.create_pool(f"{base}/{database}", min_size=concurrency, max_size=concurrency)
+    except Exception as exc:  # noqa: BLE001 - e.g. too many clients on a shared server: say so, do not crash
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        await admin.close()
+        return {"skipped": f"could not open {concurrency} connections to PostgreSQL: {exc!r}"}
     try:
         async with pool.acquire() as conn:
             await conn.execute(

@@ -10,7 +10,9 @@ documented cost of what was sent) and was charged (`actualQueryCost`).
 size and restore rate (charged the requested cost when sent, refunded the unused part when
 answered) and returns the calls that bucket would have had to refuse. The server may have
 admitted a call at any moment of its round trip, so each call is credited the refill of its
-own round trip (the most generous reading); a paced client needs no more than that.
+own round trip (the most generous reading); a paced client needs no more than that. The
+credit grows with the round trip, so on a loaded machine a fast-refilling bucket forgives
+more: the test that shows the audit failing an unpaced client uses a slow refill.
 """
 
 from __future__ import annotations

@@ -322,10 +322,18 @@ async def test_governor_paces_a_small_plan_without_throttles(shop_factory):
 
 async def test_without_governor_the_same_load_hits_the_wall(shop_factory):
     shop = shop_factory(n_items=10, n_locations=1, restore_rate=400.0, bucket_size=40.0)
+    async with client_for(shop) as c:
+        outcomes = await _push_many(shop, c, n_calls=60, concurrency=8)
+    assert outcomes.count("throttled") >= 10
+
+
+async def test_the_pacing_audit_catches_an_unpaced_client(shop_factory):
+    # A slow refill (2 points/s) so that crediting each call its round trip's refill, however
+    # long the round trips on a loaded machine, cannot pay for a mutation: 4 fit, 8 do not.
+    shop = shop_factory(n_items=12, n_locations=1, restore_rate=2.0, bucket_size=40.0)
     log = CallLog()
     async with client_for(shop) as c:
         log.attach(c._http)
-        outcomes = await _push_many(shop, c, n_calls=60, concurrency=8)
-    assert outcomes.count("throttled") >= 10
-    # the pacing audit above catches this client
-    assert len(refused_by_documented_bucket(log.calls, capacity=40.0, restore_rate=400.0)) >= 10
+        await _push_many(shop, c, n_calls=12, concurrency=12)
+    assert len(log.calls) == 12
+    assert len(refused_by_documented_bucket(log.calls, capacity=40.0, restore_rate=2.0)) >= 6
