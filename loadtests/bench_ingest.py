@@ -1,11 +1,12 @@
 """Benchmark: canonical events applied per second by ONE consumer process (Redis Streams ->
-FastStream batch subscriber -> Ledger pipeline -> XACK), beside the raw ceiling of the
-same Redis: a raw pipelined EVALSHA (loadtests/ceilings.py) of apply_event.lua against the
-same server in the same run. Prints JSON with the ratio.
+FastStream batch subscriber -> Ledger pipeline -> XACK), beside the same-work ceiling of
+the same Redis (loadtests/ceilings.py: apply_event.lua on the same event mix and key space,
+pre-encoded, on the same server in the same run). Prints JSON with the ratio.
 
     python -m loadtests.bench_ingest                 # 1,000,000 events
     python -m loadtests.bench_ingest --quick         # 100,000 events
     python -m loadtests.bench_ingest --events 300000 --batch 1000 --partitions 8
+    python -m loadtests.bench_ingest --ceiling-json c.json   # the suite's ceiling of this run
 
 The events are published first (pipelined XADD, timed too), then `availability consume`
 is started as a separate process and timed from its first delivered entry until every
@@ -21,44 +22,26 @@ import asyncio
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from availability.bootstrap import make_redis
-from availability.domain.events import StockEvent, encode_event
+from availability.domain.events import encode_event
 from availability.embedded_redis import EmbeddedRedis
 from availability.ingest.publisher import ensure_redis_groups
 from availability.ingest.streams import EVENT_FIELD, StreamNames, partition_of
-from loadtests.ceilings import apply_script_ceiling, delete_prefix
+from loadtests.ceilings import delete_prefix, load_or_measure, ratios
+from loadtests.workload import SKUS, iter_mixed_events, mixed_events
 
 REPO = Path(__file__).resolve().parents[1]
-T0 = datetime(2026, 11, 20, tzinfo=UTC)
-#: the mix a retailer's stream carries: mostly sales and receipts, some orders and counts
-MIX = (("pos_sale", 40), ("receipt", 20), ("reserve", 12), ("release", 5), ("fulfil", 8),
-       ("adjustment", 5), ("cycle_count", 3), ("purchase_order", 4), ("pos_return", 3))
 
 
 def synthetic_payloads(count: int, skus: int, seed: int = 1) -> list[tuple[str, bytes]]:
-    rnd = random.Random(seed)
-    types = [t for t, weight in MIX for _ in range(weight)]
-    out = []
-    for i in range(count):
-        etype = rnd.choice(types)
-        sku = f"SKU-{rnd.randrange(skus)}"
-        event = StockEvent(
-            event_id=f"bench-{i}", type=etype, source="sim", occurred_at=T0 + timedelta(milliseconds=i),
-            sku=sku, location=rnd.choice(("DC1", "DC2", "STORE-1", "STORE-2")), quantity=rnd.randint(1, 5),
-            reference=f"o{rnd.randrange(1000)}" if etype in ("reserve", "release", "fulfil") else None,
-            reason="damaged" if etype == "adjustment" else None,
-        )
-        out.append((sku, encode_event(event)))
-    return out
+    return [(event.sku, encode_event(event)) for event in iter_mixed_events(count, skus, seed)]
 
 
 async def publish(redis_url: str, names: StreamNames, payloads: list[tuple[str, bytes]]) -> dict:
@@ -134,6 +117,8 @@ async def consume(redis_url: str, names: StreamNames, total: int, args, data_dir
     return {
         "events": applied, "batch": args.batch, "partitions": names.partitions, "seconds": round(elapsed, 3),
         "events_per_sec": round(applied / elapsed, 1), "consumer_cpu_seconds": cpu,
+        # the consumer's CPU per event: unlike the rate, it barely moves with the machine's load
+        "consumer_cpu_us_per_event": round(cpu / applied * 1e6, 2) if cpu else None,
     }
 
 
@@ -149,13 +134,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="100k events")
-    parser.add_argument("--skus", type=int, default=100_000)
+    parser.add_argument("--skus", type=int, default=SKUS)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--ceiling-requests", type=int, default=200_000)
+    parser.add_argument("--ceiling-events", type=int, default=200_000,
+                        help="the ceiling runs the first N events of the same stream, several times")
+    parser.add_argument("--ceiling-json", metavar="PATH", help="the ceiling the suite measured for this run")
     args = parser.parse_args()
     if args.quick:
-        args.events = 100_000
+        args.events, args.ceiling_events = 100_000, min(args.ceiling_events, 50_000)
 
     server = None
     redis_url = os.environ.get("AVAILABILITY_REDIS_URL")
@@ -165,8 +152,8 @@ def main() -> None:
         redis_url = server.url
     names = StreamNames(f"bi{uuid.uuid4().hex[:6]}", args.partitions)
     try:
-        ceiling = apply_script_ceiling(redis_url, requests=args.ceiling_requests, skus=100_000_000)
-        delete_prefix(redis_url, ceiling["key_prefix"])
+        ceiling = load_or_measure(args.ceiling_json, redis_url, mixed_events(args.ceiling_events, args.skus),
+                                  repetitions=3 if args.quick else 5)
         payloads = synthetic_payloads(args.events, args.skus)
         published = asyncio.run(publish(redis_url, names, payloads))
         del payloads
@@ -182,7 +169,8 @@ def main() -> None:
         "ceiling": ceiling,
         "publish": published,
         "consumer": consumed,
-        "ratio_to_ceiling": round(consumed["events_per_sec"] / ceiling["ops_per_sec"], 3),
+        "workload": "loadtests.workload.mixed_events",
+        **ratios(consumed["events_per_sec"], ceiling),
     }, indent=2))
 
 

@@ -1,9 +1,10 @@
 """Benchmark: events applied per second through the ledger (Ledger.apply_batch, pipelined),
-beside the ceiling of the same apply script driven by a raw pipelined EVALSHA (loadtests/ceilings.py) against the same
-server in the same run. Prints JSON.
+beside the same-work ceiling (loadtests/ceilings.py: Redis running apply_event.lua on the
+same events, pre-encoded, on the same server in the same run). Prints JSON.
 
-    python -m loadtests.bench_ledger            # 200k events
+    python -m loadtests.bench_ledger            # 200k events of the mixed workload, 100k SKUs
     python -m loadtests.bench_ledger --events 50000 --quick
+    python -m loadtests.bench_ledger --ceiling-json c.json   # the suite's ceiling of this run
 
 With AVAILABILITY_REDIS_URL set it uses that server (writing only under its own key
 prefixes, removed afterwards); otherwise it starts an embedded redis-server.
@@ -16,29 +17,20 @@ import asyncio
 import json
 import os
 import platform
-import random
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
 
 from availability.bootstrap import make_redis
 from availability.domain.events import StockEvent
 from availability.embedded_redis import EmbeddedRedis
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
-from loadtests.ceilings import apply_script_ceiling, delete_prefix
+from loadtests.ceilings import delete_prefix, load_or_measure, ratios
+from loadtests.workload import SKUS, T0, mixed_events
 
-T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
-
-
-def synthetic_events(count: int, skus: int, seed: int = 1) -> list[StockEvent]:
-    rnd = random.Random(seed)
-    return [
-        StockEvent(event_id=f"bench-{i}", type="receipt", source="sim", occurred_at=T0 + timedelta(milliseconds=i),
-                   sku=f"SKU-{rnd.randrange(skus)}", location="DC1", quantity=1)
-        for i in range(count)
-    ]
+#: T0 stays importable from here: bench_memory takes its timestamps from it
+__all__ = ["T0", "measure_ledger"]
 
 
 async def measure_ledger(redis_url: str, events: list[StockEvent], *, batch: int, in_flight: int) -> dict:
@@ -53,21 +45,24 @@ async def measure_ledger(redis_url: str, events: list[StockEvent], *, batch: int
         for chunk in queue:
             await ledger.apply_batch(chunk)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     await redis.aclose()
     delete_prefix(redis_url, prefix)
     return {"events": len(events), "batch": batch, "in_flight_batches": in_flight,
-            "seconds": round(elapsed, 3), "events_per_sec": round(len(events) / elapsed, 1)}
+            "seconds": round(elapsed, 3), "events_per_sec": round(len(events) / elapsed, 1),
+            # the client's own CPU per event: unlike the rate, it barely moves with the machine's load
+            "client_cpu_us_per_event": round(cpu / len(events) * 1e6, 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--skus", type=int, default=100_000)
+    parser.add_argument("--skus", type=int, default=SKUS)
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--quick", action="store_true", help="50k events, smaller ceiling run")
+    parser.add_argument("--ceiling-json", metavar="PATH", help="the ceiling the suite measured for this run")
+    parser.add_argument("--quick", action="store_true", help="50k events, 3 ceiling repetitions")
     args = parser.parse_args()
     if args.quick:
         args.events = min(args.events, 50_000)
@@ -79,9 +74,8 @@ def main() -> None:
         server = EmbeddedRedis(tmp.name, appendonly=False).start()
         redis_url = server.url
     try:
-        events = synthetic_events(args.events, args.skus)
-        ceiling = apply_script_ceiling(redis_url, requests=args.events, skus=args.skus)
-        delete_prefix(redis_url, ceiling["key_prefix"])
+        events = mixed_events(args.events, args.skus)
+        ceiling = load_or_measure(args.ceiling_json, redis_url, events, repetitions=3 if args.quick else 5)
         sequential = asyncio.run(measure_ledger(redis_url, events, batch=args.batch, in_flight=1))
         concurrent = asyncio.run(measure_ledger(redis_url, events, batch=args.batch, in_flight=4))
     finally:
@@ -95,7 +89,8 @@ def main() -> None:
         "ceiling": ceiling,
         "ledger_sequential": sequential,
         "ledger_4_in_flight": concurrent,
-        "ratio_to_ceiling": round(best / ceiling["ops_per_sec"], 3),
+        "workload": "loadtests.workload.mixed_events",
+        **ratios(best, ceiling),
     }, indent=2))
 
 

@@ -1,93 +1,162 @@
-"""Ceilings measured in the same run as our figures, so ratios survive machine drift.
+"""The same-work ceiling of applying events: Redis running apply_event.lua as fast as it can.
 
-`apply_script_ceiling` runs the ledger's own apply_event.lua as fast as the Redis server
-can: a raw-socket RESP pipeline of pre-encoded commands (no client library in the loop),
-built by `ledger.apply_call` exactly as the ledger calls the script, with random SKUs and
-event ids, so the server does the same work per event as in production. (redis-benchmark
-is no longer used: its `__rand_int__` placeholders cannot make the per-event 8-byte
-digest the script takes, and a constant one would make every event after the first a
-cheaper duplicate.)
+    python -m loadtests.ceilings                       # 200k events x 5 repetitions, JSON on stdout
+    python -m loadtests.ceilings --quick --json c.json # 50k x 3, also written to c.json
+
+The ceiling hands Redis exactly the commands the consumer sends for the measured run's
+events and nothing else a client would add:
+
+- the events are `loadtests.workload.mixed_events` (the mix and the 100,000-SKU key space
+  that `bench_ledger` and `bench_ingest` measure), one SKU per call: every per-SKU key of a
+  call shares that SKU's `{sku}` hash tag. The dirty set and the journal are the ledger's
+  two global keys, named by every apply call in production too (keys.py);
+- the commands are encoded before the clock starts, by the consumer's own encoder
+  (`FastApplier._encode`, so KEYS/ARGV are byte for byte what production sends), and sent
+  as deep pipelines on several connections opened by the consumer's own handshake
+  (`FastApplier._connect`); replies are parsed by hiredis;
+- each repetition starts on an empty key prefix (fresh idempotency records, so no call is
+  a cheap "duplicate") and reports its own rate; the JSON gives min / median / max and the
+  spread, plus the server's own microseconds per call from INFO commandstats (a stricter
+  bound still: Lua execution alone, without reading and writing the sockets).
+
+redis-benchmark is not used: it draws every `__rand_int__` placeholder separately, so one
+call would touch several SKUs' keys (a call Redis Cluster refuses, and not the work the
+ledger does). The suite measures this once per run and hands the same JSON to every
+benchmark that compares against it (`--ceiling-json`).
 """
 
 from __future__ import annotations
 
-import socket
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
 import time
 import uuid
-from importlib import resources
-from urllib.parse import urlparse
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 
-def apply_script_sha(redis_url: str) -> str:
-    import redis
+from availability.domain.events import StockEvent
 
-    source = resources.files("availability.ledger").joinpath("scripts", "apply_event.lua").read_text()
-    client = redis.Redis.from_url(redis_url)
-    try:
-        return client.script_load(source)
-    finally:
-        client.close()
+TOOL = "apply_event.lua, pre-encoded EVALSHA pipelines (FastApplier encoding), hiredis replies"
 
 
-def _apply_command(sha: str, prefix: str, sku: str, event_id: str, at_ms: int) -> bytes:
-    from availability.domain.events import StockEvent
+async def _commandstats(redis) -> tuple[int, int]:
+    """(calls, usec) of EVALSHA so far on this server."""
+    stats = await redis.info("commandstats")
+    entry = stats.get("cmdstat_evalsha") or {}
+    return int(entry.get("calls", 0)), int(entry.get("usec", 0))
+
+
+async def _one_repetition(redis_url: str, events: Sequence[StockEvent], *, connections: int, pipeline: int) -> dict:
+    from availability.bootstrap import make_redis
+    from availability.ingest.fastapply import FastApplier
     from availability.ledger.keys import KeyLayout
-    from availability.ledger.ledger import LedgerLimits, apply_call
-    from datetime import UTC, datetime
+    from availability.ledger.ledger import Ledger, now_ms
 
-    event = StockEvent(event_id=event_id, type="receipt", source="sim", sku=sku, location="DC1", quantity=1,
-                       occurred_at=datetime(2026, 11, 20, tzinfo=UTC))
-    keys, argv = apply_call(KeyLayout(prefix), LedgerLimits(), event, at_ms)
-    return _encode("EVALSHA", sha, str(len(keys)), *keys, *argv)
-
-
-def apply_script_ceiling(redis_url: str, *, requests: int = 200_000, pipeline: int = 32, clients: int = 4,
-                         skus: int = 100_000) -> dict:
-    sha = apply_script_sha(redis_url)
+    redis = make_redis(redis_url)
     prefix = f"ceil{uuid.uuid4().hex[:6]}"
-    return _raw_pipeline_ceiling(redis_url, sha, prefix, requests=requests, pipeline=pipeline * clients, skus=skus)
+    ledger = Ledger(redis, keys=KeyLayout(prefix))
+    await ledger.load_scripts()
+    applier = FastApplier(ledger, redis_url, connections=connections)
+    stamp = now_ms()
+    chunks = [(applier._encode(events[i : i + pipeline], stamp), len(events[i : i + pipeline]))
+              for i in range(0, len(events), pipeline)]
+    conns = [await applier._connect() for _ in range(connections)]
+    queue = iter(chunks)
+    replies: list[list] = []
 
+    async def drive(conn) -> None:
+        for payload, count in queue:
+            replies.append(await conn.roundtrip(payload, count))
 
-def _encode(*parts) -> bytes:
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        data = part if isinstance(part, bytes) else str(part).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def _raw_pipeline_ceiling(redis_url: str, sha: str, prefix: str, *, requests: int, pipeline: int, skus: int) -> dict:
-    url = urlparse(redis_url)
-    import random
-
-    rnd = random.Random(7)
-    at_ms = int(time.time() * 1000)
-    commands = [_apply_command(sha, prefix, f"SKU-{rnd.randrange(skus)}", f"ev-{i}", at_ms) for i in range(requests)]
-    sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379))
-    reader = sock.makefile("rb")
-    started = time.perf_counter()
-    for start in range(0, requests, pipeline):
-        chunk = commands[start : start + pipeline]
-        sock.sendall(b"".join(chunk))
-        for _ in chunk:
-            _skip_reply(reader)
+    calls_before, usec_before = await _commandstats(redis)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(drive(conn) for conn in conns))
     elapsed = time.perf_counter() - started
-    sock.close()
-    return {"tool": "raw RESP pipeline", "ops_per_sec": requests / elapsed,
-            "requests": requests, "pipeline": pipeline, "clients": 1, "key_prefix": prefix}
+    client_cpu = time.process_time() - cpu_started
+    calls_after, usec_after = await _commandstats(redis)
+    for conn in conns:
+        conn.close()
+    await redis.aclose()
+    delete_prefix(redis_url, prefix)
+
+    statuses: Counter[str] = Counter()
+    for chunk in replies:
+        for reply in chunk:
+            if isinstance(reply, Exception):
+                raise RuntimeError(f"the ceiling's script call failed: {reply}")
+            statuses[reply[0].decode()] += 1
+    if sum(statuses.values()) != len(events):
+        raise RuntimeError(f"expected {len(events)} replies, got {sum(statuses.values())}")
+    calls = calls_after - calls_before
+    return {
+        "events_per_sec": round(len(events) / elapsed, 1),
+        "seconds": round(elapsed, 3),
+        # Other clients of a shared server would be counted too; with the embedded server it is ours alone.
+        "server_us_per_call": round((usec_after - usec_before) / calls, 2) if calls else None,
+        #: how busy this client was: well under 1 means Redis, not the client, set the pace
+        "client_cpu_share": round(client_cpu / elapsed, 3),
+        "statuses": dict(statuses),
+    }
 
 
-def _skip_reply(reader) -> None:
-    line = reader.readline()
-    kind = line[:1]
-    if kind == b"*":
-        for _ in range(int(line[1:])):
-            _skip_reply(reader)
-    elif kind == b"$":
-        size = int(line[1:])
-        if size >= 0:
-            reader.read(size + 2)
-    elif kind == b"-":
-        raise RuntimeError(line.decode(errors="replace"))
+def _summary(reps: list[dict]) -> dict:
+    rates = sorted(r["events_per_sec"] for r in reps)
+    median = statistics.median(rates)
+    server = [r["server_us_per_call"] for r in reps if r["server_us_per_call"]]
+    return {
+        "min": rates[0], "median": round(median, 1), "max": rates[-1],
+        #: (max - min) / median: how far one measurement of this ceiling can move on this machine
+        "spread": round((rates[-1] - rates[0]) / median, 3),
+        "server_us_per_call_median": round(statistics.median(server), 2) if server else None,
+    }
+
+
+async def measure(redis_url: str, events: Sequence[StockEvent], *, repetitions: int = 5, connections: int = 4,
+                  pipeline: int = 1000) -> dict:
+    reps = [await _one_repetition(redis_url, events, connections=connections, pipeline=pipeline)
+            for _ in range(repetitions)]
+    summary = _summary(reps)
+    return {
+        "tool": TOOL,
+        "workload": "loadtests.workload.mixed_events",
+        "events": len(events),
+        "skus": len({e.sku for e in events}),
+        "repetitions": repetitions, "connections": connections, "pipeline": pipeline,
+        "runs": reps,
+        "events_per_sec": summary,
+        # the single figure ratios are taken against
+        "ops_per_sec": summary["median"],
+    }
+
+
+def apply_ceiling(redis_url: str, events: Sequence[StockEvent], **options) -> dict:
+    return asyncio.run(measure(redis_url, events, **options))
+
+
+def load_or_measure(path: str | None, redis_url: str, events: Sequence[StockEvent], **options) -> dict:
+    """The suite's ceiling of this run when it handed one over, else measure it here."""
+    if path:
+        ceiling = json.loads(Path(path).read_text())
+        ceiling["source"] = "measured once for the whole suite run (--ceiling-json)"
+        return ceiling
+    ceiling = apply_ceiling(redis_url, events, **options)
+    ceiling["source"] = "measured by this benchmark, same server, just before it"
+    return ceiling
+
+
+def ratios(value: float, ceiling: dict) -> dict:
+    """Our rate against the ceiling's median, and against its fastest and slowest repetition."""
+    rates = ceiling["events_per_sec"]
+    return {
+        "ratio_to_ceiling": round(value / rates["median"], 3),
+        "ratio_range": [round(value / rates["max"], 3), round(value / rates["min"], 3)],
+    }
 
 
 def delete_prefix(redis_url: str, prefix: str) -> None:
@@ -106,3 +175,43 @@ def delete_prefix(redis_url: str, prefix: str) -> None:
             client.unlink(*batch)
     finally:
         client.close()
+
+
+def main() -> None:
+    from availability.embedded_redis import EmbeddedRedis
+    from loadtests.workload import SKUS, mixed_events
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--skus", type=int, default=SKUS)
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--pipeline", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="50k events, 3 repetitions")
+    parser.add_argument("--json", metavar="PATH", help="also write the JSON here (the suite hands it on)")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.repetitions = min(args.events, 50_000), min(args.repetitions, 3)
+    server = None
+    redis_url = os.environ.get("AVAILABILITY_REDIS_URL")
+    tmp = tempfile.TemporaryDirectory(prefix="av-ceiling-")
+    if not redis_url:
+        server = EmbeddedRedis(tmp.name, appendonly=False).start()
+        redis_url = server.url
+    try:
+        result = apply_ceiling(redis_url, mixed_events(args.events, args.skus), repetitions=args.repetitions,
+                               connections=args.connections, pipeline=args.pipeline)
+    finally:
+        if server:
+            server.stop()
+        tmp.cleanup()
+    out = {"benchmark": "apply_ceiling", **result}
+    text = json.dumps(out, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

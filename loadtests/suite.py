@@ -3,12 +3,16 @@
     python -m loadtests.suite            # full sizes (about 10-15 minutes on 2 cores)
     python -m loadtests.suite --quick    # small sizes (about 3-4 minutes)
     python -m loadtests.suite --only ledger,memory
+    python -m loadtests.suite --only ledger,ingest,reservations --label apply   # -> results/<date>-apply.*
 
 Writes `loadtests/results/<date>.json` (every benchmark's own JSON, plus the machine),
 `loadtests/results/<date>.md` (the table README's performance section is copied from) and
 PNG charts under `loadtests/results/<date>/` (with matplotlib installed:
-`pip install -e '.[bench]'`). Each benchmark measures its ceiling or peer in its own run,
-so every ratio compares two numbers taken minutes apart on the same machine.
+`pip install -e '.[bench]'`). Each benchmark measures its peer in its own run, so every
+ratio compares two numbers taken minutes apart on the same machine. The same-work apply
+ceiling (`loadtests.ceilings`) is measured once, first, on one embedded Redis that the
+ledger and ingest benchmarks then run against too, and both are handed that same ceiling
+(`--ceiling-json`): one ceiling per run, not one per benchmark.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,11 +41,15 @@ class Bench:
     full: tuple[str, ...] = ()
     quick: tuple[str, ...] = ("--quick",)
     timeout: int = 1800
+    #: compares against the suite's one apply ceiling (and runs on the Redis it was measured on)
+    uses_ceiling: bool = False
 
 
+CEILING = "ceiling"
 BENCHES = (
-    Bench("ledger", "loadtests.bench_ledger"),
-    Bench("ingest", "loadtests.bench_ingest"),
+    Bench(CEILING, "loadtests.ceilings"),
+    Bench("ledger", "loadtests.bench_ledger", uses_ceiling=True),
+    Bench("ingest", "loadtests.bench_ingest", uses_ceiling=True),
     Bench("api", "loadtests.bench_api"),
     Bench("reservations", "loadtests.bench_reservations"),
     Bench("shopify", "loadtests.bench_shopify"),
@@ -49,14 +58,16 @@ BENCHES = (
 )
 
 
-def run_one(bench: Bench, quick: bool) -> dict:
+def run_one(bench: Bench, quick: bool, *, extra: tuple[str, ...] = (), env: dict | None = None,
+            shown_extra: str = "") -> dict:
     args = bench.quick if quick else bench.full
-    command = [sys.executable, "-m", bench.module, *args]
+    command = [sys.executable, "-m", bench.module, *args, *extra]
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=bench.timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
     elapsed = round(time.perf_counter() - started, 1)
-    shown = f"python -m {bench.module} {' '.join(args)}".strip()
+    shown = f"python -m {bench.module} {' '.join(args)} {shown_extra}".strip()
+    shown = " ".join(shown.split())
     if proc.returncode != 0:
         return {"command": shown, "error": f"exit {proc.returncode}", "stderr": proc.stderr[-2000:],
                 "seconds": elapsed}
@@ -98,24 +109,28 @@ def _fmt(value, unit: str = "") -> str:
 def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
     """(figure, value, ceiling or peer in the same run, ratio) rows of one benchmark."""
     r = result
+    if name == CEILING:
+        rates = r.get("events_per_sec", {})
+        lua_us = rates.get("server_us_per_call_median")
+        return [(f"same-work apply ceiling: apply_event.lua on the mixed workload ({_fmt(r.get('events'))} events, "
+                 f"{r.get('repetitions')} repetitions), median", _fmt(rates.get("median"), "/s"),
+                 f"Lua alone (server {_fmt(lua_us)} µs per call) {_fmt(1e6 / lua_us if lua_us else None, '/s')}",
+                 _fmt(_ratio(rates.get("median"), 1e6 / lua_us if lua_us else None)))]
     if name == "ledger":
         best = max(_get(r, "ledger_sequential", "events_per_sec", default=0),
                    _get(r, "ledger_4_in_flight", "events_per_sec", default=0))
-        return [("ledger events applied/s (Python client, pipelined)", _fmt(best, "/s"),
-                 f"pipelined EVALSHA, same script and keys {_fmt(_get(r, 'ceiling', 'ops_per_sec'), '/s')}",
-                 _fmt(r.get("ratio_to_ceiling")))]
+        side = max((r.get("ledger_sequential", {}), r.get("ledger_4_in_flight", {})),
+                   key=lambda part: part.get("events_per_sec", 0))
+        return [("ledger events applied/s, mixed workload (Python client, redis-py pipelines)",
+                 f"{_fmt(best, '/s')} ({_fmt(side.get('client_cpu_us_per_event'), ' µs')} client CPU per event)",
+                 _ceiling_text(r), _ratio_text(r))]
     if name == "ingest":
+        cpu = _get(r, "consumer", "consumer_cpu_us_per_event")
         return [("ingestion: events/s applied by one consumer process (streams, FastStream, ack)",
-                 _fmt(_get(r, "consumer", "events_per_sec"), "/s"),
-                 f"pipelined EVALSHA, same script and keys {_fmt(_get(r, 'ceiling', 'ops_per_sec'), '/s')}",
-                 _fmt(r.get("ratio_to_ceiling")))]
+                 f"{_fmt(_get(r, 'consumer', 'events_per_sec'), '/s')} ({_fmt(cpu, ' µs')} consumer CPU per event)",
+                 _ceiling_text(r), _ratio_text(r))]
     if name == "reservations":
-        peer = r.get("postgres_select_for_update", {})
-        return [("contended reservations/s, one hot SKU (oversold "
-                 f"{_get(r, 'ledger', 'oversold')})", _fmt(_get(r, "ledger", "reservations_per_sec"), "/s"),
-                 f"PostgreSQL SELECT ... FOR UPDATE {_fmt(peer.get('reservations_per_sec'), '/s')}"
-                 if "reservations_per_sec" in peer else f"skipped: {peer.get('skipped')}",
-                 _fmt(r.get("ratio_vs_postgres")))]
+        return reservation_rows(r)
     if name == "rule_change":
         return [(f"global rule change over {_fmt(r.get('pairs'))} pairs: recompute + diff + mark dirty",
                  _fmt(r.get("recompute_plus_mark_seconds"), " s"),
@@ -137,6 +152,43 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
     if name == "shopify":
         return shopify_rows(r)
     return []
+
+
+def _ceiling_text(r: dict) -> str:
+    rates = _get(r, "ceiling", "events_per_sec", default={})
+    if not isinstance(rates, dict):
+        return "n/a"
+    return (f"same-work ceiling {_fmt(rates.get('median'), '/s')} (median; min {_fmt(rates.get('min'), '/s')}, "
+            f"max {_fmt(rates.get('max'), '/s')}, spread {_fmt(100 * (rates.get('spread') or 0), ' %')})")
+
+
+def _ratio_text(r: dict) -> str:
+    low, high = r.get("ratio_range") or (None, None)
+    return f"{_fmt(r.get('ratio_to_ceiling'))} ({_fmt(low)}-{_fmt(high)})"
+
+
+SQL_LABELS = {"postgres_conditional_update": "PostgreSQL one-statement conditional UPDATE ... INSERT",
+              "postgres_select_for_update": "PostgreSQL SELECT ... FOR UPDATE transaction"}
+
+
+def reservation_rows(r: dict) -> list[tuple[str, str, str, str]]:
+    ours = r.get("ledger", {})
+    figure = f"contended reservations/s, one hot SKU (oversold {ours.get('oversold')})"
+    best = r.get("best_sql_peer")
+    if not best:
+        skipped = _get(r, "postgres_select_for_update", "skipped")
+        return [(figure, _fmt(ours.get("reservations_per_sec"), "/s"), f"skipped: {skipped}", "")]
+    rows = []
+    # The strongest SQL design first: the claim is against it; the weaker one is shown for reference.
+    for key in sorted(SQL_LABELS, key=lambda k: k != best):
+        peer = r.get(key, {})
+        if "reservations_per_sec" not in peer:
+            continue
+        label = f"{SQL_LABELS[key]} {_fmt(peer['reservations_per_sec'], '/s')} (oversold {peer.get('oversold')})"
+        rows.append((figure if key == best else "... beside the weaker SQL design",
+                     _fmt(ours.get("reservations_per_sec"), "/s") if key == best else "",
+                     label + (" (best SQL peer)" if key == best else ""), _fmt(r.get(f"ratio_vs_{key}"))))
+    return rows
 
 
 def api_rows(r: dict) -> list[tuple[str, str, str, str]]:
@@ -197,6 +249,12 @@ def _ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+def _load_lines(report: dict) -> list[str]:
+    loads = [f"{name} {o['load_average'][0]}-{o['load_average'][1]}"
+             for name, o in report["benchmarks"].items() if "load_average" in o]
+    return [f"Load average (1 min) before-after each benchmark: {', '.join(loads)}.", ""] if loads else []
+
+
 def markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [
@@ -205,6 +263,7 @@ def markdown(report: dict) -> str:
         f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}. "
         f"Mode: {'quick' if report['quick'] else 'full'}.",
         "",
+        *_load_lines(report),
         "| figure | value | ceiling or peer, same run | ratio | command |",
         "|---|---|---|---|---|",
     ]
@@ -238,20 +297,21 @@ def charts(report: dict, folder: Path) -> list[Path]:
         r = results["ledger"]
         pairs.append(("ledger apply", max(_get(r, "ledger_sequential", "events_per_sec", default=0),
                                          _get(r, "ledger_4_in_flight", "events_per_sec", default=0)),
-                      _get(r, "ceiling", "ops_per_sec", default=0), "pipelined EVALSHA"))
+                      _get(r, "ceiling", "ops_per_sec", default=0), "same-work ceiling"))
     if "ingest" in results:
         r = results["ingest"]
         pairs.append(("ingestion (1 consumer)", _get(r, "consumer", "events_per_sec", default=0),
-                      _get(r, "ceiling", "ops_per_sec", default=0), "pipelined EVALSHA"))
+                      _get(r, "ceiling", "ops_per_sec", default=0), "same-work ceiling"))
     if "api" in results:
         r = results["api"]
         pairs.append(("GET availability", _find(r.get("lookup", {}), "peak_rps") or 0,
                       _find(r.get("constant", {}), "peak_rps") or 0, "constant endpoint"))
     if "reservations" in results:
         r = results["reservations"]
-        peer = _get(r, "postgres_select_for_update", "reservations_per_sec", default=0)
+        best = r.get("best_sql_peer") or "postgres_select_for_update"
+        peer = _get(r, best, "reservations_per_sec", default=0)
         pairs.append(("hot-SKU reservations", _get(r, "ledger", "reservations_per_sec", default=0), peer,
-                      "PostgreSQL FOR UPDATE"))
+                      "best SQL (" + best.removeprefix("postgres_").replace("_", " ") + ")"))
     if pairs:
         fig, ax = plt.subplots(figsize=(8, 4))
         labels = [p[0] for p in pairs]
@@ -322,11 +382,48 @@ def _latency_points(api: dict) -> dict[str, list[tuple[str, float]]]:
     return out
 
 
+def run_selected(selected: list[Bench], quick: bool, report: dict, tmp: Path) -> None:
+    """Run the benchmarks in order; the ceiling and its users share one embedded Redis and one ceiling."""
+    server = None
+    ceiling_json = tmp / "ceiling.json"
+    sharing = [b for b in selected if b.name == CEILING or b.uses_ceiling]
+    try:
+        for bench in selected:
+            extra: tuple[str, ...] = ()
+            env, shown_extra = None, ""
+            if bench in sharing:
+                if server is None and not os.environ.get("AVAILABILITY_REDIS_URL"):
+                    from availability.embedded_redis import EmbeddedRedis
+
+                    server = EmbeddedRedis(tmp / "redis", appendonly=False).start()
+                env = {"AVAILABILITY_REDIS_URL": server.url} if server else None
+            if bench.name == CEILING:
+                extra = ("--json", str(ceiling_json))
+            elif bench.uses_ceiling and ceiling_json.exists():
+                extra, shown_extra = ("--ceiling-json", str(ceiling_json)), "--ceiling-json <this run's ceiling>"
+            print(f"running {bench.name} ...", file=sys.stderr, flush=True)
+            load_before = os.getloadavg()[0]
+            report["benchmarks"][bench.name] = outcome = run_one(bench, quick, extra=extra, env=env,
+                                                                 shown_extra=shown_extra)
+            # how busy the shared machine was around this benchmark (1-minute load average)
+            outcome["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            print(f"  {bench.name}: {'ok' if 'result' in outcome else outcome.get('error')} in {outcome['seconds']} s",
+                  file=sys.stderr, flush=True)
+            if server is not None and bench is sharing[-1]:
+                server.stop()
+                server = None
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: minutes, not a quarter hour")
     parser.add_argument("--only", help="comma-separated benchmark names: " + ",".join(b.name for b in BENCHES))
     parser.add_argument("--render", metavar="RESULTS_JSON", help="only redo the table and charts of an earlier run")
+    parser.add_argument("--label", help="added to the result files' names (<date>-<label>), so partial runs "
+                                        "on one day do not overwrite each other")
     args = parser.parse_args()
     if args.render:
         path = Path(args.render)
@@ -345,15 +442,12 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "benchmarks": {},
     }
-    for bench in BENCHES:
-        if wanted and bench.name not in wanted:
-            continue
-        print(f"running {bench.name} ...", file=sys.stderr, flush=True)
-        report["benchmarks"][bench.name] = outcome = run_one(bench, args.quick)
-        print(f"  {bench.name}: {'ok' if 'result' in outcome else outcome.get('error')} in {outcome['seconds']} s",
-              file=sys.stderr, flush=True)
+    selected = [b for b in BENCHES if not wanted or b.name in wanted or (b.name == CEILING and any(
+        x.uses_ceiling and x.name in wanted for x in BENCHES))]
+    with tempfile.TemporaryDirectory(prefix="av-suite-") as tmp:
+        run_selected(selected, args.quick, report, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + (f"-{args.label}" if args.label else "")
     (RESULTS / f"{date}{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     (RESULTS / f"{date}{suffix}.md").write_text(table)

@@ -20,6 +20,7 @@ from adapters.shopify.client import (
 )
 from adapters.shopify.gid import item_gid
 from adapters.shopify.simulator import FaultConfig
+from tests.shopify.bucket_audit import CallLog, refused_by_documented_bucket
 
 
 def client_for(shop, **kw) -> ShopifyAdminClient:
@@ -309,13 +310,17 @@ async def test_governor_paces_a_small_plan_without_throttles(shop_factory):
     # 40-point bucket, 400 points/s: 4 mutations at once, then 40/s.
     shop = shop_factory(n_items=10, n_locations=1, restore_rate=400.0, bucket_size=40.0)
     gov = ThrottleGovernor(reserve_margin=2)
+    log = CallLog()
     async with client_for(shop, governor=gov) as c:
+        log.attach(c._http)
         outcomes = await _push_many(shop, c, n_calls=60, concurrency=4)
     assert outcomes.count("ok") >= 59
     assert outcomes.count("throttled") <= 1
     stats = shop.state.stats
     assert stats.throttled <= 1
-    assert stats.max_overdraw == 0 and stats.min_available is not None and stats.min_available >= 0
+    # What the client asked for fits the documented bucket (the mis-paced client below fails this).
+    assert len(log.calls) >= 60
+    assert len(refused_by_documented_bucket(log.calls, capacity=40.0, restore_rate=400.0)) <= 1
     assert c.stats.paced_seconds > 0  # it really had to wait
     assert gov.in_flight == 0
 
@@ -394,3 +399,15 @@ def test_progress_rate_eta_and_log_lines(caplog):
     bar.update(10)
     bar.close()
     assert "10/10" in drawn.getvalue() and "SKUs/s" in drawn.getvalue()
+
+
+async def test_the_pacing_audit_catches_an_unpaced_client(shop_factory):
+    # A slow refill (2 points/s) so that crediting each call its round trip's refill, however
+    # long the round trips on a loaded machine, cannot pay for a mutation: 4 fit, 8 do not.
+    shop = shop_factory(n_items=12, n_locations=1, restore_rate=2.0, bucket_size=40.0)
+    log = CallLog()
+    async with client_for(shop) as c:
+        log.attach(c._http)
+        await _push_many(shop, c, n_calls=12, concurrency=12)
+    assert len(log.calls) == 12
+    assert len(refused_by_documented_bucket(log.calls, capacity=40.0, restore_rate=2.0)) >= 6

@@ -423,7 +423,9 @@ async def test_hammering_a_tiny_plan_throttles_and_never_overdraws(shop_factory)
             shop.agql(c, set_mutation(f"h-{n}"), set_input([entry(item, loc, 9, changeFromQuantity=None)]))
             for n, item in enumerate(shop.items)
         ]
+        started = asyncio.get_running_loop().time()
         responses = await asyncio.gather(*calls)
+        elapsed = asyncio.get_running_loop().time() - started
     bodies = [r.json() for r in responses]
     assert all(r.status_code == 200 for r in responses)
     ok = [b for b in bodies if "data" in b]
@@ -435,8 +437,8 @@ async def test_hammering_a_tiny_plan_throttles_and_never_overdraws(shop_factory)
         _assert_throttled_shape(b, 10, 50.0, 20.0)
     stats = shop.state.stats
     assert stats.throttled == len(throttled)
-    assert stats.max_overdraw == 0
-    assert stats.min_available is not None and stats.min_available >= 0
+    # Admitted no more than a full bucket plus what refilled meanwhile (10 points per mutation).
+    assert stats.points_spent == 10 * len(ok) <= 50.0 + 20.0 * elapsed
     # Throttled mutations were not applied.
     assert stats.quantities_applied == len(ok)
 
