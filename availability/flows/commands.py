@@ -123,7 +123,6 @@ def _print(doc: Any) -> None:
 
 
 async def run_publish(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.service import PublisherService, shopify_configured
 
     if not shopify_configured(settings):
@@ -133,7 +132,7 @@ async def run_publish(args, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         service = PublisherService(runtime)
         await service.start()
         print(f"publishing to {settings.shopify_url}; Ctrl-C stops", file=sys.stderr, flush=True)
@@ -145,10 +144,9 @@ async def run_publish(args, settings: Settings) -> int:
 
 
 async def show_status(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.service import build_publisher
 
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         publisher = build_publisher(runtime)
         try:
             marks, urgent = await publisher.queue.pending()
@@ -173,7 +171,6 @@ async def show_status(args, settings: Settings) -> int:
 
 
 async def resync(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.service import (
         build_publisher,
         build_repairer,
@@ -183,7 +180,7 @@ async def resync(args, settings: Settings) -> int:
     if not shopify_configured(settings):
         print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
         return 2
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         publisher = build_publisher(runtime)
         try:
             await publisher.refresh_mappings(force=True)
@@ -197,11 +194,10 @@ async def resync(args, settings: Settings) -> int:
 
 
 async def import_mappings(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.domain.errors import AvailabilityError
     from availability.rules.errors import InvalidMasterData
 
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         try:
             changed = await runtime.store.import_mappings_file(args.path, actor=args.actor, reason=args.reason)
         except (InvalidMasterData, AvailabilityError, OSError) as exc:
@@ -212,11 +208,10 @@ async def import_mappings(args, settings: Settings) -> int:
 
 
 async def list_unmapped(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.machinery import Scripts
     from availability.flows.state import PushKeys, PushState
 
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         items = await runtime.store.item_mappings()
         if args.scan:
             skus = []
@@ -246,12 +241,10 @@ async def list_unmapped(args, settings: Settings) -> int:
 
 async def dlq_list(args, settings: Settings) -> int:
     import msgspec
-
-    from availability.bootstrap import open_runtime
     from availability.flows.machinery import DeadLetterQueue
     from availability.flows.state import PushKeys
 
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix).dlq)
         print(json.dumps({"dead_letters": await dlq.size()}), file=sys.stderr)
         for letter in await dlq.list(0, args.limit):
@@ -260,13 +253,12 @@ async def dlq_list(args, settings: Settings) -> int:
 
 
 async def dlq_replay(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.service import build_publisher
 
     if not args.ids and not args.all:
         print("name dead letter ids, or --all", file=sys.stderr)
         return 2
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         publisher = build_publisher(runtime)
         try:
             await publisher.refresh_mappings(force=True)
