@@ -113,15 +113,36 @@ def server_version(binary: str) -> str:
 
 
 def check_aof(binary: str, data_dir: str | Path) -> tuple[bool, str]:
-    """Run the server's own AOF checker (the same multi-call binary started as
-    `*-check-aof`) on a stopped server's data directory: (valid, its output)."""
+    """Check a stopped server's append-only files with the server's own tools (the same
+    multi-call binary started as `*-check-aof` / `*-check-rdb`): (all valid, their output).
+
+    7.0+ keeps a manifest, an RDB base and RESP increments: each file is checked by
+    itself, because Valkey 9's check-aof does not recognise its own RDB base's magic
+    ("VALKEY080") when given the manifest. 6.2 keeps one appendonly.aof."""
     data_dir = Path(data_dir)
-    manifest = sorted(data_dir.glob("appendonlydir/*.manifest"))  # 7.0+: multi-part AOF
-    target = manifest[0] if manifest else data_dir / "appendonly.aof"
-    tool = "valkey-check-aof" if "valkey" in Path(binary).name else "redis-check-aof"
-    proc = subprocess.run([tool, str(target)], executable=binary, capture_output=True, text=True, timeout=60)
-    out = proc.stdout + proc.stderr
-    return proc.returncode == 0 and "is valid" in out, out
+    prefix = "valkey" if "valkey" in Path(binary).name else "redis"
+    parts: list[tuple[str, Path]] = []
+    manifests = sorted(data_dir.glob("appendonlydir/*.manifest"))
+    if manifests:
+        for line in manifests[0].read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "file":
+                name = fields[1]
+                kind = "check-rdb" if name.endswith(".rdb") else "check-aof"
+                parts.append((kind, manifests[0].parent / name))
+    else:
+        parts.append(("check-aof", data_dir / "appendonly.aof"))
+    valid, outputs = True, []
+    for kind, path in parts:
+        if kind == "check-aof" and path.stat().st_size == 0:
+            continue  # an increment nothing was written to yet
+        proc = subprocess.run([f"{prefix}-{kind}", str(path)], executable=binary, capture_output=True, text=True,
+                              timeout=120)
+        out = proc.stdout + proc.stderr
+        ok = proc.returncode == 0 and ("is valid" in out if kind == "check-aof" else "error code 0 " in out)
+        valid = valid and ok
+        outputs.append(f"{path.name}: {'valid' if ok else 'INVALID'}\n{out}")
+    return valid, "\n".join(outputs)
 
 
 def free_port() -> int:
