@@ -170,3 +170,22 @@ def test_two_servers_on_one_data_dir_are_impossible_and_an_orphan_is_stopped(tmp
             orphan.kill()
         orphan.wait()
     assert not _servers_in(tmp_path)
+
+
+def test_serve_exits_non_zero_when_its_server_cannot_be_restarted(site):
+    site.serve()
+    assert site.cli("apply", str(site.write_events("a.jsonl", [receipt("f1", "TEE", 2)]))).returncode == 0
+    # Damage the append-only file under the running server (bytes that are not RESP, in
+    # the middle once the server appends again), then kill it: the restart cannot load it.
+    increments = sorted(site.redis_dir.glob("appendonlydir/*.incr.aof")) or [site.redis_dir / "appendonly.aof"]
+    with open(increments[-1], "ab") as aof:
+        aof.write(b"this is not RESP\r\n")
+    os.kill(site.owner().server_pid, signal.SIGKILL)
+    assert site.serve_proc.wait(60) == 1, site.log()
+    site.serve_proc = None
+    owner = site.owner()
+    assert owner.state == "failed" and "restart failed" in owner.detail, owner
+    assert not _servers_in(site.redis_dir)
+    # and a command on that data says why instead of running on an empty ledger
+    done = site.cli("stock", "TEE")
+    assert done.returncode == 1 and "exited" in done.stderr, done.stderr
