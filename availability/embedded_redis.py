@@ -145,6 +145,23 @@ def check_aof(binary: str, data_dir: str | Path) -> tuple[bool, str]:
     return valid, "\n".join(outputs)
 
 
+def _previous_port(data_dir: Path) -> int | None:
+    """The port this data dir's server had last time, when it is free again: a client
+    that outlived a restart of the owner (a `consume` beside `serve`) finds it there."""
+    record = read_owner(data_dir)
+    if record is None:
+        return None
+    try:
+        port = int(record.url.rsplit(":", 1)[1].split("/", 1)[0])
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # as the server binds: a port whose last connections linger in TIME_WAIT is free
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+    except (ValueError, IndexError, OSError):
+        return None
+    return port
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -291,7 +308,7 @@ class EmbeddedRedis:
         binary: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.port = port or free_port()
+        self.port = port or _previous_port(self.data_dir) or free_port()
         self.appendonly = appendonly
         self.maxmemory = maxmemory
         self.extra_args = extra_args or []

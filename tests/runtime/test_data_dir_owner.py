@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import redis
 
 from availability.embedded_redis import (
     DataDirOwned,
@@ -48,7 +49,16 @@ def test_cli_beside_serve_lands_in_its_ledger_and_nothing_is_lost_across_restart
     expect("TEE", 5)
     assert site.ats("TEE") == 5
 
-    # `ingest file` beside it: onto the service's stream, applied by its consumer
+    # an AOF rewrite in the service's server (the case that used to leave an invalid AOF
+    # when a second server shared the dir), then `ingest file` beside it: onto the
+    # service's stream, applied by its consumer
+    client = redis.Redis.from_url(owner.url)
+    try:
+        client.bgrewriteaof()
+        eventually(lambda: client.info("persistence")["aof_rewrite_in_progress"] == 0
+                   and client.info("persistence")["aof_rewrite_scheduled"] == 0)
+    finally:
+        client.close()
     done = site.cli("ingest", "file", "--format", "events",
                     str(site.write_events("b.jsonl", [receipt("e2", "TEE", 3), receipt("e3", "CAP", 7)])))
     assert done.returncode == 0, done.stderr
@@ -77,6 +87,7 @@ def test_cli_beside_serve_lands_in_its_ledger_and_nothing_is_lost_across_restart
     _assert_aof_valid(site)
 
     site.serve()
+    assert site.owner().url == owner.url, "a restarted owner takes its server's old port when free"
     for sku, quantity in oracle.items():
         assert site.ats(sku) == quantity, sku
     assert site.stop_serve() == 0
