@@ -53,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    ours = not logging.getLogger().handlers  # else a host (pytest) owns logging: leave its handlers be
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logthrottle.install()
+    if ours:
+        logthrottle.install()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0

@@ -17,9 +17,11 @@ import redis
 from availability.embedded_redis import (
     DataDirOwned,
     EmbeddedRedis,
+    _answers,
     _servers_in,
     check_aof,
     find_redis_server,
+    free_port,
     own_or_join,
     pid_alive,
 )
@@ -166,10 +168,12 @@ def test_two_servers_on_one_data_dir_are_impossible_and_an_orphan_is_stopped(tmp
 
     # A server left running in the dir with no owner (started without the parent-death
     # signal, as an older version did): the next start stops it before starting its own.
-    orphan = subprocess.Popen([find_redis_server(binary), "--port", "0", "--dir", str(tmp_path),
+    port = free_port()
+    orphan = subprocess.Popen([find_redis_server(binary), "--port", str(port), "--dir", str(tmp_path),
                                "--appendonly", "yes", "--save", ""], stdout=subprocess.DEVNULL, start_new_session=True)
     try:
-        eventually(lambda: _servers_in(tmp_path) == [orphan.pid], timeout=10)
+        eventually(lambda: _answers(f"redis://127.0.0.1:{port}/0"), timeout=10)
+        assert _servers_in(tmp_path) == [orphan.pid]
         server = EmbeddedRedis(tmp_path, binary=binary).start()
         try:
             assert orphan.wait(15) is not None
