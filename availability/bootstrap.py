@@ -62,9 +62,11 @@ def start_embedded_redis(settings: Settings, *, port: int = 0, wait_seconds: flo
         try:
             server = EmbeddedRedis(data_dir, port=port, binary=settings.redis_server).start()
             break
-        except DataDirOwned:
+        except DataDirOwned as owned:
             if time.monotonic() > deadline:
-                raise
+                url = f" at {owned.owner.url}" if owned.owner else ""
+                raise DataDirOwned(owned.data_dir, owned.owner, hint=(
+                    f"stop it, or set AVAILABILITY_REDIS_URL to use its server{url}")) from None
             time.sleep(0.2)
     log.info("embedded server %s on %s (data in %s, owned by pid %d)", server.binary, server.url, data_dir, os.getpid())
     return server

@@ -58,11 +58,11 @@ class EmbeddedRedisError(RuntimeError):
 class DataDirOwned(EmbeddedRedisError):
     """Another live process owns this data directory's server."""
 
-    def __init__(self, data_dir: Path, owner: "OwnerRecord | None") -> None:
+    def __init__(self, data_dir: Path, owner: "OwnerRecord | None", hint: str = "") -> None:
         self.data_dir = data_dir
         self.owner = owner
         who = f"pid {owner.pid} ({owner.command})" if owner else "another process"
-        super().__init__(f"{data_dir} is owned by {who}")
+        super().__init__(f"{data_dir} is owned by {who}" + (f": {hint}" if hint else ""))
 
 
 class OwnerUnreachable(EmbeddedRedisError):
