@@ -356,7 +356,7 @@ class EmbeddedRedis:
     def _update(self, state: str, detail: str = "", *, restarted: bool = False) -> None:
         if self._record is None:
             self._record = OwnerRecord(
-                pid=os.getpid(), command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:3]]) if sys.argv else "python",
+                pid=os.getpid(), command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:120] if sys.argv else "python",
                 url=self.url, server_pid=0, binary=self.binary, state=state,
             )
         self._record.state = state
