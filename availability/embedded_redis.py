@@ -48,7 +48,7 @@ log = logging.getLogger("availability.embedded_redis")
 LOCK_FILE = "owner.lock"
 OWNER_FILE = "owner.json"
 #: server binaries we recognise as ours when looking for an orphan in a data directory
-SERVER_NAMES = ("valkey-server", "redis-server")
+SERVER_PREFIXES = ("valkey-", "redis-")
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -139,7 +139,7 @@ def check_aof(binary: str, data_dir: str | Path) -> tuple[bool, str]:
         proc = subprocess.run([f"{prefix}-{kind}", str(path)], executable=binary, capture_output=True, text=True,
                               timeout=120)
         out = proc.stdout + proc.stderr
-        ok = proc.returncode == 0 and ("is valid" in out if kind == "check-aof" else "error code 0 " in out)
+        ok = proc.returncode == 0 and ("is valid" in out if kind == "check-aof" else "RDB looks OK" in out)
         valid = valid and ok
         outputs.append(f"{path.name}: {'valid' if ok else 'INVALID'}\n{out}")
     return valid, "\n".join(outputs)
@@ -244,7 +244,9 @@ def _servers_in(data_dir: Path) -> list[int]:
             exe = os.path.basename(os.readlink(entry / "exe"))
         except OSError:
             continue
-        if any(exe.startswith(name) for name in SERVER_NAMES):
+        # prefixes, not names: one multi-call binary is server and checkers (Debian's
+        # redis-server is a symlink to redis-check-rdb, so that is what exe resolves to)
+        if exe.startswith(SERVER_PREFIXES):
             found.append(int(entry.name))
     return found
 
