@@ -183,9 +183,16 @@ class OrderWorker:
         await self.queue.promote_due_retries()
         claimed = await self.queue.work.claim(self.owner, window_ms=None, limit=self.config.batch,
                                               lease_ms=self.config.lease_ms)
+        # An outbox message for every claimed order before working on any: claiming took
+        # their marks away, so a worker killed on the first must not lose the others.
+        messages = {}
+        for item in claimed:
+            messages[item.group] = self._message(item.group)
+            await self.queue.outbox.put(messages[item.group], self.config.lease_ms)
         for item in claimed:
             try:
-                await self.settle(item.group)
+                await self.queue.outbox.renew(messages[item.group].id, self.config.lease_ms)
+                await self.settle(item.group, messages[item.group])
             finally:
                 await self.queue.leases.release([item.group], self.owner)
             done += 1
@@ -226,6 +233,12 @@ class OrderWorker:
 
     # --- one order ----------------------------------------------------------------------------
 
+    def _message(self, reference: str, correlation_id: str | None = None) -> OutboxMessage:
+        # The reference is the idempotency key: a resend looks the sale up by it first.
+        return OutboxMessage(id=f"order:{reference}", flow=FLOW, idempotency_key=reference,
+                             payload={"reference": reference}, correlation_id=correlation_id or "",
+                             created_ms=now_ms(), owner=self.owner)
+
     async def settle(self, reference: str, message: OutboxMessage | None = None) -> str:
         """Bring the ERP in line with the order's document; returns the document's new state."""
         doc = await self.store.get(reference)
@@ -235,9 +248,7 @@ class OrderWorker:
             return "unknown"
         token = current_correlation_id.set(doc.correlation_id)
         if message is None:
-            message = OutboxMessage(id=f"order:{reference}", flow=FLOW, idempotency_key=reference,
-                                    payload={"reference": reference, "version": doc.payload_updated_at},
-                                    correlation_id=doc.correlation_id or "", created_ms=now_ms())
+            message = self._message(reference, doc.correlation_id)
             await self.queue.outbox.put(message, self.config.lease_ms)
         try:
             state = await self._settle(doc)
@@ -284,27 +295,27 @@ class OrderWorker:
                                         correlation_id=doc.correlation_id or "", erp_sale_id=sale.id,
                                         posted_ms=now_ms(), posted_version=doc.payload_updated_at, reason=None,
                                         last_error=None)
-        elif doc.posted_version != doc.payload_updated_at and sale.state in ("draft", "quotation"):
-            sale = await self.erp.update_quotation(sale.id, draft)
-            m.ERP_CALLS.labels("update", "ok").inc()
-            await self.store.transition(ref, "posted", detail=f"ERP quotation {sale.id} updated to the edited order",
-                                        correlation_id=doc.correlation_id or "", erp_sale_id=sale.id,
-                                        posted_version=doc.payload_updated_at, posted_ms=doc.posted_ms or now_ms())
-        elif doc.erp_sale_id != sale.id or doc.state in ("received", "exception"):
-            # found by reference: created by a worker that died before recording it
-            await self.store.transition(ref, "posted" if sale.state in ("draft", "quotation") else doc.state,
-                                        detail=f"ERP sale {sale.id} found by reference", erp_sale_id=sale.id,
-                                        posted_ms=doc.posted_ms or now_ms(), correlation_id=doc.correlation_id or "",
-                                        posted_version=doc.posted_version or doc.payload_updated_at)
-        elif doc.posted_version != doc.payload_updated_at and doc.state == "confirmed":
-            # Shopify allows edits after payment; a confirmed ERP sale is not rewritten
-            await self.store.open_exception(ref, "edited_after_confirmation",
-                                            f"order edited ({doc.payload_updated_at}) after ERP sale {sale.id} "
-                                            f"was confirmed from version {doc.posted_version}")
-            await self.store.transition(ref, "confirmed", detail="edit after confirmation not applied",
-                                        posted_version=doc.payload_updated_at)
-            m.EXCEPTIONS.labels("edited_after_confirmation").inc()
-            return "confirmed"
+        else:
+            if doc.erp_sale_id != sale.id or doc.state in ("received", "exception"):
+                # created by a worker that stopped before recording it: adopt, never recreate
+                await self.store.transition(ref, "posted", detail=f"ERP sale {sale.id} found by reference",
+                                            erp_sale_id=sale.id, posted_ms=doc.posted_ms or now_ms(),
+                                            correlation_id=doc.correlation_id or "")
+            if doc.posted_version != doc.payload_updated_at and sale.state in ("draft", "quotation"):
+                sale = await self.erp.update_quotation(sale.id, draft)
+                m.ERP_CALLS.labels("update", "ok").inc()
+                await self.store.transition(ref, "posted", detail=f"ERP quotation {sale.id} set to order version "
+                                            f"{doc.payload_updated_at}", correlation_id=doc.correlation_id or "",
+                                            erp_sale_id=sale.id, posted_version=doc.payload_updated_at)
+            elif doc.posted_version != doc.payload_updated_at and doc.state == "confirmed":
+                # Shopify allows edits after payment; a confirmed ERP sale is not rewritten
+                await self.store.open_exception(ref, "edited_after_confirmation",
+                                                f"order edited ({doc.payload_updated_at}) after ERP sale {sale.id} "
+                                                f"was confirmed from version {doc.posted_version}")
+                await self.store.transition(ref, "confirmed", detail="edit after confirmation not applied",
+                                            posted_version=doc.payload_updated_at)
+                m.EXCEPTIONS.labels("edited_after_confirmation").inc()
+                return "confirmed"
         if doc.paid and sale.state in ("draft", "quotation"):
             sale = await self.erp.confirm_sale(sale.id)
             m.ERP_CALLS.labels("confirm", "ok").inc()
