@@ -143,3 +143,23 @@ def test_cli_feeds_orders_and_lists_exceptions(tryton, redis_url, key_prefix, tm
     assert resolved.returncode == 0 and cli("flows", "exceptions", "list").stdout == ""
     rec = cli("flows", "reconcile", "orders")
     assert rec.returncode == 0, rec.stdout + rec.stderr
+
+
+def test_cli_runs_the_embedded_tryton_when_no_erp_is_configured(erp_template, redis_url, key_prefix, tmp_path):
+    import json
+
+    from tests.flows_erp.conftest import copy_home
+
+    copy_home(erp_template, tmp_path)  # what `availability erp init` leaves under the data dir
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_ERP")}
+    env.update(AVAILABILITY_REDIS_URL=redis_url, AVAILABILITY_KEY_PREFIX=key_prefix,
+               AVAILABILITY_DATA_DIR=str(tmp_path), AVAILABILITY_ERP_SHOP="embedded-shop")
+    body = tmp_path / "order.json"
+    body.write_text(json.dumps(order(9701, lines=[("SKU-0013", 1, "3.00")])))
+    base = [sys.executable, "-m", "availability.cli", "--log-level", "WARNING", "flows", "orders"]
+    fed = subprocess.run([*base, "feed", "--topic", "orders/create", str(body)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert fed.returncode == 0, fed.stderr
+    ran = subprocess.run([*base, "run", "--once"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout.splitlines()[-1]) == {"confirmed": 1}

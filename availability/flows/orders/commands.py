@@ -91,16 +91,22 @@ def shop_name(settings: Settings) -> str:
 
 
 def erp_client(settings: Settings):
+    """(client, embedded server or None): the configured Tryton, else the embedded one
+    under the data dir, started here the way the embedded Redis is."""
     from adapters.erp.tryton.client import TrytonErp  # noqa: PLC0415
-    from adapters.erp.tryton.server import ErpHome  # noqa: PLC0415
+    from adapters.erp.tryton.server import ErpHome, TrytonServer  # noqa: PLC0415
 
     if settings.erp_url:
         if not settings.erp_password:
             raise SystemExit("AVAILABILITY_ERP_PASSWORD is required with AVAILABILITY_ERP_URL")
-        return TrytonErp(settings.erp_url, settings.erp_login, settings.erp_password)
-    raise SystemExit("no ERP configured: set AVAILABILITY_ERP_URL (+ _LOGIN, _PASSWORD), or run "
-                     f"`availability erp serve` and point AVAILABILITY_ERP_URL at it (database in "
-                     f"{ErpHome(settings.data_dir).dir})")
+        return TrytonErp(settings.erp_url, settings.erp_login, settings.erp_password), None
+    home = ErpHome(settings.data_dir)
+    if not home.initialised():
+        raise SystemExit(f"no ERP configured and none set up in {home.dir}: run `availability erp init`, or set "
+                         "AVAILABILITY_ERP_URL (+ _LOGIN, _PASSWORD) for an existing Tryton")
+    server = TrytonServer(settings.data_dir).start()
+    log.info("embedded Tryton on %s (database %s)", server.url, home.database)
+    return TrytonErp(server.url, server.login, server.password()), server
 
 
 @asynccontextmanager
@@ -114,7 +120,7 @@ async def build_parts(settings: Settings, *, with_erp: bool = True) -> AsyncIter
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     redis = make_redis(settings.redis_url)
     store = await OrderStore(settings.resolved_database_url()).open()
-    erp = erp_client(settings) if with_erp else None
+    erp, server = erp_client(settings) if with_erp else (None, None)
     queue = OrderQueue(redis, settings.key_prefix)
     parts = {"store": store, "queue": queue, "erp": erp,
              "intake": OrderIntake(store, queue, shop=shop_name(settings))}
@@ -127,6 +133,8 @@ async def build_parts(settings: Settings, *, with_erp: bool = True) -> AsyncIter
     finally:
         if erp is not None:
             await erp.aclose()
+        if server is not None:
+            server.stop()
         await store.close()
         await redis.aclose()
 
