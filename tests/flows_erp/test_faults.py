@@ -19,7 +19,8 @@ from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker,
 from availability.flows.orders.reconcile import reconcile
 from tests.flows_erp.helpers import expected_total, order
 
-pytestmark = pytest.mark.timeout(240)
+# generous: the first test of a run may build the Tryton database (minutes on a busy machine)
+pytestmark = pytest.mark.timeout(600)
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -11,7 +11,8 @@ import pytest
 from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig, retry_exception
 from tests.flows_erp.helpers import expected_total, order, sample
 
-pytestmark = pytest.mark.timeout(180)
+# generous: the first test of a run may build the Tryton database (minutes on a busy machine)
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
