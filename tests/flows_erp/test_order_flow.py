@@ -24,6 +24,12 @@ def parts(redis_client, key_prefix, order_store, erp, shop):
 
 
 async def test_an_order_becomes_one_confirmed_sale_with_shopify_amounts(parts, erp, order_store, shop):
+    from prometheus_client import REGISTRY
+
+    def confirmed_count() -> float:
+        return REGISTRY.get_sample_value("availability_orders_posting_latency_seconds_count") or 0.0
+
+    before = confirmed_count()
     intake, worker, _ = parts
     body = order(1001, lines=[("TEE-BLK-M", 2, "25.00"), ("CAP-RED", 1, "25.00"), (None, 1, "4.00")],
                  shipping="7.50", tax="6.32", discount="5.00")
@@ -36,6 +42,7 @@ async def test_an_order_becomes_one_confirmed_sale_with_shopify_amounts(parts, e
     assert doc.state == "confirmed" and doc.erp_sale_id == sale.id
     states = [h["to_state"] for h in await order_store.history(doc.reference)]
     assert states[0] == "received" and "posted" in states and states[-1] == "confirmed"
+    assert confirmed_count() == before + 1  # posting latency observed once, at confirmation
     lines = await erp.call("model.sale.line.search_read", [["sale", "=", sale.id]], 0, None, [["sequence", "ASC"]],
                            ["product.code", "quantity", "unit_price"])
     got = [(line["product."]["code"], line["quantity"], line["unit_price"]) for line in lines]
