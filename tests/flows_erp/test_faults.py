@@ -164,3 +164,70 @@ def test_cli_runs_the_embedded_tryton_when_no_erp_is_configured(erp_template, re
     ran = subprocess.run([*base, "run", "--once"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout.splitlines()[-1]) == {"confirmed": 1}
+
+
+class SlowProxy:
+    """A loopback TCP proxy in front of Tryton that holds the answer to every request
+    naming `slow_method` for `delay` seconds: the request reaches the ERP (and commits
+    there) but the flow's client times out first."""
+
+    def __init__(self, port: int, slow_method: bytes, delay: float) -> None:
+        self.target = port
+        self.slow_method = slow_method
+        self.delay = delay
+        self.enabled = False
+        self.server = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        slow_answer = asyncio.Event()
+
+        async def pipe(src, dst, upstream: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if upstream and self.enabled and self.slow_method in data:
+                        slow_answer.set()
+                    if not upstream and slow_answer.is_set():
+                        slow_answer.clear()
+                        await asyncio.sleep(self.delay)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+    async def stop(self) -> None:
+        self.server.close()
+
+
+async def test_a_slow_erp_that_commits_after_the_client_gave_up_still_makes_one_sale(
+        tryton, erp, redis_client, key_prefix, order_store, shop):
+    proxy = SlowProxy(tryton.port, b"model.sale.sale.create", delay=2.0)
+    base = await proxy.start()
+    slow_erp = TrytonErp(f"{base}/availability/", tryton.login, tryton.password(), timeout=1.0)
+    queue = OrderQueue(redis_client, key_prefix)
+    intake = OrderIntake(order_store, queue, shop=shop)
+    worker = OrderWorker(order_store, queue, slow_erp, config=WorkerConfig(lease_ms=5000, retry_cap_s=0.3))
+    try:
+        await intake.enqueue_order_webhook("orders/create", order(9801, lines=[("SKU-0014", 2, "5.00")]))
+        proxy.enabled = True  # the create's answer arrives after the client's 1 s timeout
+        await worker.run_once()
+        doc = await order_store.get(f"{shop}#9801")
+        assert doc.state == "received" and doc.reason == "erp_down" and doc.erp_sale_id is None
+        await asyncio.sleep(1.5)
+        assert await erp.find_sale_by_reference(f"{shop}#9801") is not None  # it committed all the same
+        await worker.drain(timeout=60)  # still slow on creates: the retry must not create again
+        sales = await erp.list_sales(f"{shop}#")
+        assert [s.reference for s in sales] == [f"{shop}#9801"]
+        assert sales[0].total == Decimal("10.00") and sales[0].state == "processing"
+        assert (await order_store.get(f"{shop}#9801")).state == "confirmed"
+    finally:
+        await slow_erp.aclose()
+        await proxy.stop()
