@@ -142,4 +142,5 @@ class CommandRoot:
     from below."""
 
     open_runtime = staticmethod(open_runtime)
+    make_redis = staticmethod(make_redis)
     start_embedded_redis = staticmethod(start_embedded_redis)

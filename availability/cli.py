@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "availability.ingest.commands",
     "availability.api.commands",
     "availability.flows.commands",
+    "availability.flows.orders.commands",
     "availability.demo.commands",
     "adapters.shopify.commands",
 )

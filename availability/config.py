@@ -166,6 +166,20 @@ class Settings(BaseSettings):
     shopify_sales_max_hold_seconds: float = 4.5 * 3600
     shopify_external_edits: Literal["revert", "adopt"] = "revert"
 
+    #: order-to-ERP flow (availability/flows/orders): an existing Tryton database's JSON-RPC
+    #: root (http://host:8000/DBNAME/); empty = the embedded Tryton under data_dir/erp
+    #: (`availability erp init`, `availability erp serve`)
+    erp_url: str | None = None
+    erp_login: str = "admin"
+    erp_password: str | None = None
+    #: the shop's name in ERP sale references ("SHOP#1001"); empty = the Shopify URL's host
+    erp_shop: str | None = None
+    #: how long a worker holds an order (a crashed worker's order is retried after this)
+    orders_lease_seconds: float = 60.0
+    #: ERP-down retries: backoff cap, and attempts before an `erp_down` exception is opened
+    orders_retry_cap_seconds: float = 30.0
+    orders_erp_down_exception_after: int = 5
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/availability.db"
 
