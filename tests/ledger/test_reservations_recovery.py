@@ -225,7 +225,8 @@ async def test_a_hold_landing_after_the_lease_is_refused(redis_client, key_prefi
     ledger = Ledger(
         redis_client,
         keys=KeyLayout(key_prefix),
-        reservations=ReservationPolicy(lease_ms=200, debug_pause_at="after-intent", debug_pause_seconds=0.5),
+        # group_max=0: a one-SKU reservation through the per-SKU protocol, whose fence this is
+        reservations=ReservationPolicy(lease_ms=200, debug_pause_at="after-intent", debug_pause_seconds=0.5, group_max=0),
     )
     await ledger.load_scripts()
     await ledger.apply(event("receipt", sku="A", quantity=5))
