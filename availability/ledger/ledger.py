@@ -697,8 +697,10 @@ class Ledger:
         return len(expired_ids)
 
     async def forget_settled(self, *, at_ms: int | None = None, limit: int = 1000) -> int:
-        """Retention: remove the holds and headers of reservations that ended (committed,
-        released, expired) more than the grace period ago. Returns how many were removed."""
+        """Retention: remove the holds and headers of reservations that ended more than the
+        grace period ago and have nothing left on them (released, expired, fully shipped).
+        A committed reservation whose allocation is not yet shipped or cancelled is kept
+        and looked at again a grace period later. Returns how many were removed."""
         stamp = at_ms if at_ms is not None else now_ms()
         cutoff = stamp - self.reservations.retention_ms
         due = [_s(r) for r in await self.redis.zrangebyscore(self.keys.ended, "-inf", cutoff, start=0, num=limit)]
@@ -719,7 +721,7 @@ class Ledger:
         live = {reservation_id for (reservation_id, _), outcome in zip(work, outcomes) if outcome[0] == "kept"}
         done = [r for r in due if r not in live]
         replies = await self._intents("forget", done)
-        if live:  # ended, then held again? Look again after another grace period.
+        if live:  # committed and not yet shipped, or held again: look again after another grace period
             await self.redis.zadd(self.keys.ended, {r: stamp for r in live})
         return sum(1 for reply in replies if _s(reply[0]) == "forgotten")
 
