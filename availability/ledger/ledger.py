@@ -797,5 +797,13 @@ def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: scripts that share the channel ATS arithmetic and candidate parsing (ats_lib.lua)
+_USES_ATS_LIB = ("reserve", "reserve_group")
+
+
 def _script_source(name: str) -> str:
-    return resources.files("availability.ledger").joinpath("scripts", f"{name}.lua").read_text()
+    scripts = resources.files("availability.ledger").joinpath("scripts")
+    source = scripts.joinpath(f"{name}.lua").read_text()
+    if name in _USES_ATS_LIB:
+        source = scripts.joinpath("ats_lib.lua").read_text() + source
+    return source

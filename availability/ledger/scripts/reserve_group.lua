@@ -6,7 +6,7 @@
 -- here: a replay, a pending attempt, a conflict) is answered {'again'} with nothing
 -- written, and the caller runs it through the per-SKU protocol (reserve.lua, intent.lua).
 --
--- The ATS arithmetic is reserve.lua's (availability/domain/ats.py in Lua); each
+-- The ATS arithmetic is reserve.lua's (ats_lib.lua, prepended when loaded); each
 -- request sees the buckets left by the requests before it in the batch.
 --
 -- KEYS[1] stock hash   {sku}:stock
@@ -32,94 +32,13 @@
 
 local now, sku, cap, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
-local stock = {}
-local function buckets(loc)
-  local b = stock[loc]
-  if not b then
-    local raw = redis.call('HGET', KEYS[1], loc)
-    b = {0, 0, 0, 0, 0, '-1'}
-    if raw then
-      local a, r, al, u, i, c = string.match(raw, '^(-?%d+),(%d+),(%d+),(%d+),(%d+),(-?%d+)$')
-      b = {tonumber(a), tonumber(r), tonumber(al), tonumber(u), tonumber(i), c}
-    end
-    stock[loc] = b
-  end
-  return b
-end
 local function five(b) return table.concat({b[1], b[2], b[3], b[4], b[5]}, ',') end
 
-local function pct_floor(bp, units) return math.floor(bp * units / 10000) end
-local function pct_ceil(bp, units) return -math.floor(-bp * units / 10000) end
-
-local function channel_ats(c)
-  local b = buckets(c.loc)
-  local loc_ats = math.max(0, b[1] - b[2] - b[3] - b[4] - c.safety)
-  local remaining, own = loc_ats, 0
-  for i, p in ipairs(c.prot) do
-    local wanted = p[1]
-    if wanted == 0 then wanted = pct_floor(p[2], loc_ats) end
-    local got = math.min(wanted, remaining)
-    remaining = remaining - got
-    if i == c.own then own = got end
-  end
-  local buffer = c.buf_units + pct_ceil(c.buf_bp, loc_ats)
-  local after = math.max(0, own + remaining - buffer)
-  if after < c.threshold then return 0 end
-  return after
-end
-
--- candidate sets
+-- candidate sets (buckets, channel_ats, read_candidates, place, held_reply: ats_lib.lua)
 local pos = 6
 local sets = {}
 for si = 1, tonumber(ARGV[5]) do
-  local cands = {}
-  local n = tonumber(ARGV[pos])
-  pos = pos + 1
-  for ci = 1, n do
-    local c = {loc = ARGV[pos], safety = tonumber(ARGV[pos + 1]), buf_units = tonumber(ARGV[pos + 2]),
-               buf_bp = tonumber(ARGV[pos + 3]), threshold = tonumber(ARGV[pos + 4]),
-               own = tonumber(ARGV[pos + 5]), prot = {}}
-    local np = tonumber(ARGV[pos + 6])
-    pos = pos + 7
-    for pi = 1, np do
-      c.prot[pi] = {tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])}
-      pos = pos + 2
-    end
-    cands[ci] = c
-  end
-  if n > 0 and cands[n].loc == '*' then
-    local template = table.remove(cands)
-    local named = {}
-    for _, c in ipairs(cands) do named[c.loc] = true end
-    local others = redis.call('HKEYS', KEYS[1])
-    table.sort(others)
-    for _, loc in ipairs(others) do
-      if not named[loc] then
-        cands[#cands + 1] = {loc = loc, safety = template.safety, buf_units = template.buf_units,
-          buf_bp = template.buf_bp, threshold = template.threshold, own = template.own, prot = template.prot}
-      end
-    end
-  end
-  sets[si] = cands
-end
-
--- one line against the buckets as they stand: its allocations, or nil and what is available
-local function place(qty, cands)
-  for _, c in ipairs(cands) do
-    if channel_ats(c) >= qty then return {{c.loc, qty}} end
-  end
-  local allocs, remaining, available = {}, qty, 0
-  for _, c in ipairs(cands) do
-    local ats = channel_ats(c)
-    available = available + ats
-    if remaining > 0 and ats > 0 then
-      local take = math.min(ats, remaining)
-      allocs[#allocs + 1] = {c.loc, take}
-      remaining = remaining - take
-    end
-  end
-  if remaining > 0 then return nil, available end
-  return allocs
+  sets[si], pos = read_candidates(pos)
 end
 
 local touched, touched_order = {}, {}
@@ -159,20 +78,7 @@ for ri, request in ipairs(requests) do
       end
       replies[ri] = {'short', unpack(short)}
     else
-      local result = {'held', n_lines}
-      local held_at, order = {}, {}
-      for _, allocs in ipairs(placed) do
-        result[#result + 1] = #allocs
-        for _, a in ipairs(allocs) do
-          result[#result + 1] = a[1]
-          result[#result + 1] = a[2]
-          if not held_at[a[1]] then
-            held_at[a[1]] = 0
-            order[#order + 1] = a[1]
-          end
-          held_at[a[1]] = held_at[a[1]] + a[2]
-        end
-      end
+      local result, held_at, order = held_reply(placed)
       local body = {}
       for _, loc in ipairs(order) do
         local b = stock[loc]
