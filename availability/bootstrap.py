@@ -117,6 +117,7 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
                 default_ttl_ms=settings.reservation_default_ttl_seconds * 1000,
                 lease_ms=int(settings.reservation_lease_seconds * 1000),
                 retention_ms=settings.reservation_retention_seconds * 1000,
+                group_max=settings.reservation_group_max,
                 debug_pause_at=settings.debug_reserve_pause_at,
                 debug_pause_seconds=settings.debug_reserve_pause_seconds,
             ),

@@ -69,9 +69,11 @@ class Settings(BaseSettings):
     reservation_default_ttl_seconds: int = 900
     reservation_lease_seconds: float = 5.0
     reservation_retention_seconds: int = 24 * 3600
+    #: group commit: most one-SKU reservations of one SKU settled in one script call (0 = off)
+    reservation_group_max: int = 256
     #: test-only: pause reservations "after-intent" or "after-holds" (crash tests kill the
     #: process there); never set in production
-    debug_reserve_pause_at: Literal["after-intent", "after-holds"] | None = None
+    debug_reserve_pause_at: Literal["after-intent", "after-holds", "before-group", "after-group"] | None = None
     debug_reserve_pause_seconds: float = 3600.0
 
     #: Shopify push
