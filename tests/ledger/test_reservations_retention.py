@@ -33,7 +33,9 @@ async def _footprint(ledger: Ledger) -> dict:
     keys = [k async for k in r.scan_iter(match=f"{ledger.keys.prefix}:*", count=1000)]
     # the ship events' own records (idempotency window, on_hand delta log) are the event
     # path's memory, bounded by its window and cap, not the reservations'
-    keys = [k for k in keys if k.decode() != ledger.keys.journal and not k.endswith(b":seen") and b":dl:" not in k]
+    event_path = (b":idb:", b":dlog:", b":dl:")  # idempotency tables, delta logs
+    keys = [k for k in keys if k.decode() not in (ledger.keys.journal, ledger.keys.oversells)
+            and not k.endswith((b":seen", b":idm", b":cuts")) and not any(part in k for part in event_path)]
     pipe = r.pipeline(transaction=False)
     for key in keys:
         pipe.memory_usage(key, samples=0)
