@@ -23,6 +23,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from availability.api import events, lookups, master, ops, reservations, rules
+from availability.api.allow import options_handlers
 from availability.api.context import ApiContext
 from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
@@ -69,7 +70,8 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         *_intake_routes(runtime),
     ]
     app = Litestar(
-        route_handlers=handlers,
+        # OPTIONS first: Litestar's own would answer only the first handler's methods (allow.py)
+        route_handlers=[*options_handlers(handlers), *handlers],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)],
         lifespan=[_lifespan(ctx, services)],

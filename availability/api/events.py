@@ -30,7 +30,13 @@ from availability.api.schemas import (
     EventOutcome,
     EventsAccepted,
 )
-from availability.domain.events import MAX_QUANTITY, StockEvent, decode_events
+from availability.domain.events import (
+    ADJUSTMENT_REASONS,
+    MAX_QUANTITY,
+    RESERVATION_TYPES,
+    StockEvent,
+    decode_events,
+)
 
 
 def _event_schema() -> dict:
@@ -44,6 +50,18 @@ def _event_schema() -> dict:
     props["location"].update(pattern=LOCATION_PATTERN)
     props["quantity"].update(minimum=0, maximum=MAX_QUANTITY)
     props["occurred_at"].update(pattern=DATETIME_PATTERN)
+    props["eta"]["anyOf"][0].update(pattern=DATETIME_PATTERN)
+    # What validate_event() asks of some types, as JSON Schema conditionals.
+    event["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": "adjustment"}}, "required": ["type"]},
+            "then": {"properties": {"reason": {"enum": list(ADJUSTMENT_REASONS)}}, "required": ["reason"]},
+        },
+        {
+            "if": {"properties": {"type": {"enum": sorted(RESERVATION_TYPES)}}, "required": ["type"]},
+            "then": {"properties": {"reference": {"type": "string", "minLength": 1}}, "required": ["reference"]},
+        },
+    ]
     return event
 
 
