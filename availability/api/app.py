@@ -24,6 +24,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from availability.api import events, lookups, master, ops, reservations, rules
 from availability.api.allow import options_handlers
+from availability.api.asyncapi import asyncapi_routes
 from availability.api.context import ApiContext
 from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
@@ -68,6 +69,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         *events.routes(ctx),
         *ops.routes(ctx),
         *_intake_routes(runtime),
+        *asyncapi_routes(settings, API_VERSION),
     ]
     app = Litestar(
         # OPTIONS first: Litestar's own would answer only the first handler's methods (allow.py)

@@ -88,6 +88,7 @@ def refine_openapi(app: Litestar, request_types: Iterable[type], handlers: Itera
         if handler.opt.get("scope") is not None
     }
     _document_intake(served)
+    _strings_on_the_wire(served)
     _document_statuses(served, keyed)
     _document_readiness(served)
     _add_links(served)
@@ -121,6 +122,21 @@ def _document_statuses(document: dict[str, Any], keyed: dict[str, Any]) -> None:
             wanted |= {400, 413, 422}
         for status in sorted(wanted):
             responses.setdefault(str(status), _problem(status))
+
+
+def _strings_on_the_wire(document: dict[str, Any]) -> None:
+    """A header or query parameter is absent or a string: `str | None` parameters are
+    documented as `oneOf [string, null]`, which tells a client to send the text "null"."""
+    for _path, _method, operation in _operations(document):
+        for parameter in operation.get("parameters", []):
+            schema = parameter.get("schema", {})
+            for key in ("oneOf", "anyOf"):
+                members = schema.get(key)
+                if parameter.get("in") in ("header", "query") and members:
+                    kept = [m for m in members if m.get("type") != "null"]
+                    if len(kept) == 1 and len(kept) < len(members):
+                        rest = {k: v for k, v in schema.items() if k != key}
+                        parameter["schema"] = {**kept[0], **rest}
 
 
 def _document_readiness(document: dict[str, Any]) -> None:
