@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
+from faststream.specification.asyncapi.site import ASYNCAPI_CSS_DEFAULT_URL, ASYNCAPI_JS_DEFAULT_URL
+from litestar import MediaType, Response, get
 
 from availability.config import Settings
 from availability.domain.events import EVENT_TYPES, StockEvent
@@ -107,9 +109,6 @@ document.getElementById("asyncapi"));</script></body></html>"""
 
 def asyncapi_routes(settings: Settings, api_version: str) -> list:
     """`GET /asyncapi.json` (the document) and `GET /asyncapi` (rendered); open, like /schema."""
-    from faststream.specification.asyncapi.site import ASYNCAPI_CSS_DEFAULT_URL, ASYNCAPI_JS_DEFAULT_URL  # noqa: PLC0415
-    from litestar import MediaType, Response, get  # noqa: PLC0415
-
     body = json.dumps(asyncapi_document(settings, api_version)).encode()
     page = _PAGE.format(css=ASYNCAPI_CSS_DEFAULT_URL, js=ASYNCAPI_JS_DEFAULT_URL)
 
