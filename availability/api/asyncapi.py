@@ -109,12 +109,12 @@ document.getElementById("asyncapi"));</script></body></html>"""
 
 def asyncapi_routes(settings: Settings, api_version: str) -> list:
     """`GET /asyncapi.json` (the document) and `GET /asyncapi` (rendered); open, like /schema."""
-    body = json.dumps(asyncapi_document(settings, api_version)).encode()
+    document = asyncapi_document(settings, api_version)
     page = _PAGE.format(css=ASYNCAPI_CSS_DEFAULT_URL, js=ASYNCAPI_JS_DEFAULT_URL)
 
     @get("/asyncapi.json", tags=["operations"], summary="AsyncAPI 3.0 document of the event and dead-letter streams")
-    async def asyncapi_json() -> Response[bytes]:
-        return Response(body, media_type=MediaType.JSON)
+    async def asyncapi_json() -> dict[str, Any]:
+        return document
 
     @get("/asyncapi", include_in_schema=False)
     async def asyncapi_page() -> Response[str]:
