@@ -45,6 +45,7 @@ def _event_schema() -> dict:
     generated = msgspec.json.schema(StockEvent)
     event = generated["$defs"][generated["$ref"].rsplit("/", 1)[-1]]
     props = event["properties"]
+    props["type"]["type"] = "string"  # an enum alone is not typed for client generators
     props["event_id"].update(minLength=1, maxLength=200)
     props["sku"].update(minLength=1, maxLength=128, pattern=SKU_PATTERN)
     props["location"].update(pattern=LOCATION_PATTERN)

@@ -88,6 +88,7 @@ def refine_openapi(app: Litestar, request_types: Iterable[type], handlers: Itera
         if handler.opt.get("scope") is not None
     }
     _document_intake(served)
+    _name_the_event(served)
     _strings_on_the_wire(served)
     _document_statuses(served, keyed)
     _document_readiness(served)
@@ -122,6 +123,19 @@ def _document_statuses(document: dict[str, Any], keyed: dict[str, Any]) -> None:
             wanted |= {400, 413, 422}
         for status in sorted(wanted):
             responses.setdefault(str(status), _problem(status))
+
+
+def _name_the_event(document: dict[str, Any]) -> None:
+    """POST /v1/events states its body inline (events.py); as a named component, generated
+    clients get a StockEvent model instead of giving up on an anonymous union."""
+    operation = document.get("paths", {}).get("/v1/events", {}).get("post")
+    if operation is None:
+        return
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    one, many = schema["oneOf"]
+    document.setdefault("components", {}).setdefault("schemas", {})["StockEvent"] = one
+    ref = {"$ref": "#/components/schemas/StockEvent"}
+    schema["oneOf"] = [ref, {**many, "items": ref}]
 
 
 def _strings_on_the_wire(document: dict[str, Any]) -> None:

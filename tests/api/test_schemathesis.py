@@ -16,61 +16,23 @@ a minute or two under load), THOROUGH_EXAMPLES with `-m slow`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("schemathesis")
 
-from availability.api.app import ServedApp  # noqa: E402
-from availability.config import Settings  # noqa: E402
-from availability.embedded_redis import free_port  # noqa: E402
+from tests.api.served import KEY, served  # noqa: E402, F401 - the module's server fixture
 
-KEY = "fuzz-admin-key"
 FAST_EXAMPLES = 10
 THOROUGH_EXAMPLES = 100
 SEED = 18
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-
-
-@pytest.fixture(scope="module")
-def served(redis_url, tmp_path_factory):
-    import uvicorn
-
-    data_dir = tmp_path_factory.mktemp("fuzz")
-    config = Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        key_prefix=f"fz{uuid.uuid4().hex[:8]}",
-        data_dir=str(data_dir),
-        database_url=f"sqlite+aiosqlite:///{data_dir}/rules.db",
-        api_keys=json.dumps([{"key": KEY, "scopes": ["admin"], "name": "fuzzer"}]),
-        events_mode="direct",
-        rate_limit_per_second=0,
-    )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(ServedApp(config), host="127.0.0.1", port=port, lifespan="on", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="fuzz-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the API server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=20)
 
 
 def run_schemathesis(base: str, max_examples: int) -> tuple[int, int, str]:
