@@ -35,7 +35,7 @@ SEED = 18
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
-def run_schemathesis(base: str, max_examples: int) -> tuple[int, int, str]:
+def run_schemathesis(base: str, max_examples: int, workdir: Path) -> tuple[int, int, str]:
     """(test cases generated, failures, output) of `st run --checks all` against `base`."""
     st = shutil.which("st", path=os.path.dirname(sys.executable)) or shutil.which("st")
     if st is None:
@@ -57,7 +57,8 @@ def run_schemathesis(base: str, max_examples: int) -> tuple[int, int, str]:
         "--generation-deterministic",
         "--no-color",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    # In a directory of its own: st keeps a cache (.schemathesis/) where it runs.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, cwd=workdir)
     output = done.stdout + done.stderr
     generated = re.search(r"(\d+) generated", output)
     failures = re.search(r"(\d+) failures?", output.rsplit("SUMMARY", 1)[-1])
@@ -65,17 +66,17 @@ def run_schemathesis(base: str, max_examples: int) -> tuple[int, int, str]:
     return int(generated.group(1)), int(failures.group(1)) if failures else 0, output if done.returncode else ""
 
 
-def _check(base: str, max_examples: int) -> None:
-    generated, failures, output = run_schemathesis(base, max_examples)
+def _check(base: str, max_examples: int, workdir: Path) -> None:
+    generated, failures, output = run_schemathesis(base, max_examples, workdir)
     print(f"schemathesis --checks all, {max_examples} examples per operation: {generated} test cases, {failures} failures")
     assert generated > 30 * max_examples
     assert failures == 0 and not output, output[-20000:]
 
 
-def test_every_operation_answers_as_documented_under_all_checks(served):
-    _check(served, FAST_EXAMPLES)
+def test_every_operation_answers_as_documented_under_all_checks(served, tmp_path):
+    _check(served, FAST_EXAMPLES, tmp_path)
 
 
 @pytest.mark.slow
-def test_every_operation_answers_as_documented_under_all_checks_thoroughly(served):
-    _check(served, THOROUGH_EXAMPLES)
+def test_every_operation_answers_as_documented_under_all_checks_thoroughly(served, tmp_path):
+    _check(served, THOROUGH_EXAMPLES, tmp_path)
