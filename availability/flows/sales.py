@@ -328,14 +328,14 @@ class SalesInFlight:
     the webhook reader and the sweep may all touch one SKU)."""
 
     def __init__(
-        self, redis: Redis, *, known_key, sales_key, seen_key, holds_index: str, config: SalesConfig, record_known=None
+        self, redis: Redis, *, known_key, sales_key, applied, holds_index: str, config: SalesConfig, record_known=None
     ) -> None:
         self.redis = redis
         #: the newest-wins Lua script of the known values (flows/scripts/record_known.lua)
         self.record_known = record_known
         self.known_key = known_key  # sku -> the SKU's known-values hash
         self.sales_key = sales_key  # sku -> the SKU's sales hash
-        self.seen_key = seen_key  # sku -> the ledger's idempotency zset of the SKU
+        self.applied = applied  # (sku, event ids) -> those the ledger has applied (Ledger.applied)
         self.holds_index = holds_index
         self.config = config
 
@@ -351,8 +351,7 @@ class SalesInFlight:
                     applied: set[str] = set()
                     if state.orders:
                         ids = sorted(state.orders)
-                        scores = await pipe.zmscore(self.seen_key(sku), ids)
-                        applied = {e for e, s in zip(ids, scores) if s is not None}
+                        applied = await self.applied(sku, ids)
                     known_raw = await pipe.hgetall(self.known_key(sku)) if watch_known else {}
                     settled = settle(
                         state, applied, now_ms(), window_ms=self.config.window_ms, max_hold_ms=self.config.max_hold_ms

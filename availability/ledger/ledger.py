@@ -291,6 +291,23 @@ class Ledger:
         count_oversells(events, results)
         return results
 
+    async def applied(self, sku: str, event_ids: Sequence[str], *, at_ms: int | None = None) -> set[str]:
+        """Which of these events of one SKU the ledger has applied inside the idempotency
+        window: the same digest lookup apply_event.lua makes, read-only (the Shopify push
+        asks it whether an order it noted has reached the ledger yet)."""
+        if not event_ids:
+            return set()
+        ids, _ = self.limits.idempotency_buckets_at(now_ms() if at_ms is None else at_ms)
+        metas = await self.redis.hmget(self.keys.idempotency_meta(sku), ids)
+        present = [(b, int(_s(m).split(",", 1)[0])) for b, m in zip(ids, metas) if m]
+        if not present:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket, _slots in present:
+            pipe.get(self.keys.idempotency_bucket(sku, bucket))
+        tables = [(raw or b"", slots) for raw, (_b, slots) in zip(await pipe.execute(), present)]
+        return {e for e in event_ids if any(_in_table(event_digest(e), t, n) for t, n in tables)}
+
     async def idempotency_records(self, sku: str) -> int:
         """How many idempotency records the SKU holds now (all live buckets)."""
         raw = await self.redis.hgetall(self.keys.idempotency_meta(sku))
@@ -854,6 +871,21 @@ class Ledger:
         if live:  # committed and not yet shipped, or held again: look again after another grace period
             await self.redis.zadd(self.keys.ended, {r: stamp for r in live})
         return sum(1 for reply in replies if _s(reply[0]) == "forgotten")
+
+
+def _in_table(digest: bytes, table: bytes, slots: int) -> bool:
+    """Linear probe of one idempotency table, as apply_event.lua's `probe` walks it."""
+    if slots < 1 or len(table) < slots * 8:
+        return False  # expired (or not what its meta says: the script reports that one)
+    s = int.from_bytes(digest[:4], "big") % slots
+    for _ in range(slots):
+        slot = table[s * 8 : s * 8 + 8]
+        if slot == digest:
+            return True
+        if slot == b"\0" * 8:
+            return False
+        s = (s + 1) % slots
+    return False
 
 
 def _in_progress(reservation_id: str, wait_ms: int) -> ReservationInProgress:
