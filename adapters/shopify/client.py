@@ -45,6 +45,12 @@ Pacing
 after it: before each call it waits until the leaky bucket, as last reported by
 ``throttleStatus`` and refilled at ``restoreRate`` since, holds the call's estimated
 cost plus a reserve margin. :func:`pacing_delay` is the pure arithmetic.
+
+A mutation's estimated cost follows what the shop reports: :class:`MutationCostEstimate`
+starts at the documented flat 10 points and, from each answer's ``requestedQueryCost``
+(also present on THROTTLED answers), learns a base and a per-entry price. Shopify does not
+publish the price of a many-entry ``inventorySetQuantities``; a shop that charges per entry
+would otherwise be under-estimated and paced into its wall.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ __all__ = [
     "ClientStats",
     "GraphQLResponse",
     "LevelsReadResult",
+    "MutationCostEstimate",
     "QuantityChange",
     "QueryCost",
     "SetQuantity",
@@ -420,6 +427,32 @@ class ThrottleGovernor:
             self._observed_at = now
 
 
+class MutationCostEstimate:
+    """Cost of an ``inventorySetQuantities`` call of ``n`` entries, learnt from the shop.
+
+    ``base + per_entry x n``; both start from the documented flat charge (10, nothing per
+    entry). Each reported requested cost for ``n`` entries raises the per-entry price to
+    what that answer implies over the base, and the base to what a cheap call shows, so
+    the estimate never stays under anything the shop has asked for. Requested (not actual)
+    cost is what the bucket must hold when a call is admitted.
+    """
+
+    def __init__(self, base: float = MUTATION_COST, per_entry: float = 0.0) -> None:
+        self.base = base
+        self.per_entry = per_entry
+
+    def __call__(self, entries: int) -> float:
+        return self.base + self.per_entry * entries
+
+    def observe(self, entries: int, requested: float | None) -> None:
+        if requested is None or entries <= 0 or requested <= self(entries):
+            return
+        if entries == 1 or requested - self.base <= 0:
+            self.base = max(self.base, requested - self.per_entry * entries)
+        else:
+            self.per_entry = (requested - self.base) / entries
+
+
 # ----------------------------------------------------------------------------- queries
 
 _SET_MUTATION = """mutation AvailabilitySetQuantities($input: InventorySetQuantitiesInput!) {
@@ -544,6 +577,7 @@ class ShopifyAdminClient:
         self.levels_page_size = levels_page_size
         self.max_query_cost = max_query_cost
         self.last_cost: QueryCost | None = None
+        self.mutation_cost = MutationCostEstimate()  # learnt from the shop's answers
         self.stats = ClientStats()
         self._headers = {
             "X-Shopify-Access-Token": access_token,
@@ -756,7 +790,13 @@ class ShopifyAdminClient:
             reference_document_uri = f"gid://availability/Push/{idempotency_key}"
         inp = self.build_set_input(entries, name, reason, reference_document_uri)
         query = self.set_mutation(idempotency_key)
-        resp = await self.execute(query, {"input": inp}, estimated_cost=MUTATION_COST)
+        estimate = self.mutation_cost
+        try:
+            resp = await self.execute(query, {"input": inp}, estimated_cost=estimate(len(entries)))
+        except ShopifyError as exc:
+            estimate.observe(len(entries), exc.cost.requested if exc.cost else None)
+            raise
+        estimate.observe(len(entries), resp.cost.requested)
         payload = resp.data.get("inventorySetQuantities")
         if not isinstance(payload, dict):
             raise ShopifyRequestError("inventorySetQuantities answered without a payload", cost=resp.cost)
