@@ -430,27 +430,33 @@ class ThrottleGovernor:
 class MutationCostEstimate:
     """Cost of an ``inventorySetQuantities`` call of ``n`` entries, learnt from the shop.
 
-    ``base + per_entry x n``; both start from the documented flat charge (10, nothing per
-    entry). Each reported requested cost for ``n`` entries raises the per-entry price to
-    what that answer implies over the base, and the base to what a cheap call shows, so
-    the estimate never stays under anything the shop has asked for. Requested (not actual)
-    cost is what the bucket must hold when a call is admitted.
+    ``base + per_entry x n``, starting from the documented flat charge (10, nothing per
+    entry). Every reported requested cost (THROTTLED answers report it too) is remembered
+    for its entry count; the line goes through the answers for the smallest and the
+    largest count seen. With one count seen, what exceeds the documented 10 is put on the
+    entries (the cautious reading: larger calls are then not under-estimated). Requested,
+    not actual, cost is what the bucket must hold when a call is admitted.
     """
 
     def __init__(self, base: float = MUTATION_COST, per_entry: float = 0.0) -> None:
         self.base = base
         self.per_entry = per_entry
+        self._seen: dict[int, float] = {}  # entries -> last requested cost
 
     def __call__(self, entries: int) -> float:
         return self.base + self.per_entry * entries
 
     def observe(self, entries: int, requested: float | None) -> None:
-        if requested is None or entries <= 0 or requested <= self(entries):
+        if requested is None or entries <= 0:
             return
-        if entries == 1 or requested - self.base <= 0:
-            self.base = max(self.base, requested - self.per_entry * entries)
-        else:
+        self._seen[entries] = requested
+        low, high = min(self._seen), max(self._seen)
+        if low == high:
+            self.base = min(requested, MUTATION_COST)
             self.per_entry = (requested - self.base) / entries
+        else:
+            self.per_entry = max(0.0, (self._seen[high] - self._seen[low]) / (high - low))
+            self.base = max(0.0, self._seen[low] - self.per_entry * low)
 
 
 # ----------------------------------------------------------------------------- queries
