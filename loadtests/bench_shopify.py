@@ -388,9 +388,13 @@ async def run_baseline(redis, redis_url: str, plan: str, cost_model: str, initia
         done = True
         wake.set()
         deadline = ended + safety
-        while time.monotonic() < deadline and (pending or await shop.differences(book)):
+        # the sender ends once its queue is empty (its last call answered), not before:
+        # cutting that call off would leave its events unconfirmed
+        await asyncio.wait({task}, timeout=safety)
+        while time.monotonic() < deadline and await shop.differences(book):
             await asyncio.sleep(0.05)
         converge_s = time.monotonic() - ended
+        cut_off = not task.done()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         wrong = await shop.differences(book)
@@ -406,7 +410,7 @@ async def run_baseline(redis, redis_url: str, plan: str, cost_model: str, initia
             "levels_wrong_at_end": wrong,
             "converged_after_sale_s": round(converge_s, 2),
             "safety_timeout_s": safety,
-            "safety_timeout_hit": wrong > 0 or bool(pending),
+            "safety_timeout_hit": wrong > 0 or cut_off,
             "learnt_cost_250_entries": client.mutation_cost(MAX_ENTRIES_PER_CALL),
         }
     finally:

@@ -225,7 +225,9 @@ def shopify_rows(r: dict) -> list[tuple[str, str, str, str]]:
     for model, run in (r.get("cost_models") or {"documented": r}).items():
         ours, base = run.get("publisher", {}), run.get("baseline", {})
         cost = (f"{model} cost: {_fmt(run.get('mutation_cost'))} + {_fmt(run.get('mutation_entry_cost'))}/entry per call"
-                f", bucket {_fmt(run.get('bucket_size'))}, {_fmt(run.get('restore_rate'))}/s")
+                f", bucket {_fmt(run.get('bucket_size'))}, {_fmt(run.get('restore_rate'))}/s"
+                + (", assumed: Shopify does not publish a 250-entry mutation's price" if model == "documented"
+                   else ", an assumption to test against"))
         rows += [
             (f"Shopify flash sale ({r.get('events')} events, {r.get('plan')} plan, {cost}): API calls",
              f"{_fmt(ours.get('calls'))} ({_fmt(ours.get('events_per_call'))} events per call)",
