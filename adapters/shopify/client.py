@@ -45,6 +45,12 @@ Pacing
 after it: before each call it waits until the leaky bucket, as last reported by
 ``throttleStatus`` and refilled at ``restoreRate`` since, holds the call's estimated
 cost plus a reserve margin. :func:`pacing_delay` is the pure arithmetic.
+
+A mutation's estimated cost follows what the shop reports: :class:`MutationCostEstimate`
+starts at the documented flat 10 points and, from each answer's ``requestedQueryCost``
+(also present on THROTTLED answers), learns a base and a per-entry price. Shopify does not
+publish the price of a many-entry ``inventorySetQuantities``; a shop that charges per entry
+would otherwise be under-estimated and paced into its wall.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ __all__ = [
     "ClientStats",
     "GraphQLResponse",
     "LevelsReadResult",
+    "MutationCostEstimate",
     "QuantityChange",
     "QueryCost",
     "SetQuantity",
@@ -420,6 +427,38 @@ class ThrottleGovernor:
             self._observed_at = now
 
 
+class MutationCostEstimate:
+    """Cost of an ``inventorySetQuantities`` call of ``n`` entries, learnt from the shop.
+
+    ``base + per_entry x n``, starting from the documented flat charge (10, nothing per
+    entry). Every reported requested cost (THROTTLED answers report it too) is remembered
+    for its entry count; the line goes through the answers for the smallest and the
+    largest count seen. With one count seen, what exceeds the documented 10 is put on the
+    entries (the cautious reading: larger calls are then not under-estimated). Requested,
+    not actual, cost is what the bucket must hold when a call is admitted.
+    """
+
+    def __init__(self, base: float = MUTATION_COST, per_entry: float = 0.0) -> None:
+        self.base = base
+        self.per_entry = per_entry
+        self._seen: dict[int, float] = {}  # entries -> last requested cost
+
+    def __call__(self, entries: int) -> float:
+        return self.base + self.per_entry * entries
+
+    def observe(self, entries: int, requested: float | None) -> None:
+        if requested is None or entries <= 0:
+            return
+        self._seen[entries] = requested
+        low, high = min(self._seen), max(self._seen)
+        if low == high:
+            self.base = min(requested, MUTATION_COST)
+            self.per_entry = (requested - self.base) / entries
+        else:
+            self.per_entry = max(0.0, (self._seen[high] - self._seen[low]) / (high - low))
+            self.base = max(0.0, self._seen[low] - self.per_entry * low)
+
+
 # ----------------------------------------------------------------------------- queries
 
 _SET_MUTATION = """mutation AvailabilitySetQuantities($input: InventorySetQuantitiesInput!) {
@@ -544,6 +583,7 @@ class ShopifyAdminClient:
         self.levels_page_size = levels_page_size
         self.max_query_cost = max_query_cost
         self.last_cost: QueryCost | None = None
+        self.mutation_cost = MutationCostEstimate()  # learnt from the shop's answers
         self.stats = ClientStats()
         self._headers = {
             "X-Shopify-Access-Token": access_token,
@@ -756,7 +796,13 @@ class ShopifyAdminClient:
             reference_document_uri = f"gid://availability/Push/{idempotency_key}"
         inp = self.build_set_input(entries, name, reason, reference_document_uri)
         query = self.set_mutation(idempotency_key)
-        resp = await self.execute(query, {"input": inp}, estimated_cost=MUTATION_COST)
+        estimate = self.mutation_cost
+        try:
+            resp = await self.execute(query, {"input": inp}, estimated_cost=estimate(len(entries)))
+        except ShopifyError as exc:
+            estimate.observe(len(entries), exc.cost.requested if exc.cost else None)
+            raise
+        estimate.observe(len(entries), resp.cost.requested)
         payload = resp.data.get("inventorySetQuantities")
         if not isinstance(payload, dict):
             raise ShopifyRequestError("inventorySetQuantities answered without a payload", cost=resp.cost)

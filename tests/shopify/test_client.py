@@ -411,3 +411,23 @@ async def test_the_pacing_audit_catches_an_unpaced_client(shop_factory):
         await _push_many(shop, c, n_calls=12, concurrency=12)
     assert len(log.calls) == 12
     assert len(refused_by_documented_bucket(log.calls, capacity=40.0, restore_rate=2.0)) >= 6
+
+
+async def test_mutation_estimate_follows_the_shop_so_a_per_entry_price_is_paced(shop_factory):
+    # The pessimistic preset charges 10 + 1 per entry, on half the standard bucket (1,000
+    # points, 50/s): a 250-entry call costs 260, so four fit and the fifth must wait. With
+    # the documented flat 10 as its estimate the governor would let all eight go at once.
+    shop = shop_factory(n_items=250, n_locations=1, cost_model="pessimistic")
+    gov = ThrottleGovernor()
+    log = CallLog()
+    async with client_for(shop, governor=gov, timeout=30.0) as c:
+        log.attach(c._http)
+        assert c.mutation_cost(250) == 10.0
+        for n in range(8):
+            entries = [SetQuantity(item, shop.locations[0], n, None) for item in shop.items]
+            assert (await c.set_available(entries, f"big-{n}")).ok
+        assert c.mutation_cost(250) == 260.0
+    assert shop.state.stats.throttled == 0
+    assert c.stats.throttled == 0 and c.stats.paced_seconds > 0
+    assert [call.requested for call in log.calls] == [260.0] * 8
+    assert refused_by_documented_bucket(log.calls, capacity=1000.0, restore_rate=50.0) == []
