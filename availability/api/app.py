@@ -24,6 +24,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from availability.api import events, exceptions, lookups, master, ops, reservations, rules
 from availability.api.context import ApiContext
+from availability.api.fastpath import FastLookups
 from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
 from availability.api.openapi import refine_openapi
@@ -99,7 +100,10 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
     )
     refine_openapi(app, REQUEST_BODIES, handlers, settings.public_read)
     # Outside routing, so unknown paths and framework errors are timed as well.
-    app.asgi_handler = MetricsASGI(app.asgi_handler, ctx.metrics)
+    # The two lookup routes answer from a lean path when the request is plainly valid (fastpath.py).
+    fast = FastLookups(app.asgi_handler, ctx)
+    app.asgi_handler = MetricsASGI(fast, ctx.metrics)
+    app.state.fast_lookups = fast
     app.state.api = ctx
     return app
 
