@@ -3,8 +3,10 @@
     availability serve [--host H] [--port P] [--workers N] [--server uvicorn|granian] [--access-log]
 
 Host, port and workers default to AVAILABILITY_HOST / _PORT / _WORKERS, the server to
-AVAILABILITY_SERVER (default: granian when installed, else uvicorn; docs/performance.md has
-the figures behind that default). Both run the same ASGI app with its lifespan. Each worker runs
+AVAILABILITY_SERVER (default uvicorn). Both run the same ASGI app with its lifespan. Granian
+served more lookups/s in bench_api (docs/performance.md), but the deploy contract of JSON
+log lines with uvicorn's access logger (tests/deploy/test_logs.py) is uvicorn's, so uvicorn
+stays the default until the logs are carried over. Each worker runs
 the API and the background services (expiry sweeper, rules-dirty marker, and the
 consumer and publisher when installed); the services coordinate through Redis.
 
@@ -33,17 +35,11 @@ SERVERS = ("uvicorn", "granian")
 
 
 def default_server() -> str:
-    """AVAILABILITY_SERVER, else Granian when installed (measured faster), else uvicorn."""
-    chosen = os.environ.get("AVAILABILITY_SERVER", "").strip().lower()
-    if chosen:
-        if chosen not in SERVERS:
-            raise SystemExit(f"AVAILABILITY_SERVER={chosen!r}: choose one of {', '.join(SERVERS)}")
-        return chosen
-    try:
-        import granian  # noqa: F401, PLC0415
-    except ImportError:
-        return "uvicorn"
-    return "granian"
+    """AVAILABILITY_SERVER, else uvicorn (read here: the server is chosen before Settings matter)."""
+    chosen = os.environ.get("AVAILABILITY_SERVER", "").strip().lower() or "uvicorn"
+    if chosen not in SERVERS:
+        raise SystemExit(f"AVAILABILITY_SERVER={chosen!r}: choose one of {', '.join(SERVERS)}")
+    return chosen
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", help="bind address (default AVAILABILITY_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default AVAILABILITY_PORT or 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default AVAILABILITY_WORKERS or 1)")
-    parser.add_argument("--server", choices=SERVERS, help="HTTP server (default AVAILABILITY_SERVER or granian)")
+    parser.add_argument("--server", choices=SERVERS, help="HTTP server (default AVAILABILITY_SERVER or uvicorn)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     parser.set_defaults(handler=serve)
 
@@ -80,7 +76,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     level = logging.getLevelName(logging.getLogger().level or logging.INFO)
     try:
         if server == "granian":
-            _run_granian(host, port, workers, args.access_log, level)
+            _run_granian(host, port, workers, args.access_log, level, settings)
         else:
             _run_uvicorn(host, port, workers, args.access_log, level, settings)
     finally:
@@ -108,12 +104,12 @@ def _run_uvicorn(host: str, port: int, workers: int, access_log: bool, level: st
     )
 
 
-def _run_granian(host: str, port: int, workers: int, access_log: bool, level: str) -> None:
+def _run_granian(host: str, port: int, workers: int, access_log: bool, level: str, settings: Settings) -> None:
     from granian import Granian  # noqa: PLC0415
     from granian.constants import Interfaces  # noqa: PLC0415
 
     # Granian handles SIGINT/SIGTERM itself and returns from serve(), so `finally` stops Redis.
-    # One runtime thread per worker: the app is one asyncio loop, scale with --workers.
+    # One runtime thread per worker (Granian's default): the app is one asyncio loop; scale with --workers.
     Granian(
         ASGI_FACTORY,
         factory=True,
@@ -123,6 +119,7 @@ def _run_granian(host: str, port: int, workers: int, access_log: bool, level: st
         workers=workers,
         log_level=level.lower(),
         log_access=access_log,
+        log_dictconfig=log_config(level, settings.log_format),
         workers_kill_timeout=15,
     ).serve()
 
