@@ -76,7 +76,7 @@ class FastLookups:
                 if method == "GET":
                     body = await self._single(scope, path[len(PREFIX) :])
                     if body is not None:
-                        await self._answer(scope, send, body, "/v1/availability/{sku:str}")
+                        await self._answer(scope, send, body, "/v1/availability/{sku}")
                         return
         await self.app(scope, receive, send)
 
