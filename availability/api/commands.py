@@ -108,6 +108,13 @@ def _run_granian(host: str, port: int, workers: int, access_log: bool, level: st
     from granian import Granian  # noqa: PLC0415
     from granian.constants import Interfaces  # noqa: PLC0415
 
+    if workers > 1:
+        # Granian forks its workers from this process, which may have imported prometheus_client
+        # before PROMETHEUS_MULTIPROC_DIR was set: pick the multiprocess value class now, or each
+        # worker would count in its own memory and /metrics would show nothing of the others.
+        from prometheus_client import values  # noqa: PLC0415
+
+        values.ValueClass = values.get_value_class()
     # Granian handles SIGINT/SIGTERM itself and returns from serve(), so `finally` stops Redis.
     # One runtime thread per worker (Granian's default): the app is one asyncio loop; scale with --workers.
     Granian(
