@@ -193,3 +193,66 @@ async def test_redis_down_is_litestars_answer(api):
     finally:
         ctx.reader = reader
     assert resp.status_code == 503 and switch.answered == 0
+
+
+def test_server_choice_from_the_environment(monkeypatch):
+    from availability.api.commands import default_server
+
+    monkeypatch.delenv("AVAILABILITY_SERVER", raising=False)
+    assert default_server() == "uvicorn"
+    monkeypatch.setenv("AVAILABILITY_SERVER", "Granian")
+    assert default_server() == "granian"
+    monkeypatch.setenv("AVAILABILITY_SERVER", "gunicorn")
+    with pytest.raises(SystemExit, match="uvicorn, granian"):
+        default_server()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_granian_serves_the_same_lookup_and_counts_it(redis_url, key_prefix, tmp_path, workers):
+    """`availability serve --server granian`, a real process: the fast path answers as under the
+    in-process app, and /metrics counts every worker's lookups."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    pytest.importorskip("granian")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
+    env.update(
+        AVAILABILITY_REDIS_URL=redis_url,
+        AVAILABILITY_KEY_PREFIX=key_prefix,
+        AVAILABILITY_DATA_DIR=str(tmp_path / "var"),
+        AVAILABILITY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/rules.db",
+        AVAILABILITY_API_KEYS=json.dumps([{"key": READER, "scopes": ["read"]}]),
+        AVAILABILITY_SERVICES='["expiry"]',
+    )
+    cmd = [sys.executable, "-m", "availability.cli", "serve", "--server", "granian", "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--workers", str(workers)], env=env, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "granian did not become ready"
+            time.sleep(0.2)
+        for _ in range(6):
+            resp = httpx.get(f"{base}/v1/availability/NEVER-SEEN", headers=bearer(READER))
+            assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+            assert resp.content == b'{"sku":"NEVER-SEEN","channel":"online","ats":0,"locations":[],"rules_version":0}'
+        assert httpx.get(f"{base}/v1/availability/X").status_code == 401
+        metrics = httpx.get(f"{base}/metrics").text
+        route = 'route="/v1/availability/{sku}"'
+        assert f'availability_http_request_duration_seconds_count{{method="GET",{route},status="200"}} 6.0' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
