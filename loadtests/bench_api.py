@@ -20,6 +20,14 @@ What it does, in one run (about 60 s; --quick about 15 s):
 5. Reservations (`reservations`): one hot SKU, more single-unit reservations than it has ATS, from 64
    connections at once; reports reservations per second and `oversold` (successes beyond
    the ATS before the run; must be 0), cross-checked with the ledger's reserved count.
+6. Lookup variants (`lookup_variants`, skip with --no-variants): the main server stopped, one
+   server at a time over the same Redis and rules: uvicorn or Granian (`--server`), with the
+   lookup fast path (api/fastpath.py) or with Litestar answering (AVAILABILITY_FAST_LOOKUPS=0),
+   1 or 2 workers; peak and p99 at half peak, each as a ratio to step 3's uvicorn constant
+   endpoint (Granian also measures its own constant endpoint).
+
+The main server (steps 3-5) is uvicorn with the fast path on, as `availability serve
+--server uvicorn` runs; --no-fast-path measures it with Litestar answering lookups.
 
 The load generator is loadtests/api_loadgen.py (raw asyncio protocols, uvloop when
 installed). It and the server share the machine: figures are for this machine, and the
@@ -60,7 +68,9 @@ HOT_SKU = "HOT-SNEAKER-42"
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
 
-def start_server(redis_url: str, port: int, prefix: str, data_dir: str, workers: int) -> subprocess.Popen:
+def start_server(
+    redis_url: str, port: int, prefix: str, data_dir: str, workers: int, server: str = "uvicorn", fast: bool = True
+) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
         AVAILABILITY_REDIS_URL=redis_url,
@@ -71,6 +81,7 @@ def start_server(redis_url: str, port: int, prefix: str, data_dir: str, workers:
         AVAILABILITY_BENCH_ENDPOINTS="true",
         AVAILABILITY_RATE_LIMIT_PER_SECOND="1000000000",
         AVAILABILITY_EVENTS_MODE="direct",
+        AVAILABILITY_FAST_LOOKUPS="1" if fast else "0",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     cmd = [
@@ -86,8 +97,10 @@ def start_server(redis_url: str, port: int, prefix: str, data_dir: str, workers:
         str(port),
         "--workers",
         str(workers),
+        "--server",
+        server,
     ]
-    log = open(Path(data_dir) / "server.log", "wb")
+    log = open(Path(data_dir) / f"server-{port}.log", "wb")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -208,6 +221,62 @@ async def lookups(port: int, skus: int, concurrency: int, seconds: float, warmup
     return out
 
 
+#: (server, fast path, workers) measured beside the main server's uvicorn constant endpoint
+VARIANTS = (
+    ("uvicorn", False, 1),
+    ("uvicorn", True, 2),
+    ("granian", False, 1),
+    ("granian", True, 1),
+    ("granian", True, 2),
+)
+
+
+async def lookup_variants(
+    redis_url: str, prefix: str, work: str, skus: int, concurrency: int, seconds: float, warmup: float, const_rps: float
+) -> dict:
+    """The lookup under each (server, fast path, workers), one server at a time, same Redis and
+    rules as the main run. Each reports its ratio to the main run's uvicorn constant endpoint;
+    Granian servers also measure their own constant endpoint (the framework under Granian)."""
+    out: dict = {}
+    make = lookup_factory(skus)
+    for server, fast, workers in VARIANTS:
+        name = f"{server}_{'fast' if fast else 'litestar'}_w{workers}"
+        port = free_port()
+        proc = start_server(redis_url, port, prefix, work, workers, server=server, fast=fast)
+        try:
+            await wait_ready(f"http://{HOST}:{port}", proc)
+            entry: dict = {"server": server, "fast_path": fast, "workers": workers}
+            if server == "granian" and workers == 1:
+                constant = constant_factory()
+                await closed_loop(HOST, port, constant, concurrency=concurrency, seconds=warmup)
+                entry["constant_peak_rps"] = (
+                    await closed_loop(HOST, port, constant, concurrency=concurrency, seconds=seconds)
+                ).summary()["requests_per_sec"]
+            await closed_loop(HOST, port, make, concurrency=concurrency, seconds=warmup)
+            peak = (await closed_loop(HOST, port, make, concurrency=concurrency, seconds=seconds)).summary()
+            half_rate = max(50.0, peak["requests_per_sec"] / 2)
+            half = (await open_loop(HOST, port, make, rate=half_rate, seconds=seconds)).summary()
+            rps = peak["requests_per_sec"]
+            entry.update(
+                peak_rps=rps,
+                peak_statuses=peak["statuses"],
+                at_half_peak={q: half[q] for q in ("p50_ms", "p90_ms", "p99_ms", "p999_ms")},
+                half_peak_target_rate=round(half_rate, 1),
+                ratio_to_uvicorn_constant=round(rps / const_rps, 3) if const_rps else None,
+            )
+            out[name] = entry
+        finally:
+            stop_server(proc)
+    base = out.get("uvicorn_litestar_w1", {}).get("peak_rps")
+    for entry in out.values():
+        entry["speedup_vs_uvicorn_litestar_w1"] = round(entry["peak_rps"] / base, 2) if base else None
+    for server in ("uvicorn", "granian"):
+        one, two = out.get(f"{server}_fast_w1"), out.get(f"{server}_fast_w2")
+        if one and two:
+            two["scaling_vs_w1"] = round(two["peak_rps"] / one["peak_rps"], 2)
+    return out
+
+
 async def batch(port: int, skus: int, seconds: float) -> dict:
     make = batch_factory(skus)
     await closed_loop(HOST, port, make, concurrency=8, seconds=min(1.0, seconds))
@@ -286,7 +355,7 @@ async def run(args: argparse.Namespace) -> dict:
     prefix = f"ba{uuid.uuid4().hex[:6]}"
     port = free_port()
     base = f"http://{HOST}:{port}"
-    proc = start_server(redis_url, port, prefix, work, args.workers)
+    proc = start_server(redis_url, port, prefix, work, args.workers, server="uvicorn", fast=not args.no_fast_path)
     started = time.perf_counter()
     try:
         await wait_ready(base, proc)
@@ -302,6 +371,9 @@ async def run(args: argparse.Namespace) -> dict:
             },
             "server": {
                 "workers": args.workers,
+                "server": "uvicorn",
+                "fast_path": not args.no_fast_path,
+                "granian": _module_version("granian"),
                 "redis": "embedded" if embedded else "given",
                 "loop": _module_version("uvloop"),
                 "http": _module_version("httptools"),
@@ -316,6 +388,18 @@ async def run(args: argparse.Namespace) -> dict:
             "batch_100": await batch(port, skus, seconds),
             "reservations": await reservations(base, port, redis_url, prefix, hot_stock),
         }
+        if not args.no_variants:
+            stop_server(proc)  # one server at a time: they share the two cores with the client
+            result["lookup_variants"] = await lookup_variants(
+                redis_url,
+                prefix,
+                work,
+                skus,
+                args.concurrency,
+                seconds,
+                warmup,
+                result["lookups"]["constant"]["peak"]["requests_per_sec"],
+            )
         # Flat figures for loadtests/suite.py's table: peak throughput, latency at half peak.
         for name, part in (("lookup", "availability"), ("constant", "constant")):
             measured = result["lookups"][part]
@@ -359,6 +443,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="connections for the closed-loop runs")
     parser.add_argument("--skus", type=int, help="SKUs to seed (default 10000; 2000 with --quick)")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--no-fast-path", action="store_true", help="main server without the lookup fast path")
+    parser.add_argument("--no-variants", action="store_true", help="skip the server / fast path / worker variants")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server log, data)")
     args = parser.parse_args()
     try:

@@ -26,6 +26,7 @@ from availability.api import events, exceptions, lookups, master, ops, reservati
 from availability.api.allow import options_handlers
 from availability.api.asyncapi import asyncapi_routes
 from availability.api.context import ApiContext
+from availability.api.fastpath import FastLookups
 from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
 from availability.api.openapi import refine_openapi
@@ -103,7 +104,10 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
     )
     refine_openapi(app, REQUEST_BODIES, handlers, settings.public_read)
     # Outside routing, so unknown paths and framework errors are timed as well.
-    app.asgi_handler = MetricsASGI(app.asgi_handler, ctx.metrics)
+    # The two lookup routes answer from a lean path when the request is plainly valid (fastpath.py).
+    fast = FastLookups(app.asgi_handler, ctx)
+    app.asgi_handler = MetricsASGI(fast, ctx.metrics)
+    app.state.fast_lookups = fast
     app.state.api = ctx
     return app
 

@@ -1,8 +1,12 @@
-"""`availability serve`: the HTTP API and the background services, under uvicorn.
+"""`availability serve`: the HTTP API and the background services, under uvicorn or Granian.
 
-    availability serve [--host H] [--port P] [--workers N] [--access-log]
+    availability serve [--host H] [--port P] [--workers N] [--server uvicorn|granian] [--access-log]
 
-Host, port and workers default to AVAILABILITY_HOST / _PORT / _WORKERS. Each worker runs
+Host, port and workers default to AVAILABILITY_HOST / _PORT / _WORKERS, the server to
+AVAILABILITY_SERVER (default uvicorn). Both run the same ASGI app with its lifespan. Granian
+served more lookups/s in bench_api (docs/performance.md), but the deploy contract of JSON
+log lines with uvicorn's access logger (tests/deploy/test_logs.py) is uvicorn's, so uvicorn
+stays the default until the logs are carried over. Each worker runs
 the API and the background services (expiry sweeper, rules-dirty marker, and the
 consumer and publisher when installed); the services coordinate through Redis.
 
@@ -29,6 +33,15 @@ from availability.logs import log_config
 log = logging.getLogger("availability.api")
 
 ASGI_FACTORY = "availability.api.app:create_asgi_app"
+SERVERS = ("uvicorn", "granian")
+
+
+def default_server() -> str:
+    """AVAILABILITY_SERVER, else uvicorn (read here: the server is chosen before Settings matter)."""
+    chosen = os.environ.get("AVAILABILITY_SERVER", "").strip().lower() or "uvicorn"
+    if chosen not in SERVERS:
+        raise SystemExit(f"AVAILABILITY_SERVER={chosen!r}: choose one of {', '.join(SERVERS)}")
+    return chosen
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,13 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", help="bind address (default AVAILABILITY_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default AVAILABILITY_PORT or 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default AVAILABILITY_WORKERS or 1)")
+    parser.add_argument("--server", choices=SERVERS, help="HTTP server (default AVAILABILITY_SERVER or uvicorn)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     parser.set_defaults(handler=serve)
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn  # noqa: PLC0415
-
+    server = getattr(args, "server", None) or default_server()
     host = args.host or settings.host
     port = args.port or settings.port
     workers = max(1, args.workers or settings.workers)
@@ -57,22 +70,15 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         embedded.supervise(on_failure=_stop_serving)
     if workers > 1:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_dir(Path(settings.data_dir) / "prometheus-multiproc"))
-    log.info("serving the availability API on http://%s:%s with %d worker(s); docs at /schema", host, port, workers)
-    # uvicorn re-raises SIGTERM once it has shut down; as SystemExit it lets `finally` stop Redis.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    log.info(
+        "serving the availability API on http://%s:%s with %d %s worker(s); docs at /schema", host, port, workers, server
+    )
+    level = logging.getLevelName(logging.getLogger().level or logging.INFO)
     try:
-        uvicorn.run(
-            ASGI_FACTORY,
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            lifespan="on",
-            access_log=args.access_log,
-            log_level=logging.getLevelName(logging.getLogger().level).lower() if logging.getLogger().level else "info",
-            timeout_graceful_shutdown=15,
-            log_config=log_config(logging.getLevelName(logging.getLogger().level or logging.INFO), settings.log_format),
-        )
+        if server == "granian":
+            _run_granian(host, port, workers, args.access_log, level, settings)
+        else:
+            _run_uvicorn(host, port, workers, args.access_log, level, settings)
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
@@ -83,6 +89,52 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         log.critical("serve stops: its embedded server could not be kept running")
         return 1
     return 0
+
+
+def _run_uvicorn(host: str, port: int, workers: int, access_log: bool, level: str, settings: Settings) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    # uvicorn re-raises SIGTERM once it has shut down; as SystemExit it lets `finally` stop Redis.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    uvicorn.run(
+        ASGI_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        lifespan="on",
+        access_log=access_log,
+        log_level=level.lower(),
+        timeout_graceful_shutdown=15,
+        log_config=log_config(level, settings.log_format),
+    )
+
+
+def _run_granian(host: str, port: int, workers: int, access_log: bool, level: str, settings: Settings) -> None:
+    from granian import Granian  # noqa: PLC0415
+    from granian.constants import Interfaces  # noqa: PLC0415
+
+    if workers > 1:
+        # Granian forks its workers from this process, which may have imported prometheus_client
+        # before PROMETHEUS_MULTIPROC_DIR was set: pick the multiprocess value class now, or each
+        # worker would count in its own memory and /metrics would show nothing of the others.
+        from prometheus_client import values  # noqa: PLC0415
+
+        values.ValueClass = values.get_value_class()
+    # Granian handles SIGINT/SIGTERM itself and returns from serve(), so `finally` stops Redis.
+    # One runtime thread per worker (Granian's default): the app is one asyncio loop; scale with --workers.
+    Granian(
+        ASGI_FACTORY,
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        log_level=level.lower(),
+        log_access=access_log,
+        log_dictconfig=log_config(level, settings.log_format),
+        workers_kill_timeout=15,
+    ).serve()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
