@@ -245,7 +245,7 @@ class Publisher:
             self.redis,
             known_key=self.keys.known,
             sales_key=self.keys.sales,
-            seen_key=ledger.keys.seen,
+            ledger_keys=ledger.keys,
             holds_index=self.keys.holds,
             config=self.sales_config,
             record_known=self.scripts.record_known,
