@@ -8,6 +8,8 @@ configuration or builds clients by itself.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import AsyncIterator
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from availability.config import Settings
-from availability.embedded_redis import EmbeddedRedis
+from availability.embedded_redis import DataDirOwned, EmbeddedRedis, own_or_join
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger, LedgerLimits, ReservationPolicy
 from availability.rules.cache import RuleCache
@@ -34,6 +36,9 @@ class Runtime:
     store: RuleStore
     rules: RuleCache
     embedded_redis: EmbeddedRedis | None = None
+    #: data directory of the embedded server this runtime uses (owned here or joined), for
+    #: /health/ready to report its owner's supervision state; None with AVAILABILITY_REDIS_URL
+    embedded_dir: Path | None = None
     #: extra things to close, in reverse order, when the runtime closes
     closers: list = field(default_factory=list)
 
@@ -44,23 +49,52 @@ def make_redis(url: str, *, max_connections: int = 64) -> Redis:
     return Redis(connection_pool=pool)
 
 
-def start_embedded_redis(settings: Settings) -> EmbeddedRedis:
-    data_dir = Path(settings.data_dir) / "redis"
-    server = EmbeddedRedis(data_dir).start()
-    log.info("embedded redis-server %s on %s (data in %s)", server.binary, server.url, data_dir)
+def embedded_dir(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "redis"
+
+
+def start_embedded_redis(settings: Settings, *, port: int = 0, wait_seconds: float = 15.0) -> EmbeddedRedis:
+    """Start and own the data directory's server. A live owner (a CLI command finishing)
+    is waited for up to `wait_seconds`, then DataDirOwned is raised."""
+    data_dir = embedded_dir(settings)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            server = EmbeddedRedis(data_dir, port=port, binary=settings.redis_server).start()
+            break
+        except DataDirOwned as owned:
+            if time.monotonic() > deadline:
+                url = f" at {owned.owner.url}" if owned.owner else ""
+                raise DataDirOwned(owned.data_dir, owned.owner, hint=(
+                    f"stop it, or set AVAILABILITY_REDIS_URL to use its server{url}")) from None
+            time.sleep(0.2)
+    log.info("embedded server %s on %s (data in %s, owned by pid %d)", server.binary, server.url, data_dir, os.getpid())
     return server
+
+
+def embedded_redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    """The owner's server when the data directory has a live owner, else one started
+    (and owned, for the caller to stop) here."""
+    url, server = own_or_join(embedded_dir(settings), binary=settings.redis_server)
+    if server is None:
+        log.info("using the embedded server of this data directory's owner at %s", url)
+    else:
+        log.info("embedded server %s on %s (data in %s)", server.binary, url, server.data_dir)
+    return url, server
 
 
 @asynccontextmanager
 async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = None) -> AsyncIterator[Runtime]:
     """Build everything from settings; close it all on exit (the embedded Redis last)."""
     owned_redis = None
+    served_dir = None
     if settings.redis_url:
         redis_url = settings.redis_url
+    elif embedded is not None:
+        redis_url, served_dir = embedded.url, embedded.data_dir
     else:
-        if embedded is None:
-            embedded = owned_redis = start_embedded_redis(settings)
-        redis_url = embedded.url
+        redis_url, owned_redis = embedded_redis_url(settings)
+        embedded, served_dir = owned_redis, embedded_dir(settings)
     redis = make_redis(redis_url)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     store = RuleStore(settings.resolved_database_url())
@@ -83,12 +117,13 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
                 default_ttl_ms=settings.reservation_default_ttl_seconds * 1000,
                 lease_ms=int(settings.reservation_lease_seconds * 1000),
                 retention_ms=settings.reservation_retention_seconds * 1000,
+                group_max=settings.reservation_group_max,
                 debug_pause_at=settings.debug_reserve_pause_at,
                 debug_pause_seconds=settings.debug_reserve_pause_seconds,
             ),
         )
         await ledger.load_scripts()
-        runtime = Runtime(settings, redis, redis_url, ledger, store, rules, embedded)
+        runtime = Runtime(settings, redis, redis_url, ledger, store, rules, embedded, served_dir)
         try:
             yield runtime
         finally:
@@ -100,3 +135,13 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
         await redis.aclose()
         if owned_redis is not None:
             owned_redis.stop()
+
+
+class CommandRoot:
+    """What CLI commands take from the composition root. availability/cli.py hands one to
+    every command (as `args.root`), so an area's commands.py never imports this module
+    from below."""
+
+    open_runtime = staticmethod(open_runtime)
+    make_redis = staticmethod(make_redis)
+    start_embedded_redis = staticmethod(start_embedded_redis)

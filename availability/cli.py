@@ -8,11 +8,13 @@ only assembles them.
 from __future__ import annotations
 
 import argparse
+import logging
 import importlib
 import sys
 
-from availability import logs
+from availability import logs, logthrottle
 from availability.config import Settings
+from availability.embedded_redis import EmbeddedRedisError
 
 COMMAND_MODULES = (
     "availability.ledger.commands",
@@ -20,6 +22,7 @@ COMMAND_MODULES = (
     "availability.ingest.commands",
     "availability.api.commands",
     "availability.flows.commands",
+    "availability.flows.orders.commands",
     "availability.demo.commands",
     "adapters.shopify.commands",
 )
@@ -31,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time inventory availability: stock ledger, ATS rules, reservation API and Shopify push.",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    # Commands take what they need (open_runtime, the embedded server) from the
+    # composition root handed to them here, never by importing bootstrap from below.
+    from availability.bootstrap import CommandRoot  # noqa: PLC0415
+
+    parser.set_defaults(root=CommandRoot())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -46,11 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    ours = not logging.getLogger().handlers  # else a host (pytest) owns logging: leave its handlers be
     logs.configure(args.log_level, Settings().log_format)
+    if ours:
+        logthrottle.install()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
-    return int(args.handler(args, Settings()) or 0)
+    try:
+        return int(args.handler(args, Settings()) or 0)
+    except EmbeddedRedisError as exc:
+        # e.g. the data dir's owner (a running `serve`) does not answer: say so, apply nothing
+        print(f"availability: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

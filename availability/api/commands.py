@@ -6,9 +6,11 @@ Host, port and workers default to AVAILABILITY_HOST / _PORT / _WORKERS. Each wor
 the API and the background services (expiry sweeper, rules-dirty marker, and the
 consumer and publisher when installed); the services coordinate through Redis.
 
-With no AVAILABILITY_REDIS_URL an embedded redis-server is started here, in the parent,
-and its URL handed to the workers through the environment, so every worker shares one
-Redis whatever the worker count. With more than one worker Prometheus multiprocess mode is
+With no AVAILABILITY_REDIS_URL the embedded server is started here, in the parent, which
+owns the data directory (var/redis) for as long as it runs: the workers, and any CLI
+command run beside it on the same AVAILABILITY_DATA_DIR, connect to that one server. If
+the server dies, it is restarted on the same data within seconds; if it cannot be, serve
+exits non-zero (for a supervisor to restart it) and /health/ready says which. With more than one worker Prometheus multiprocess mode is
 switched on (a fresh directory under data_dir) so /metrics aggregates every worker.
 """
 
@@ -51,10 +53,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     workers = max(1, args.workers or settings.workers)
     embedded = None
     if not settings.redis_url:
-        from availability.bootstrap import start_embedded_redis  # noqa: PLC0415
-
-        embedded = start_embedded_redis(settings)
-        os.environ["AVAILABILITY_REDIS_URL"] = embedded.url
+        embedded = args.root.start_embedded_redis(settings)
+        embedded.supervise(on_failure=_stop_serving)
     if workers > 1:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_dir(Path(settings.data_dir) / "prometheus-multiproc"))
     log.info("serving the availability API on http://%s:%s with %d worker(s); docs at /schema", host, port, workers)
@@ -73,14 +73,25 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=15,
             log_config=log_config(logging.getLevelName(logging.getLogger().level or logging.INFO), settings.log_format),
         )
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
     finally:
         if embedded is not None:
             embedded.stop()
+    if embedded is not None and embedded.failed.is_set():
+        log.critical("serve stops: its embedded server could not be kept running")
+        return 1
     return 0
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _stop_serving(reason: str) -> None:
+    # From the supervisor thread: shut uvicorn down as on SIGTERM; serve then exits 1.
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _fresh_dir(path: Path) -> Path:

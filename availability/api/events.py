@@ -30,7 +30,13 @@ from availability.api.schemas import (
     EventOutcome,
     EventsAccepted,
 )
-from availability.domain.events import MAX_QUANTITY, StockEvent, decode_events
+from availability.domain.events import (
+    ADJUSTMENT_REASONS,
+    MAX_QUANTITY,
+    RESERVATION_TYPES,
+    StockEvent,
+    decode_events,
+)
 
 
 def _event_schema() -> dict:
@@ -39,11 +45,24 @@ def _event_schema() -> dict:
     generated = msgspec.json.schema(StockEvent)
     event = generated["$defs"][generated["$ref"].rsplit("/", 1)[-1]]
     props = event["properties"]
+    props["type"]["type"] = "string"  # an enum alone is not typed for client generators
     props["event_id"].update(minLength=1, maxLength=200)
     props["sku"].update(minLength=1, maxLength=128, pattern=SKU_PATTERN)
     props["location"].update(pattern=LOCATION_PATTERN)
     props["quantity"].update(minimum=0, maximum=MAX_QUANTITY)
     props["occurred_at"].update(pattern=DATETIME_PATTERN)
+    props["eta"]["anyOf"][0].update(pattern=DATETIME_PATTERN)
+    # What validate_event() asks of some types, as JSON Schema conditionals.
+    event["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": "adjustment"}}, "required": ["type"]},
+            "then": {"properties": {"reason": {"enum": list(ADJUSTMENT_REASONS)}}, "required": ["reason"]},
+        },
+        {
+            "if": {"properties": {"type": {"enum": sorted(RESERVATION_TYPES)}}, "required": ["type"]},
+            "then": {"properties": {"reference": {"type": "string", "minLength": 1}}, "required": ["reference"]},
+        },
+    ]
     return event
 
 

@@ -13,12 +13,12 @@ from litestar.params import HeaderParameter, JSONBody, PathParameter
 
 from availability.api.context import ApiContext
 from availability.api.problems import InvalidInput, problem_responses
-from availability.api.schemas import LOCATION_PATTERN, ChannelBody, LocationBody
+from availability.api.schemas import LOCATION_PATTERN, NAME_PATTERN, ChannelBody, LocationBody
 from availability.api.security import principal_of
 from availability.domain.rules import Channel, Location
 
 Code = Annotated[str, PathParameter(description="location code", min_length=1, max_length=64, pattern=LOCATION_PATTERN)]
-Name = Annotated[str, PathParameter(description="channel name", min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
+Name = Annotated[str, PathParameter(description="channel name", min_length=1, max_length=128, pattern=NAME_PATTERN)]
 Reason = Annotated[
     str | None, HeaderParameter(name="X-Change-Reason", description="why (recorded in history)", max_length=2000)
 ]

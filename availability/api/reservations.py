@@ -17,11 +17,16 @@ from litestar.params import JSONBody, PathParameter
 
 from availability.api.context import ApiContext
 from availability.api.problems import problem_responses
-from availability.api.schemas import ReservationBody
+from availability.api.schemas import RESERVATION_ID_PATTERN, ReservationBody
 from availability.domain.errors import AvailabilityError, InsufficientStock
 from availability.domain.reservations import Reservation
 
-ReservationId = Annotated[str, PathParameter(description="the reservation id given when it was made", max_length=200)]
+ReservationId = Annotated[
+    str,
+    PathParameter(
+        description="the reservation id given when it was made", min_length=1, max_length=200, pattern=RESERVATION_ID_PATTERN
+    ),
+]
 
 
 def routes(ctx: ApiContext) -> list:

@@ -17,6 +17,7 @@ from availability.api.context import ApiContext
 from availability.api.preview import preview
 from availability.api.problems import InvalidInput, problem_responses
 from availability.api.schemas import (
+    IF_MATCH_PATTERN,
     PreviewReport,
     PreviewRequest,
     RollbackBody,
@@ -24,6 +25,7 @@ from availability.api.schemas import (
     RuleView,
 )
 from availability.api.security import principal_of
+from availability.domain.errors import StaleRuleVersion
 from availability.domain.rules import Rule, RuleKind
 from availability.rules.store import RuleChange
 
@@ -36,7 +38,7 @@ IfMatch = Annotated[
     HeaderParameter(
         name="If-Match",
         description='the rule version the change is based on, e.g. "3" (its ETag)',
-        pattern=r'^\s*((W/)?"?[0-9]{1,15}"?|\*)\s*$',
+        pattern=IF_MATCH_PATTERN,
     ),
 ]
 Reason = Annotated[
@@ -64,10 +66,16 @@ def version_from_if_match(value: str | None) -> int | None:
 
 
 def expected(*candidates: int | None) -> int | None:
-    """The one expected version named by body, query or If-Match; they must agree."""
+    """The one expected version named by body, query or If-Match.
+
+    Two different ones cannot both be the rule's current version, so at least one is stale:
+    409 like any other stale version (each is valid on its own, so it is not an input error)."""
     named = {c for c in candidates if c is not None}
     if len(named) > 1:
-        raise InvalidInput(f"expected versions disagree: {sorted(named)}")
+        raise StaleRuleVersion(
+            f"expected versions disagree: {sorted(named)}; the rule can be at only one of them",
+            expected_versions=sorted(named),
+        )
     return named.pop() if named else None
 
 

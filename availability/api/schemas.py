@@ -30,11 +30,28 @@ SKU_PATTERN = "^[^{}|\\x00-\\x1f\\x7f]+$"
 #: location codes, as domain.events.is_location_code has them
 LOCATION_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,63}$"
 
-#: RFC 3339 as msgspec reads it (a missing offset is taken as UTC by the ledger)
-DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:?\d{2})?$"
+#: RFC 3339 exactly as msgspec reads it (a missing offset is taken as UTC by the ledger): real
+#: calendar dates only (years 0001-9999, Feb 29 in leap years), 00-23:00-59:00-59 (no leap
+#: second), any number of fractional digits, offsets up to +-23:59 with or without the colon.
+_YEAR = r"(?:000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-9]\d{3})"
+_LEAP_YEAR = r"(?:\d{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+_TIME = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?"
+_OFFSET = r"(?:[Zz]|[+-](?:[01]\d|2[0-3]):?[0-5]\d)"
+DATETIME_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[Tt ]{_TIME}{_OFFSET}?$"
+#: what Python's str.isspace() calls whitespace, spelled out: `\s` means less in ECMA regexes
+#: (OpenAPI clients, schemathesis) than in Python's, so neither is used
+_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: master-data keys (channel names, location groups): not empty, no surrounding whitespace, no
+#: control characters (the rule store's _check_key, plus what a path segment can carry)
+NAME_PATTERN = rf"^[^{_SPACE}\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^{_SPACE}\x00-\x1f\x7f])?$"
+#: an If-Match naming a rule version (its ETag, "3", W/"3") or `*`
+IF_MATCH_PATTERN = r'^[ \t]*((W/)?"?[1-9][0-9]{0,14}"?|\*)[ \t]*$'
+#: reservation ids: any text but the ledger's separator "|"
+RESERVATION_ID_PATTERN = "^[^|]+$"
 MAX_BATCH_SKUS = 500
 
-Code = Annotated[str, Meta(min_length=1, max_length=128)]
+Code = Annotated[str, Meta(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 Sku = Annotated[str, Meta(min_length=1, max_length=128, pattern=SKU_PATTERN)]
 LocationCode = Annotated[str, Meta(min_length=1, max_length=64, pattern=LOCATION_PATTERN)]
 Text = Annotated[str, Meta(max_length=2000)]
@@ -65,7 +82,7 @@ class ReservationLineBody(Struct, forbid_unknown_fields=True):
 class ReservationBody(Struct, forbid_unknown_fields=True, kw_only=True):
     """A checkout's request to hold stock: every line or none (domain ReservationRequest)."""
 
-    reservation_id: Annotated[str, Meta(min_length=1, max_length=200, pattern="^[^|]+$")]
+    reservation_id: Annotated[str, Meta(min_length=1, max_length=200, pattern=RESERVATION_ID_PATTERN)]
     channel: Code
     lines: Annotated[list[ReservationLineBody], Meta(min_length=1, max_length=MAX_LINES)]
     #: release the hold automatically after this long unless committed or released; absent =

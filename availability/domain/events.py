@@ -169,9 +169,14 @@ def is_location_code(value: str) -> bool:
     return bool(_LOCATION_CODE.fullmatch(value))
 
 
+#: what a SKU may not hold: braces would break the Redis Cluster hash tag, '|' is our field
+#: separator, control characters have no business in a key (the API's SKU_PATTERN and
+#: api.queries.check_sku say exactly the same, so the OpenAPI document is the rule)
+_NOT_IN_SKU = frozenset("{}|\x7f" + "".join(map(chr, range(32))))
+
+
 def _is_key_safe(value: str) -> bool:
-    # Braces would break the Redis Cluster hash tag, '|' is our field separator.
-    return value.isprintable() and not any(c in value for c in "{}|")
+    return _NOT_IN_SKU.isdisjoint(value)
 
 
 _event_decoder = msgspec.json.Decoder(StockEvent)

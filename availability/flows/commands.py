@@ -139,7 +139,6 @@ def _print(doc: Any) -> None:
 
 
 async def run_publish(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.service import PublisherService, shopify_configured
 
     if not shopify_configured(settings):
@@ -149,7 +148,7 @@ async def run_publish(args, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         service = PublisherService(runtime)
         await service.start()
         shops = ", ".join(f"{p.shop.label} ({p.shop.url})" for p in service.pushes)
@@ -162,13 +161,12 @@ async def run_publish(args, settings: Settings) -> int:
 
 
 async def show_status(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.service import build_publisher
 
     shop = _shop(args, settings)
     if shop is None:
         return 2
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         publisher = build_publisher(runtime, shop=shop)
         try:
             marks, urgent = await publisher.queue.pending()
@@ -196,7 +194,6 @@ async def show_status(args, settings: Settings) -> int:
 
 
 async def resync(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.service import build_publisher, build_repairer
 
     shop = _shop(args, settings)
@@ -205,7 +202,7 @@ async def resync(args, settings: Settings) -> int:
     if not shop.pushes:
         print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
         return 2
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         publisher = build_publisher(runtime, shop=shop)
         try:
             await publisher.refresh_mappings(force=True)
@@ -241,12 +238,11 @@ async def resync(args, settings: Settings) -> int:
 
 
 async def import_mappings(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.domain.errors import AvailabilityError
     from availability.rules.errors import InvalidMasterData
 
     rows = _count_rows(args.path)
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         # The store imports the file in one transaction (all or nothing), so the bar moves
         # once, at the end: what it adds on a long import is the elapsed time and the rate.
         with Progress(f"import {args.path}", rows, unit="rows") as bar:
@@ -261,11 +257,10 @@ async def import_mappings(args, settings: Settings) -> int:
 
 
 async def list_unmapped(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.machinery import Scripts
     from availability.flows.state import PushKeys, PushState
 
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         items = await runtime.store.item_mappings()
         if args.scan:
             skus = []
@@ -298,15 +293,13 @@ async def list_unmapped(args, settings: Settings) -> int:
 
 async def dlq_list(args, settings: Settings) -> int:
     import msgspec
-
-    from availability.bootstrap import open_runtime
     from availability.flows.machinery import DeadLetterQueue
     from availability.flows.state import PushKeys
 
     shop = _shop(args, settings)
     if shop is None:
         return 2
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix, shop.name).dlq)
         print(json.dumps({"dead_letters": await dlq.size()}), file=sys.stderr)
         for letter in await dlq.list(0, args.limit):
@@ -315,7 +308,6 @@ async def dlq_list(args, settings: Settings) -> int:
 
 
 async def dlq_replay(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.flows.service import build_publisher
 
     if not args.ids and not args.all:
@@ -324,7 +316,7 @@ async def dlq_replay(args, settings: Settings) -> int:
     shop = _shop(args, settings)
     if shop is None:
         return 2
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         publisher = build_publisher(runtime, shop=shop)
         try:
             await publisher.refresh_mappings(force=True)

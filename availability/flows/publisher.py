@@ -245,7 +245,7 @@ class Publisher:
             self.redis,
             known_key=self.keys.known,
             sales_key=self.keys.sales,
-            ledger_keys=ledger.keys,
+            applied=ledger.applied,
             holds_index=self.keys.holds,
             config=self.sales_config,
             record_known=self.scripts.record_known,

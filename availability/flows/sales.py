@@ -43,7 +43,6 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from availability.domain.events import event_digest
 from availability.flows import metrics as m
 from availability.flows.machinery import _s, now_ms
 from availability.flows.mappings import LevelKey
@@ -308,33 +307,6 @@ class SalesConfig:
 STATE_TTL_S = int(4.5 * 3600 + 3600)
 
 
-async def applied_in_ledger(redis, keys, sku: str, event_ids: Sequence[str]) -> set[str]:
-    """Which of these events the ledger has applied: their 8-byte digests in the SKU's
-    idempotency tables (`{prefix}:{SKU}:idb:BUCKET`, sized by `{prefix}:{SKU}:idm`; see
-    ledger/scripts/apply_event.lua). A table is read whole (a SKU's tables are small) and
-    its aligned slots compared: the same answer as the script's linear probe, as records
-    are never removed from a table before it expires. An expired table forgets its events;
-    by then their orders are older than the idempotency window, far past any hold.
-
-    Works on a plain client or a pipeline under WATCH (immediate mode)."""
-    metas = await redis.hgetall(keys.idempotency_meta(sku))
-    if not metas or not event_ids:
-        return set()
-    wanted = {event_digest(e): e for e in event_ids}
-    found: set[str] = set()
-    for bucket in metas:
-        table = await redis.get(keys.idempotency_bucket(sku, int(bucket)))
-        if not table:
-            continue
-        for i in range(0, len(table) - 7, 8):
-            event_id = wanted.get(table[i : i + 8])
-            if event_id is not None:
-                found.add(event_id)
-        if len(found) == len(wanted):
-            break
-    return found
-
-
 async def note_orders(redis: Redis, sales_key, lines: Iterable[tuple[str, str, int]], ttl_s: int = STATE_TTL_S) -> int:
     """Note Shopify order lines (sku, ledger event id, units) in the SKUs' sales hashes
     (`sales_key(sku)`), as the webhook handler sees orders/create. Returns lines noted."""
@@ -356,14 +328,14 @@ class SalesInFlight:
     the webhook reader and the sweep may all touch one SKU)."""
 
     def __init__(
-        self, redis: Redis, *, known_key, sales_key, ledger_keys, holds_index: str, config: SalesConfig, record_known=None
+        self, redis: Redis, *, known_key, sales_key, applied, holds_index: str, config: SalesConfig, record_known=None
     ) -> None:
         self.redis = redis
         #: the newest-wins Lua script of the known values (flows/scripts/record_known.lua)
         self.record_known = record_known
         self.known_key = known_key  # sku -> the SKU's known-values hash
         self.sales_key = sales_key  # sku -> the SKU's sales hash
-        self.ledger_keys = ledger_keys  # the ledger's KeyLayout: its per-SKU idempotency tables
+        self.applied = applied  # (sku, event ids) -> those the ledger has applied (Ledger.applied)
         self.holds_index = holds_index
         self.config = config
 
@@ -379,7 +351,7 @@ class SalesInFlight:
                     applied: set[str] = set()
                     if state.orders:
                         ids = sorted(state.orders)
-                        applied = await applied_in_ledger(pipe, self.ledger_keys, sku, ids)
+                        applied = await self.applied(sku, ids)
                     known_raw = await pipe.hgetall(self.known_key(sku)) if watch_known else {}
                     settled = settle(
                         state, applied, now_ms(), window_ms=self.config.window_ms, max_hold_ms=self.config.max_hold_ms

@@ -109,11 +109,10 @@ def cmd_consume(args, settings: Settings) -> int:
 
 
 async def _consume(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
     from availability.ingest.consumer import StreamConsumer
 
     partitions = [int(p) for p in args.partitions.split(",")] if args.partitions else None
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         await runtime.rules.start_background()  # unknown-location counts follow master-data edits
         consumer = StreamConsumer(runtime, consumer_name=args.consumer, partitions=partitions)
         await consumer.start()
@@ -128,10 +127,8 @@ async def _consume(args, settings: Settings) -> int:
 # --- dlq -------------------------------------------------------------------------------------
 
 
-def _open_dlq(settings: Settings):
-    from availability.bootstrap import open_runtime
-
-    return open_runtime(settings)
+def _open_dlq(args, settings: Settings):
+    return args.root.open_runtime(settings)
 
 
 def cmd_dlq_list(args, settings: Settings) -> int:
@@ -139,7 +136,7 @@ def cmd_dlq_list(args, settings: Settings) -> int:
         from availability.ingest.deadletters import DeadLetters
         from availability.ingest.streams import StreamNames
 
-        async with _open_dlq(settings) as runtime:
+        async with _open_dlq(args, settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
             letters = await dlq.list(limit=args.limit, reason=args.reason)
             total = await dlq.count()
@@ -166,7 +163,7 @@ def cmd_dlq_show(args, settings: Settings) -> int:
         from availability.ingest.deadletters import DeadLetters
         from availability.ingest.streams import StreamNames
 
-        async with _open_dlq(settings) as runtime:
+        async with _open_dlq(args, settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
             letter = await dlq.get(args.id)
             if letter is None:
@@ -208,7 +205,7 @@ def cmd_dlq_replay(args, settings: Settings) -> int:
         )
         from availability.ingest.streams import StreamNames
 
-        async with _open_dlq(settings) as runtime:
+        async with _open_dlq(args, settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
             async with EventPublisher(runtime) as publisher:
                 if args.all:
@@ -234,7 +231,6 @@ def cmd_dlq_replay(args, settings: Settings) -> int:
 
 def cmd_ingest_file(args, settings: Settings) -> int:
     async def go() -> int:
-        from availability.bootstrap import open_runtime
         from availability.domain.errors import InvalidEvent
         from availability.ingest.deadletters import DeadLetters
         from availability.ingest.publisher import EventPublisher
@@ -246,7 +242,7 @@ def cmd_ingest_file(args, settings: Settings) -> int:
             print(f"{path}: no such file", file=sys.stderr)
             return 2
         options = {"location_map": _location_map(args.location_map), "default_location": args.default_location}
-        async with open_runtime(settings) as runtime:
+        async with args.root.open_runtime(settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
             async with EventPublisher(runtime) as publisher:
                 with path.open("rb") as source:  # noqa: ASYNC230 - a CLI run, nothing else on the loop
@@ -263,10 +259,9 @@ def cmd_ingest_file(args, settings: Settings) -> int:
 
 def cmd_ingest_dropfolder(args, settings: Settings) -> int:
     async def go() -> int:
-        from availability.bootstrap import open_runtime
         from availability.ingest.dropfolder import DropFolderWatcher
 
-        async with open_runtime(settings) as runtime:
+        async with args.root.open_runtime(settings) as runtime:
             watcher = DropFolderWatcher(
                 runtime, args.path, interval=args.interval, location_map=_location_map(args.location_map),
                 min_age_seconds=0.0 if args.once else 1.0,
@@ -290,14 +285,13 @@ def cmd_ingest_dropfolder(args, settings: Settings) -> int:
 
 def cmd_ingest_status(args, settings: Settings) -> int:
     async def go() -> int:
-        from availability.bootstrap import open_runtime
         from availability.ingest.deadletters import DeadLetters
         from availability.ingest.pipeline import IngestPipeline
         from availability.ingest.reclaim import Reclaimer
         from availability.ingest.streams import StreamNames
 
         names = StreamNames.from_settings(settings)
-        async with open_runtime(settings) as runtime:
+        async with args.root.open_runtime(settings) as runtime:
             reclaimer = Reclaimer(runtime.redis, names, IngestPipeline(runtime.ledger, names), "status")
             observed = await reclaimer.observe()
             dlq = await DeadLetters(runtime.redis, names).count()

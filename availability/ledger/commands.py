@@ -9,6 +9,7 @@ import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+import threading
 
 import msgspec
 
@@ -42,20 +43,22 @@ def register(sub) -> None:
 
 
 def run_redis(args, settings: Settings) -> int:
-    from availability.embedded_redis import EmbeddedRedis
-
-    server = EmbeddedRedis(Path(settings.data_dir) / "redis", port=args.port).start()
-    print(f"embedded redis-server listening on {server.url} (data in {server.data_dir}); Ctrl-C stops it", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server = args.root.start_embedded_redis(settings, port=args.port)
+    server.supervise(on_failure=lambda reason: stop.set())
+    print(f"embedded server listening on {server.url} (data in {server.data_dir}); other commands on this "
+          f"data dir use it; Ctrl-C stops it", flush=True)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while not stop.wait(1.0):
+            pass
     finally:
         server.stop()
-    return 0
+    return 1 if server.failed.is_set() else 0
 
 
 async def apply_file(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
-
     source = sys.stdin if args.path == "-" else open(args.path, encoding="utf-8")
     counts: dict[str, int] = {}
     rejected = 0
@@ -65,7 +68,7 @@ async def apply_file(args, settings: Settings) -> int:
             counts[result.status] = counts.get(result.status, 0) + 1
             if result.error:  # refused by the ledger (a corrupt stored value): nothing written
                 print(f"event {result.event_id}: {result.error}", file=sys.stderr)
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         batch = []
         for line_no, line in enumerate(source, 1):
             if not line.strip():
@@ -85,9 +88,7 @@ async def apply_file(args, settings: Settings) -> int:
 
 
 async def show_stock(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
-
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         stock = await runtime.ledger.stock(args.sku)
         book = runtime.rules.book
         if args.channel not in book.channels:
@@ -99,9 +100,7 @@ async def show_stock(args, settings: Settings) -> int:
 
 
 async def list_oversells(args, settings: Settings) -> int:
-    from availability.bootstrap import open_runtime
-
-    async with open_runtime(settings) as runtime:
+    async with args.root.open_runtime(settings) as runtime:
         rows = await runtime.ledger.oversells(limit=max(1, args.limit))
     if args.json:
         for entry_id, o in rows:

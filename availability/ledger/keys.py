@@ -24,7 +24,8 @@ keys live in one Redis Cluster slot and every per-SKU script is single-slot.
 
 The reservation indexes and the last four are global. On a single Redis (the default, and
 what we test) scripts may name them beside the SKU's or the reservation's key; on Redis Cluster they would have to be split per slot,
-which is not built yet (docs/architecture.md says so).
+which is not built yet (docs/architecture.md says so). Group commit (reserve_group.lua)
+likewise names its requests' `resv:{ID}` headers beside one SKU's keys.
 """
 
 from __future__ import annotations

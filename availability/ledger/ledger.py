@@ -42,10 +42,11 @@ from availability.domain.reservations import (
     check_request,
 )
 from availability.domain.rules import RuleBook
+from availability.ledger.groupcommit import GroupCommitter
 from availability.ledger.keys import KeyLayout
 from availability.ledger.metrics import count_oversells
 
-SCRIPT_NAMES = ("apply_event", "reserve", "settle", "intent")
+SCRIPT_NAMES = ("apply_event", "reserve", "settle", "intent", "reserve_group")
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,12 @@ class ReservationPolicy:
     #: ended reservations (committed, released, expired) keep their holds and header this
     #: long (replays and late cancels still find them), then retention removes them
     retention_ms: int = 24 * 3600 * 1000
-    #: test-only crash window: pause "after-intent" or "after-holds" for this long
+    #: group commit: one-SKU reservations of a SKU arriving while a call for it is in flight
+    #: are settled together in one script call (reserve_group.lua), up to this many a call;
+    #: 0 = off (every reservation takes the per-SKU intent protocol)
+    group_max: int = 256
+    #: test-only crash window: pause "after-intent", "after-holds", "before-group" or
+    #: "after-group" for this long
     debug_pause_at: str | None = None
     debug_pause_seconds: float = 0.0
 
@@ -222,6 +228,10 @@ class Ledger:
         self.reservations = reservations or ReservationPolicy()
         self._sources = {name: _script_source(name) for name in SCRIPT_NAMES}
         self._sha: dict[str, str] = {}
+        self.group = GroupCommitter(self._run_group, max_batch=max(1, self.reservations.group_max))
+        #: candidate-location arguments per (SKU, channel, location), for the book they came from
+        self._candidates_book: RuleBook | None = None
+        self._candidates_memo: dict[tuple, tuple] = {}
 
     async def load_scripts(self) -> None:
         for name, source in self._sources.items():
@@ -280,6 +290,23 @@ class Ledger:
         results = [parse_apply_reply(event, reply) for event, reply in zip(events, replies)]
         count_oversells(events, results)
         return results
+
+    async def applied(self, sku: str, event_ids: Sequence[str], *, at_ms: int | None = None) -> set[str]:
+        """Which of these events of one SKU the ledger has applied inside the idempotency
+        window: the same digest lookup apply_event.lua makes, read-only (the Shopify push
+        asks it whether an order it noted has reached the ledger yet)."""
+        if not event_ids:
+            return set()
+        ids, _ = self.limits.idempotency_buckets_at(now_ms() if at_ms is None else at_ms)
+        metas = await self.redis.hmget(self.keys.idempotency_meta(sku), ids)
+        present = [(b, int(_s(m).split(",", 1)[0])) for b, m in zip(ids, metas) if m]
+        if not present:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket, _slots in present:
+            pipe.get(self.keys.idempotency_bucket(sku, bucket))
+        tables = [(raw or b"", slots) for raw, (_b, slots) in zip(await pipe.execute(), present)]
+        return {e for e in event_ids if any(_in_table(event_digest(e), t, n) for t, n in tables)}
 
     async def idempotency_records(self, sku: str) -> int:
         """How many idempotency records the SKU holds now (all live buckets)."""
@@ -386,10 +413,39 @@ class Ledger:
             by_sku[line.sku].append(index)
         skus = list(by_sku)
         rid = request.reservation_id
-        token = secrets.token_hex(4)
         doc = msgspec.json.encode(
             ReservationHeader(channel, [msgspec.to_builtins(line) for line in request.lines], stamp, expires, skus)
         )
+
+        # 0. one SKU: group commit (header, hold and finish in one atomic call, batched with
+        # the SKU's other reservations); what it cannot decide alone comes back "again"
+        if len(skus) == 1 and policy.group_max:
+            sku = skus[0]
+            lines = [
+                (line.quantity, self._candidates(book, sku, line.location, channel, sellable, everywhere))
+                for line in request.lines
+            ]
+            reply = await self.group.submit(sku, (rid, channel, expires, doc, stamp, lines))
+            kind = _s(reply[0])
+            if kind == "held":
+                return Reservation(
+                    reservation_id=rid,
+                    channel=channel,
+                    status="held",
+                    lines=[
+                        ReservedLine(line.sku, line.quantity, allocs)
+                        for line, allocs in zip(request.lines, _held_allocations(reply, len(request.lines)))
+                    ],
+                    expires_at_ms=expires or None,
+                    created_at_ms=stamp,
+                ), True
+            if kind == "short":
+                shorts = [
+                    ShortLine(sku, int(reply[k + 1]), int(reply[k + 2]), request.lines[int(reply[k]) - 1].location)
+                    for k in range(1, len(reply), 3)
+                ]
+                raise _insufficient(shorts)
+        token = secrets.token_hex(4)
 
         # 1. the intent, before anything is held
         deadline = 0
@@ -423,30 +479,16 @@ class Ledger:
                 args: list = [rid, stamp, expires, channel, sku, self.limits.journal_cap, len(by_sku[sku]), token, deadline]
                 for index in by_sku[sku]:
                     line = request.lines[index]
-                    candidates = (line.location,) if line.location else sellable
-                    # "*" stands for the ledger's locations that master data does not list
-                    # yet; rules can only reach them through non-location selectors, so one
-                    # set of terms serves them all.
-                    wildcard = everywhere and not line.location
-                    args += [line.quantity, len(candidates) + wildcard]
-                    for loc in candidates:
-                        args += _candidate_args(book, sku, loc, channel)
-                    if wildcard:
-                        args += _candidate_args(book, sku, UNLISTED_LOCATION, channel, label="*")
+                    args.append(line.quantity)
+                    args += self._candidates(book, sku, line.location, channel, sellable, everywhere)
                 pipe.evalsha(
                     self._sha["reserve"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
                     self.keys.journal, *args,
                 )
-            if single:
-                # One SKU's hold is atomic by itself, so it may finish in the same round trip:
-                # if the hold was refused, step 3 drops the header (and a crash before that
-                # leaves a header with nothing held, which a retry drops; never a hold).
-                pipe.evalsha(
-                    self._sha["intent"], 4, self.keys.reservation(rid), self.keys.pending, self.keys.expiry,
-                    self.keys.ended, "finish", rid, token,
-                )
 
-        single = len(skus) == 1
+        # (A one-SKU reservation that group commit hands back, a replay or a retry, finishes
+        # in its own round trip after the hold: a refused hold leaves a pending intent, never
+        # a finished header with nothing under it, so a crash there is the recovery sweep's.)
         try:
             replies = await self._run_pipeline(build)
         except BaseException:
@@ -465,12 +507,8 @@ class Ledger:
             kind = _s(reply[0])
             if kind == "held":
                 held_now.append(sku)
-                pos = 2
-                for index in by_sku[sku]:
-                    count = int(reply[pos])
-                    allocs = [Allocation(_s(reply[pos + 1 + 2 * k]), int(reply[pos + 2 + 2 * k])) for k in range(count)]
+                for index, allocs in zip(by_sku[sku], _held_allocations(reply, len(by_sku[sku]))):
                     placed[index] = allocs
-                    pos += 1 + 2 * count
             elif kind == "exists":
                 taken[sku] = _s(reply[1])
             elif kind == "late":
@@ -483,7 +521,7 @@ class Ledger:
 
         # 3. finish, or undo: the answer and the ledger agree either way
         if not (shorts or taken or late):
-            finished = replies[-1] if single else await self._intent("finish", rid, token)
+            finished = await self._intent("finish", rid, token)
             if _s(finished[0]) == "ok":
                 return Reservation(
                     reservation_id=rid,
@@ -496,10 +534,7 @@ class Ledger:
             late = True  # the lease ran out and recovery took the intent over
         await self._abandon(rid, token, held_now, stamp)
         if shorts:
-            detail = "not enough stock for " + ", ".join(
-                f"{s.sku} (wanted {s.requested}, {s.available} available)" for s in shorts
-            )
-            raise InsufficientStock(detail, [msgspec.to_builtins(s) for s in shorts])
+            raise _insufficient(shorts)
         if taken:
             # The id has a hold that no header explains: released before it arrived (an
             # order event), or left from a reservation whose header retention removed.
@@ -509,6 +544,77 @@ class Ledger:
             f"reservation {rid!r} took longer than its {policy.lease_ms} ms lease; nothing is held, retry",
             reservation_id=rid,
         )
+
+    def _candidates(
+        self, book: RuleBook, sku: str, location: str | None, channel: str, sellable, everywhere: bool
+    ) -> tuple:
+        """A line's candidate locations with their terms, as reserve.lua and
+        reserve_group.lua read them: (count, per candidate: location, terms...). Memoised
+        per book: the same tuple object for the same (SKU, channel, location), which lets a
+        batch send each distinct set once."""
+        if book is not self._candidates_book or len(self._candidates_memo) > 8192:
+            self._candidates_book = book
+            self._candidates_memo = {}
+        memo_key = (sku, channel, location)
+        found = self._candidates_memo.get(memo_key)
+        if found is not None:
+            return found
+        candidates = (location,) if location else sellable
+        # "*" stands for the ledger's locations that master data does not list yet; rules
+        # can only reach them through non-location selectors, so one set of terms serves them all.
+        wildcard = everywhere and not location
+        args: list = [len(candidates) + wildcard]
+        for loc in candidates:
+            args += _candidate_args(book, sku, loc, channel)
+        if wildcard:
+            args += _candidate_args(book, sku, UNLISTED_LOCATION, channel, label="*")
+        found = self._candidates_memo[memo_key] = tuple(args)
+        return found
+
+    async def _run_group(self, sku: str, entries: Sequence[tuple]) -> list:
+        """One reserve_group.lua call for a batch of one-SKU reservations of `sku`."""
+        keys = self.keys
+        token = secrets.token_hex(4)
+        set_index: dict[int, int] = {}
+        set_args: list = []
+        requests: list = []
+        header_keys: list[str] = []
+        for rid, channel, expires, doc, _stamp, lines in entries:
+            header_keys.append(keys.reservation(rid))
+            placed = []
+            for quantity, candidates in lines:
+                index = set_index.get(id(candidates))
+                if index is None:
+                    index = set_index[id(candidates)] = len(set_index) + 1
+                    set_args += candidates
+                placed.append((quantity, index))
+            requests.append((rid, channel, str(expires), doc.decode(), placed))
+        call = (
+            self._sha.get("reserve_group", ""), 5 + len(entries),
+            keys.stock(sku), keys.holds(sku), keys.dirty, keys.journal, keys.expiry, *header_keys,
+            entries[0][4], sku, self.limits.journal_cap, token, len(set_index), *set_args, msgspec.json.encode(requests),
+        )
+        await self._debug_pause("before-group")
+        try:
+            try:  # one command, no pipeline: the batch is the amortisation
+                replies = await self.redis.evalsha(*call)
+            except NoScriptError:
+                await self.load_scripts()
+                replies = await self.redis.evalsha(self._sha["reserve_group"], *call[1:])
+        except BaseException:
+            # Whether the call ran is unknown: take back whatever this batch placed (its
+            # token fences the rollback), so an error answer means nothing is held.
+            await self._abandon_group_quietly(sku, [entry[0] for entry in entries], token, entries[0][4])
+            raise
+        await self._debug_pause("after-group")
+        return replies
+
+    async def _abandon_group_quietly(self, sku: str, reservation_ids: Sequence[str], token: str, stamp: int) -> None:
+        try:
+            await self._settle_many([(r, sku) for r in reservation_ids], "rollback", stamp, tokens=[token] * len(reservation_ids))
+            await self._intents("drop", reservation_ids, token)
+        except Exception:  # noqa: BLE001 - the headers then say finished: the holds stand, retries replay them
+            log.warning("could not take back a failed group of %d reservations of %r", len(reservation_ids), sku)
 
     async def _debug_pause(self, point: str) -> None:
         # Test-only crash window (AVAILABILITY_DEBUG_RESERVE_PAUSE_AT): the crash tests
@@ -738,8 +844,10 @@ class Ledger:
         return len(expired_ids)
 
     async def forget_settled(self, *, at_ms: int | None = None, limit: int = 1000) -> int:
-        """Retention: remove the holds and headers of reservations that ended (committed,
-        released, expired) more than the grace period ago. Returns how many were removed."""
+        """Retention: remove the holds and headers of reservations that ended more than the
+        grace period ago and have nothing left on them (released, expired, fully shipped).
+        A committed reservation whose allocation is not yet shipped or cancelled is kept
+        and looked at again a grace period later. Returns how many were removed."""
         stamp = at_ms if at_ms is not None else now_ms()
         cutoff = stamp - self.reservations.retention_ms
         due = [_s(r) for r in await self.redis.zrangebyscore(self.keys.ended, "-inf", cutoff, start=0, num=limit)]
@@ -760,9 +868,24 @@ class Ledger:
         live = {reservation_id for (reservation_id, _), outcome in zip(work, outcomes) if outcome[0] == "kept"}
         done = [r for r in due if r not in live]
         replies = await self._intents("forget", done)
-        if live:  # ended, then held again? Look again after another grace period.
+        if live:  # committed and not yet shipped, or held again: look again after another grace period
             await self.redis.zadd(self.keys.ended, {r: stamp for r in live})
         return sum(1 for reply in replies if _s(reply[0]) == "forgotten")
+
+
+def _in_table(digest: bytes, table: bytes, slots: int) -> bool:
+    """Linear probe of one idempotency table, as apply_event.lua's `probe` walks it."""
+    if slots < 1 or len(table) < slots * 8:
+        return False  # expired (or not what its meta says: the script reports that one)
+    s = int.from_bytes(digest[:4], "big") % slots
+    for _ in range(slots):
+        slot = table[s * 8 : s * 8 + 8]
+        if slot == digest:
+            return True
+        if slot == b"\0" * 8:
+            return False
+        s = (s + 1) % slots
+    return False
 
 
 def _in_progress(reservation_id: str, wait_ms: int) -> ReservationInProgress:
@@ -772,6 +895,23 @@ def _in_progress(reservation_id: str, wait_ms: int) -> ReservationInProgress:
         retry_after=seconds,
         reservation_id=reservation_id,
     )
+
+
+def _held_allocations(reply, n_lines: int) -> list[list[Allocation]]:
+    """reserve.lua's / reserve_group.lua's {'held', n, [n_allocs, loc, qty, ...] per line}."""
+    out, pos = [], 2
+    for _ in range(n_lines):
+        count = int(reply[pos])
+        out.append([Allocation(_s(reply[pos + 1 + 2 * k]), int(reply[pos + 2 + 2 * k])) for k in range(count)])
+        pos += 1 + 2 * count
+    return out
+
+
+def _insufficient(shorts: Sequence[ShortLine]) -> InsufficientStock:
+    detail = "not enough stock for " + ", ".join(
+        f"{s.sku} (wanted {s.requested}, {s.available} available)" for s in shorts
+    )
+    return InsufficientStock(detail, [msgspec.to_builtins(s) for s in shorts])
 
 
 def _units_by_sku(lines) -> dict[str, int]:
@@ -821,5 +961,13 @@ def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: scripts that share the channel ATS arithmetic and candidate parsing (ats_lib.lua)
+_USES_ATS_LIB = ("reserve", "reserve_group")
+
+
 def _script_source(name: str) -> str:
-    return resources.files("availability.ledger").joinpath("scripts", f"{name}.lua").read_text()
+    scripts = resources.files("availability.ledger").joinpath("scripts")
+    source = scripts.joinpath(f"{name}.lua").read_text()
+    if name in _USES_ATS_LIB:
+        source = scripts.joinpath("ats_lib.lua").read_text() + source
+    return source

@@ -31,7 +31,8 @@ def signed(body: bytes, topic: str, webhook_id: str) -> dict[str, str]:
 
 
 async def test_a_shopify_order_beyond_the_stock_becomes_an_oversell_exception(make_api, redis_url, key_prefix, tmp_path):
-    async with make_api(services=["consumer"], shopify_webhook_secrets=[SECRET], shopify_default_location="DC1",
+    async with make_api(services=["consumer"], shopify_webhook_secrets=[SECRET], shopify_shop_domain="retailco.myshopify.com",
+                        shopify_default_location="DC1",
                         partitions=2, consumer_poll_ms=20) as api:
         c = api.client
         await api.seed(receipt("TEE-BLK-M", "DC1", 40, event_id="rcpt-1"),

@@ -67,7 +67,7 @@ async def test_stale_version_is_409_and_writes_nothing(api):
     disagree = await c.put(
         f"/v1/rules/{rule['id']}", json={"units": 3, "expected_version": 2}, headers={"If-Match": '"1"'}
     )
-    assert disagree.status_code == 422
+    assert disagree.status_code == 409  # two versions cannot both be current: one is stale
     assert (
         await c.put(f"/v1/rules/{rule['id']}", json={"units": 3}, headers={"If-Match": "banana"})
     ).status_code == 422

@@ -95,3 +95,15 @@ async def test_order_fulfilled_from_another_location_settles_its_hold_there(ledg
     stock = await ledger.stock("TEE-BLK-M")
     assert stock["DC1"] == Buckets(on_hand=10)
     assert stock["STORE-1"] == Buckets(on_hand=8)
+
+
+async def test_applied_answers_which_events_the_ledger_has_taken(ledger):
+    """The read-only lookup the Shopify push uses to settle sales in flight agrees with the
+    script's own idempotency check, across growth of the SKU's table."""
+    from tests.factories import event  # noqa: PLC0415
+
+    events = [event("receipt", "APPLIED-1", "DC1", 1, event_id=f"rc-{i}") for i in range(300)]
+    await ledger.apply_batch(events)
+    taken = {f"rc-{i}" for i in range(300)}
+    assert await ledger.applied("APPLIED-1", sorted(taken) + ["rc-never", "rc-300"]) == taken
+    assert await ledger.applied("APPLIED-2", ["rc-1"]) == set()

@@ -10,6 +10,17 @@ from availability.domain.ats import channel_availability
 from availability.domain.errors import InsufficientStock, InvalidReservation, ReservationConflict
 from availability.domain.reservations import ReservationLine, ReservationRequest
 from tests.factories import Channel, book, event
+from availability.ledger.keys import KeyLayout
+from availability.ledger.ledger import Ledger, ReservationPolicy
+
+
+@pytest.fixture(params=[256, 0], ids=["group-commit", "per-sku-protocol"])
+async def ledger(request, redis_client, key_prefix):
+    # every test here runs both ways a one-SKU reservation can go: group commit
+    # (reserve_group.lua) and the per-SKU intent protocol (reserve.lua)
+    led = Ledger(redis_client, keys=KeyLayout(key_prefix), reservations=ReservationPolicy(group_max=request.param))
+    await led.load_scripts()
+    return led
 
 
 def request(rid, *lines, channel="online", ttl=None):

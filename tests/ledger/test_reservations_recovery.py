@@ -40,8 +40,17 @@ VICTIM = textwrap.dedent(
 
     async def main():
         lines = [ReservationLine(sku, qty) for sku, qty in json.loads(sys.argv[2])]
+        ttl = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+        count = int(sys.argv[4]) if len(sys.argv) > 4 else 0
         async with open_runtime(Settings()) as runtime:
-            await runtime.ledger.reserve(ReservationRequest(sys.argv[1], "online", lines), runtime.rules.book)
+            book = runtime.rules.book
+            if count:  # that many concurrent reservations, ids "<id>-0"...: one group commit batch
+                await asyncio.gather(*(
+                    runtime.ledger.reserve(ReservationRequest(f"{sys.argv[1]}-{i}", "online", lines, ttl), book)
+                    for i in range(count)
+                ), return_exceptions=True)
+            else:
+                await runtime.ledger.reserve(ReservationRequest(sys.argv[1], "online", lines, ttl), book)
         print("finished", flush=True)
 
     asyncio.run(main())
@@ -76,7 +85,9 @@ def _expected(oracle: Oracle) -> dict[str, tuple[int, int]]:
     return {sku: (oracle.on_hand[sku], oracle.reserved[sku]) for sku in oracle.on_hand}
 
 
-async def _start_victim(redis_url, key_prefix, tmp_path, rid, lines, pause_at) -> subprocess.Popen:
+async def _start_victim(
+    redis_url, key_prefix, tmp_path, rid, lines, pause_at, *, ttl=None, count=0, group_max=256
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -85,11 +96,12 @@ async def _start_victim(redis_url, key_prefix, tmp_path, rid, lines, pause_at) -
         "AVAILABILITY_DATA_DIR": str(tmp_path / "victim"),
         "AVAILABILITY_RESERVATION_LEASE_SECONDS": str(LEASE_S),
         "AVAILABILITY_DEBUG_RESERVE_PAUSE_AT": pause_at,
+        "AVAILABILITY_RESERVATION_GROUP_MAX": str(group_max),
     }
     import json
 
     victim = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-c", VICTIM, rid, json.dumps(lines)],
+        [sys.executable, "-c", VICTIM, rid, json.dumps(lines), json.dumps(ttl), str(count)],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     # the pause announces itself on stderr once the process is parked in the crash window
@@ -225,7 +237,8 @@ async def test_a_hold_landing_after_the_lease_is_refused(redis_client, key_prefi
     ledger = Ledger(
         redis_client,
         keys=KeyLayout(key_prefix),
-        reservations=ReservationPolicy(lease_ms=200, debug_pause_at="after-intent", debug_pause_seconds=0.5),
+        # group_max=0: a one-SKU reservation through the per-SKU protocol, whose fence this is
+        reservations=ReservationPolicy(lease_ms=200, debug_pause_at="after-intent", debug_pause_seconds=0.5, group_max=0),
     )
     await ledger.load_scripts()
     await ledger.apply(event("receipt", sku="A", quantity=5))
@@ -263,3 +276,49 @@ async def test_a_one_sku_attempt_that_died_after_finishing_a_refused_hold_leaves
     )
     assert created and reservation.status == "held"
     assert await _buckets(ledger, ["A"]) == {"A": (3, 2)}
+
+
+async def test_a_one_sku_attempt_without_ttl_killed_after_a_refused_hold_leaves_nothing_once_swept(
+    sweeping_ledger, redis_url, key_prefix, tmp_path
+):
+    # The per-SKU protocol for one SKU (group commit off, as for a replay or a retry that
+    # group commit hands back): the hold is refused and the process dies before dropping
+    # its header. With ttl_seconds null nothing would ever expire it: the header is still
+    # a pending intent, so the recovery sweep drops it.
+    ledger = sweeping_ledger
+    await ledger.apply(event("receipt", sku="A", quantity=1))
+    victim = await _start_victim(redis_url, key_prefix, tmp_path, "no-ttl", [("A", 2)], "after-holds", ttl=0, group_max=0)
+    _kill(victim)
+    assert await ledger.redis.exists(ledger.keys.reservation("no-ttl"))
+    await _wait_recovered(_sweeper(ledger), ledger, ["A"], {"A": (1, 0)}, bound_s=LEASE_S + 2)
+    assert not await ledger.redis.exists(ledger.keys.reservation("no-ttl"))
+    assert await ledger.redis.hlen(ledger.keys.holds("A")) == 0
+    assert await ledger.redis.zcard(ledger.keys.expiry) == 0
+
+
+@pytest.mark.parametrize("pause_at", ["before-group", "after-group"])
+async def test_a_process_killed_mid_batch_strands_nothing_the_sweep_does_not_release(
+    sweeping_ledger, redis_url, key_prefix, tmp_path, pause_at
+):
+    # 40 concurrent one-SKU reservations of 1 unit, 30 units: one group commit batch. The
+    # victim dies before its batch call or after it (held, nobody answered). Either way the
+    # ledger is whole (every hold has its finished header, reserved = holds, none pending),
+    # a retry of an id replays what was made, and the sweep releases everything at the TTL.
+    ledger = sweeping_ledger
+    await ledger.apply(event("receipt", sku="A", quantity=30))
+    oracle = Oracle({"A": 30})
+    victim = await _start_victim(redis_url, key_prefix, tmp_path, "g", [("A", 1)], pause_at, ttl=2, count=40)
+    _kill(victim)
+    made = [oracle.reserve([("A", 1)]) for _ in range(40)] if pause_at == "after-group" else [False] * 40
+    assert await _buckets(ledger, ["A"]) == _expected(oracle)
+    r = ledger.redis
+    assert await r.hlen(ledger.keys.holds("A")) == sum(made) and await r.zcard(ledger.keys.pending) == 0
+    for i, held in enumerate(made):
+        header = ledger.keys.reservation(f"g-{i}")
+        assert (await r.hget(header, "st") == b"H") if held else not await r.exists(header)
+    if pause_at == "after-group":
+        again, created = await ledger.reserve_or_replay(ReservationRequest("g-0", "online", [ReservationLine("A", 1)], 2), book())
+        assert not created and again.status == "held"
+    oracle.reserved["A"] = 0  # every hold had a 2 s TTL
+    await _wait_recovered(_sweeper(ledger), ledger, ["A"], _expected(oracle), bound_s=5)
+    assert await r.zcard(ledger.keys.expiry) == 0

@@ -27,10 +27,15 @@ async def ledger(redis_client, key_prefix):
 
 
 async def _footprint(ledger: Ledger) -> dict:
-    """Keys, hash fields / zset members and bytes under the ledger's prefix, journal aside."""
+    """Keys, hash fields / zset members and bytes under the ledger's prefix, journal and
+    event records aside."""
     r = ledger.redis
     keys = [k async for k in r.scan_iter(match=f"{ledger.keys.prefix}:*", count=1000)]
-    keys = [k for k in keys if k.decode() != ledger.keys.journal]
+    # the ship events' own records (idempotency window, on_hand delta log) are the event
+    # path's memory, bounded by its window and cap, not the reservations'
+    event_path = (b":idb:", b":dlog:", b":dl:")  # idempotency tables, delta logs
+    keys = [k for k in keys if k.decode() not in (ledger.keys.journal, ledger.keys.oversells)
+            and not k.endswith((b":seen", b":idm", b":cuts")) and not any(part in k for part in event_path)]
     pipe = r.pipeline(transaction=False)
     for key in keys:
         pipe.memory_usage(key, samples=0)
@@ -58,6 +63,12 @@ async def _settle_round(ledger: Ledger, round_no: int, count: int, t0: int) -> N
     ]
     for start in range(0, len(ends), 250):
         await asyncio.gather(*ends[start : start + 250])
+    # the committed third ships (an order event naming the reservation): only then has a
+    # committed hold nothing left on it for retention to keep
+    await ledger.apply_batch([
+        event("ship", sku=line.sku, quantity=line.quantity, reference=q.reservation_id, at=1)
+        for i, q in enumerate(requests) if i % 3 == 0 for line in q.lines
+    ])
     while await ledger.expire_due(at_ms=t0 + 10_000):
         pass
 
@@ -125,3 +136,29 @@ async def test_a_held_reservation_is_never_forgotten(ledger):
     await ledger.reserve(ReservationRequest("live", "online", [ReservationLine("A", 1)], 0), rules, at_ms=1_000)
     assert await ledger.forget_settled(at_ms=10**12) == 0
     assert (await ledger.get_reservation("live")).status == "held"
+
+
+async def test_a_committed_reservation_is_kept_until_its_allocation_is_shipped_or_cancelled(ledger):
+    # Retention once removed a committed hold a grace period after the commit; a cancel (or
+    # ship) after that found nothing and the allocated units were never given back.
+    rules = book()
+    await ledger.apply(event("receipt", sku="A", quantity=5))
+    for rid in ("ship-me", "cancel-me"):
+        await ledger.reserve(ReservationRequest(rid, "online", [ReservationLine("A", 2)], 0), rules, at_ms=1_000)
+        await ledger.commit(rid, at_ms=2_000)
+    later = 2_000 + 3 * GRACE_MS
+    assert await ledger.forget_settled(at_ms=later) == 0
+    assert (await ledger.get_reservation("cancel-me")).status == "committed"
+    await ledger.release("cancel-me", at_ms=later + 1)  # the order is cancelled after the grace period
+    await ledger.apply(event("ship", sku="A", quantity=1, reference="ship-me", at=1))  # part shipped
+    buckets = (await ledger.stock("A"))["DC1"]
+    assert (buckets.on_hand, buckets.reserved, buckets.allocated) == (4, 0, 1)
+    assert await ledger.forget_settled(at_ms=later + 2 * GRACE_MS) == 1  # the cancelled one
+    assert (await ledger.get_reservation("ship-me")).status == "committed"  # 1 unit still to ship
+    await ledger.apply(event("ship", sku="A", quantity=1, reference="ship-me", at=2))
+    assert await ledger.forget_settled(at_ms=later + 4 * GRACE_MS) == 1
+    with pytest.raises(UnknownReservation):
+        await ledger.get_reservation("ship-me")
+    buckets = (await ledger.stock("A"))["DC1"]
+    assert (buckets.on_hand, buckets.reserved, buckets.allocated) == (3, 0, 0)
+    assert await ledger.redis.hlen(ledger.keys.holds("A")) == 0

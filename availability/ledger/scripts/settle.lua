@@ -13,7 +13,8 @@
 --   rollback: undo a hold of an attempt that did not finish (short on another SKU, lease run
 --             out, owner died); only the attempt whose token the hold carries; the id is
 --             forgotten, so retrying the reservation can succeed
---   forget:   drop the record of a hold that has ended (retention); a live hold is kept
+--   forget:   drop the record of a hold that has ended (retention): released, expired or
+--             fulfilled; a hold still held or committed (allocated, not shipped) is kept
 -- Returns {outcome, state_after, hold body} with outcome one of
 --   released | committed | expired | rolled_back | forgotten | kept | unknown | already_released
 --   | already_committed | not_due | not_ours
@@ -22,7 +23,10 @@ local rid, now, action, sku = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local raw = redis.call('HGET', KEYS[2], rid)
 if action == 'forget' then
   if not raw then return {'unknown', '', ''} end
-  if string.sub(raw, 1, 1) == 'H' then return {'kept', 'H', ''} end
+  -- only a hold with nothing left on it goes: held units are still reserved, and a committed
+  -- hold's allocated units still wait for their ship or cancel, which must find the hold
+  local st = string.sub(raw, 1, 1)
+  if st == 'H' or st == 'C' then return {'kept', st, ''} end
   redis.call('HDEL', KEYS[2], rid)
   return {'forgotten', string.sub(raw, 1, 1), ''}
 end

@@ -1,0 +1,126 @@
+"""The ERP port: the narrow set of calls the order flows make on an ERP.
+
+Tryton (adapters/erp/tryton/) is the first implementation and the one the tests and the
+demo use; a retailer on NetSuite, Business Central or SAP implements `Erp` and nothing
+else. Amounts are `Decimal` as the shop computed them: the flow never recomputes a price,
+a discount or a tax, it posts what Shopify charged.
+
+Errors are named by what the flow does with them: `ErpUnavailable` is retried (the ERP is
+down, slow, locked); `ErpValidationError` and `UnknownSku` are permanent for the document
+as it is and become exceptions people work (docs/flows.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal, Protocol, runtime_checkable
+
+LineKind = Literal["goods", "shipping", "discount", "tax", "misc"]
+#: the ERP-neutral life of a sale
+SaleState = Literal["draft", "quotation", "confirmed", "processing", "done", "cancelled"]
+
+
+class ErpError(Exception):
+    """Base of what the port raises; `reason` is the exception-queue reason."""
+
+    reason = "erp_error"
+    transient = False
+
+
+class ErpUnavailable(ErpError):
+    """The ERP did not answer, answered 5xx, or asked to retry (lock, rate limit)."""
+
+    reason = "erp_down"
+    transient = True
+
+
+class ErpValidationError(ErpError):
+    """The ERP refused the document (a required field, a domain rule, a state transition)."""
+
+    reason = "erp_validation"
+
+
+class UnknownSku(ErpError):
+    """Lines whose SKU the ERP has no product for."""
+
+    reason = "unknown_sku"
+
+    def __init__(self, skus: list[str]) -> None:
+        super().__init__(f"no ERP product for SKU(s): {', '.join(skus)}")
+        self.skus = skus
+
+
+@dataclass(frozen=True, slots=True)
+class PartyRef:
+    """Who bought: the ERP matches an existing party on email, else creates one."""
+
+    name: str
+    email: str | None = None
+    phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaleLine:
+    kind: LineKind
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    sku: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaleDraft:
+    """A sale as the shop computed it; `reference` (shop + order number) is its identity in
+    the ERP and what makes posting idempotent."""
+
+    reference: str
+    party: PartyRef
+    currency: str
+    sale_date: dt.date
+    lines: tuple[SaleLine, ...]
+    description: str = ""
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.quantity * line.unit_price for line in self.lines), Decimal("0"))
+
+
+@dataclass(frozen=True, slots=True)
+class ErpSale:
+    id: int
+    reference: str
+    state: SaleState
+    total: Decimal
+    #: True once any of its goods left the warehouse (a cancel is then a return, not built)
+    shipped: bool = False
+    sale_date: dt.date | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Erp(Protocol):
+    async def find_sale_by_reference(self, reference: str) -> ErpSale | None:
+        """The sale with this reference, or None (cancelled ones count: never recreate)."""
+
+    async def find_or_create_party(self, party: PartyRef) -> int: ...
+
+    async def create_sale(self, draft: SaleDraft, party_id: int) -> ErpSale:
+        """Create the sale as a quotation. Raises UnknownSku before creating anything."""
+
+    async def update_quotation(self, sale_id: int, draft: SaleDraft) -> ErpSale:
+        """Replace the lines of a sale still in draft or quotation."""
+
+    async def confirm_sale(self, sale_id: int) -> ErpSale: ...
+
+    async def cancel_sale(self, sale_id: int) -> ErpSale:
+        """Cancel a sale not shipped yet (ErpValidationError when it has shipped)."""
+
+    async def list_sales(self, reference_prefix: str, day: dt.date | None = None) -> list[ErpSale]:
+        """Sales whose reference starts with the prefix (one shop), optionally of one day."""
+
+    async def delete_sale(self, sale_id: int) -> None:
+        """Remove a draft/cancelled sale (reconciliation tests delete one behind the flow's back)."""
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,298 @@
+"""`TrytonErp`: the ERP port over Tryton's JSON-RPC (httpx, async).
+
+The URL is a database's root (`http://host:port/DBNAME/`); calls go to `<url>rpc/` with
+the session Tryton's `common.db.login` hands out (`Authorization: Session base64(login:
+user_id:session)`), logging in again when the session lapses. Values on the wire use
+Tryton's JSON encoding for Decimal and date (`{"__class__": "Decimal", "decimal": "..."}`).
+
+Sales are Tryton `sale.sale` records with `reference` = the shop's reference; lines use the
+product whose `code` is the SKU, and the service products `SHIPPING`, `DISCOUNT`, `TAX`,
+`MISC` that `adapters.erp.tryton.setup` creates (a production Tryton needs the same four).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from adapters.erp.port import (
+    ErpError,
+    ErpSale,
+    ErpUnavailable,
+    ErpValidationError,
+    PartyRef,
+    SaleDraft,
+    UnknownSku,
+)
+
+SERVICE_CODE = {"shipping": "SHIPPING", "discount": "DISCOUNT", "tax": "TAX", "misc": "MISC"}
+_SALE_FIELDS = ["id", "reference", "state", "total_amount", "shipment_state", "sale_date", "shipments"]
+#: Tryton errors that say "try again" rather than "this document is wrong"
+_TRANSIENT = {"ConcurrencyException", "RateLimitException", "TimeOutException"}
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return {"__class__": "Decimal", "decimal": str(value)}
+    if isinstance(value, dt.date):
+        return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        kind = value.get("__class__")
+        if kind == "Decimal":
+            return Decimal(value["decimal"])
+        if kind == "date":
+            return dt.date(value["year"], value["month"], value["day"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class TrytonErp:
+    def __init__(self, url: str, login: str, password: str, *, timeout: float = 30.0) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self.login = login
+        self.password = password
+        self._http = httpx.AsyncClient(timeout=timeout)
+        self._auth: str | None = None
+        self._context: dict = {}
+        self._login_lock = asyncio.Lock()
+        self._products: dict[str, int] = {}
+
+    # --- transport --------------------------------------------------------------------------
+
+    async def _post(self, method: str, params: list, *, auth: bool = True) -> Any:
+        headers = {"Authorization": self._auth} if auth and self._auth else {}
+        try:
+            reply = await self._http.post(
+                f"{self.url}rpc/", json={"id": 1, "method": method, "params": _encode(params)}, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise ErpUnavailable(f"Tryton unreachable at {self.url}: {exc!r}") from exc
+        if reply.status_code in (401, 403):
+            raise _SessionLapsed()
+        if reply.status_code in (409, 423, 429) or reply.status_code >= 500:
+            raise ErpUnavailable(f"Tryton answered {reply.status_code} to {method}")
+        if reply.status_code != 200:
+            raise ErpValidationError(f"Tryton answered {reply.status_code} to {method}: {reply.text[:300]}")
+        body = reply.json()
+        if "error" in body:
+            kind, detail = (list(body["error"]) + ["", ""])[:2]
+            if kind in _TRANSIENT or "database is locked" in str(kind):
+                raise ErpUnavailable(f"{method}: {kind}: {detail}")
+            if kind in ("UserError", "UserWarning"):
+                message = detail[0] if isinstance(detail, (list, tuple)) and detail else detail
+                raise ErpValidationError(f"{method}: {message}")
+            raise ErpError(f"{method}: Tryton failed: {str(kind)[:500]}")
+        return _decode(body.get("result"))
+
+    async def _ensure_login(self) -> None:
+        async with self._login_lock:
+            if self._auth:
+                return
+            result = await self._post("common.db.login", [self.login, {"password": self.password}, "en"], auth=False)
+            if not result:
+                raise ErpValidationError("Tryton refused the login")
+            user_id, session = result[0], result[1]
+            token = base64.b64encode(f"{self.login}:{user_id}:{session}".encode()).decode()
+            self._auth = f"Session {token}"
+            self._context = await self._post("model.res.user.get_preferences", [True, {}])
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """`model.X.method` with the user's context appended (Tryton's calling convention)."""
+        for attempt in range(2):
+            await self._ensure_login()
+            try:
+                return await self._post(method, [*params, self._context])
+            except _SessionLapsed:
+                self._auth = None
+                if attempt:
+                    raise ErpValidationError("Tryton refused the session twice (login or rights)") from None
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def _sale(self, row: dict) -> ErpSale:
+        return ErpSale(
+            id=row["id"], reference=row.get("reference") or "", state=row["state"],
+            total=row.get("total_amount") or Decimal("0"),
+            shipped=row.get("shipment_state") in ("partially shipped", "sent"),
+            sale_date=row.get("sale_date"),
+        )
+
+    async def _read_sale(self, sale_id: int) -> ErpSale:
+        rows = await self.call("model.sale.sale.read", [sale_id], _SALE_FIELDS)
+        if not rows:
+            raise ErpValidationError(f"sale {sale_id} does not exist in Tryton")
+        return self._sale(rows[0])
+
+    async def find_sale_by_reference(self, reference: str) -> ErpSale | None:
+        rows = await self.call(
+            "model.sale.sale.search_read", [["reference", "=", reference]], 0, None, [["id", "ASC"]], _SALE_FIELDS
+        )
+        return self._sale(rows[0]) if rows else None
+
+    async def list_sales(self, reference_prefix: str, day: dt.date | None = None) -> list[ErpSale]:
+        domain: list = [["reference", "like", reference_prefix.replace("%", "\\%") + "%"]]
+        if day is not None:
+            domain.append(["sale_date", "=", day])
+        rows = await self.call("model.sale.sale.search_read", domain, 0, None, [["id", "ASC"]], _SALE_FIELDS)
+        return [self._sale(r) for r in rows]
+
+    # --- parties ----------------------------------------------------------------------------
+
+    async def find_or_create_party(self, party: PartyRef) -> int:
+        if party.email:
+            email = party.email.strip().lower()
+            found = await self.call(
+                "model.party.contact_mechanism.search_read",
+                [["type", "=", "email"], ["value", "=", email]], 0, 1, [["id", "ASC"]], ["party"],
+            )
+            if found:
+                return found[0]["party"]
+        mechanisms = []
+        if party.email:
+            mechanisms.append({"type": "email", "value": party.email.strip().lower()})
+        if party.phone:
+            mechanisms.append({"type": "phone", "value": party.phone})
+        values: dict = {"name": party.name, "addresses": [["create", [{}]]]}
+        if mechanisms:
+            values["contact_mechanisms"] = [["create", mechanisms]]
+        ids = await self.call("model.party.party.create", [values])
+        return ids[0]
+
+    # --- sales ------------------------------------------------------------------------------
+
+    async def _product_ids(self, codes: set[str]) -> dict[str, int]:
+        missing = [c for c in codes if c not in self._products]
+        if missing:
+            rows = await self.call("model.product.product.search_read", [["code", "in", missing]], 0, None, None,
+                                   ["id", "code"])
+            for row in rows:
+                self._products[row["code"]] = row["id"]
+        return {c: self._products[c] for c in codes if c in self._products}
+
+    async def _line_values(self, draft: SaleDraft) -> list[dict]:
+        codes = {line.sku if line.kind == "goods" else SERVICE_CODE[line.kind] for line in draft.lines}
+        codes.discard(None)
+        products = await self._product_ids(codes)
+        unknown = sorted({line.sku or "" for line in draft.lines if line.kind == "goods" and line.sku not in products})
+        if unknown:
+            raise UnknownSku(unknown)
+        missing_service = sorted(c for c in SERVICE_CODE.values() if c in codes and c not in products)
+        if missing_service:
+            raise ErpValidationError(f"the ERP has no service product {', '.join(missing_service)}")
+        units = await self._units()
+        out = []
+        for seq, line in enumerate(draft.lines, start=1):
+            code = line.sku if line.kind == "goods" else SERVICE_CODE[line.kind]
+            out.append({
+                "type": "line", "sequence": seq, "product": products[code], "unit": units,
+                "description": line.description, "quantity": float(line.quantity), "unit_price": line.unit_price,
+            })
+        return out
+
+    async def _units(self) -> int:
+        if "__unit__" not in self._products:
+            rows = await self.call("model.product.uom.search", [["name", "=", "Unit"]], 0, 1, None)
+            if not rows:
+                raise ErpValidationError("the ERP has no 'Unit' unit of measure")
+            self._products["__unit__"] = rows[0]
+        return self._products["__unit__"]
+
+    async def _addresses(self, party_id: int) -> int:
+        rows = await self.call("model.party.address.search", [["party", "=", party_id]], 0, 1, [["id", "ASC"]])
+        if rows:
+            return rows[0]
+        return (await self.call("model.party.address.create", [{"party": party_id}]))[0]
+
+    async def create_sale(self, draft: SaleDraft, party_id: int) -> ErpSale:
+        lines = await self._line_values(draft)
+        address = await self._addresses(party_id)
+        currency = await self.call("model.currency.currency.search", [["code", "=", draft.currency]], 0, 1, None)
+        if not currency:
+            raise ErpValidationError(f"the ERP has no currency {draft.currency}")
+        values = {
+            "party": party_id, "invoice_address": address, "shipment_address": address,
+            "reference": draft.reference, "description": draft.description[:200], "sale_date": draft.sale_date,
+            "currency": currency[0], "invoice_method": "order", "shipment_method": "order",
+            "lines": [["create", lines]],
+        }
+        sale_id = (await self.call("model.sale.sale.create", [values]))[0]
+        await self.call("model.sale.sale.quote", [sale_id])
+        return await self._read_sale(sale_id)
+
+    async def update_quotation(self, sale_id: int, draft: SaleDraft) -> ErpSale:
+        sale = await self._read_sale(sale_id)
+        if sale.state not in ("draft", "quotation"):
+            raise ErpValidationError(f"sale {sale_id} is {sale.state}: only a quotation can be edited")
+        lines = await self._line_values(draft)
+        if sale.state == "quotation":
+            await self.call("model.sale.sale.draft", [sale_id])
+        old = await self.call("model.sale.line.search", [["sale", "=", sale_id]], 0, None, None)
+        await self.call("model.sale.sale.write", [sale_id], {
+            "lines": [["delete", old], ["create", lines]], "description": draft.description[:200],
+        })
+        await self.call("model.sale.sale.quote", [sale_id])
+        return await self._read_sale(sale_id)
+
+    async def confirm_sale(self, sale_id: int) -> ErpSale:
+        sale = await self._read_sale(sale_id)
+        if sale.state == "draft":
+            await self.call("model.sale.sale.quote", [sale_id])
+            sale = await self._read_sale(sale_id)
+        if sale.state == "quotation":
+            await self.call("model.sale.sale.confirm", [sale_id])
+            sale = await self._read_sale(sale_id)
+        return sale
+
+    async def cancel_sale(self, sale_id: int) -> ErpSale:
+        sale = await self._read_sale(sale_id)
+        if sale.state == "cancelled":
+            return sale
+        if sale.shipped:
+            raise ErpValidationError(f"sale {sale_id} has shipped: a cancellation is a return (not built)")
+        if sale.state in ("draft", "quotation"):
+            await self.call("model.sale.sale.cancel", [sale_id])
+            return await self._read_sale(sale_id)
+        # Confirmed, nothing shipped: stop the goods and the bill. Tryton has no
+        # processing -> cancelled transition; the sale shows a shipment/invoice exception
+        # that a Tryton user closes with its "handle exception" wizards.
+        rows = await self.call("model.sale.sale.read", [sale_id], ["shipments", "invoices"])
+        shipments = rows[0].get("shipments") or []
+        invoices = rows[0].get("invoices") or []
+        if shipments:
+            await self.call("model.stock.shipment.out.cancel", shipments)
+        if invoices:
+            await self.call("model.account.invoice.cancel", invoices)
+        sale = await self._read_sale(sale_id)
+        return ErpSale(id=sale.id, reference=sale.reference, state="cancelled", total=sale.total,
+                       shipped=sale.shipped, sale_date=sale.sale_date, extra={"tryton_state": sale.state})
+
+    async def delete_sale(self, sale_id: int) -> None:
+        sale = await self._read_sale(sale_id)
+        if sale.state == "quotation":
+            await self.call("model.sale.sale.draft", [sale_id])
+        elif sale.state not in ("draft", "cancelled"):
+            raise ErpValidationError(f"sale {sale_id} is {sale.state}: Tryton deletes only draft or cancelled sales")
+        await self.call("model.sale.sale.delete", [sale_id])
+
+
+class _SessionLapsed(Exception):
+    pass

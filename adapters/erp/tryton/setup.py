@@ -1,0 +1,199 @@
+"""Create a Tryton database for the order flows: modules, company, chart, fiscal year, products.
+
+Run in a child process (`python -m adapters.erp.tryton.setup ...`), never in the service:
+trytond keeps process-wide state (its config, pools, caches) that must not leak into the
+service or the test process. SQLite keeps a database in one file, so a created database
+is cached as a template file keyed by what went into it (modules, SKUs, year, trytond
+version) and later set-ups of the same kind are a file copy (about 20-40 s the first time,
+well under a second from the cache).
+
+Accounting is the minimum Tryton needs to confirm a sale with invoices on order: the
+minimal chart from `account` and one product category carrying its revenue / expense
+accounts. Taxes are not Tryton taxes: the flow posts Shopify's computed tax as a line on
+the `TAX` service product so the sale's total is Shopify's total (docs/flows.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+#: modules activated (their dependencies come along)
+MODULES = ("sale", "stock", "account_invoice", "account_invoice_stock", "party", "company")
+#: service products for lines that are not catalogue goods
+SERVICE_PRODUCTS = {
+    "SHIPPING": "Shipping",
+    "DISCOUNT": "Discount",
+    "TAX": "Sales tax (as computed by the shop)",
+    "MISC": "Other line (no SKU)",
+}
+DB_NAME = "availability"
+ADMIN = "admin"
+
+
+class ErpSetupError(RuntimeError):
+    pass
+
+
+def write_config(path: Path, db_dir: Path, *, listen: str = "127.0.0.1:0") -> Path:
+    """A trytond configuration file: SQLite under `db_dir`, JSON-RPC on `listen`."""
+    path.write_text(
+        "[database]\n"
+        "uri = sqlite://\n"
+        f"path = {db_dir}\n"
+        "[web]\n"
+        f"listen = {listen}\n"
+        "[session]\n"
+        # the flows log in once and keep their session; a day without calls logs out
+        "timeout = 86400\n"
+        "max_attempt = 100\n"
+    )
+    return path
+
+
+def cache_key(skus: list[str]) -> str:
+    import trytond  # noqa: PLC0415 - optional extra
+
+    digest = hashlib.sha256()
+    digest.update(f"{trytond.__version__}|{'/'.join(MODULES)}|{dt.date.today().year}|".encode())
+    digest.update("\n".join(sorted(set(skus))).encode())
+    return digest.hexdigest()[:20]
+
+
+def create_database(db_dir: Path, skus: list[str], password: str, *, cache_dir: Path | None = None,
+                    timeout: float = 600.0) -> Path:
+    """Create `db_dir/availability.sqlite` (replacing none: fails if it exists), from the
+    cache when an equal one was made before. Returns the database file."""
+    db_dir.mkdir(parents=True, exist_ok=True)
+    target = db_dir / f"{DB_NAME}.sqlite"
+    if target.exists():
+        raise ErpSetupError(f"{target} exists already: the ERP database is set up once")
+    cached = None
+    if cache_dir is not None:
+        cached = cache_dir / f"tryton-{cache_key(skus)}.sqlite"
+        if cached.exists():
+            shutil.copyfile(cached, target)
+            _set_password(db_dir, password, timeout=timeout)
+            return target
+    with tempfile.TemporaryDirectory(prefix="av-erp-setup-") as work:
+        work_dir = Path(work)
+        sku_file = work_dir / "skus.txt"
+        sku_file.write_text("\n".join(skus))
+        pass_file = work_dir / "pass"
+        pass_file.write_text(password)
+        _child(["build", str(db_dir), str(sku_file)], pass_file, timeout=timeout)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
+        shutil.copyfile(target, tmp)
+        os.replace(tmp, cached)  # atomic: parallel test runs never read half a template
+    return target
+
+
+def _set_password(db_dir: Path, password: str, *, timeout: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="av-erp-pass-") as work:
+        pass_file = Path(work) / "pass"
+        pass_file.write_text(password)
+        _child(["password", str(db_dir)], pass_file, timeout=timeout)
+
+
+def _child(args: list[str], pass_file: Path, *, timeout: float) -> None:
+    env = dict(os.environ, TRYTONPASSFILE=str(pass_file))
+    proc = subprocess.run([sys.executable, "-m", "adapters.erp.tryton.setup", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise ErpSetupError(f"Tryton set-up failed ({proc.returncode}): {proc.stderr[-4000:]}")
+
+
+# --- what runs in the child process -----------------------------------------------------------
+
+
+def _build(db_dir: Path, skus: list[str]) -> None:
+    conf = write_config(db_dir / "setup.conf", db_dir)
+    db_file = db_dir / f"{DB_NAME}.sqlite"
+    db_file.touch()
+    subprocess.run(
+        [str(Path(sys.executable).with_name("trytond-admin")), "-c", str(conf), "-d", DB_NAME,
+         "--all", "--activate-dependencies", "-u", *MODULES, "--email", "admin@localhost"],
+        check=True, env=os.environ, stdout=subprocess.DEVNULL,
+    )
+    from proteus import Model, config as pconfig  # noqa: PLC0415 - optional extra
+    from trytond.modules.account.tests.tools import create_chart, create_fiscalyear, get_accounts  # noqa: PLC0415
+    from trytond.modules.account_invoice.tests.tools import set_fiscalyear_invoice_sequences  # noqa: PLC0415
+    from trytond.modules.company.tests.tools import create_company, get_company  # noqa: PLC0415
+
+    cfg = pconfig.set_trytond(database=DB_NAME, config_file=str(conf))
+    Party = Model.get("party.party")
+    create_company(party=Party(name="Availability Retail Co"), currency="USD")
+    company = get_company()
+    today = dt.date.today()
+    for year in (today.year, today.year + 1):  # orders near New Year still have a period
+        fiscalyear = set_fiscalyear_invoice_sequences(create_fiscalyear(company, today=dt.date(year, 6, 1)))
+        fiscalyear.click("create_period")
+    create_chart(company)
+    accounts = get_accounts(company)
+
+    Category = Model.get("product.category")
+    category = Category(name="Retail", accounting=True)
+    category.account_revenue = accounts["revenue"]
+    category.account_expense = accounts["expense"]
+    category.save()
+    Uom = Model.get("product.uom")
+    unit, = Uom.find([("name", "=", "Unit")])
+    Template = Model.get("product.template")
+
+    def product(code: str, name: str, kind: str) -> None:
+        template = Template(name=name, code=code, type=kind, default_uom=unit, salable=True,
+                            list_price=Decimal("0"), account_category=category)
+        template.save()
+
+    for code, name in SERVICE_PRODUCTS.items():
+        product(code, name, "service")
+    for sku in skus:
+        if sku and sku not in SERVICE_PRODUCTS:
+            product(sku, sku, "goods")
+    _admin_password(cfg)
+
+
+def _admin_password(cfg=None) -> None:
+    from proteus import Model  # noqa: PLC0415
+
+    User = Model.get("res.user")
+    admin, = User.find([("login", "=", ADMIN)])
+    admin.password = Path(os.environ["TRYTONPASSFILE"]).read_text()
+    admin.save()
+
+
+def _password(db_dir: Path) -> None:
+    from proteus import config as pconfig  # noqa: PLC0415
+
+    conf = write_config(db_dir / "setup.conf", db_dir)
+    pconfig.set_trytond(database=DB_NAME, config_file=str(conf))
+    _admin_password()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adapters.erp.tryton.setup")
+    parser.add_argument("step", choices=["build", "password"])
+    parser.add_argument("db_dir")
+    parser.add_argument("sku_file", nargs="?")
+    args = parser.parse_args(argv)
+    db_dir = Path(args.db_dir).resolve()
+    if args.step == "build":
+        skus = [s.strip() for s in Path(args.sku_file).read_text().splitlines() if s.strip()]
+        _build(db_dir, skus)
+    else:
+        _password(db_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

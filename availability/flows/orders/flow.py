@@ -1,0 +1,392 @@
+"""The order-to-ERP flow: Shopify order webhooks in, one ERP sale per order out.
+
+Intake (`OrderIntake.enqueue_order_webhook`, called by the webhook route or the CLI) is
+durable before it answers: the webhook id is recorded (a redelivery storm is dropped), the
+order's document is merged in SQL (newest `updated_at` wins), then the order is marked
+urgent in the flow's `WorkQueue`. Nothing is posted in the request.
+
+The worker (`OrderWorker.run_once` / `run`) claims marked orders with a lease (one worker
+per order at a time), writes an outbox message *before* touching the ERP, and settles the
+order from its document:
+
+- no order content yet (only `orders/paid`): stays `awaiting_order`, nothing is posted;
+- cancelled: cancel the ERP sale if there is one (never create one to cancel it);
+- otherwise look the ERP sale up by reference *before* creating it (a crash after the
+  ERP's create and before our bookkeeping is therefore harmless), update it while it is a
+  quotation when a newer edit arrived, confirm it once the order is paid.
+
+The outbox message is removed when the order is settled. A worker killed mid-post leaves
+it behind; once its lease lapses another worker takes it over and settles the same order
+again, with the same reference as its idempotency key, so the ERP ends with one sale.
+
+Failures: `ErpUnavailable` is retried with backoff (never given up; after a few attempts
+an `erp_down` exception is opened so people see it, closed again when it posts);
+`UnknownSku`, `ErpValidationError` and an unreadable order park the order in state
+`exception` with an exception of that reason, until someone retries or resolves it, or a
+newer edit of the order arrives. Other orders keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from adapters.erp.port import Erp, ErpError, ErpSale, UnknownSku
+from availability.flows.machinery import (
+    Backoff,
+    Leases,
+    Outbox,
+    OutboxMessage,
+    Scripts,
+    WorkQueue,
+    current_correlation_id,
+    new_correlation_id,
+    now_ms,
+)
+from availability.flows.orders import mapping
+from availability.flows.orders import metrics as m
+from availability.flows.orders.store import Document, OrderStore
+
+log = logging.getLogger(__name__)
+
+FLOW = "orders"
+#: states the flow still has work for
+OPEN_STATES = ("received", "posted", "awaiting_order")
+
+
+class OrderKeys:
+    def __init__(self, prefix: str) -> None:
+        base = f"{prefix}:orders"
+        self.base = base
+        self.marks = f"{base}:marks"
+        self.urgent = f"{base}:urgent"
+        self.leases = f"{base}:inflight"
+        #: reference -> when an ERP-down retry is due (ms)
+        self.retry = f"{base}:retry"
+
+
+class OrderQueue:
+    """The flow's Redis side: work marks, leases, outbox, retry schedule."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.keys = OrderKeys(prefix)
+        scripts = Scripts(redis)
+        self.leases = Leases(redis, self.keys.leases, scripts)
+        self.work = WorkQueue(redis, marks_key=self.keys.marks, urgent_key=self.keys.urgent, leases=self.leases,
+                              scripts=scripts)
+        self.outbox = Outbox(redis, self.keys.base, scripts)
+
+    async def wake(self, reference: str) -> None:
+        await self.work.flag_urgent([f"{reference}|order"])
+
+    async def schedule_retry(self, reference: str, delay_s: float) -> None:
+        await self.redis.zadd(self.keys.retry, {reference: now_ms() + int(delay_s * 1000)})
+
+    async def promote_due_retries(self, limit: int = 500) -> int:
+        due = await self.redis.zrangebyscore(self.keys.retry, "-inf", now_ms(), start=0, num=limit)
+        refs = [d.decode() if isinstance(d, bytes) else d for d in due]
+        if refs:
+            await self.work.flag_urgent([f"{r}|order" for r in refs])
+            await self.redis.zrem(self.keys.retry, *refs)
+        return len(refs)
+
+
+class OrderIntake:
+    def __init__(self, store: OrderStore, queue: OrderQueue, *, shop: str) -> None:
+        self.store = store
+        self.queue = queue
+        self.shop = shop
+
+    async def enqueue_order_webhook(self, topic: str, payload: dict, headers: dict[str, str] | None = None) -> dict:
+        """Take one Shopify order webhook in. Returns what happened ({"outcome": queued |
+        duplicate, "reference": ...}); raises `mapping.InvalidOrder` for a payload that
+        names no order (the route answers 422)."""
+        headers = {k.lower(): v for k, v in (headers or {}).items()}
+        if topic not in mapping.ORDER_TOPICS:
+            raise mapping.InvalidOrder(f"not an order topic: {topic!r}")
+        if not isinstance(payload, dict):
+            raise mapping.InvalidOrder("the payload is not a JSON object")
+        shop = headers.get("x-shopify-shop-domain") or self.shop
+        reference = mapping.reference(shop, payload)
+        webhook_id = headers.get("x-shopify-webhook-id") or headers.get("x-shopify-event-id")
+        if webhook_id and await self.store.seen_webhook(webhook_id, topic, reference):
+            m.WEBHOOKS.labels(topic, "duplicate").inc()
+            return {"outcome": "duplicate", "reference": reference}
+        correlation_id = headers.get("x-correlation-id") or new_correlation_id()
+        paid = topic == "orders/paid" or mapping.is_paid(payload)
+        cancelled = topic == "orders/cancelled" or mapping.is_cancelled(payload)
+        await self.store.receive(reference=reference, shop=shop, topic=topic, payload=payload, paid=paid,
+                                 cancelled=cancelled, correlation_id=correlation_id)
+        await self.queue.wake(reference)
+        m.WEBHOOKS.labels(topic, "queued").inc()
+        return {"outcome": "queued", "reference": reference, "correlation_id": correlation_id}
+
+
+#: the intake the webhook route uses (installed by whoever builds the flow)
+_installed: OrderIntake | None = None
+
+
+def install_intake(intake: OrderIntake | None) -> None:
+    global _installed
+    _installed = intake
+
+
+async def enqueue_order_webhook(topic: str, payload: dict, headers: dict[str, str] | None = None) -> dict:
+    """Hand a Shopify order webhook to the installed order flow (see `install_intake`)."""
+    if _installed is None:
+        raise RuntimeError("the order flow is not running in this process (install_intake was not called)")
+    return await _installed.enqueue_order_webhook(topic, payload, headers)
+
+
+@dataclass
+class WorkerConfig:
+    lease_ms: int = 60_000
+    batch: int = 20
+    retry_cap_s: float = 30.0
+    erp_down_exception_after: int = 5
+    idle_sleep_s: float = 0.2
+
+
+class OrderWorker:
+    def __init__(self, store: OrderStore, queue: OrderQueue, erp: Erp, *, config: WorkerConfig | None = None,
+                 owner: str | None = None) -> None:
+        self.store = store
+        self.queue = queue
+        self.erp = erp
+        self.config = config or WorkerConfig()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.backoff = Backoff(base=0.5, cap=self.config.retry_cap_s, max_attempts=1_000_000)
+
+    # --- loop -------------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """One round: recover lapsed outbox messages, promote due retries, settle claimed orders."""
+        done = 0
+        for message in await self.queue.outbox.take_over(self.config.lease_ms):
+            reference = message.payload.get("reference")
+            if reference and await self.queue.leases.acquire([reference], self.owner, self.config.lease_ms):
+                log.info("order %s: resending after its worker stopped (key %s)", reference, message.idempotency_key)
+                await self.settle(reference, message)
+                await self.queue.leases.release([reference], self.owner)
+                done += 1
+            else:
+                await self.queue.outbox.renew(message.id, 0)  # let whoever holds the order finish
+        await self.queue.promote_due_retries()
+        claimed = await self.queue.work.claim(self.owner, window_ms=None, limit=self.config.batch,
+                                              lease_ms=self.config.lease_ms)
+        # An outbox message for every claimed order before working on any: claiming took
+        # their marks away, so a worker killed on the first must not lose the others.
+        messages = {}
+        for item in claimed:
+            messages[item.group] = self._message(item.group)
+            await self.queue.outbox.put(messages[item.group], self.config.lease_ms)
+        for item in claimed:
+            try:
+                await self.queue.outbox.renew(messages[item.group].id, self.config.lease_ms)
+                await self.settle(item.group, messages[item.group])
+            finally:
+                await self.queue.leases.release([item.group], self.owner)
+            done += 1
+        await self._gauges()
+        return done
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                worked = await self.run_once()
+            except Exception:  # a store/Redis hiccup must not end the worker
+                log.exception("order worker round failed")
+                worked = 0
+            if not worked:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.config.idle_sleep_s)
+                except TimeoutError:
+                    pass
+
+    async def drain(self, *, timeout: float = 60.0) -> None:
+        """Run rounds until nothing is marked, in the outbox or due (tests, `flows orders run --once`)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            await self.run_once()
+            marks, urgent = await self.queue.work.pending()
+            outbox = await self.queue.outbox.pending()
+            retry = await self.queue.redis.zcard(self.queue.keys.retry)
+            if not (marks or urgent or outbox or retry):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("order flow did not drain")
+
+    async def _gauges(self) -> None:
+        counts = await self.store.counts()
+        for state in OPEN_STATES + ("exception",):
+            m.BACKLOG.labels(state).set(counts.get(state, 0))
+
+    # --- one order ----------------------------------------------------------------------------
+
+    def _message(self, reference: str, correlation_id: str | None = None) -> OutboxMessage:
+        # The reference is the idempotency key: a resend looks the sale up by it first.
+        return OutboxMessage(id=f"order:{reference}", flow=FLOW, idempotency_key=reference,
+                             payload={"reference": reference}, correlation_id=correlation_id or "",
+                             created_ms=now_ms(), owner=self.owner)
+
+    async def settle(self, reference: str, message: OutboxMessage | None = None) -> str:
+        """Bring the ERP in line with the order's document; returns the document's new state."""
+        doc = await self.store.get(reference)
+        if doc is None:
+            if message is not None:
+                await self.queue.outbox.done(message.id)
+            return "unknown"
+        token = current_correlation_id.set(doc.correlation_id)
+        if message is None:
+            message = self._message(reference, doc.correlation_id)
+            await self.queue.outbox.put(message, self.config.lease_ms)
+        try:
+            state = await self._settle(doc)
+        except ErpError as exc:
+            state = await self._failed(doc, exc)
+        except mapping.InvalidOrder as exc:
+            state = await self._park(doc, "invalid_order", str(exc))
+        finally:
+            current_correlation_id.reset(token)
+        await self.queue.outbox.done(message.id)
+        return state
+
+    async def _settle(self, doc: Document) -> str:
+        ref = doc.reference
+        if doc.state == "cancelled":
+            return "cancelled"
+        if doc.cancel_requested:
+            sale = await self._find(doc)
+            if sale is None:
+                await self.store.transition(ref, "cancelled", detail="cancelled before it reached the ERP",
+                                            correlation_id=doc.correlation_id or "")
+                return "cancelled"
+            if sale.state != "cancelled":
+                try:
+                    sale = await self.erp.cancel_sale(sale.id)
+                except ErpError as exc:
+                    if sale.shipped and not exc.transient:
+                        return await self._park(doc, "shipped_before_cancel", str(exc))
+                    raise
+                m.ERP_CALLS.labels("cancel", "ok").inc()
+            await self.store.transition(ref, "cancelled", detail=f"ERP sale {sale.id} cancelled",
+                                        correlation_id=doc.correlation_id or "", erp_sale_id=sale.id)
+            await self.store.close_exceptions(ref, by="flow", note="order cancelled")
+            return "cancelled"
+        if doc.state == "awaiting_order" or doc.payload is None:
+            return "awaiting_order"  # orders/paid came first: wait for orders/create
+        draft = mapping.to_sale(doc.shop, doc.payload)
+        sale = await self._find(doc)
+        if sale is None:
+            party_id = await self.erp.find_or_create_party(draft.party)
+            sale = await self.erp.create_sale(draft, party_id)
+            m.ERP_CALLS.labels("create", "ok").inc()
+            await self.store.transition(ref, "posted", detail=f"ERP sale {sale.id} created as a quotation",
+                                        correlation_id=doc.correlation_id or "", erp_sale_id=sale.id,
+                                        posted_ms=now_ms(), posted_version=doc.payload_updated_at, reason=None,
+                                        last_error=None)
+        else:
+            if doc.erp_sale_id != sale.id or doc.state in ("received", "exception"):
+                # created by a worker that stopped before recording it: adopt, never recreate
+                await self.store.transition(ref, "posted", detail=f"ERP sale {sale.id} found by reference",
+                                            erp_sale_id=sale.id, posted_ms=doc.posted_ms or now_ms(),
+                                            correlation_id=doc.correlation_id or "")
+            if doc.posted_version != doc.payload_updated_at and sale.state in ("draft", "quotation"):
+                sale = await self.erp.update_quotation(sale.id, draft)
+                m.ERP_CALLS.labels("update", "ok").inc()
+                await self.store.transition(ref, "posted", detail=f"ERP quotation {sale.id} set to order version "
+                                            f"{doc.payload_updated_at}", correlation_id=doc.correlation_id or "",
+                                            erp_sale_id=sale.id, posted_version=doc.payload_updated_at)
+            elif doc.posted_version != doc.payload_updated_at and doc.state == "confirmed":
+                # Shopify allows edits after payment; a confirmed ERP sale is not rewritten
+                await self.store.open_exception(ref, "edited_after_confirmation",
+                                                f"order edited ({doc.payload_updated_at}) after ERP sale {sale.id} "
+                                                f"was confirmed from version {doc.posted_version}")
+                await self.store.transition(ref, "confirmed", detail="edit after confirmation not applied",
+                                            posted_version=doc.payload_updated_at)
+                m.EXCEPTIONS.labels("edited_after_confirmation").inc()
+                return "confirmed"
+        if doc.paid and sale.state in ("draft", "quotation"):
+            sale = await self.erp.confirm_sale(sale.id)
+            m.ERP_CALLS.labels("confirm", "ok").inc()
+        if sale.state in ("confirmed", "processing", "done"):
+            if doc.state != "confirmed":
+                stamp = now_ms()
+                await self.store.transition(ref, "confirmed", detail=f"ERP sale {sale.id} confirmed ({sale.state})",
+                                            correlation_id=doc.correlation_id or "", erp_sale_id=sale.id,
+                                            confirmed_ms=stamp, posted_ms=doc.posted_ms or stamp, reason=None)
+                m.POSTING_LATENCY.observe(max(0, stamp - doc.received_ms) / 1000)
+            await self.store.close_exceptions(ref, by="flow", note="posted")
+            return "confirmed"
+        await self.store.close_exceptions(ref, by="flow", note="posted")
+        return "posted"
+
+    async def _find(self, doc: Document) -> ErpSale | None:
+        return await self.erp.find_sale_by_reference(doc.reference)
+
+    async def _failed(self, doc: Document, exc: ErpError) -> str:
+        if exc.transient:
+            attempts = await self.store.note_failure(doc.reference, exc.reason, str(exc))
+            delay = self.backoff.delay(attempts)
+            await self.queue.schedule_retry(doc.reference, delay)
+            m.ERP_CALLS.labels("any", "unavailable").inc()
+            log.warning("order %s: ERP unavailable (attempt %d, retry in %.1fs): %s", doc.reference, attempts, delay,
+                        exc)
+            if attempts >= self.config.erp_down_exception_after:
+                if await self.store.open_exception(doc.reference, exc.reason, str(exc)):
+                    m.EXCEPTIONS.labels(exc.reason).inc()
+            return doc.state
+        detail = str(exc)
+        if isinstance(exc, UnknownSku):
+            detail = f"unknown SKU(s) {', '.join(exc.skus)}: {exc}"
+        m.ERP_CALLS.labels("any", exc.reason).inc()
+        return await self._park(doc, exc.reason, detail)
+
+    async def _park(self, doc: Document, reason: str, detail: str) -> str:
+        await self.store.note_failure(doc.reference, reason, detail)
+        await self.store.transition(doc.reference, "exception", detail=f"{reason}: {detail}",
+                                    correlation_id=doc.correlation_id or "")
+        await self.store.open_exception(doc.reference, reason, detail)
+        m.EXCEPTIONS.labels(reason).inc()
+        log.warning("order %s: exception %s: %s", doc.reference, reason, detail)
+        return "exception"
+
+
+# --- exception queue operations (CLI, API) ----------------------------------------------------
+
+
+async def retry_exception(store: OrderStore, queue: OrderQueue, exception_id: int, *, by: str) -> dict:
+    """Close the exception and settle its order again (after the SKU was created, the ERP
+    fixed, ...). The order returns to `received`; the next round decides what it needs."""
+    exc = await store.get_exception(exception_id)
+    if exc is None:
+        raise KeyError(exception_id)
+    await store.close_exceptions(exc["reference"], by=by, note="retried", ids=[exception_id])
+    doc = await store.get(exc["reference"])
+    if doc is not None and doc.state == "exception":
+        await store.transition(doc.reference, "received", detail=f"retried by {by} (exception {exception_id})")
+    await queue.wake(exc["reference"])
+    return exc
+
+
+async def resolve_exception(store: OrderStore, exception_id: int, *, by: str, note: str) -> dict:
+    """Close the exception without posting (handled outside the flow); the order stays as it is."""
+    exc = await store.get_exception(exception_id)
+    if exc is None:
+        raise KeyError(exception_id)
+    await store.close_exceptions(exc["reference"], by=by, note=note or "resolved", ids=[exception_id])
+    return exc
+
+
+def dumps(value: Any) -> str:
+    return msgspec.json.encode(value).decode()

@@ -1,0 +1,140 @@
+"""Group commit (reserve_group.lua and the per-SKU batcher) on a real Redis: concurrent
+one-SKU reservations of a hot SKU are settled in a few script calls, each request gets
+its own answer, and the outcome is exactly a plain-Python oracle's that takes the
+requests one by one in arrival order: never oversold, all-or-nothing per reservation."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from availability.domain.errors import InsufficientStock, ReservationConflict, ReservationInProgress
+from availability.domain.reservations import ReservationLine, ReservationRequest
+from availability.ledger.keys import KeyLayout
+from availability.ledger.ledger import Ledger, ReservationPolicy
+from tests.factories import book, event
+
+
+@pytest.fixture
+async def ledger(redis_client, key_prefix):
+    led = Ledger(redis_client, keys=KeyLayout(key_prefix), reservations=ReservationPolicy(group_max=64))
+    await led.load_scripts()
+    return led
+
+
+class Oracle:
+    """ATS per location (no rules), lines placed by location priority like reserve.lua:
+    one location that has the whole line, else split in order; all lines or none."""
+
+    def __init__(self, stock: dict[str, int]) -> None:
+        self.free = dict(stock)
+
+    def reserve(self, lines: list[tuple[int, str | None]]) -> list[list[tuple[str, int]]] | None:
+        free = dict(self.free)
+        placed = []
+        for quantity, location in lines:
+            candidates = [location] if location else list(free)
+            whole = next((loc for loc in candidates if free.get(loc, 0) >= quantity), None)
+            if whole:
+                allocs = [(whole, quantity)]
+            else:
+                allocs, left = [], quantity
+                for loc in candidates:
+                    take = min(left, free.get(loc, 0))
+                    if take:
+                        allocs.append((loc, take))
+                        left -= take
+                if left:
+                    return None
+            for loc, take in allocs:
+                free[loc] -= take
+            placed.append(allocs)
+        self.free = free
+        return placed
+
+
+async def _attempt(ledger, request, rules):
+    try:
+        return await ledger.reserve(request, rules)
+    except InsufficientStock as exc:
+        return exc
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_concurrent_reservations_answer_each_request_as_the_oracle_does(ledger, seed):
+    rng = random.Random(seed)
+    rules = book()  # DC1 then STORE-1
+    await ledger.apply_batch([event("receipt", sku="HOT", location="DC1", quantity=120),
+                              event("receipt", sku="HOT", location="STORE-1", quantity=40)])
+    oracle = Oracle({"DC1": 120, "STORE-1": 40})
+    requests = []
+    for i in range(400):
+        lines = [(rng.randint(1, 4), rng.choice([None, None, "DC1", "STORE-1"])) for _ in range(rng.choice([1, 1, 2]))]
+        requests.append(ReservationRequest(f"o{i}", "online", [ReservationLine("HOT", q, loc) for q, loc in lines]))
+    # submitted in this order in one go: the batcher keeps arrival order
+    answers = await asyncio.gather(*(_attempt(ledger, r, rules) for r in requests))
+    assert ledger.group.batches < len(requests) / 10  # it really grouped them
+    held_units = 0
+    for request, answer in zip(requests, answers):
+        expected = oracle.reserve([(line.quantity, line.location) for line in request.lines])
+        if expected is None:
+            assert isinstance(answer, InsufficientStock), request
+            assert not await ledger.redis.exists(ledger.keys.reservation(request.reservation_id))
+            continue
+        assert [[(a.location, a.quantity) for a in line.allocations] for line in answer.lines] == expected
+        assert await ledger.get_reservation(request.reservation_id) == answer  # the ledger agrees
+        held_units += sum(line.quantity for line in request.lines)
+    stock = await ledger.stock("HOT")
+    assert {loc: b.on_hand - b.reserved for loc, b in stock.items()} == oracle.free
+    assert sum(b.reserved for b in stock.values()) == held_units
+    assert all(b.reserved <= b.on_hand for b in stock.values())  # never oversold
+    journal = await ledger.redis.xlen(ledger.keys.journal)
+    assert journal >= 2 + sum(1 for a in answers if not isinstance(a, InsufficientStock))
+
+
+async def test_replays_and_taken_ids_in_a_batch_take_the_per_sku_protocol(ledger):
+    rules = book()
+    await ledger.apply(event("receipt", sku="HOT", quantity=10))
+    first = ReservationRequest("dup", "online", [ReservationLine("HOT", 2)])
+    other = ReservationRequest("dup", "online", [ReservationLine("HOT", 3)])
+    results = await asyncio.gather(
+        ledger.reserve_or_replay(first, rules), ledger.reserve_or_replay(first, rules),
+        ledger.reserve_or_replay(other, rules), return_exceptions=True,
+    )
+    assert results[0][1] is True and results[1][1] is False and results[1][0] == results[0][0]
+    assert isinstance(results[2], ReservationConflict)
+    assert (await ledger.stock("HOT"))["DC1"].reserved == 2
+    # an id whose multi-SKU attempt is still pending is told to wait, nothing held for it
+    await ledger._intent("begin", "busy", "cafe0001", 5000, b'["online",[],0,0,["HOT","B"]]', 0)
+    with pytest.raises(ReservationInProgress):
+        await ledger.reserve(ReservationRequest("busy", "online", [ReservationLine("HOT", 1)]), rules)
+    assert (await ledger.stock("HOT"))["DC1"].reserved == 2
+
+
+async def test_grouped_reservations_commit_release_and_expire_like_any_other(ledger):
+    rules = book()
+    await ledger.apply(event("receipt", sku="HOT", quantity=10))
+    made = await asyncio.gather(*(
+        ledger.reserve(ReservationRequest(f"g{i}", "online", [ReservationLine("HOT", 2)], 5), rules, at_ms=1_000)
+        for i in range(3)
+    ))
+    assert [m.expires_at_ms for m in made] == [6_000] * 3
+    await ledger.commit("g0")
+    await ledger.release("g1")
+    assert await ledger.expire_due(at_ms=6_000) == 1
+    buckets = (await ledger.stock("HOT"))["DC1"]
+    assert (buckets.reserved, buckets.allocated) == (0, 2)
+    assert [(await ledger.get_reservation(f"g{i}")).status for i in range(3)] == ["committed", "released", "expired"]
+
+
+async def test_an_idle_request_is_sent_at_once_and_off_means_the_per_sku_protocol(redis_client, key_prefix):
+    rules = book()
+    for group_max, batches in ((64, 1), (0, 0)):
+        led = Ledger(redis_client, keys=KeyLayout(f"{key_prefix}{group_max}"), reservations=ReservationPolicy(group_max=group_max))
+        await led.load_scripts()
+        await led.apply(event("receipt", sku="HOT", quantity=3))
+        held = await asyncio.wait_for(led.reserve(ReservationRequest("one", "online", [ReservationLine("HOT", 1)]), rules), 5)
+        assert held.status == "held" and led.group.batches == batches
+        assert await led.redis.zcard(led.keys.pending) == 0
