@@ -54,6 +54,7 @@ BENCHES = (
     Bench("reservations", "loadtests.bench_reservations"),
     Bench("shopify", "loadtests.bench_shopify"),
     Bench("rule_change", "loadtests.bench_rule_change"),
+    Bench("resync", "loadtests.bench_resync"),
     Bench("memory", "loadtests.bench_memory"),
 )
 
@@ -151,6 +152,13 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
         return api_rows(r)
     if name == "shopify":
         return shopify_rows(r)
+    if name == "resync":
+        bulk, sample = r.get("bulk", {}), r.get("per_level_sample", {})
+        return [(f"Shopify bulk resync of {_fmt(r.get('levels'))} levels ({r.get('plan')} plan, "
+                 f"{_fmt(bulk.get('pushed'))} repaired)", _fmt(bulk.get("seconds"), " s"),
+                 f"per-level resync, {_fmt(sample.get('levels'))}-level sample extrapolated: "
+                 f"{_fmt(r.get('per_level_extrapolated_seconds_for_all_levels'), ' s')}",
+                 _fmt(_ratio(bulk.get("seconds"), r.get("per_level_extrapolated_seconds_for_all_levels"))))]
     return []
 
 

@@ -22,8 +22,8 @@ Shopify runs one bulk query and one bulk mutation at a time per shop and app bef
 running, surfaced here as `BulkOperationError`. No @idempotent directive: a bulk mutation
 is not retried as such (its lines are compare-and-set, so running it again is harmless).
 
-Written against Shopify's documented API; the project's simulator has no bulk operations
-yet (the flows test what they can without them; see docs/shopify-push.md).
+Written against Shopify's documented API; run end to end against the project's simulator
+(tests/flows/test_bulk_resync.py, loadtests/bench_resync.py).
 """
 
 from __future__ import annotations

@@ -87,32 +87,15 @@ def _register_sim(sub) -> None:
     sims = actions[0] if actions else existing.add_subparsers(dest="sim_command", metavar="SYSTEM")
     if "shopify" in sims.choices:
         return
-    from adapters.shopify.simulator import PLANS, SimulatorConfig
+    from adapters.shopify.simulator import add_simulator_arguments
 
-    defaults = SimulatorConfig()
-    p = sims.add_parser("shopify", help="the Shopify GraphQL Admin API simulator (cost-based rate limits, faults, webhooks)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--plan", choices=sorted(PLANS), default="standard", help="rate-limit plan (standard = 100 points/s)")
-    p.add_argument("--restore-rate", type=float, default=None, help="points/s (overrides --plan)")
-    p.add_argument("--bucket-size", type=float, default=None, help="bucket size (overrides --plan)")
-    p.add_argument("--token", default=defaults.access_token, help="accepted X-Shopify-Access-Token")
-    p.add_argument("--api-version", default=defaults.api_version, help="version announced in webhooks")
-    p.add_argument("--shop-domain", default=defaults.shop_domain)
-    p.add_argument("--throttle-status", type=int, choices=[200, 429], default=200)
-    p.add_argument("--webhook-url", default=None, help="where inventory_levels/update webhooks go")
-    p.add_argument("--webhook-secret", default=defaults.webhook_secret)
-    p.add_argument("--no-echo-api-writes", action="store_true", help="do not announce the app's own writes")
-    p.add_argument("--seed-items", type=int, default=0, help="seed N items stocked at every location")
-    p.add_argument("--seed-locations", type=int, default=2)
-    p.add_argument("--initial-available", type=int, default=10)
-    p.add_argument("--error-rate", type=float, default=0.0, help="share of calls answered 5xx")
-    p.add_argument("--latency-ms", type=float, default=0.0)
-    p.add_argument("--latency-jitter-ms", type=float, default=0.0)
-    p.add_argument("--timeout-rate", type=float, default=0.0, help="share of answers held back (applied, answer lost)")
-    p.add_argument("--timeout-s", type=float, default=30.0)
-    p.add_argument("--external-writer-interval", type=float, default=0.0, help="seconds between external changes")
-    p.add_argument("--seed", type=int, default=0, help="RNG seed for faults")
+    # The simulator owns its option list (one place, so `python -m adapters.shopify.simulator`
+    # and this command cannot drift apart).
+    p = sims.add_parser(
+        "shopify",
+        help="the Shopify GraphQL Admin API simulator (cost-based rate limits, faults, sales, webhooks, bulk)",
+    )
+    add_simulator_arguments(p)
     p.set_defaults(handler=run_sim_shopify)
 
 

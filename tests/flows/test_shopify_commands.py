@@ -91,6 +91,21 @@ def test_sim_shopify_command_parses_plan_and_faults():
     assert config.limits().restore_rate == 1000.0
 
 
+def test_sim_shopify_command_offers_the_simulators_own_options():
+    """Sales, webhook faults and the cost model reach the config (the simulator's option list)."""
+    from adapters.shopify.simulator import config_from_args
+
+    args = build_parser().parse_args([
+        "sim", "shopify", "--buyer-rate", "2.5", "--buyer-max-quantity", "3", "--webhook-delay-ms", "40",
+        "--webhook-delay-jitter-ms", "10", "--webhook-duplicate-rate", "0.2", "--webhook-reorder-rate", "0.3",
+        "--cost-model", "pessimistic",
+    ])
+    f = config_from_args(args).faults
+    assert (f.buyer_rate_per_s, f.buyer_max_quantity, f.webhook_delay_ms, f.webhook_delay_jitter_ms) == (2.5, 3, 40, 10)
+    assert (f.webhook_duplicate_rate, f.webhook_reorder_rate) == (0.2, 0.3)
+    assert config_from_args(args).cost_model == "pessimistic"
+
+
 async def test_publisher_service_wires_the_push_from_settings(redis_url, key_prefix, tmp_path):
     from availability.bootstrap import open_runtime
     from availability.config import Settings

@@ -369,13 +369,19 @@ def test_bulk_variables_file_is_one_checked_input_per_250_levels(version, field)
     assert "@idempotent" not in BULK_SET_MUTATION  # a bulk line is compare-and-set, not keyed
 
 
-async def test_bulk_read_against_a_shop_without_bulk_operations_fails_clearly(shop):
-    from adapters.shopify.bulk import BulkClient, BulkOperationError
-    from adapters.shopify.client import ShopifyError
+async def test_a_second_bulk_read_while_one_runs_fails_clearly(shop):
+    """Before 2026-01 a shop runs one bulk query at a time: the second is refused with a
+    named error (the simulator has bulk operations now; the round trip itself is tested in
+    tests/flows/test_bulk_resync.py)."""
+    from adapters.shopify.bulk import LEVELS_BULK_QUERY, BulkClient, BulkOperationError
 
-    async with client_for(shop) as c:
-        with pytest.raises((BulkOperationError, ShopifyError)):
-            await BulkClient(c, poll_s=0.01).read_levels()
+    async with client_for(shop, api_version="2025-10") as c:
+        bulk = BulkClient(c, poll_s=0.01)
+        first = await bulk.run_query(LEVELS_BULK_QUERY)
+        with pytest.raises(BulkOperationError) as refused:
+            await bulk.run_query(LEVELS_BULK_QUERY)
+        assert "OPERATION_IN_PROGRESS" in refused.value.codes
+        assert (await bulk.wait(first)).status == "COMPLETED"
 
 
 def test_progress_rate_eta_and_log_lines(caplog):

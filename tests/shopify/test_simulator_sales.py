@@ -222,3 +222,23 @@ def test_command_line_sets_the_sales_webhook_and_cost_knobs():
     assert config.faults.buyer_rate_per_s == 5.0 and config.faults.webhook_delay_ms == 20.0
     assert config.faults.webhook_reorder_rate == 0.5
     assert config.costs().mutation_entry_cost == 2.0 and config.limits().restore_rate == 50.0
+
+
+def test_sim_orders_endpoint_lists_every_order():
+    """GET /_sim/orders answers every order, REST-shaped (it answered 500 before: no accessor)."""
+    import httpx
+
+    from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
+
+    with SimulatorServer(SimulatorConfig()) as sim:
+        loc = sim.state.add_location("W")
+        item = sim.state.add_item("LIST-ME")
+        sim.state.stock(item, loc, 5)
+        for qty in (1, 2):
+            resp = httpx.post(f"{sim.base_url}/_sim/checkout", json={"line_items": [{"sku": "LIST-ME", "quantity": qty}]})
+            assert resp.status_code == 201
+        listed = httpx.get(f"{sim.base_url}/_sim/orders")
+        assert listed.status_code == 200
+        assert [[(ln["sku"], ln["quantity"]) for ln in o["line_items"]] for o in listed.json()["orders"]] == [
+            [("LIST-ME", 1)], [("LIST-ME", 2)]
+        ]

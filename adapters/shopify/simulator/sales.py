@@ -269,6 +269,11 @@ class SalesMixin:
             "refunds": [],
         }
 
+    def order(self, order_id: int) -> _Order | None:
+        """One order by id (``GET /_sim/orders`` renders each with :meth:`order_webhook_body`)."""
+        with self._lock:
+            return self._orders.get(order_id)
+
     def order_node(self, order_id: int) -> dict[str, Any] | None:
         """GraphQL ``Order`` (with its one fulfillment order at the committed location)."""
         with self._lock:
