@@ -24,6 +24,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from availability.api import events, exceptions, lookups, master, ops, reservations, rules
 from availability.api.context import ApiContext
+from availability.api.correlation import CorrelationId, echo_header
 from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
 from availability.api.openapi import refine_openapi
@@ -72,7 +73,8 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
     app = Litestar(
         route_handlers=handlers,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)],
+        middleware=[CorrelationId, DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)],
+        before_send=[echo_header],  # X-Correlation-Id on every response (api/correlation.py)
         lifespan=[_lifespan(ctx, services)],
         openapi_config=OpenAPIConfig(
             title="Availability API",
