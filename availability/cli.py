@@ -12,8 +12,9 @@ import logging
 import importlib
 import sys
 
-from availability import logs, logthrottle
+from availability import logs, logthrottle, progress
 from availability.config import Settings
+from availability.correlation import current_correlation_id, new_correlation_id
 from availability.embedded_redis import EmbeddedRedisError
 
 COMMAND_MODULES = (
@@ -55,18 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     ours = not logging.getLogger().handlers  # else a host (pytest) owns logging: leave its handlers be
-    logs.configure(args.log_level, Settings().log_format)
+    settings = Settings()
+    logs.configure(args.log_level, settings.log_format)
+    progress.configure(settings.progress_every_s)
     if ours:
         logthrottle.install()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
+    # one correlation id per command run, on its every log line (a flow's push sets its own)
+    token = current_correlation_id.set(new_correlation_id())
     try:
-        return int(args.handler(args, Settings()) or 0)
+        return int(args.handler(args, settings) or 0)
     except EmbeddedRedisError as exc:
         # e.g. the data dir's owner (a running `serve`) does not answer: say so, apply nothing
         print(f"availability: {exc}", file=sys.stderr)
         return 1
+    finally:
+        current_correlation_id.reset(token)
 
 
 if __name__ == "__main__":

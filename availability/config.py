@@ -26,6 +26,8 @@ class Settings(BaseSettings):
 
     #: log lines as text or as JSON (one object per line, with the correlation id): availability/logs.py
     log_format: Literal["text", "json"] = "text"
+    #: off a terminal, seconds between two progress log lines of a long CLI job: availability/progress.py
+    progress_every_s: float = Field(default=5.0, ge=0)
 
     host: str = "127.0.0.1"
     port: int = 8000

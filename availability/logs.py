@@ -2,8 +2,8 @@
 (`AVAILABILITY_LOG_FORMAT=json`).
 
 A JSON line carries time (UTC, ISO 8601), level, logger, message, the correlation id of
-the unit of work being done (always present, null outside one: flows set it per push, see
-availability/flows/machinery.py) and the exception when there is one. The same logging
+the unit of work being done (always present, null outside one; who sets it:
+availability/correlation.py) and the exception when there is one. The same logging
 configuration is handed to uvicorn (`log_config`), so its own loggers and every worker
 process write the same format.
 """
@@ -16,6 +16,8 @@ import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
+from availability.correlation import current_correlation_id
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: attributes every LogRecord has; anything else was passed in `extra=` and is kept (but
@@ -24,10 +26,6 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 
 def correlation_id() -> str | None:
-    try:
-        from availability.flows.machinery import current_correlation_id  # noqa: PLC0415
-    except ModuleNotFoundError:  # the flows area is optional
-        return None
     return current_correlation_id.get()
 
 

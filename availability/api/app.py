@@ -26,6 +26,7 @@ from availability.api import events, exceptions, lookups, master, ops, reservati
 from availability.api.allow import options_handlers
 from availability.api.asyncapi import asyncapi_routes
 from availability.api.context import ApiContext
+from availability.api.correlation import CorrelationId, echo_header
 from availability.api.fastpath import FastLookups
 from availability.api.limits import guarded_request
 from availability.api.metrics import MetricsASGI
@@ -77,7 +78,8 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         # OPTIONS first: Litestar's own would answer only the first handler's methods (allow.py)
         route_handlers=[*options_handlers(handlers), *handlers],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)],
+        middleware=[CorrelationId, DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)],
+        before_send=[echo_header],  # X-Correlation-Id on every response (api/correlation.py)
         lifespan=[_lifespan(ctx, services)],
         openapi_config=OpenAPIConfig(
             title="Availability API",

@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from availability.config import Settings
-from availability.flows.progress import Progress
+from availability.progress import Progress
 
 
 def register(sub) -> None:

@@ -25,7 +25,6 @@ permanent, what a replay does) are made by the flow.
 
 from __future__ import annotations
 
-import contextvars
 import random
 import time
 import uuid
@@ -36,6 +35,9 @@ from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
+
+# re-exported: the correlation id lives in a neutral module (HTTP requests and consumers set it too)
+from availability.correlation import current_correlation_id, new_correlation_id  # noqa: F401
 
 T = TypeVar("T")
 
@@ -49,16 +51,6 @@ def _s(value: Any) -> str:
 
 
 # --- correlation ids ------------------------------------------------------------------------
-
-#: the correlation id of the unit of work this task is doing (for log records)
-current_correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "availability_correlation_id", default=None
-)
-
-
-def new_correlation_id() -> str:
-    return uuid.uuid4().hex
-
 
 def new_idempotency_key() -> str:
     """A fresh key for a request to a peer (UUID4: fits Shopify's key alphabet and length)."""

@@ -204,12 +204,17 @@ def cmd_dlq_replay(args, settings: Settings) -> int:
             replay_all,
         )
         from availability.ingest.streams import StreamNames
+        from availability.progress import Progress
 
         async with _open_dlq(args, settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
             async with EventPublisher(runtime) as publisher:
                 if args.all:
-                    replayed, kept = await replay_all(runtime, dlq, publisher, reason=args.reason, force=args.force)
+                    # the total is the whole DLQ (with --reason, an upper bound: the ETA errs long)
+                    with Progress("dlq replay", await dlq.count(), unit="letters") as progress:
+                        replayed, kept = await replay_all(
+                            runtime, dlq, publisher, reason=args.reason, force=args.force, progress=progress.advance
+                        )
                     for letter_id, why in kept:
                         print(f"kept {letter_id}: {why}", file=sys.stderr)
                     print(f"replayed {replayed}, kept {len(kept)}")
@@ -236,6 +241,7 @@ def cmd_ingest_file(args, settings: Settings) -> int:
         from availability.ingest.publisher import EventPublisher
         from availability.ingest.sources import load
         from availability.ingest.streams import StreamNames
+        from availability.progress import Progress, following
 
         path = Path(args.path)
         if not path.is_file():
@@ -245,12 +251,19 @@ def cmd_ingest_file(args, settings: Settings) -> int:
         async with args.root.open_runtime(settings) as runtime:
             dlq = DeadLetters(runtime.redis, StreamNames.from_settings(settings))
             async with EventPublisher(runtime) as publisher:
-                with path.open("rb") as source:  # noqa: ASYNC230 - a CLI run, nothing else on the loop
+                size = path.stat().st_size
+                with (
+                    path.open("rb") as source,  # noqa: ASYNC230 - a CLI run, nothing else on the loop
+                    Progress(f"ingest {path.name}", size, unit="bytes") as progress,
+                ):
                     try:
-                        report = await load(args.format, source, publisher, dlq, label=str(path), options=options)
+                        # the parser reads in a worker thread: follow how far into the file it is
+                        async with following(progress, source.tell):
+                            report = await load(args.format, source, publisher, dlq, label=str(path), options=options)
                     except InvalidEvent as exc:
                         print(f"{path}: refused: {exc.detail}", file=sys.stderr)
                         return 1
+                    progress.update(size)
         print(json.dumps(report.as_dict()))
         return 0 if not report.rejected else 3
 

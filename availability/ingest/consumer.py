@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from faststream import AckPolicy, Context
 
+from availability.correlation import current_correlation_id, new_correlation_id
 from availability.ingest.pipeline import Entry, IngestPipeline, is_transient
 from availability.ingest.publisher import ensure_redis_groups
 from availability.ingest.reclaim import Reclaimer
@@ -189,16 +190,20 @@ class StreamConsumer:
         """Apply a batch; while Redis is unreachable, retry it in place (with backoff), so the
         partition keeps its order instead of waiting for the reclaim timeout."""
         delay = 0.1
-        while True:
-            try:
-                await self.pipeline.process(entries, **kwargs)
-                return
-            except Exception as exc:
-                if not is_transient(exc) or self._stopping:
-                    raise  # stays pending: reclaimed later
-                log.warning("batch of %d not applied (%s); retrying in %.1fs", len(entries), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        token = current_correlation_id.set(new_correlation_id())  # one per batch, for its log lines
+        try:
+            while True:
+                try:
+                    await self.pipeline.process(entries, **kwargs)
+                    return
+                except Exception as exc:
+                    if not is_transient(exc) or self._stopping:
+                        raise  # stays pending: reclaimed later
+                    log.warning("batch of %d not applied (%s); retrying in %.1fs", len(entries), exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            current_correlation_id.reset(token)
 
     async def _wait_for_older(self, stream: str, first_id: bytes) -> None:
         """Keep a SKU's events in stream order across consumers: a batch is applied only

@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from availability.correlation import current_correlation_id, new_correlation_id
 from availability.domain.errors import InvalidEvent
 from availability.domain.events import StockEvent, decode_event
 from availability.ingest import metrics
@@ -152,7 +153,11 @@ class IngestPipeline:
             origins.append(entry)
 
         if events:
-            report.results = await self._apply(events, origins, report.dead_letters)
+            token = current_correlation_id.set(_batch_correlation_id(events))
+            try:
+                report.results = await self._apply(events, origins, report.dead_letters)
+            finally:
+                current_correlation_id.reset(token)
             self._count(events, report)
 
         if report.dead_letters or ack:
@@ -247,3 +252,12 @@ class IngestPipeline:
             metrics.UNKNOWN_LOCATIONS.labels(source).inc(n)
         for source, n in unknown_sku.items():
             metrics.UNKNOWN_SKUS.labels(source).inc(n)
+
+
+def _batch_correlation_id(events: Sequence[StockEvent]) -> str:
+    """The id the batch's log lines carry: the events' own when they all share one (a
+    producer's unit of work), else the consumer's id for this batch, else a new one."""
+    first = events[0].correlation_id
+    if first is not None and all(e.correlation_id == first for e in events):
+        return first
+    return current_correlation_id.get() or new_correlation_id()

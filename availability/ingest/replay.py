@@ -15,6 +15,7 @@ applied is harmless: the ledger answers `duplicate`.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from availability.domain.errors import AvailabilityError, InvalidEvent
@@ -116,8 +117,10 @@ async def replay_all(
     *,
     reason: str | None = None,
     force: bool = False,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[int, list[tuple[str, str]]]:
-    """Replay every dead letter (of one reason kind). Returns (replayed, [(id, why kept)])."""
+    """Replay every dead letter (of one reason kind). Returns (replayed, [(id, why kept)]).
+    `progress(1)` is called after each letter, replayed or kept."""
     replayed = 0
     kept: list[tuple[str, str]] = []
     after = "-"
@@ -131,5 +134,7 @@ async def replay_all(
                 replayed += 1
             except ReplayRefused as exc:
                 kept.append((letter.id or "", exc.detail))
+            if progress is not None:
+                progress(1)
         after = "(" + (page[-1].id or "")
     return replayed, kept

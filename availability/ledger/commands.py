@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from availability.config import Settings
 from availability.domain.ats import explain
 from availability.domain.errors import InvalidEvent
 from availability.domain.events import decode_event
+from availability.progress import Progress
 
 
 def register(sub) -> None:
@@ -59,7 +61,9 @@ def run_redis(args, settings: Settings) -> int:
 
 
 async def apply_file(args, settings: Settings) -> int:
-    source = sys.stdin if args.path == "-" else open(args.path, encoding="utf-8")
+    # bytes, so progress is exact (decode_event takes bytes); a file's size is the total
+    source = getattr(sys.stdin, "buffer", sys.stdin) if args.path == "-" else open(args.path, "rb")  # noqa: SIM115
+    total = None if args.path == "-" else os.fstat(source.fileno()).st_size
     counts: dict[str, int] = {}
     rejected = 0
 
@@ -69,8 +73,11 @@ async def apply_file(args, settings: Settings) -> int:
             if result.error:  # refused by the ledger (a corrupt stored value): nothing written
                 print(f"event {result.event_id}: {result.error}", file=sys.stderr)
     async with args.root.open_runtime(settings) as runtime:
+        progress = Progress("apply", total, unit="bytes")
         batch = []
+        read = 0
         for line_no, line in enumerate(source, 1):
+            read += len(line)
             if not line.strip():
                 continue
             try:
@@ -82,7 +89,10 @@ async def apply_file(args, settings: Settings) -> int:
             if len(batch) >= args.batch:
                 tally(await runtime.ledger.apply_batch(batch))
                 batch = []
+                progress.update(read)
         tally(await runtime.ledger.apply_batch(batch))
+        progress.update(read)
+        progress.close()
     print(json.dumps({"applied": counts, "rejected": rejected}))
     return 1 if rejected or counts.get("error") else 0
 

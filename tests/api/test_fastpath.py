@@ -24,6 +24,8 @@ NO_KEY = {"Authorization": ""}
 async def same_answer(api, method: str, url: str, *, fast: bool, headers=None, content=None, **kw):
     """Send twice (fast path on, then off); assert identical answers and who answered."""
     switch = api.app.state.fast_lookups
+    # the same id both times, so that the echoed X-Correlation-Id compares too
+    headers = {**(headers or {}), "X-Correlation-Id": "fastpath-compare"}
     answers = []
     for enabled in (True, False):
         switch.enabled = enabled

@@ -69,8 +69,10 @@ async def test_replay_all_of_intake_rows_reparses_them(runtime):
     assert (report.events, report.rejected) == (1, 1)
     [letter] = await dlq.list()
     assert letter.payload == b"sku,location,on_hand,as_of\nB,DC1,-1,2026-11-20T02:00:00Z\n"
-    replayed, kept = await replay_all(runtime, dlq, EventPublisher(runtime))
+    ticks: list[int] = []
+    replayed, kept = await replay_all(runtime, dlq, EventPublisher(runtime), progress=ticks.append)
     assert (replayed, len(kept)) == (0, 1)  # still invalid: kept, with the reason
+    assert ticks == [1]  # a kept letter counts as done for the progress bar
     fixed = letter.payload.replace(b"B,DC1,-1", b"B,DC1,7")
     assert await replay(runtime, dlq, EventPublisher(runtime), letter.id, payload=fixed) == 1
     async with StreamConsumer(runtime):

@@ -388,7 +388,7 @@ def test_progress_rate_eta_and_log_lines(caplog):
     import io
     import logging
 
-    from availability.flows.progress import Progress, describe, rate_and_eta
+    from availability.progress import Progress, describe, rate_and_eta
 
     assert rate_and_eta(50, 200, 10.0) == (5.0, 30.0)
     assert rate_and_eta(0, 200, 10.0) == (0.0, None)

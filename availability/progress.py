@@ -1,15 +1,29 @@
-"""Progress of long jobs (`shopify resync`, mapping import): a bar with rate and ETA on a
-terminal (rich, which the project already has through litestar), a log line every few
-seconds otherwise (a job run by cron or in a container logs, it does not draw)."""
+"""Progress of long CLI jobs (`ingest file`, `apply`, `dlq replay --all`, `rules import`,
+`shopify resync`, mapping import): a bar with rate and ETA on a terminal (rich, which the
+project already has through litestar), a log line every few seconds otherwise (a job run
+by cron or in a container logs, it does not draw), every `AVAILABILITY_PROGRESS_EVERY_S`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import IO
 
 log = logging.getLogger("availability.progress")
+
+
+#: seconds between two log lines off a terminal; the CLI sets it from
+#: `AVAILABILITY_PROGRESS_EVERY_S` (configure)
+_every_s = 5.0
+
+
+def configure(every_s: float) -> None:
+    global _every_s  # noqa: PLW0603 - one process-wide setting, set by the entry point
+    _every_s = every_s
 
 
 def rate_and_eta(done: int, total: int | None, elapsed: float) -> tuple[float, float | None]:
@@ -38,14 +52,14 @@ class Progress:
         unit: str = "items",
         stream: IO[str] | None = None,
         interactive: bool | None = None,
-        log_every_s: float = 5.0,
+        log_every_s: float | None = None,
     ) -> None:
         self.label = label
         self.total = total
         self.unit = unit
         self.done = 0
         self.started = time.monotonic()
-        self.log_every_s = log_every_s
+        self.log_every_s = _every_s if log_every_s is None else log_every_s
         self._last_log = 0.0
         stream = stream or sys.stderr
         self.interactive = stream.isatty() if interactive is None else interactive
@@ -104,3 +118,23 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.asynccontextmanager
+async def following(progress: Progress, probe: Callable[[], int], every_s: float = 0.5) -> AsyncIterator[Progress]:
+    """Report `probe()` (e.g. how far into its file a parser is) every `every_s` while the
+    block runs, for jobs whose work happens where no callback reaches (a parser thread)."""
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(ValueError, OSError):  # the file closed under us: the end
+                progress.update(probe())
+
+    task = asyncio.create_task(poll())
+    try:
+        yield progress
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
