@@ -71,8 +71,11 @@ def test_fast_encoding_is_exactly_the_ledgers_script_call(redis_client, redis_ur
     from datetime import timedelta
 
     from availability.ledger.ledger import LedgerLimits, apply_call
-    from loadtests.ceilings import _encode
     from tests.factories import T0, event
+
+    def _encode(*parts) -> bytes:  # a plain RESP array of bulk strings
+        bulks = [p if isinstance(p, bytes) else str(p).encode() for p in parts]
+        return b"*%d\r\n" % len(bulks) + b"".join(b"$%d\r\n%b\r\n" % (len(b), b) for b in bulks)
 
     limits = LedgerLimits(count_lag_ms={"pos": 60_000})
     ledger = Ledger(redis_client, keys=KeyLayout(key_prefix), limits=limits)
