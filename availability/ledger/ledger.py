@@ -842,6 +842,22 @@ class Ledger:
         await pipe.execute()
         return len(expired_ids)
 
+    async def forget_ended_holds(self, *, at_ms: int | None = None, limit: int = 200) -> int:
+        """Retention of holds that order events ended (released, or all fulfilled/shipped):
+        for each SKU with one due (the `holds:ended` index), remove its ended holds whose
+        grace has passed. A hold that holds units again is kept. Returns how many went."""
+        stamp = at_ms if at_ms is not None else now_ms()
+        skus = [_s(s) for s in await self.redis.zrangebyscore(self.keys.ended_holds_index, "-inf", stamp, start=0, num=limit)]
+        if not skus:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for sku in skus:
+            pipe.evalsha(
+                self._sha["forget_holds"], 3, self.keys.holds(sku), self.keys.ended_holds(sku),
+                self.keys.ended_holds_index, sku, stamp, 1000,
+            )
+        return sum(int(reply[0]) for reply in await pipe.execute())
+
     async def forget_settled(self, *, at_ms: int | None = None, limit: int = 1000) -> int:
         """Retention: remove the holds and headers of reservations that ended more than the
         grace period ago and have nothing left on them (released, expired, fully shipped).
@@ -870,23 +886,6 @@ class Ledger:
         if live:  # committed and not yet shipped, or held again: look again after another grace period
             await self.redis.zadd(self.keys.ended, {r: stamp for r in live})
         return sum(1 for reply in replies if _s(reply[0]) == "forgotten")
-
-
-    async def forget_ended_holds(self, *, at_ms: int | None = None, limit: int = 200) -> int:
-        """Retention of holds that order events ended (released, or all fulfilled/shipped):
-        for each SKU with one due (the `holds:ended` index), remove its ended holds whose
-        grace has passed. A hold that holds units again is kept. Returns how many went."""
-        stamp = at_ms if at_ms is not None else now_ms()
-        skus = [_s(s) for s in await self.redis.zrangebyscore(self.keys.ended_holds_index, "-inf", stamp, start=0, num=limit)]
-        if not skus:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for sku in skus:
-            pipe.evalsha(
-                self._sha["forget_holds"], 3, self.keys.holds(sku), self.keys.ended_holds(sku),
-                self.keys.ended_holds_index, sku, stamp, 1000,
-            )
-        return sum(int(reply[0]) for reply in await pipe.execute())
 
 
 def _in_progress(reservation_id: str, wait_ms: int) -> ReservationInProgress:
