@@ -166,6 +166,16 @@ class LedgerModel:
                 pair.deltas.append((at, d_oh, source_code(event.source)))
         return status
 
+    def forget_ended_holds(self) -> int:
+        """Retention once every ended hold's time has passed (forget_holds.lua after the
+        grace, and after the idempotency window for a release that came before its reserve):
+        holds released, expired or fulfilled with nothing left on them are forgotten, so a
+        later event under that reference starts afresh. Returns how many went."""
+        gone = [k for k, h in self.holds.items() if h.state in ("R", "X", "F") and h.empty()]
+        for k in gone:
+            del self.holds[k]
+        return len(gone)
+
     def _order_event(self, event: StockEvent, pair: PairState) -> tuple[str, int]:
         status, d_oh = self._settle_order_event(event, pair)
         hold = self.holds.get((event.sku, event.reference or ""))

@@ -139,7 +139,10 @@ class FastApplier:
         # KEYS 5..7 are global; the limits are the same for every event
         self._globals = b"".join(_bulk(k.encode()) for k in (self.keys.dirty, self.keys.journal, self.keys.oversells))
         self._limits_tail = b"".join(
-            _bulk(str(v).encode()) for v in (limits.journal_cap, limits.delta_log_cap, limits.oversell_cap)
+            _bulk(str(v).encode()) for v in (
+                limits.journal_cap, limits.delta_log_cap, limits.oversell_cap,
+                limits.hold_grace_ms(), limits.tombstone_keep_ms(),
+            )
         )
         self._pool: asyncio.Queue[_Conn] = asyncio.Queue()
         self._created = 0
@@ -202,8 +205,8 @@ class FastApplier:
         keys = self.keys
         limits = self.ledger.limits
         ids, expires = limits.idempotency_buckets_at(at_ms)
-        nkeys = 8 + len(ids)
-        head = b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + nkeys + 18 + len(ids)) + self._sha + _bulk(b"%d" % nkeys)
+        nkeys = 10 + len(ids)
+        head = b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + nkeys + 20 + len(ids)) + self._sha + _bulk(b"%d" % nkeys)
         # what follows the 13 per-event arguments: now, expiry, caps, bucket ids
         tail = (
             _bulk(b"%d" % at_ms) + _bulk(b"%d" % expires) + self._limits_tail
@@ -220,6 +223,7 @@ class FastApplier:
                 cached = per_sku[sku] = (
                     _bulk(keys.stock(sku).encode()) + _bulk(keys.idempotency_meta(sku).encode()),
                     _bulk(keys.holds(sku).encode()) + self._globals + _bulk(keys.count_cuts(sku).encode())
+                    + _bulk(keys.ended_holds(sku).encode()) + _bulk(keys.ended_holds_index.encode())
                     + b"".join(_bulk(keys.idempotency_bucket(sku, b).encode()) for b in ids),
                 )
             event_id = e.event_id.encode()

@@ -12,12 +12,15 @@ keys live in one Redis Cluster slot and every per-SKU script is single-slot.
                                        saw a source only up to an earlier time, or the log was trimmed)
     {prefix}:{SKU}:seen         (legacy zset of full event ids; no longer written)
     {prefix}:{SKU}:holds        hash   reference / reservation id -> "STATE|expires_ms|channel[#attempt]|loc=res/alc;..."
+    {prefix}:{SKU}:ended        zset   order reference -> ms after which its ended hold may be removed
+                                       (holds ended by order events; retention trims them)
     {prefix}:resv:{ID}          hash   reservation header / intent record: doc (channel, lines, SKUs,
                                        created, expires), st (P pending, H finished, K rolling back),
                                        own (attempt token), dl (lease deadline, Redis ms)
     {prefix}:resv:expiry        zset   reservation id -> expires ms (TTL sweeper)
     {prefix}:resv:pending       zset   reservation id -> lease deadline ms (recovery sweep)
     {prefix}:resv:ended         zset   reservation id -> ended ms (retention sweep)
+    {prefix}:holds:ended        zset   SKU -> earliest removal ms in its {SKU}:ended (retention sweep)
     {prefix}:dirty              zset   "SKU|LOCATION" -> first-dirty ms (the publisher's work list)
     {prefix}:journal            stream every bucket change, one entry per location, capped (audit)
     {prefix}:oversells          stream oversell exceptions: order, SKU, location, units short (capped)
@@ -48,6 +51,13 @@ class KeyLayout:
     @property
     def ended(self) -> str:
         return f"{self.prefix}:resv:ended"
+
+    @property
+    def ended_holds_index(self) -> str:
+        return f"{self.prefix}:holds:ended"
+
+    def ended_holds(self, sku: str) -> str:
+        return f"{self.prefix}:{{{sku}}}:ended"
 
     def stock(self, sku: str) -> str:
         return f"{self.prefix}:{{{sku}}}:stock"

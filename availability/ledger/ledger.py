@@ -8,6 +8,7 @@ never leave half an event applied. Batches go out as one pipeline of EVALSHA cal
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import sys
@@ -46,7 +47,7 @@ from availability.ledger.groupcommit import GroupCommitter
 from availability.ledger.keys import KeyLayout
 from availability.ledger.metrics import count_oversells
 
-SCRIPT_NAMES = ("apply_event", "reserve", "settle", "intent", "reserve_group")
+SCRIPT_NAMES = ("apply_event", "reserve", "settle", "intent", "reserve_group", "forget_holds")
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,17 @@ class LedgerLimits:
     #: when the count does not say (`seen_through`): its deltas that happened less than this
     #: before the count's time are taken as not inside it. Empty: counts saw everything.
     count_lag_ms: dict[str, int] | None = None
+    #: a hold that order events ended (released, or nothing left after fulfil/ship) is
+    #: removed this long after it ended; None: the reservations' retention grace
+    #: (`Ledger` fills it in). A release that came before its reserve is kept at least the
+    #: idempotency window (`tombstone_keep_ms`), so the late reserve still stays released.
+    hold_retention_ms: int | None = None
+
+    def hold_grace_ms(self) -> int:
+        return self.hold_retention_ms if self.hold_retention_ms is not None else 24 * 3600 * 1000
+
+    def tombstone_keep_ms(self) -> int:
+        return max(self.hold_grace_ms(), self.idempotency_window_ms)
 
     def bucket_width_ms(self) -> int:
         return max(1, self.idempotency_window_ms // max(1, self.idempotency_buckets))
@@ -157,13 +169,15 @@ def apply_call(keys: KeyLayout, limits: LedgerLimits, event: StockEvent, at_ms: 
     script_keys = [
         keys.stock(sku), keys.idempotency_meta(sku), keys.delta_log(sku, event.location), keys.holds(sku),
         keys.dirty, keys.journal, keys.oversells, keys.count_cuts(sku),
+        keys.ended_holds(sku), keys.ended_holds_index,
         *(keys.idempotency_bucket(sku, b) for b in ids),
     ]
     argv = [
         event.event_id, event_digest(event.event_id), event.type, event.reason or "", sku, event.location,
         event.quantity, event.occurred_ms, event.reference or "", event.channel or "", event.source,
         source_code(event.source), count_cutoffs(event, limits.count_lag_ms), at_ms, expires,
-        limits.journal_cap, limits.delta_log_cap, limits.oversell_cap, *ids,
+        limits.journal_cap, limits.delta_log_cap, limits.oversell_cap,
+        limits.hold_grace_ms(), limits.tombstone_keep_ms(), *ids,
     ]
     return script_keys, argv
 
@@ -224,8 +238,10 @@ class Ledger:
     ) -> None:
         self.redis = redis
         self.keys = keys or KeyLayout()
-        self.limits = limits or LedgerLimits()
         self.reservations = reservations or ReservationPolicy()
+        self.limits = limits or LedgerLimits()
+        if self.limits.hold_retention_ms is None:  # order-event holds: the same grace as reservations
+            self.limits = dataclasses.replace(self.limits, hold_retention_ms=self.reservations.retention_ms)
         self._sources = {name: _script_source(name) for name in SCRIPT_NAMES}
         self._sha: dict[str, str] = {}
         self.group = GroupCommitter(self._run_group, max_batch=max(1, self.reservations.group_max))
@@ -842,6 +858,22 @@ class Ledger:
             pipe.zadd(self.keys.ended, {r: stamp for r in settled})
         await pipe.execute()
         return len(expired_ids)
+
+    async def forget_ended_holds(self, *, at_ms: int | None = None, limit: int = 200) -> int:
+        """Retention of holds that order events ended (released, or all fulfilled/shipped):
+        for each SKU with one due (the `holds:ended` index), remove its ended holds whose
+        grace has passed. A hold that holds units again is kept. Returns how many went."""
+        stamp = at_ms if at_ms is not None else now_ms()
+        skus = [_s(s) for s in await self.redis.zrangebyscore(self.keys.ended_holds_index, "-inf", stamp, start=0, num=limit)]
+        if not skus:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for sku in skus:
+            pipe.evalsha(
+                self._sha["forget_holds"], 3, self.keys.holds(sku), self.keys.ended_holds(sku),
+                self.keys.ended_holds_index, sku, stamp, 1000,
+            )
+        return sum(int(reply[0]) for reply in await pipe.execute())
 
     async def forget_settled(self, *, at_ms: int | None = None, limit: int = 1000) -> int:
         """Retention: remove the holds and headers of reservations that ended more than the

@@ -5,7 +5,8 @@
   writing the intent and finishing, so a crash never strands a hold for longer than the
   lease plus one period;
 - retention: removes the holds and headers of reservations that ended more than the
-  retention grace period ago, so memory stays flat however many reservations settle.
+  retention grace period ago, and the holds order events ended (released, all shipped)
+  the same grace after they ended, so memory stays flat however many reservations settle.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ExpirySweeper:
         recovered = await self.ledger.recover_abandoned()
         expired = await self.ledger.expire_due()
         forgotten = await self.ledger.forget_settled()
+        forgotten += await self.ledger.forget_ended_holds()
         self.recovered_total += recovered
         self.expired_total += expired
         self.forgotten_total += forgotten

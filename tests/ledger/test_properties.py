@@ -154,6 +154,30 @@ async def test_counts_that_missed_deltas_before_their_time_keep_them(redis_clien
     assert (await ledger.stock("A"))["DC1"].on_hand == true_on_hand == oracle.buckets("A", "DC1").on_hand
 
 
+@PROPERTY_SETTINGS
+@given(first=delivery(), later=delivery())
+async def test_retention_of_ended_holds_matches_the_oracle(redis_client, first, later):
+    """Order-event holds that ended are forgotten once their time has passed (the grace, or
+    the idempotency window for a release before its reserve); events after that behave as
+    the oracle with those holds forgotten, and the holds left are the oracle's."""
+    window = 60_000
+    ledger = Ledger(redis_client, keys=KeyLayout(f"p{uuid.uuid4().hex[:10]}"),
+                    limits=LedgerLimits(idempotency_window_ms=window, hold_retention_ms=1_000))
+    oracle = LedgerModel()
+    now = 1_800_000_000_000
+    assert [r.status for r in await ledger.apply_batch(first, at_ms=now)] == [oracle.apply(e) for e in first]
+    later_at = now + window + 1
+    while await ledger.forget_ended_holds(at_ms=later_at):
+        pass
+    oracle.forget_ended_holds()
+    assert [r.status for r in await ledger.apply_batch(later, at_ms=later_at)] == [oracle.apply(e) for e in later]
+    for sku in SKUS:
+        raw = await redis_client.hgetall(ledger.keys.holds(sku))
+        assert {k.decode() for k in raw} == {ref for (s, ref) in oracle.holds if s == sku}
+        for loc in LOCATIONS:
+            assert (await ledger.stock(sku)).get(loc, Buckets()) == oracle.buckets(sku, loc)
+
+
 #: order events at several locations: holds shipped from elsewhere than they were held
 ORDER_TYPES = ("receipt", "reserve", "allocate", "fulfil", "ship", "release")
 

@@ -68,7 +68,7 @@ async def _settle_round(ledger: Ledger, round_no: int, count: int, t0: int) -> N
     await ledger.apply_batch([
         event("ship", sku=line.sku, quantity=line.quantity, reference=q.reservation_id, at=1)
         for i, q in enumerate(requests) if i % 3 == 0 for line in q.lines
-    ])
+    ], at_ms=t0 + 1)
     while await ledger.expire_due(at_ms=t0 + 10_000):
         pass
 
@@ -83,7 +83,8 @@ async def _run(ledger: Ledger, rounds: int, per_round: int) -> list[dict]:
         # within the grace period everything is still there
         assert (await _footprint(ledger))["headers"] == per_round
         t += GRACE_MS + 20_000
-        while await ledger.forget_settled(at_ms=t):
+        # the sweep's retention pass: reservations, and the holds their ship events ended
+        while await ledger.forget_settled(at_ms=t) + await ledger.forget_ended_holds(at_ms=t):
             pass
         prints.append(await _footprint(ledger))
     return prints

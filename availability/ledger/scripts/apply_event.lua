@@ -19,14 +19,20 @@
 -- KEYS[6] journal      journal         stream, one entry per location an event changed (capped)
 -- KEYS[7] oversells    oversells       stream of oversell exceptions (capped)
 -- KEYS[8] count cuts   {sku}:cuts      field = location, value "floor_ms|code:ms,..." (only when not trivial)
--- KEYS[9..] idempotency tables {sku}:idb:BUCKET, newest bucket first (open-addressing tables
+-- KEYS[9] ended holds  {sku}:ended   zset, member = reference, score = ms after which its
+--         ended hold may be removed (retention: forget_holds.lua trims it)
+-- KEYS[10] ended index holds:ended   zset, member = SKU, score = its earliest such ms (LT)
+-- KEYS[11..] idempotency tables {sku}:idb:BUCKET, newest bucket first (open-addressing tables
 --         of 8-byte event-id digests; each bucket expires when the window has passed it)
 -- ARGV: 1 event_id, 2 digest (8 bytes, not all zero), 3 type, 4 reason, 5 sku, 6 location,
 --       7 quantity, 8 occurred_ms, 9 reference ('' if none), 10 channel ('' if none),
 --       11 source, 12 source code (0..255), 13 count cutoffs ('' or "code:ms,code:ms": a
 --       count saw that source's deltas only up to ms), 14 now_ms, 15 newest bucket
 --       expire-at ms, 16 journal_cap, 17 delta_log_cap (records), 18 oversell_cap,
---       19.. bucket ids (one per KEYS[9..])
+--       19 hold grace ms (an order's hold that ended, released or all shipped, is kept
+--       this long), 20 tombstone keep ms (a release that came before its reserve is kept
+--       this long, at least the idempotency window, so the late reserve stays released),
+--       21.. bucket ids (one per KEYS[11..])
 -- Returns {status, on_hand, reserved, allocated, unsellable, incoming, units_short} where
 --   status is applied | duplicate | stale_count | count_too_old | inside_count |
 --   released_before | recorded, and units_short > 0 when the event sold beyond what the
@@ -37,14 +43,16 @@
 local event_id, digest, etype, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local sku, loc, ref, chan, source = ARGV[5], ARGV[6], ARGV[9], ARGV[10], ARGV[11]
 local q, at, code, now = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[12]), tonumber(ARGV[14])
-local nb = #KEYS - 8
+local grace, keep = tonumber(ARGV[19]), tonumber(ARGV[20])
+local nb = #KEYS - 10
 
 local function fail(kind, detail)
   return redis.error_reply(kind .. ': ' .. detail)
 end
 
-if not q or q < 0 or not at or not now or not code or #digest ~= 8 or nb < 1 or #ARGV ~= 18 + nb then
-  return fail('invalid_argument', 'quantity, occurred_ms, now_ms, source code, digest or bucket list')
+if not q or q < 0 or not at or not now or not code or not grace or not keep or #digest ~= 8 or nb < 1
+    or #ARGV ~= 20 + nb then
+  return fail('invalid_argument', 'quantity, occurred_ms, now_ms, source code, digest, grace or bucket list')
 end
 
 -- ---------------------------------------------------------------------------------------
@@ -77,7 +85,7 @@ local function probe(key, slots)
   return nil, key .. ' has no empty slot'
 end
 
-local metas = redis.call('HMGET', KEYS[2], unpack(ARGV, 19, 18 + nb))
+local metas = redis.call('HMGET', KEYS[2], unpack(ARGV, 21, 20 + nb))
 -- The newest bucket's table as found (slots 0: none yet) and the empty slot the lookup
 -- ended on there, which is where the record goes unless the table has to grow.
 local new_slots, new_count, new_slot = 0, 0, 0
@@ -86,7 +94,7 @@ for i = 1, nb do
   if meta then
     local slots, count = string.match(meta, '^(%d+),(%d+)$')
     slots, count = tonumber(slots), tonumber(count)
-    local key = KEYS[8 + i]
+    local key = KEYS[10 + i]
     if not slots or slots < 1 then return fail('corrupt_idempotency', key .. ' meta ' .. meta) end
     local found, why = probe(key, slots)
     if found == 'dup' then return {'duplicate'} end
@@ -156,6 +164,7 @@ local log_write = nil       -- nil: untouched; 'append': add this event's record
 local cuts_write = nil      -- nil: untouched; '0|': delete the field; else the new value
 local others = {}           -- other locations whose buckets a cross-location ship settles
 local hold_write = nil      -- new hold value to store under `ref`
+local hold_due = nil        -- the hold has ended: it may be removed after this ms
 
 if etype == 'cycle_count' or etype == 'snapshot' then
   local cut, cut_field, lowest = {}, {}, at
@@ -272,12 +281,13 @@ elseif etype == 'reserve' or etype == 'release' or etype == 'allocate' or etype 
     if not h then
       hold_write = 'R|0||'
       status = 'released_before'
+      hold_due = now + keep
     else
       local x = hold_line(h, loc)
       local r = math.min(q, x[1])
       x[1] = x[1] - r
       rs = rs - r
-      if hold_empty(h) then h.state = 'R' end
+      if hold_empty(h) then h.state = 'R'; hold_due = now + grace end
       hold_write = encode_hold(h)
     end
   elseif etype == 'allocate' then
@@ -320,7 +330,7 @@ elseif etype == 'reserve' or etype == 'release' or etype == 'allocate' or etype 
         others[#others + 1] = {other, ob, p, oa + orr}
       end
     end
-    if hold_empty(h) then h.state = 'F' end
+    if hold_empty(h) then h.state = 'F'; hold_due = now + grace end
     hold_write = encode_hold(h)
   end
 else
@@ -353,7 +363,7 @@ end
 -- ---------------------------------------------------------------------------------------
 
 -- Idempotency record in the newest bucket's table (grown by doubling at 3/4 full).
-local idkey, idfield = KEYS[9], ARGV[19]
+local idkey, idfield = KEYS[11], ARGV[21]
 local slots, count, slot_at = new_slots, new_count, new_slot
 if slots == 0 then
   slots, count = 8, 0
@@ -361,7 +371,7 @@ if slots == 0 then
   redis.call('SET', idkey, string.rep('\0', slots * 8), 'PX', math.max(1, tonumber(ARGV[15]) - now))
   -- a new bucket: forget the meta of buckets that have expired
   local fields = redis.call('HKEYS', KEYS[2])
-  local oldest = tonumber(ARGV[18 + nb])
+  local oldest = tonumber(ARGV[20 + nb])
   for _, f in ipairs(fields) do
     if tonumber(f) and tonumber(f) < oldest then redis.call('HDEL', KEYS[2], f) end
   end
@@ -394,6 +404,12 @@ redis.call('SETRANGE', idkey, slot_at * 8, digest)
 redis.call('HSET', KEYS[2], idfield, slots .. ',' .. (count + 1))
 
 if hold_write then redis.call('HSET', KEYS[4], ref, hold_write) end
+if hold_due then
+  -- Retention: an ended hold is listed with the time it may go; the sweep removes it then
+  -- (forget_holds.lua), unless it holds units again by that time.
+  redis.call('ZADD', KEYS[9], hold_due, ref)
+  redis.call('ZADD', KEYS[10], 'LT', hold_due, sku)
+end
 
 if log_write == 'append' then
   local len = redis.call('APPEND', KEYS[3], struct.pack('>i6i4B', at, d_oh, code))
