@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from availability.api.correlation import HEADER as CORRELATION_HEADER
-from availability.api.correlation import choose as choose_correlation_id
 from availability.api.queries import narrow
 from availability.api.schemas import MAX_BATCH_SKUS, SKU_PATTERN, BatchAvailability, BatchRequest
 from availability.api.security import ANONYMOUS, presented_key
@@ -204,12 +202,9 @@ class FastLookups:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [
-                    (b"content-type", _HEADERS_JSON),
-                    (b"content-length", str(len(body)).encode()),
-                    # as api/correlation.py's echo_header does for every Litestar answer
-                    (CORRELATION_HEADER, choose_correlation_id(scope["headers"]).encode()),
-                ],
+                # X-Correlation-Id is added by the app's before_send hook (api/correlation.py),
+                # which wraps this send too
+                "headers": [(b"content-type", _HEADERS_JSON), (b"content-length", str(len(body)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": body})
