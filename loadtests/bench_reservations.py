@@ -40,7 +40,7 @@ from availability.domain.reservations import ReservationLine, ReservationRequest
 from availability.domain.rules import Location, RuleBook
 from availability.embedded_redis import EmbeddedRedis
 from availability.ledger.keys import KeyLayout
-from availability.ledger.ledger import Ledger
+from availability.ledger.ledger import Ledger, ReservationPolicy
 from loadtests.ceilings import delete_prefix
 from loadtests.workload import T0
 
@@ -76,10 +76,14 @@ async def drive(attempt, requests: int, concurrency: int) -> dict:
     }
 
 
-async def bench_ledger(redis_url: str, *, requests: int, stock: int, concurrency: int) -> dict:
+async def bench_ledger(redis_url: str, *, requests: int, stock: int, concurrency: int,
+                       group_max: int | None = None) -> dict:
+    """Contended one-unit reservations of one hot SKU through `Ledger.reserve`; `group_max`
+    sets group commit (None: the ledger's default; 0: the per-SKU intent protocol)."""
     redis = make_redis(redis_url, max_connections=concurrency)
     prefix = f"br{uuid.uuid4().hex[:6]}"
-    ledger = Ledger(redis, keys=KeyLayout(prefix))
+    policy = {} if group_max is None else {"reservations": ReservationPolicy(group_max=group_max)}
+    ledger = Ledger(redis, keys=KeyLayout(prefix), **policy)
     await ledger.load_scripts()
     book = RuleBook(version=1, locations=[Location(code="DC1", priority=1)], channels=[], rules=[])
     await ledger.apply(StockEvent(event_id="seed", type="receipt", source="sim", occurred_at=T0, sku=HOT_SKU,
@@ -92,12 +96,18 @@ async def bench_ledger(redis_url: str, *, requests: int, stock: int, concurrency
         except InsufficientStock:
             return False
 
-    result = await drive(attempt, requests, concurrency)
-    reserved = (await ledger.stock(HOT_SKU))["DC1"].reserved
-    result["reserved_in_ledger"] = reserved
-    result["oversold"] = max(0, result["held"] - stock)
-    await redis.aclose()
-    delete_prefix(redis_url, prefix)
+    try:
+        result = await drive(attempt, requests, concurrency)
+        reserved = (await ledger.stock(HOT_SKU))["DC1"].reserved
+        holds = await redis.hlen(ledger.keys.holds(HOT_SKU))
+    finally:
+        await redis.aclose()
+        delete_prefix(redis_url, prefix)
+    result.update(concurrency=concurrency, reserved_in_ledger=reserved, holds_in_ledger=holds,
+                  oversold=max(0, result["held"] - stock), ledger_agrees=reserved == result["held"] == holds)
+    if ledger.group.batches:
+        result["script_calls"] = ledger.group.batches
+        result["mean_batch"] = round(ledger.group.requests / ledger.group.batches, 1)
     return result
 
 

@@ -28,93 +28,10 @@ import json
 import os
 import tempfile
 import time
-import uuid
+from functools import partial
 
-from availability.bootstrap import make_redis
-from availability.domain.errors import InsufficientStock
-from availability.domain.events import StockEvent
-from availability.domain.reservations import ReservationLine, ReservationRequest
-from availability.domain.rules import Location, RuleBook
 from availability.embedded_redis import EmbeddedRedis
-from availability.ledger.keys import KeyLayout
-from availability.ledger.ledger import Ledger, ReservationPolicy
-from loadtests.bench_ledger import T0
-from loadtests.bench_reservations import HOT_SKU, bench_postgres, drive
-from loadtests.ceilings import delete_prefix
-
-
-async def bench_ledger(redis_url: str, *, requests: int, stock: int, concurrency: int, group_max: int) -> dict:
-    redis = make_redis(redis_url, max_connections=concurrency)
-    prefix = f"bg{uuid.uuid4().hex[:6]}"
-    ledger = Ledger(redis, keys=KeyLayout(prefix), reservations=ReservationPolicy(group_max=group_max))
-    await ledger.load_scripts()
-    book = RuleBook(version=1, locations=[Location(code="DC1", priority=1)], channels=[], rules=[])
-    await ledger.apply(StockEvent(event_id="seed", type="receipt", source="sim", occurred_at=T0, sku=HOT_SKU,
-                                  location="DC1", quantity=stock))
-
-    async def attempt(i: int) -> bool:
-        try:
-            await ledger.reserve(ReservationRequest(f"r{i}", "online", [ReservationLine(HOT_SKU, 1)]), book)
-            return True
-        except InsufficientStock:
-            return False
-
-    try:
-        result = await drive(attempt, requests, concurrency)
-        reserved = (await ledger.stock(HOT_SKU))["DC1"].reserved
-        holds = await redis.hlen(ledger.keys.holds(HOT_SKU))
-    finally:
-        await redis.aclose()
-        delete_prefix(redis_url, prefix)
-    result.update(concurrency=concurrency, reserved_in_ledger=reserved, holds_in_ledger=holds,
-                  oversold=max(0, result["held"] - stock), ledger_agrees=reserved == result["held"] == holds)
-    if ledger.group.batches:
-        result["script_calls"] = ledger.group.batches
-        result["mean_batch"] = round(ledger.group.requests / ledger.group.batches, 1)
-    return result
-
-
-async def bench_postgres_conditional(dsn: str, *, requests: int, stock: int, concurrency: int) -> dict:
-    """One statement per reservation: the stock row is updated only if the unit is there,
-    and the reservation row is inserted from the update's RETURNING, in one round trip
-    (an implicit transaction, the row lock held for that one statement only)."""
-    import asyncpg
-
-    try:
-        admin = await asyncpg.connect(dsn, timeout=5)
-    except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL here"
-        return {"skipped": f"PostgreSQL not reachable at {dsn}: {exc!r}"}
-    database = f"av_bench_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    base, _, _ = dsn.rpartition("/")
-    pool = await asyncpg.create_pool(f"{base}/{database}", min_size=concurrency, max_size=concurrency)
-    statement = (
-        "WITH u AS (UPDATE stock SET reserved = reserved + 1 WHERE sku = $1 AND location = 'DC1'"
-        " AND on_hand - reserved >= 1 RETURNING sku, location)"
-        " INSERT INTO reservations SELECT $2, sku, location, 1 FROM u RETURNING id"
-    )
-    try:
-        async with pool.acquire() as conn:
-            await conn.execute(
-                "CREATE TABLE stock (sku text, location text, on_hand int NOT NULL, reserved int NOT NULL,"
-                " PRIMARY KEY (sku, location));"
-                "CREATE TABLE reservations (id text PRIMARY KEY, sku text, location text, quantity int)"
-            )
-            await conn.execute("INSERT INTO stock VALUES ($1, 'DC1', $2, 0)", HOT_SKU, stock)
-
-        async def attempt(i: int) -> bool:
-            async with pool.acquire() as conn:
-                return await conn.fetchval(statement, HOT_SKU, f"r{i}") is not None
-
-        result = await drive(attempt, requests, concurrency)
-        async with pool.acquire() as conn:
-            result["reserved_in_db"] = await conn.fetchval("SELECT reserved FROM stock WHERE sku = $1", HOT_SKU)
-        result["oversold"] = max(0, result["held"] - stock)
-        return result
-    finally:
-        await pool.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
-        await admin.close()
+from loadtests.bench_reservations import HOT_SKU, SQL_DESIGNS, bench_ledger, bench_postgres
 
 
 def run_peer(bench, dsn: str, **kw) -> dict:
@@ -160,8 +77,8 @@ def main() -> None:
         out["ledger_per_sku_protocol"] = asyncio.run(bench_ledger(
             redis_url, requests=args.peer_requests, stock=peer_stock, concurrency=base_concurrency, group_max=0))
         peer_load = dict(requests=args.peer_requests, stock=peer_stock, concurrency=base_concurrency)
-        out["postgres_select_for_update"] = run_peer(bench_postgres, dsn, **peer_load)
-        out["postgres_conditional_update"] = run_peer(bench_postgres_conditional, dsn, **peer_load)
+        for design in SQL_DESIGNS:  # the same two SQL designs and code as bench_reservations
+            out[f"postgres_{design}"] = run_peer(partial(bench_postgres, design=design), dsn, **peer_load)
     finally:
         if server:
             server.stop()
