@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -35,13 +33,13 @@ from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
 from availability.bootstrap import make_redis
 from availability.domain.events import StockEvent
-from availability.embedded_redis import EmbeddedRedis
 from availability.flows.drift import DriftRepairer
 from availability.flows.publisher import Publisher, PushConfig
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
 from availability.rules.cache import RuleCache
 from availability.rules.store import RuleStore
+from loadtests.target import bench_redis
 
 LOCATIONS = ("DC1", "S1")
 MASTER = {
@@ -182,18 +180,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.levels, args.sample = 10_000, 1_000
-    redis_url = os.environ.get("AVAILABILITY_REDIS_URL")
-    server = None
-    tmp = tempfile.TemporaryDirectory(prefix="av-bench-resync-")
-    if not redis_url:
-        server = EmbeddedRedis(tmp.name, appendonly=False).start()
-        redis_url = server.url
-    try:
-        out = asyncio.run(bench(args, redis_url, tmp.name))
-    finally:
-        if server:
-            server.stop()
-        tmp.cleanup()
+    with bench_redis("av-bench-resync-") as (redis_url, scratch):
+        out = asyncio.run(bench(args, redis_url, scratch))
     print(json.dumps(out, indent=2))
 
 

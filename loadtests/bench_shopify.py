@@ -35,9 +35,7 @@ import argparse
 import asyncio
 import bisect
 import json
-import os
 import random
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -55,7 +53,6 @@ from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
 from availability.bootstrap import make_redis
 from availability.domain.events import StockEvent
 from availability.domain.rules import Channel, Location, RuleBook
-from availability.embedded_redis import EmbeddedRedis
 from availability.flows.machinery import now_ms
 from availability.flows.mappings import LevelKey, ShopifyMappings, level_value
 from availability.flows.publisher import Confirmation, Publisher, PushConfig
@@ -64,6 +61,7 @@ from availability.ledger.ledger import Ledger
 from availability.rules.cache import RuleCache
 from availability.rules.store import RuleStore
 from loadtests.ceilings import delete_prefix
+from loadtests.target import bench_redis
 
 LOCATIONS = ("DC1", "S1")
 MASTER = {
@@ -498,18 +496,8 @@ def main() -> None:
     if args.quick:
         args.seconds, args.rate, args.tail = 10.0, 150.0, 200
     args.cost_models = [m.strip() for m in args.cost_models.split(",") if m.strip()]
-    redis_url = os.environ.get("AVAILABILITY_REDIS_URL")
-    server = None
-    tmp = tempfile.TemporaryDirectory(prefix="av-bench-shopify-")
-    if not redis_url:
-        server = EmbeddedRedis(tmp.name, appendonly=False).start()
-        redis_url = server.url
-    try:
-        out = asyncio.run(bench(args, redis_url, tmp.name))
-    finally:
-        if server:
-            server.stop()
-        tmp.cleanup()
+    with bench_redis("av-bench-shopify-") as (redis_url, scratch):
+        out = asyncio.run(bench(args, redis_url, scratch))
     print(json.dumps(out, indent=2))
 
 
