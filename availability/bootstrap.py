@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -41,6 +41,9 @@ class Runtime:
     embedded_dir: Path | None = None
     #: extra things to close, in reverse order, when the runtime closes
     closers: list = field(default_factory=list)
+    #: the sibling ERP flows (AVAILABILITY_FLOWS) when this runtime was opened with
+    #: flows=True; the webhook route hands order topics to `erp_flows.order_intake`
+    erp_flows: "ErpFlows | None" = None
 
 
 def make_redis(url: str, *, max_connections: int = 64) -> Redis:
@@ -84,8 +87,10 @@ def embedded_redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = None) -> AsyncIterator[Runtime]:
-    """Build everything from settings; close it all on exit (the embedded Redis last)."""
+async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = None,
+                       flows: bool = False) -> AsyncIterator[Runtime]:
+    """Build everything from settings; close it all on exit (the embedded Redis last).
+    `flows`: also build the ERP flows named in AVAILABILITY_FLOWS (`serve` does)."""
     owned_redis = None
     served_dir = None
     if settings.redis_url:
@@ -125,7 +130,10 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
         await ledger.load_scripts()
         runtime = Runtime(settings, redis, redis_url, ledger, store, rules, embedded, served_dir)
         try:
-            yield runtime
+            async with AsyncExitStack() as stack:
+                if flows and settings.flows:
+                    runtime.erp_flows = await stack.enter_async_context(open_erp_flows(settings, redis))
+                yield runtime
         finally:
             for closer in reversed(runtime.closers):
                 await closer()
@@ -137,6 +145,105 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
             owned_redis.stop()
 
 
+# --- the sibling ERP flows (availability/flows/orders, availability/flows/fulfilment) -----------
+
+#: the flows AVAILABILITY_FLOWS may name
+ERP_FLOWS = ("orders", "fulfilment")
+
+
+@dataclass
+class ErpFlows:
+    """The ERP flows' parts, built once here: the order flow's intake (the webhook route and
+    `flows orders feed` use it), its worker, the fulfilment flow's intake and worker, the
+    ERP client (and the embedded Tryton when this process started it)."""
+
+    names: list[str]
+    order_store: Any
+    order_queue: Any
+    order_intake: Any
+    erp: Any = None
+    order_worker: Any = None
+    fulfilment: Any = None  # availability.flows.fulfilment.flow.FulfilmentParts
+    erp_server: Any = None
+
+    @property
+    def workers(self) -> list:
+        """What `serve`'s flows service runs (each has `run(stop)`)."""
+        out = []
+        if "orders" in self.names and self.order_worker is not None:
+            out.append(self.order_worker)
+        if self.fulfilment is not None and self.fulfilment.worker is not None:
+            out.append(self.fulfilment.worker)
+            if self.fulfilment.watcher is not None:
+                out.append(self.fulfilment.watcher)
+        return out
+
+
+def start_embedded_erp(settings: Settings):
+    """Start the embedded Tryton of the data dir (set up by `availability erp init`), the way
+    the embedded Redis starts when no URL is configured. Raises SystemExit when none is set up."""
+    from adapters.erp.tryton.server import ErpHome, TrytonServer  # noqa: PLC0415
+
+    home = ErpHome(settings.data_dir)
+    if not home.initialised():
+        raise SystemExit(f"no ERP configured and none set up in {home.dir}: run `availability erp init`, or set "
+                         "AVAILABILITY_ERP_URL (+ _LOGIN, _PASSWORD) for an existing Tryton")
+    server = TrytonServer(settings.data_dir).start()
+    log.info("embedded Tryton on %s (database %s)", server.url, home.database)
+    return server
+
+
+def erp_client(settings: Settings):
+    """(client, embedded server or None): the configured Tryton, else the embedded one."""
+    from adapters.erp.tryton.client import TrytonErp  # noqa: PLC0415
+
+    if settings.erp_url:
+        if not settings.erp_password:
+            raise SystemExit("AVAILABILITY_ERP_PASSWORD is required with AVAILABILITY_ERP_URL")
+        return TrytonErp(settings.erp_url, settings.erp_login, settings.erp_password), None
+    server = start_embedded_erp(settings)
+    return TrytonErp(server.url, server.login, server.password()), server
+
+
+@asynccontextmanager
+async def open_erp_flows(settings: Settings, redis: Redis, *, names: list[str] | None = None,
+                         with_erp: bool = True, shopify: Any = None) -> AsyncIterator[ErpFlows]:
+    """Build the ERP flows over a Redis client: the order flow always (its store holds the
+    orders the fulfilment flow ships), the fulfilment flow when named. `with_erp=False`
+    builds intakes and stores only (CLI feed, status, exceptions). `shopify`: a Shopify
+    Admin client for the fulfilment flow (default: the configured shop's)."""
+    from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig  # noqa: PLC0415
+    from availability.flows.orders.mapping import default_shop  # noqa: PLC0415
+    from availability.flows.orders.store import OrderStore  # noqa: PLC0415
+
+    names = list(settings.flows if names is None else names)
+    unknown = sorted(set(names) - set(ERP_FLOWS))
+    if unknown:
+        raise SystemExit(f"AVAILABILITY_FLOWS names unknown flow(s) {', '.join(unknown)} (known: {', '.join(ERP_FLOWS)})")
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        store = await OrderStore(settings.resolved_database_url()).open()
+        stack.push_async_callback(store.close)
+        queue = OrderQueue(redis, settings.key_prefix)
+        flows = ErpFlows(names, store, queue, OrderIntake(store, queue, shop=default_shop(settings.erp_shop,
+                                                                                            settings.shopify_url)))
+        if with_erp:
+            erp, server = erp_client(settings)
+            stack.push_async_callback(erp.aclose)
+            if server is not None:
+                stack.callback(server.stop)
+            flows.erp, flows.erp_server = erp, server
+            flows.order_worker = OrderWorker(store, queue, erp, config=WorkerConfig(
+                lease_ms=int(settings.orders_lease_seconds * 1000), retry_cap_s=settings.orders_retry_cap_seconds,
+                erp_down_exception_after=settings.orders_erp_down_exception_after))
+        if "fulfilment" in names:
+            from availability.flows.fulfilment.flow import build_fulfilment  # noqa: PLC0415
+
+            flows.fulfilment = await stack.enter_async_context(
+                build_fulfilment(settings, redis, orders=store, erp=flows.erp, shopify=shopify, with_erp=with_erp))
+        yield flows
+
+
 class CommandRoot:
     """What CLI commands take from the composition root. availability/cli.py hands one to
     every command (as `args.root`), so an area's commands.py never imports this module
@@ -145,3 +252,5 @@ class CommandRoot:
     open_runtime = staticmethod(open_runtime)
     make_redis = staticmethod(make_redis)
     start_embedded_redis = staticmethod(start_embedded_redis)
+    start_embedded_erp = staticmethod(start_embedded_erp)
+    open_erp_flows = staticmethod(open_erp_flows)

@@ -3,10 +3,10 @@ file. Only the composition root (availability/bootstrap.py) and the CLI read it.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -183,6 +183,27 @@ class Settings(BaseSettings):
     #: ERP-down retries: backoff cap, and attempts before an `erp_down` exception is opened
     orders_retry_cap_seconds: float = 30.0
     orders_erp_down_exception_after: int = 5
+    #: sibling ERP flows `serve` runs (AVAILABILITY_FLOWS=orders,fulfilment): the webhook
+    #: route feeds them and their workers run beside the API; empty = none
+    flows: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: fulfilment flow (availability/flows/fulfilment): seconds between two reads of the
+    #: ERP's done shipments, and how long a worker holds a shipment
+    fulfilment_poll_seconds: float = 5.0
+    fulfilment_lease_seconds: float = 60.0
+
+    @field_validator("flows", mode="before")
+    @classmethod
+    def _flow_names(cls, value):
+        # "orders,fulfilment" or a JSON list; names are checked where the flows are built
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json  # noqa: PLC0415
+
+                value = json.loads(value)
+            else:
+                value = value.split(",")
+        return [str(v).strip().lower() for v in value or [] if str(v).strip()]
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/availability.db"

@@ -23,6 +23,7 @@ SERVICES: dict[str, str] = {
     "rules-dirty": "availability.rules.dirtying:RuleChangeMarker",
     "consumer": "availability.ingest.service:ConsumerService",
     "publisher": "availability.flows.service:PublisherService",
+    "flows": "availability.flows.workers:ErpFlowsService",
 }
 
 

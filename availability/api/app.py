@@ -156,7 +156,7 @@ class ServedApp:
         started = False
         try:
             async with AsyncExitStack() as stack:
-                runtime = await stack.enter_async_context(open_runtime(self.settings))
+                runtime = await stack.enter_async_context(open_runtime(self.settings, flows=True))
                 app = create_app(runtime, services=self.settings.services if self.settings.services is not None else True)
                 await stack.enter_async_context(app.lifespan())
                 self.app = app

@@ -16,6 +16,10 @@ command run beside it on the same AVAILABILITY_DATA_DIR, connect to that one ser
 the server dies, it is restarted on the same data within seconds; if it cannot be, serve
 exits non-zero (for a supervisor to restart it) and /health/ready says which. With more than one worker Prometheus multiprocess mode is
 switched on (a fresh directory under data_dir) so /metrics aggregates every worker.
+
+With AVAILABILITY_FLOWS (orders, fulfilment) and no AVAILABILITY_ERP_URL, the embedded
+Tryton under data_dir/erp (`availability erp init`) is started here the same way, and its
+URL handed to the workers through the environment; each worker runs the flows' loops.
 """
 
 from __future__ import annotations
@@ -68,6 +72,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.redis_url:
         embedded = args.root.start_embedded_redis(settings)
         embedded.supervise(on_failure=_stop_serving)
+    erp_server = None
+    if settings.flows and not settings.erp_url:
+        # Like the embedded Redis: started here, in the parent, so every worker process
+        # (whose Settings come from the environment) posts to this one Tryton.
+        erp_server = args.root.start_embedded_erp(settings)
+        os.environ["AVAILABILITY_ERP_URL"] = erp_server.url
+        os.environ["AVAILABILITY_ERP_LOGIN"] = erp_server.login
+        os.environ["AVAILABILITY_ERP_PASSWORD"] = erp_server.password()
     if workers > 1:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_dir(Path(settings.data_dir) / "prometheus-multiproc"))
     log.info(
@@ -83,6 +95,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         if exc.code not in (0, None):
             raise
     finally:
+        if erp_server is not None:
+            erp_server.stop()
         if embedded is not None:
             embedded.stop()
     if embedded is not None and embedded.failed.is_set():

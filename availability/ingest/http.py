@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import Request, Response, Router, post
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from availability.domain.errors import AvailabilityError, InvalidEvent
 from availability.domain.jsonlimits import check_depth
@@ -295,6 +296,9 @@ def intake_handlers(runtime: Runtime) -> list:
             return await intake.shopify(request)
         except RedisError:
             return problem(503, "unavailable", "the event stream is unavailable; retry later", request.url.path)
+        except SQLAlchemyError:
+            # the order flow records an order in SQL before answering: Shopify retries later
+            return problem(503, "unavailable", "the order store is unavailable; retry later", request.url.path)
 
     @post("/v1/ingest/wms/x12", status_code=202, request_max_body_size=limit, summary="WMS X12 944/945/947/846 upload")
     async def wms_x12(request: Request) -> Response:

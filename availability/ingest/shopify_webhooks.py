@@ -19,6 +19,10 @@ does (the route only reads the body and turns the `WebhookAnswer` into a respons
    published to the ingest stream; `orders/create` lines are also noted as the shop's
    Shopify sales, which settle units held as sales in flight once the ledger has them
    (availability/flows/sales.py). Unmappable but genuine: dead-lettered, 200.
+7. **ERP flows**: when `serve` runs the order flow (AVAILABILITY_FLOWS=orders), the order
+   topics (create, updated, paid, cancelled) are also handed to its intake, which the
+   composition root built (`runtime.erp_flows.order_intake`); it records the order in SQL
+   before the answer. An order it cannot read is dead-lettered with the reason, 200.
 
 Any failure after the dedupe marks were set removes them, so Shopify's retry gets another
 chance.
@@ -113,6 +117,8 @@ class ShopifyWebhookHandler:
         self.publisher, self.dead_letters = EventPublisher(runtime), DeadLetters(self.redis, self.names)
         self._locations = {shop.name: _Locations(runtime, shop) for shop in self.shops}
         self._newest = self.redis.register_script(_NEWEST_WINS)
+        flows = getattr(runtime, "erp_flows", None)
+        self.order_intake = flows.order_intake if flows is not None and "orders" in flows.names else None
 
     def keys(self, shop: ShopConfig) -> PushKeys:
         return PushKeys(self.settings.key_prefix, shop.name)
@@ -173,7 +179,11 @@ class ShopifyWebhookHandler:
         except RedisError:
             return WebhookAnswer(503, {"detail": "the event stream is unavailable; retry later"}, "unavailable")
         try:
+            to_flow = await self.to_order_flow(topic, body, pairs, hook) if self.order_intake is not None else None
             if label == "other":
+                if to_flow is not None:
+                    metrics.WEBHOOKS.labels(topic, "accepted").inc()
+                    return WebhookAnswer(200, {"status": "accepted", "events": 0, "order_flow": to_flow})
                 metrics.WEBHOOKS.labels(label, "unhandled").inc()
                 return WebhookAnswer(200, {"status": "ignored", "topic": topic})
             location_map, default_location = await self.locations(shop)
@@ -234,9 +244,30 @@ class ShopifyWebhookHandler:
                     pass
             raise
         metrics.WEBHOOKS.labels(label, "accepted").inc()
-        return WebhookAnswer(
-            200, {"status": "accepted", "events": len(mapped), "skipped_without_sku": mapped.skipped_without_sku}
-        )
+        answer = {"status": "accepted", "events": len(mapped), "skipped_without_sku": mapped.skipped_without_sku}
+        if to_flow is not None:
+            answer["order_flow"] = to_flow
+        return WebhookAnswer(200, answer)
+
+    async def to_order_flow(self, topic: str, body: bytes, pairs: list, hook: Any) -> str | None:
+        """Hand an order topic to the order flow's intake (durable in SQL before we answer).
+        Returns its outcome, or None for a topic the flow does not take. An order it cannot
+        read is dead-lettered with the reason (Shopify gets 200: retrying cannot fix it)."""
+        from availability.flows.orders.mapping import ORDER_TOPICS, InvalidOrder  # noqa: PLC0415
+
+        if topic not in ORDER_TOPICS:
+            return None
+        headers = {_name(k): (v.decode("latin-1") if isinstance(v, bytes) else str(v)) for k, v in pairs}
+        try:
+            payload = msgspec.json.decode(body)
+            answer = await self.order_intake.enqueue_order_webhook(topic, payload, headers)
+        except (InvalidOrder, msgspec.DecodeError) as exc:
+            await self.dead_letters.add([DeadLetter(
+                reason="order_flow_rejected", detail=str(exc), payload=body,
+                stream=f"{INTAKE_PREFIX}shopify:{topic}", entry_id=hook.webhook_id, source="shopify",
+            )])
+            return "dead_lettered"
+        return str(answer.get("outcome", "queued"))
 
     async def note_sales(self, keys: PushKeys, events: Iterable[Any]) -> None:
         """Note the order's lines as the shop's Shopify sales (flows/sales.py): once the

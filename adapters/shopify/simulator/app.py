@@ -269,6 +269,22 @@ async def sim_orders(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json({"orders": [state.order_webhook_body(state.order(i)) for i in state.order_ids()]})
 
 
+@post("/_sim/fulfillments", status_code=200)
+async def sim_fulfillment(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Fulfil as a merchant would in the admin (simulator control endpoint): the body is
+    ``fulfillmentCreate``'s ``FulfillmentInput``; answers its payload (userErrors 422)."""
+    state, sender = _sim(request), _sender(request)
+    try:
+        body = await _read_json(request)
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+    except (msgspec.DecodeError, ValueError) as exc:
+        return _json({"error": f"bad fulfillment: {exc}"}, 400)
+    payload, events = state.fulfillment_create(body)
+    sender.emit(events)
+    return _json(payload, 422 if payload["userErrors"] else 200)
+
+
 @post("/_sim/staged-uploads", status_code=201)
 async def sim_staged_upload(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Target of ``stagedUploadsCreate``: a multipart POST with the returned parameters
@@ -313,6 +329,7 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
     bulk: BulkOperations = sim_state.bulk
     sender = WebhookSender(sim_state)
     bulk.emit = sender.emit
+    sim_state.emit_webhooks = sender.emit  # fulfillments/create (fulfillment.py)
     background: list[asyncio.Task[Any]] = []
 
     async def on_startup() -> None:
@@ -345,6 +362,7 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
             sim_checkout,
             sim_cancel,
             sim_orders,
+            sim_fulfillment,
             sim_staged_upload,
             sim_bulk_result,
             sim_reset,

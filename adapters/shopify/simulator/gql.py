@@ -43,6 +43,7 @@ from graphql.utilities import coerce_input_value
 
 from adapters.shopify.gid import GidError, parse_gid, parse_inventory_level_gid
 
+from . import fulfillment
 from ._util import canonical_hash
 from .config import MAX_INPUT_ARRAY, QUANTITY_NAMES
 from .cost import Coster, CostError, actual_field_cost
@@ -556,6 +557,7 @@ RESOLVERS: dict[tuple[str, str], Callable[[Any, Any, dict[str, Any]], Any]] = {
     ("Order", "lineItems"): lambda s, p, a: _list_connection(p["_lines"], a),
     ("Order", "fulfillmentOrders"): lambda s, p, a: _list_connection(p["_fos"], a),
     ("FulfillmentOrder", "lineItems"): lambda s, p, a: _list_connection(p["_lines"], a),
+    **fulfillment.RESOLVERS,
 }
 
 
@@ -600,6 +602,8 @@ def _bind(schema: GraphQLSchema) -> None:
             if type_name == "Mutation":
                 if field_name in INVENTORY_MUTATIONS:
                     field_def.resolve = _mutation_resolver(field_name)
+                elif field_name in fulfillment.MUTATION_RESOLVERS:
+                    field_def.resolve = fulfillment.MUTATION_RESOLVERS[field_name]
                 else:
                     field_def.resolve = bulk.MUTATION_RESOLVERS[field_name]
                 continue

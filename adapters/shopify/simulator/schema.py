@@ -11,6 +11,7 @@ from functools import lru_cache
 
 from graphql import GraphQLSchema, build_schema
 
+from . import fulfillment
 from .versions import Features
 
 _SET_ERROR_CODES = [
@@ -269,7 +270,7 @@ type Order implements Node {{
   retailLocation: Location
   lineItems(first: Int, after: String, last: Int, before: String, reverse: Boolean = false): LineItemConnection!
   fulfillmentOrders(first: Int, after: String, last: Int, before: String, reverse: Boolean = false, displayable: Boolean = false): FulfillmentOrderConnection!
-}}
+{fulfillment.ORDER_FIELDS}}}
 type OrderEdge {{ cursor: String! node: Order! }}
 type OrderConnection {{ edges: [OrderEdge!]! nodes: [Order!]! pageInfo: PageInfo! }}
 
@@ -341,8 +342,8 @@ type Mutation {{
   bulkOperationRunMutation(mutation: String!, stagedUploadPath: String!, clientIdentifier: String{group_objects_mutation}): BulkOperationRunMutationPayload
   bulkOperationCancel(id: ID!): BulkOperationCancelPayload
   stagedUploadsCreate(input: [StagedUploadInput!]!): StagedUploadsCreatePayload
-}}
-'''
+{fulfillment.MUTATION_FIELDS}}}
+{fulfillment.SDL}'''
 
 
 @lru_cache(maxsize=16)

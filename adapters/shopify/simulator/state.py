@@ -32,6 +32,7 @@ from .config import (
 )
 from ._util import gid, now_iso, user_error
 from .cost import LeakyBucket
+from .fulfillment import FulfillmentMixin
 from .sales import SalesMixin, _Order
 from .versions import Features
 
@@ -126,6 +127,8 @@ class SimulatorStats(msgspec.Struct, kw_only=True):
     webhooks_failed: int = 0
     checkouts: int = 0
     checkouts_refused: int = 0
+    fulfillments: int = 0
+    fulfillments_refused: int = 0
     units_sold: int = 0
     oversold_units: int = 0  # units sold beyond available (CONTINUE policy only)
     cancellations: int = 0
@@ -143,7 +146,7 @@ class _IdempotencyRecord:
 Event = tuple[str, dict[str, Any]]  # (webhook topic, body)
 
 
-class SimulatorState(SalesMixin):
+class SimulatorState(FulfillmentMixin, SalesMixin):
     """The simulated shop (see the module docstring)."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
@@ -182,6 +185,7 @@ class SimulatorState(SalesMixin):
         self._next_order = 820001
         self._next_line = 1
         self._order_number = 1001
+        self._reset_fulfillments()
 
     @property
     def lock(self) -> threading.RLock:

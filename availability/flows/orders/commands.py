@@ -14,7 +14,6 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
-from urllib.parse import urlparse
 
 from availability.config import Settings
 
@@ -83,62 +82,27 @@ def register(sub) -> None:
 
 
 def shop_name(settings: Settings) -> str:
-    if settings.erp_shop:
-        return settings.erp_shop
-    if settings.shopify_url:
-        return urlparse(settings.shopify_url).netloc or "shopify"
-    return "shopify"
+    from availability.flows.orders.mapping import default_shop  # noqa: PLC0415
 
-
-def erp_client(settings: Settings):
-    """(client, embedded server or None): the configured Tryton, else the embedded one
-    under the data dir, started here the way the embedded Redis is."""
-    from adapters.erp.tryton.client import TrytonErp  # noqa: PLC0415
-    from adapters.erp.tryton.server import ErpHome, TrytonServer  # noqa: PLC0415
-
-    if settings.erp_url:
-        if not settings.erp_password:
-            raise SystemExit("AVAILABILITY_ERP_PASSWORD is required with AVAILABILITY_ERP_URL")
-        return TrytonErp(settings.erp_url, settings.erp_login, settings.erp_password), None
-    home = ErpHome(settings.data_dir)
-    if not home.initialised():
-        raise SystemExit(f"no ERP configured and none set up in {home.dir}: run `availability erp init`, or set "
-                         "AVAILABILITY_ERP_URL (+ _LOGIN, _PASSWORD) for an existing Tryton")
-    server = TrytonServer(settings.data_dir).start()
-    log.info("embedded Tryton on %s (database %s)", server.url, home.database)
-    return TrytonErp(server.url, server.login, server.password()), server
+    return default_shop(settings.erp_shop, settings.shopify_url)
 
 
 @asynccontextmanager
-async def build_parts(settings: Settings, root, *, with_erp: bool = True) -> AsyncIterator[dict]:
-    """`root` is the CLI's composition root (`args.root`): the Redis client comes from it, so
-    these commands join the data dir's embedded server like every other command."""
-    from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig  # noqa: PLC0415
-    from availability.flows.orders.store import OrderStore  # noqa: PLC0415
-
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+async def build_parts(settings: Settings, root, *, with_erp: bool = True, names: list[str] | None = None
+                      ) -> AsyncIterator[dict]:
+    """The flow's parts from the composition root (`args.root.open_erp_flows`); the Redis
+    client comes from it too, so these commands join the data dir's embedded server like
+    every other command (and start the embedded Tryton when AVAILABILITY_ERP_URL is unset)."""
     redis = root.make_redis(settings.redis_url) if settings.redis_url else None
     embedded = None
     if redis is None:
         embedded = root.open_runtime(settings)
         redis = (await embedded.__aenter__()).redis
-    store = await OrderStore(settings.resolved_database_url()).open()
-    erp, server = erp_client(settings) if with_erp else (None, None)
-    queue = OrderQueue(redis, settings.key_prefix)
-    parts = {"store": store, "queue": queue, "erp": erp,
-             "intake": OrderIntake(store, queue, shop=shop_name(settings))}
-    if erp is not None:
-        parts["worker"] = OrderWorker(store, queue, erp, config=WorkerConfig(
-            lease_ms=int(settings.orders_lease_seconds * 1000), retry_cap_s=settings.orders_retry_cap_seconds,
-            erp_down_exception_after=settings.orders_erp_down_exception_after))
     try:
-        yield parts
+        async with root.open_erp_flows(settings, redis, names=names or ["orders"], with_erp=with_erp) as flows:
+            yield {"store": flows.order_store, "queue": flows.order_queue, "erp": flows.erp,
+                   "intake": flows.order_intake, "worker": flows.order_worker, "flows": flows}
     finally:
-        if erp is not None:
-            await erp.aclose()
-        if server is not None:
-            server.stop()
-        await store.close()
         if embedded is not None:
             await embedded.__aexit__(None, None, None)
         else:

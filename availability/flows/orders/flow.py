@@ -1,6 +1,7 @@
 """The order-to-ERP flow: Shopify order webhooks in, one ERP sale per order out.
 
-Intake (`OrderIntake.enqueue_order_webhook`, called by the webhook route or the CLI) is
+Intake (`OrderIntake.enqueue_order_webhook`; the composition root builds it and hands it
+to the webhook route, `availability/bootstrap.py` `open_erp_flows`, and to the CLI) is
 durable before it answers: the webhook id is recorded (a redelivery storm is dropped), the
 order's document is merged in SQL (newest `updated_at` wins), then the order is marked
 urgent in the flow's `WorkQueue`. Nothing is posted in the request.
@@ -129,22 +130,6 @@ class OrderIntake:
         await self.queue.wake(reference)
         m.WEBHOOKS.labels(topic, "queued").inc()
         return {"outcome": "queued", "reference": reference, "correlation_id": correlation_id}
-
-
-#: the intake the webhook route uses (installed by whoever builds the flow)
-_installed: OrderIntake | None = None
-
-
-def install_intake(intake: OrderIntake | None) -> None:
-    global _installed
-    _installed = intake
-
-
-async def enqueue_order_webhook(topic: str, payload: dict, headers: dict[str, str] | None = None) -> dict:
-    """Hand a Shopify order webhook to the installed order flow (see `install_intake`)."""
-    if _installed is None:
-        raise RuntimeError("the order flow is not running in this process (install_intake was not called)")
-    return await _installed.enqueue_order_webhook(topic, payload, headers)
 
 
 @dataclass

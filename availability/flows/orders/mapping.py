@@ -37,6 +37,17 @@ def _money(value: Any, what: str) -> Decimal:
     return amount
 
 
+def default_shop(erp_shop: str | None, shopify_url: str | None) -> str:
+    """The shop's name in sale references: AVAILABILITY_ERP_SHOP, else the Shopify URL's host."""
+    if erp_shop:
+        return erp_shop
+    if shopify_url:
+        from urllib.parse import urlparse  # noqa: PLC0415
+
+        return urlparse(shopify_url).netloc or "shopify"
+    return "shopify"
+
+
 def reference(shop: str, payload: dict) -> str:
     """The ERP sale's reference: the shop and its order number ("shop#1001")."""
     number = payload.get("order_number")
