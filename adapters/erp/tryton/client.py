@@ -30,6 +30,8 @@ from adapters.erp.port import (
     UnknownSku,
 )
 
+from adapters.erp.tryton.shipments import TrytonShipments
+
 SERVICE_CODE = {"shipping": "SHIPPING", "discount": "DISCOUNT", "tax": "TAX", "misc": "MISC"}
 _SALE_FIELDS = ["id", "reference", "state", "total_amount", "shipment_state", "sale_date", "shipments"]
 #: Tryton errors that say "try again" rather than "this document is wrong"
@@ -61,7 +63,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class TrytonErp:
+class TrytonErp(TrytonShipments):  # shipments: adapters/erp/tryton/shipments.py
     def __init__(self, url: str, login: str, password: str, *, timeout: float = 30.0) -> None:
         self.url = url if url.endswith("/") else url + "/"
         self.login = login

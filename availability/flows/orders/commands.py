@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=0)
     p.set_defaults(handler=_erp_serve)
 
-    flows = sub.add_parser("flows", help="sibling sync flows (order to ERP): feed, run, exceptions, reconcile")
+    flows = sub.add_parser("flows", help="sibling sync flows (order to ERP, fulfilment): feed, run, exceptions, reconcile")
     fsub = flows.add_subparsers(dest="flows_command", metavar="FLOWS_COMMAND", required=True)
     orders = fsub.add_parser("orders", help="the order-to-ERP flow")
     osub = orders.add_subparsers(dest="orders_command", metavar="ORDERS_COMMAND", required=True)
@@ -69,6 +69,10 @@ def register(sub) -> None:
     p.add_argument("--by", default="cli")
     p.add_argument("--note", default="")
     p.set_defaults(handler=_exceptions_resolve)
+
+    from availability.flows.fulfilment.commands import register as register_fulfilment  # noqa: PLC0415
+
+    register_fulfilment(fsub)
 
     rec = fsub.add_parser("reconcile", help="compare the flow's orders with the ERP's sales")
     rsub = rec.add_subparsers(dest="reconcile_command", metavar="WHAT", required=True)

@@ -64,8 +64,8 @@ OPEN_STATES = ("received", "posted", "awaiting_order")
 
 
 class OrderKeys:
-    def __init__(self, prefix: str) -> None:
-        base = f"{prefix}:orders"
+    def __init__(self, prefix: str, flow: str = "orders") -> None:
+        base = f"{prefix}:{flow}"
         self.base = base
         self.marks = f"{base}:marks"
         self.urgent = f"{base}:urgent"
@@ -75,11 +75,12 @@ class OrderKeys:
 
 
 class OrderQueue:
-    """The flow's Redis side: work marks, leases, outbox, retry schedule."""
+    """The flow's Redis side: work marks, leases, outbox, retry schedule (one per order;
+    the fulfilment flow has its own, `flow="fulfilment"`, also one group per order)."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, flow: str = "orders") -> None:
         self.redis = redis
-        self.keys = OrderKeys(prefix)
+        self.keys = OrderKeys(prefix, flow)
         scripts = Scripts(redis)
         self.leases = Leases(redis, self.keys.leases, scripts)
         self.work = WorkQueue(redis, marks_key=self.keys.marks, urgent_key=self.keys.urgent, leases=self.leases,

@@ -1,0 +1,170 @@
+"""`availability flows fulfilment feed-945|run|status|show|exceptions` (registered under
+`flows` by availability/flows/orders/commands.py). Thin: parse, build the flows from the
+composition root (`args.root.open_erp_flows`), call one function."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from availability.config import Settings
+
+
+def register(fsub) -> None:
+    ful = fsub.add_parser("fulfilment", help="the fulfilment flow: shipments (WMS 945, ERP) to Shopify fulfillments")
+    sub = ful.add_subparsers(dest="fulfilment_command", metavar="FULFILMENT_COMMAND", required=True)
+    p = sub.add_parser("feed-945", help="take WMS 945 shipping advices (X12 files) in")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(handler=_feed_945)
+    p = sub.add_parser("run", help="run the fulfilment worker and the ERP shipment watcher")
+    p.add_argument("--once", action="store_true", help="read the ERP's done shipments once, drain, exit")
+    p.set_defaults(handler=_run)
+    p = sub.add_parser("status", help="shipments by state (JSON)")
+    p.set_defaults(handler=_status)
+    p = sub.add_parser("show", help="one shipment's document and history (JSON)")
+    p.add_argument("shipment_id")
+    p.set_defaults(handler=_show)
+    exc = sub.add_parser("exceptions", help="the fulfilment flow's exception queue: list, retry, resolve")
+    xsub = exc.add_subparsers(dest="fulfilment_exceptions_command", metavar="EXCEPTIONS_COMMAND", required=True)
+    p = xsub.add_parser("list", help="exceptions (JSON lines)")
+    p.add_argument("--all", action="store_true", help="resolved ones too")
+    p.add_argument("--reason")
+    p.set_defaults(handler=_exceptions_list)
+    p = xsub.add_parser("retry", help="close the exception and settle its shipment again")
+    p.add_argument("ids", nargs="+", type=int)
+    p.add_argument("--by", default="cli")
+    p.set_defaults(handler=_exceptions_retry)
+    p = xsub.add_parser("resolve", help="close the exception without posting (handled elsewhere)")
+    p.add_argument("ids", nargs="+", type=int)
+    p.add_argument("--by", default="cli")
+    p.add_argument("--note", default="")
+    p.set_defaults(handler=_exceptions_resolve)
+
+
+def _parts(settings: Settings, args, *, with_erp: bool = False):
+    from availability.flows.orders.commands import build_parts  # noqa: PLC0415
+
+    return build_parts(settings, args.root, with_erp=with_erp, names=["orders", "fulfilment"])
+
+
+def _print(value) -> None:
+    from availability.flows.orders.commands import _print as out  # noqa: PLC0415
+
+    out(value)
+
+
+def _feed_945(args, settings: Settings) -> int:
+    async def run() -> int:
+        from availability.flows.fulfilment.mapping import InvalidShipment  # noqa: PLC0415
+
+        failed = 0
+        async with _parts(settings, args) as parts:
+            intake = parts["flows"].fulfilment.intake
+            for name in args.files:
+                try:
+                    for answer in await intake.take_945(Path(name).read_bytes()):
+                        _print({"file": name, **answer})
+                except (InvalidShipment, OSError) as exc:
+                    failed += 1
+                    _print({"file": name, "outcome": "rejected", "reason": str(exc)})
+        return 1 if failed else 0
+
+    return asyncio.run(run())
+
+
+def _run(args, settings: Settings) -> int:
+    async def run() -> int:
+        async with _parts(settings, args, with_erp=True) as parts:
+            ful = parts["flows"].fulfilment
+            if args.once:
+                if ful.watcher is not None:
+                    await ful.watcher.poll_once()
+                await ful.worker.drain(timeout=600)
+                _print(await ful.store.counts())
+                return 0
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            tasks = [asyncio.create_task(ful.worker.run(stop))]
+            if ful.watcher is not None:
+                tasks.append(asyncio.create_task(ful.watcher.run(stop)))
+            await asyncio.gather(*tasks)
+            return 0
+
+    return asyncio.run(run())
+
+
+def _status(args, settings: Settings) -> int:
+    async def run() -> int:
+        async with _parts(settings, args) as parts:
+            ful = parts["flows"].fulfilment
+            marks, urgent = await ful.queue.work.pending()
+            _print({"states": await ful.store.counts(), "queued": marks + urgent,
+                    "outbox": await ful.queue.outbox.pending(),
+                    "open_exceptions": len(await ful.store.list_exceptions())})
+        return 0
+
+    return asyncio.run(run())
+
+
+def _show(args, settings: Settings) -> int:
+    async def run() -> int:
+        async with _parts(settings, args) as parts:
+            store = parts["flows"].fulfilment.store
+            doc = await store.get(args.shipment_id)
+            if doc is None:
+                print(f"no shipment {args.shipment_id}", file=sys.stderr)
+                return 1
+            _print({"document": doc.as_dict(), "history": await store.history(args.shipment_id)})
+        return 0
+
+    return asyncio.run(run())
+
+
+def _exceptions_list(args, settings: Settings) -> int:
+    async def run() -> int:
+        async with _parts(settings, args) as parts:
+            store = parts["flows"].fulfilment.store
+            for row in await store.list_exceptions(status=None if args.all else "open", reason=args.reason):
+                _print(row)
+        return 0
+
+    return asyncio.run(run())
+
+
+def _exceptions_apply(args, settings: Settings, action) -> int:
+    async def run() -> int:
+        missing = 0
+        async with _parts(settings, args) as parts:
+            ful = parts["flows"].fulfilment
+            for exception_id in args.ids:
+                try:
+                    row, outcome = await action(ful, exception_id)
+                    _print({"id": exception_id, "shipment_id": row["shipment_id"], "outcome": outcome})
+                except KeyError:
+                    missing += 1
+                    _print({"id": exception_id, "outcome": "not found"})
+        return 1 if missing else 0
+
+    return asyncio.run(run())
+
+
+def _exceptions_retry(args, settings: Settings) -> int:
+    from availability.flows.fulfilment.flow import retry_exception  # noqa: PLC0415
+
+    async def action(ful, exception_id):
+        return await retry_exception(ful.store, ful.queue, exception_id, by=args.by), "retrying"
+
+    return _exceptions_apply(args, settings, action)
+
+
+def _exceptions_resolve(args, settings: Settings) -> int:
+    from availability.flows.fulfilment.flow import resolve_exception  # noqa: PLC0415
+
+    async def action(ful, exception_id):
+        return await resolve_exception(ful.store, exception_id, by=args.by, note=args.note), "resolved"
+
+    return _exceptions_apply(args, settings, action)
