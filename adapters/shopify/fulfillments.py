@@ -21,20 +21,20 @@ query OrderFulfilment($id: ID!) {
     id
     name
     cancelledAt
-    fulfillmentOrders(first: 20) {
+    fulfillmentOrders(first: 5) {
       nodes {
         id
         status
         assignedLocation { location { id } }
-        lineItems(first: 100) { nodes { id totalQuantity remainingQuantity lineItem { id sku } } }
+        lineItems(first: 50) { nodes { id totalQuantity remainingQuantity lineItem { id sku } } }
       }
     }
-    fulfillments(first: 100) {
+    fulfillments(first: 20) {
       id
       name
       status
       trackingInfo { number company url }
-      fulfillmentLineItems(first: 100) { nodes { quantity lineItem { id sku } } }
+      fulfillmentLineItems(first: 20) { nodes { quantity lineItem { id sku } } }
     }
   }
 }
