@@ -225,8 +225,8 @@ async def open_erp_flows(settings: Settings, redis: Redis, *, names: list[str] |
         store = await OrderStore(settings.resolved_database_url()).open()
         stack.push_async_callback(store.close)
         queue = OrderQueue(redis, settings.key_prefix)
-        flows = ErpFlows(names, store, queue, OrderIntake(store, queue, shop=default_shop(settings.erp_shop,
-                                                                                            settings.shopify_url)))
+        shop = default_shop(settings.erp_shop, settings.shopify_url, settings.shopify_shop_domain)
+        flows = ErpFlows(names, store, queue, OrderIntake(store, queue, shop=shop))
         if with_erp:
             erp, server = erp_client(settings)
             stack.push_async_callback(erp.aclose)

@@ -336,8 +336,8 @@ async def build_fulfilment(settings: Any, redis: Any, *, orders: Any, erp: Any, 
 
     store = await FulfilmentStore(settings.resolved_database_url()).open()
     queue = OrderQueue(redis, settings.key_prefix, flow=FLOW)
-    parts = FulfilmentParts(store, queue, FulfilmentIntake(store, queue, shop=default_shop(settings.erp_shop,
-                                                                                            settings.shopify_url)))
+    shop = default_shop(settings.erp_shop, settings.shopify_url, settings.shopify_shop_domain)
+    parts = FulfilmentParts(store, queue, FulfilmentIntake(store, queue, shop=shop))
     own_client = None
     try:
         if with_erp:

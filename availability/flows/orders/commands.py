@@ -88,7 +88,7 @@ def register(sub) -> None:
 def shop_name(settings: Settings) -> str:
     from availability.flows.orders.mapping import default_shop  # noqa: PLC0415
 
-    return default_shop(settings.erp_shop, settings.shopify_url)
+    return default_shop(settings.erp_shop, settings.shopify_url, settings.shopify_shop_domain)
 
 
 @asynccontextmanager

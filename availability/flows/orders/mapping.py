@@ -37,10 +37,12 @@ def _money(value: Any, what: str) -> Decimal:
     return amount
 
 
-def default_shop(erp_shop: str | None, shopify_url: str | None) -> str:
-    """The shop's name in sale references: AVAILABILITY_ERP_SHOP, else the Shopify URL's host."""
-    if erp_shop:
-        return erp_shop
+def default_shop(erp_shop: str | None, shopify_url: str | None, shop_domain: str | None = None) -> str:
+    """The shop's name in sale references when a document does not say (a 945, the CLI):
+    AVAILABILITY_ERP_SHOP, else the shop's domain (what its webhooks name it), else the
+    Shopify URL's host."""
+    if erp_shop or shop_domain:
+        return erp_shop or shop_domain or ""
     if shopify_url:
         from urllib.parse import urlparse  # noqa: PLC0415
 
