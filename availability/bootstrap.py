@@ -132,7 +132,11 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
         try:
             async with AsyncExitStack() as stack:
                 if flows and settings.flows:
-                    runtime.erp_flows = await stack.enter_async_context(open_erp_flows(settings, redis))
+                    # a node that does not run the "flows" service (an API-only node) needs
+                    # the intakes (the webhook route), not the ERP or Shopify clients
+                    with_erp = settings.services is None or "flows" in settings.services
+                    runtime.erp_flows = await stack.enter_async_context(
+                        open_erp_flows(settings, redis, with_erp=with_erp))
                 yield runtime
         finally:
             for closer in reversed(runtime.closers):

@@ -73,7 +73,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         embedded = args.root.start_embedded_redis(settings)
         embedded.supervise(on_failure=_stop_serving)
     erp_server = None
-    if settings.flows and not settings.erp_url:
+    runs_flows = settings.services is None or "flows" in settings.services
+    if settings.flows and not settings.erp_url and runs_flows:
         # Like the embedded Redis: started here, in the parent, so every worker process
         # (whose Settings come from the environment) posts to this one Tryton.
         erp_server = args.root.start_embedded_erp(settings)

@@ -15,6 +15,11 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+# imported so that every `serve` names the flows' metrics on /metrics (alerts and
+# dashboards use them) even before a flow has done anything
+from availability.flows.fulfilment import metrics as _fulfilment_metrics  # noqa: F401
+from availability.flows.orders import metrics as _order_metrics  # noqa: F401
+
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
 

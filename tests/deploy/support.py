@@ -45,7 +45,10 @@ def assert_settings(env: dict[str, str]) -> Settings:
 def _decode(name: str, value: str):
     field = Settings.model_fields[name.removeprefix("AVAILABILITY_").lower()]
     if "list" in str(field.annotation):
-        return json.loads(value)
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # a list the setting parses itself (AVAILABILITY_FLOWS=orders,fulfilment)
     return value
 
 

@@ -22,6 +22,7 @@ ROLES = {
     "api": ["expiry", "rules-dirty"],  # README's API-only node
     "consumer": ["consumer"],
     "publisher": ["publisher"],
+    "flows": ["flows"],
 }
 
 

@@ -18,7 +18,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip ins
 
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"
-ROLES = {"api", "consumer", "publisher"}
+ROLES = {"api", "consumer", "publisher", "flows"}
 
 
 @pytest.fixture(scope="module", params=["base", "overlays/production"])
@@ -72,7 +72,8 @@ def test_each_role_is_a_deployment_with_probes_resources_and_config(rendered):
         assert settings.redis_url, "containers never start the embedded Redis"
         assert settings.port == port
         role = name.removeprefix("availability-")
-        expected = {"api": ["expiry", "rules-dirty"], "consumer": ["consumer"], "publisher": ["publisher"]}[role]
+        expected = {"api": ["expiry", "rules-dirty"], "consumer": ["consumer"], "publisher": ["publisher"],
+                    "flows": ["flows"]}[role]
         assert settings.services == expected, f"{name} runs {settings.services}"
 
 
@@ -149,7 +150,7 @@ def test_the_pod_monitor_names_jobs_as_the_alerts_expect():
     jobs_in_rules = set(re.findall(r'job="(availability-[a-z]+)"', exprs))
     for alternatives in re.findall(r'job=~"availability-\(([a-z|]+)\)"', exprs):
         jobs_in_rules |= {f"availability-{name}" for name in alternatives.split("|")}
-    assert len(jobs_in_rules) == 3, jobs_in_rules
+    assert len(jobs_in_rules) == 4, jobs_in_rules
     produced = set()
     for deployment in deployments.values():
         pod = deployment["spec"]["template"]

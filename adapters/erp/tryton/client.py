@@ -97,6 +97,10 @@ class TrytonErp(TrytonShipments):  # shipments: adapters/erp/tryton/shipments.py
                 raise ErpUnavailable(f"{method}: {kind}: {detail}")
             if kind in ("UserError", "UserWarning"):
                 message = detail[0] if isinstance(detail, (list, tuple)) and detail else detail
+                if method.endswith(".create") and "must be unique" in str(message):
+                    # two creates racing for the next number of a Tryton sequence (party
+                    # codes, on SQLite): nothing was written, the retry gets the next one
+                    raise ErpUnavailable(f"{method}: {message} (concurrent create; retried)")
                 raise ErpValidationError(f"{method}: {message}")
             raise ErpError(f"{method}: Tryton failed: {str(kind)[:500]}")
         return _decode(body.get("result"))

@@ -64,12 +64,13 @@ class ErpHome:
     def password(self) -> str:
         return self.password_file.read_text().strip()
 
-    def init(self, skus: list[str], *, cache_dir: Path | None = None) -> bool:
-        """Set the database up once; False (and nothing changed) when it already is."""
+    def init(self, skus: list[str], *, cache_dir: Path | None = None, password: str | None = None) -> bool:
+        """Set the database up once; False (and nothing changed) when it already is. The
+        admin password is `password` (a deployment's secret) or a random one."""
         if self.initialised():
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
-        password = secrets.token_urlsafe(18)
+        password = password or secrets.token_urlsafe(18)
         create_database(self.dir, skus, password, cache_dir=cache_dir)
         fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -78,9 +79,11 @@ class ErpHome:
 
 
 class TrytonServer:
-    def __init__(self, data_dir: str | Path, *, port: int = 0) -> None:
+    def __init__(self, data_dir: str | Path, *, port: int = 0, host: str = "127.0.0.1") -> None:
         self.home = ErpHome(data_dir)
         self.port = port or free_port()
+        #: where trytond listens (0.0.0.0 in a container, for other services to reach it)
+        self.host = host
         self.process: subprocess.Popen | None = None
         binary = Path(sys.executable).with_name("trytond")
         self.binary = str(binary) if binary.exists() else (shutil.which("trytond") or "trytond")
@@ -100,7 +103,7 @@ class TrytonServer:
     def start(self, timeout: float = 60.0) -> "TrytonServer":
         if not self.home.initialised():
             raise TrytonServerError(f"no ERP database in {self.home.dir}: run `availability erp init` first")
-        conf = write_config(self.home.dir / "trytond.conf", self.home.dir.resolve(), listen=f"127.0.0.1:{self.port}")
+        conf = write_config(self.home.dir / "trytond.conf", self.home.dir.resolve(), listen=f"{self.host}:{self.port}")
         log = open(self.home.dir / "trytond.log", "ab")
         # Own session, as for Redis: Ctrl-C reaches the service, which stops the ERP last.
         self.process = subprocess.Popen(

@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.set_defaults(handler=_erp_init)
     p = esub.add_parser("serve", help="run trytond over the ERP database on a free (or given) loopback port")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 in a container)")
     p.set_defaults(handler=_erp_serve)
 
     flows = sub.add_parser("flows", help="sibling sync flows (order to ERP, fulfilment): feed, run, exceptions, reconcile")
@@ -135,7 +136,8 @@ def _erp_init(args, settings: Settings) -> int:
 
         skus += build_catalogue(skus=args.catalogue).skus
     home = ErpHome(settings.data_dir)
-    created = home.init(sorted(set(skus)), cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    created = home.init(sorted(set(skus)), cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                        password=settings.erp_password)
     _print({"database": str(home.database), "created": created, "products": len(set(skus))})
     return 0
 
@@ -143,7 +145,7 @@ def _erp_init(args, settings: Settings) -> int:
 def _erp_serve(args, settings: Settings) -> int:
     from adapters.erp.tryton.server import TrytonServer  # noqa: PLC0415
 
-    server = TrytonServer(settings.data_dir, port=args.port).start()
+    server = TrytonServer(settings.data_dir, port=args.port, host=args.host).start()
     print(f"Tryton serving {server.home.database} at {server.url} (login {server.login}, password in "
           f"{server.home.password_file})", flush=True)
     print(f"  export AVAILABILITY_ERP_URL={server.url} AVAILABILITY_ERP_PASSWORD=$(cat {server.home.password_file})",
