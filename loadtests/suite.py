@@ -3,6 +3,7 @@
     python -m loadtests.suite            # full sizes (about 10-15 minutes on 2 cores)
     python -m loadtests.suite --quick    # small sizes (about 3-4 minutes)
     python -m loadtests.suite --only ledger,memory
+    python -m loadtests.suite --only orders      # opt-in: the flash sale into Tryton (long)
     python -m loadtests.suite --only ledger,ingest,reservations --label apply   # -> results/<date>-apply.*
 
 Writes `loadtests/results/<date>.json` (every benchmark's own JSON, plus the machine),
@@ -43,6 +44,8 @@ class Bench:
     timeout: int = 1800
     #: compares against the suite's one apply ceiling (and runs on the Redis it was measured on)
     uses_ceiling: bool = False
+    #: long (a real ERP in the loop): runs only when named in --only
+    opt_in: bool = False
 
 
 CEILING = "ceiling"
@@ -56,6 +59,8 @@ BENCHES = (
     Bench("rule_change", "loadtests.bench_rule_change"),
     Bench("resync", "loadtests.bench_resync"),
     Bench("memory", "loadtests.bench_memory"),
+    # a flash sale into a real Tryton: an hour or more at full size on a shared machine
+    Bench("orders", "loadtests.bench_orders", quick=("--quick",), timeout=7200, opt_in=True),
 )
 
 
@@ -132,6 +137,15 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
                  _ceiling_text(r), _ratio_text(r))]
     if name == "reservations":
         return reservation_rows(r)
+    if name == "orders":
+        flow, ceil = r.get("flow", {}), r.get("ceiling", {})
+        lat = flow.get("latency_seconds", {})
+        return [(f"flash sale into Tryton: {_fmt(flow.get('orders'))} orders at {_fmt(flow.get('offered_per_sec'), '/s')}, "
+                 f"{flow.get('workers')} workers; p50 {_fmt(lat.get('p50'), ' s')}, p99 {_fmt(lat.get('p99'), ' s')}; "
+                 f"duplicates {flow.get('duplicates')}, lost {flow.get('lost')}",
+                 _fmt(flow.get("posted_per_sec"), " sales/s"),
+                 f"Tryton's own create + confirm, {ceil.get('workers')} at a time: {_fmt(ceil.get('sales_per_sec'), '/s')}",
+                 _fmt(r.get("ratio_flow_to_ceiling")))]
     if name == "rule_change":
         return [(f"global rule change over {_fmt(r.get('pairs'))} pairs: recompute + diff + mark dirty",
                  _fmt(r.get("recompute_plus_mark_seconds"), " s"),
@@ -461,8 +475,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "benchmarks": {},
     }
-    selected = [b for b in BENCHES if not wanted or b.name in wanted or (b.name == CEILING and any(
-        x.uses_ceiling and x.name in wanted for x in BENCHES))]
+    selected = [b for b in BENCHES if (not wanted and not b.opt_in) or (wanted and b.name in wanted) or (
+        wanted and b.name == CEILING and any(x.uses_ceiling and x.name in wanted for x in BENCHES))]
     with tempfile.TemporaryDirectory(prefix="av-suite-") as tmp:
         run_selected(selected, args.quick, report, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)
