@@ -38,7 +38,12 @@ from adapters.shopify.simulator import SimulatorConfig
 from adapters.shopify.simulator.state import SimulatorState
 from availability.bootstrap import make_redis
 from availability.flows.orders import mapping
-from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig
+from availability.flows.orders.flow import (
+    OrderIntake,
+    OrderQueue,
+    OrderWorker,
+    WorkerConfig,
+)
 from availability.flows.orders.store import OrderStore
 from loadtests.target import bench_redis
 

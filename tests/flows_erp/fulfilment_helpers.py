@@ -8,9 +8,18 @@ from dataclasses import dataclass
 
 from adapters.shopify.client import ShopifyAdminClient
 from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
-from availability.flows.fulfilment.flow import ErpShipmentWatcher, FulfilmentIntake, FulfilmentWorker
+from availability.flows.fulfilment.flow import (
+    ErpShipmentWatcher,
+    FulfilmentIntake,
+    FulfilmentWorker,
+)
 from availability.flows.fulfilment.store import FulfilmentStore
-from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig
+from availability.flows.orders.flow import (
+    OrderIntake,
+    OrderQueue,
+    OrderWorker,
+    WorkerConfig,
+)
 
 SKUS = ("TEE-BLK-M", "CAP-RED", "MUG-CLASSIC")
 

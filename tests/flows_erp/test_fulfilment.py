@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from availability.bootstrap import make_redis
 from availability.flows.fulfilment.flow import retry_exception
 from availability.flows.fulfilment.mapping import InvalidShipment
 from tests.flows_erp.fulfilment_helpers import edi_945, fulfilment_flows, simulator_shop

@@ -29,7 +29,6 @@ from adapters.erp.port import (
     SaleDraft,
     UnknownSku,
 )
-
 from adapters.erp.tryton.shipments import TrytonShipments
 
 SERVICE_CODE = {"shipping": "SHIPPING", "discount": "DISCOUNT", "tax": "TAX", "misc": "MISC"}

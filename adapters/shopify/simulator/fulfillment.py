@@ -180,7 +180,7 @@ class FulfillmentMixin:
     # ---- cancellation (sales.py) refuses an order with fulfilled units -----------------
 
     def cancel_order(self, order_id: int | str, reason: str = "customer"):
-        from .sales import CheckoutRefused  # noqa: PLC0415
+        from .sales import CheckoutRefused
 
         with self._lock:
             try:
@@ -318,7 +318,7 @@ def _fulfillments(state: Any, parent: dict[str, Any], args: dict[str, Any]) -> l
 
 
 def _fulfillment_lines(state: Any, parent: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
-    from .gql import _list_connection  # noqa: PLC0415 (gql imports this module)
+    from .gql import _list_connection
 
     return _list_connection(parent["_lines"], args)
 

@@ -44,20 +44,20 @@ def register(fsub) -> None:
 
 
 def _parts(settings: Settings, args, *, with_erp: bool = False):
-    from availability.flows.orders.commands import build_parts  # noqa: PLC0415
+    from availability.flows.orders.commands import build_parts
 
     return build_parts(settings, args.root, with_erp=with_erp, names=["orders", "fulfilment"])
 
 
 def _print(value) -> None:
-    from availability.flows.orders.commands import _print as out  # noqa: PLC0415
+    from availability.flows.orders.commands import _print as out
 
     out(value)
 
 
 def _feed_945(args, settings: Settings) -> int:
     async def run() -> int:
-        from availability.flows.fulfilment.mapping import InvalidShipment  # noqa: PLC0415
+        from availability.flows.fulfilment.mapping import InvalidShipment
 
         failed = 0
         async with _parts(settings, args) as parts:
@@ -153,7 +153,7 @@ def _exceptions_apply(args, settings: Settings, action) -> int:
 
 
 def _exceptions_retry(args, settings: Settings) -> int:
-    from availability.flows.fulfilment.flow import retry_exception  # noqa: PLC0415
+    from availability.flows.fulfilment.flow import retry_exception
 
     async def action(ful, exception_id):
         return await retry_exception(ful.store, ful.queue, exception_id, by=args.by), "retrying"
@@ -162,7 +162,7 @@ def _exceptions_retry(args, settings: Settings) -> int:
 
 
 def _exceptions_resolve(args, settings: Settings) -> int:
-    from availability.flows.fulfilment.flow import resolve_exception  # noqa: PLC0415
+    from availability.flows.fulfilment.flow import resolve_exception
 
     async def action(ful, exception_id):
         return await resolve_exception(ful.store, exception_id, by=args.by, note=args.note), "resolved"

@@ -31,13 +31,13 @@ attempts (closed when it goes through). Everything else parks the shipment in
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
-
-import asyncio
+from typing import Any
 
 from adapters.erp.port import ErpError
 from adapters.shopify.client import ShopifyError, ShopifyTransientError
@@ -52,8 +52,17 @@ from availability.flows.fulfilment.mapping import (
     shipment_from_erp,
     shipments_from_945,
 )
-from availability.flows.fulfilment.store import OPEN_STATES, FulfilmentStore, ShipmentDoc
-from availability.flows.machinery import OutboxMessage, current_correlation_id, new_correlation_id, now_ms
+from availability.flows.fulfilment.store import (
+    OPEN_STATES,
+    FulfilmentStore,
+    ShipmentDoc,
+)
+from availability.flows.machinery import (
+    OutboxMessage,
+    current_correlation_id,
+    new_correlation_id,
+    now_ms,
+)
 from availability.flows.orders.flow import OrderQueue, OrderWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -332,7 +341,7 @@ class FulfilmentParts:
 @asynccontextmanager
 async def build_fulfilment(settings: Any, redis: Any, *, orders: Any, erp: Any, shopify: Any = None,
                            with_erp: bool = True) -> AsyncIterator[FulfilmentParts]:
-    from availability.flows.orders.mapping import default_shop  # noqa: PLC0415
+    from availability.flows.orders.mapping import default_shop
 
     store = await FulfilmentStore(settings.resolved_database_url()).open()
     queue = OrderQueue(redis, settings.key_prefix, flow=FLOW)
@@ -342,7 +351,7 @@ async def build_fulfilment(settings: Any, redis: Any, *, orders: Any, erp: Any, 
     try:
         if with_erp:
             if shopify is None:
-                from availability.flows.service import build_client, select_shop  # noqa: PLC0415
+                from availability.flows.service import build_client, select_shop
 
                 shop = select_shop(settings)
                 if not shop.url or not shop.token:

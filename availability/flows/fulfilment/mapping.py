@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 
 from adapters.erp.shipments import ErpShipment
 from adapters.shopify.fulfillments import FULFILLABLE, OrderFulfilment
-from adapters.wms.x12 import DEFAULT_OPTIONS, EdiError, X12Options, parse_945, parse_interchanges
+from adapters.wms.x12 import (
+    DEFAULT_OPTIONS,
+    EdiError,
+    X12Options,
+    parse_945,
+    parse_interchanges,
+)
 
 _TRAILING_NUMBER = re.compile(r"(\d+)\s*$")
 

@@ -18,16 +18,33 @@ migration yet, docs/flows.md).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Column, Integer, MetaData, String, Table, Text, event, func, insert, select, update,
+    JSON,
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from availability.flows.documents import (
+    ExceptionQueue,
+    exceptions_table,
+    history_table,
+    now_ms,
+    sql_engine,
+)
 from availability.flows.fulfilment.mapping import Shipment
 
 metadata = MetaData()
@@ -53,30 +70,11 @@ documents = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 
-history = Table(
-    "fulfilment_document_history", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("shipment_id", String(200), nullable=False, index=True),
-    Column("at_ms", BigInteger, nullable=False),
-    Column("from_state", String(32)),
-    Column("to_state", String(32), nullable=False),
-    Column("detail", Text),
-    Column("correlation_id", String(64)),
-)
-
-exceptions = Table(
+history = history_table("fulfilment_document_history", metadata, "shipment_id")
+exceptions = exceptions_table(
     "fulfilment_exceptions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("shipment_id", String(200), nullable=False, index=True),
     Column("reference", String(200), nullable=False),
-    Column("reason", String(64), nullable=False),
-    Column("owner", String(32), nullable=False),
-    Column("detail", Text),
-    Column("status", String(16), nullable=False),  # open | resolved
-    Column("created_ms", BigInteger, nullable=False),
-    Column("resolved_ms", BigInteger),
-    Column("resolved_by", String(100)),
-    Column("note", Text),
 )
 
 #: who works an exception of each reason
@@ -92,10 +90,6 @@ OWNERS = {
 }
 #: states the flow still has work for
 OPEN_STATES = ("received", "posting", "fulfilled")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -137,17 +131,10 @@ def _doc(row: Any) -> ShipmentDoc:
 class FulfilmentStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            @event.listens_for(self.engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # worker processes share the file
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
+        self.engine: AsyncEngine = sql_engine(url)
+        self.exceptions = ExceptionQueue(self.engine, exceptions, "shipment_id", OWNERS)
 
-    async def open(self) -> "FulfilmentStore":
+    async def open(self) -> FulfilmentStore:
         async with self.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         return self
@@ -234,36 +221,13 @@ class FulfilmentStore:
 
     async def open_exception(self, shipment_id: str, reference: str, reason: str, detail: str) -> bool:
         """Open (or refresh) the one open exception of this reason; True when newly opened."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(select(exceptions.c.id).where(
-                exceptions.c.shipment_id == shipment_id, exceptions.c.reason == reason,
-                exceptions.c.status == "open"))).first()
-            if row:
-                await conn.execute(update(exceptions).where(exceptions.c.id == row[0]).values(detail=detail[:4000]))
-                return False
-            await conn.execute(insert(exceptions).values(
-                shipment_id=shipment_id, reference=reference, reason=reason, owner=OWNERS.get(reason, "platform"),
-                detail=detail[:4000], status="open", created_ms=now_ms()))
-            return True
+        return (await self.exceptions.open(shipment_id, reason, detail, reference=reference))[1]
 
     async def close_exceptions(self, shipment_id: str, *, by: str, note: str, ids: list[int] | None = None) -> int:
-        async with self.engine.begin() as conn:
-            stmt = update(exceptions).where(exceptions.c.shipment_id == shipment_id, exceptions.c.status == "open")
-            if ids:
-                stmt = stmt.where(exceptions.c.id.in_(ids))
-            result = await conn.execute(stmt.values(status="resolved", resolved_ms=now_ms(), resolved_by=by, note=note))
-            return int(result.rowcount or 0)
+        return await self.exceptions.close(shipment_id, by=by, note=note, ids=ids)
 
     async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
-        async with self.engine.connect() as conn:
-            stmt = select(exceptions).order_by(exceptions.c.id)
-            if status:
-                stmt = stmt.where(exceptions.c.status == status)
-            if reason:
-                stmt = stmt.where(exceptions.c.reason == reason)
-            return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+        return await self.exceptions.list(status=status, reason=reason)
 
     async def get_exception(self, exception_id: int) -> dict | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(exceptions).where(exceptions.c.id == exception_id))).mappings().first()
-            return dict(row) if row else None
+        return await self.exceptions.get(exception_id)

@@ -161,7 +161,7 @@ class OrderWorker:
             reference = message.payload.get("reference")
             if reference and await self.queue.leases.acquire([reference], self.owner, self.config.lease_ms):
                 log.info("order %s: resending after its worker stopped (key %s)", reference, message.idempotency_key)
-                await self.settle(reference, message)
+                await self._holding(reference, message.id, self.settle(reference, message))
                 await self.queue.leases.release([reference], self.owner)
                 done += 1
             else:
@@ -176,14 +176,41 @@ class OrderWorker:
             messages[item.group] = self._message(item.group)
             await self.queue.outbox.put(messages[item.group], self.config.lease_ms)
         for item in claimed:
+            # The batch is settled one order after the other: an order further down may have
+            # outlived its lease meanwhile and been taken over (its outbox message too) by
+            # another worker. Still ours: renewed, and kept renewed while it is settled.
+            if not await self.queue.leases.renew([item.group], self.owner, self.config.lease_ms):
+                log.info("order %s: lease lapsed and taken over by another worker; left to it", item.group)
+                continue
             try:
                 await self.queue.outbox.renew(messages[item.group].id, self.config.lease_ms)
-                await self.settle(item.group, messages[item.group])
+                await self._holding(item.group, messages[item.group].id,
+                                    self.settle(item.group, messages[item.group]))
             finally:
                 await self.queue.leases.release([item.group], self.owner)
             done += 1
         await self._gauges()
         return done
+
+    async def _holding(self, group: str, message_id: str, work):
+        """Run `work` while renewing the group's lease and its outbox message every third of
+        the lease, so a slow ERP (a call near the client timeout, several calls per order)
+        never lets another worker take the order over while this one still posts it."""
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.config.lease_ms / 3000)
+                await self.queue.leases.renew([group], self.owner, self.config.lease_ms)
+                await self.queue.outbox.renew(message_id, self.config.lease_ms)
+
+        keeper = asyncio.create_task(beat())
+        try:
+            return await work
+        finally:
+            keeper.cancel()
+            try:
+                await keeper
+            except (asyncio.CancelledError, Exception):  # a failed renewal: the lease lapses, as on a crash
+                pass
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()

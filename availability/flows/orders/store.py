@@ -27,7 +27,9 @@ from sqlalchemy import (
     JSON, BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, event, insert, select, update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from availability.flows.documents import ExceptionQueue, exceptions_table, history_table, sql_engine
 
 metadata = MetaData()
 
@@ -54,16 +56,7 @@ documents = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 
-history = Table(
-    "order_document_history", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("reference", String(200), nullable=False, index=True),
-    Column("at_ms", BigInteger, nullable=False),
-    Column("from_state", String(32)),
-    Column("to_state", String(32), nullable=False),
-    Column("detail", Text),
-    Column("correlation_id", String(64)),
-)
+history = history_table("order_document_history", metadata, "reference")
 
 webhooks = Table(
     "order_webhooks", metadata,
@@ -73,19 +66,10 @@ webhooks = Table(
     Column("at_ms", BigInteger, nullable=False),
 )
 
-exceptions = Table(
+exceptions = exceptions_table(
     "order_exceptions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("flow", String(32), nullable=False, default="orders"),
     Column("reference", String(200), nullable=False, index=True),
-    Column("reason", String(64), nullable=False),
-    Column("owner", String(32), nullable=False),
-    Column("detail", Text),
-    Column("status", String(16), nullable=False),  # open | resolved
-    Column("created_ms", BigInteger, nullable=False),
-    Column("resolved_ms", BigInteger),
-    Column("resolved_by", String(100)),
-    Column("note", Text),
 )
 
 #: who works an exception of each reason
@@ -149,17 +133,8 @@ def _newer(incoming: str | None, stored: str | None) -> bool:
 class OrderStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            @event.listens_for(self.engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # several worker processes share the file
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
+        self.engine: AsyncEngine = sql_engine(url)
+        self.exceptions = ExceptionQueue(self.engine, exceptions, "reference", OWNERS)
 
     async def open(self) -> "OrderStore":
         async with self.engine.begin() as conn:
@@ -296,40 +271,14 @@ class OrderStore:
 
     async def open_exception(self, reference: str, reason: str, detail: str) -> int:
         """Open (or refresh the detail of) the one open exception of this reason for the order."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(select(exceptions.c.id).where(
-                exceptions.c.reference == reference, exceptions.c.reason == reason,
-                exceptions.c.status == "open"))).first()
-            if row:
-                await conn.execute(update(exceptions).where(exceptions.c.id == row[0]).values(detail=detail[:4000]))
-                return int(row[0])
-            result = await conn.execute(insert(exceptions).values(
-                flow="orders", reference=reference, reason=reason, owner=OWNERS.get(reason, "platform"),
-                detail=detail[:4000], status="open", created_ms=now_ms()))
-            return int(result.inserted_primary_key[0])
+        return (await self.exceptions.open(reference, reason, detail, flow="orders"))[0]
 
     async def close_exceptions(self, reference: str, *, by: str, note: str, reasons: list[str] | None = None,
                                ids: list[int] | None = None) -> int:
-        async with self.engine.begin() as conn:
-            stmt = update(exceptions).where(exceptions.c.reference == reference, exceptions.c.status == "open")
-            if reasons:
-                stmt = stmt.where(exceptions.c.reason.in_(reasons))
-            if ids:
-                stmt = stmt.where(exceptions.c.id.in_(ids))
-            result = await conn.execute(stmt.values(status="resolved", resolved_ms=now_ms(), resolved_by=by,
-                                                    note=note))
-            return int(result.rowcount or 0)
+        return await self.exceptions.close(reference, by=by, note=note, reasons=reasons, ids=ids)
 
     async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
-        async with self.engine.connect() as conn:
-            stmt = select(exceptions).order_by(exceptions.c.id)
-            if status:
-                stmt = stmt.where(exceptions.c.status == status)
-            if reason:
-                stmt = stmt.where(exceptions.c.reason == reason)
-            return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+        return await self.exceptions.list(status=status, reason=reason)
 
     async def get_exception(self, exception_id: int) -> dict | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(exceptions).where(exceptions.c.id == exception_id))).mappings().first()
-            return dict(row) if row else None
+        return await self.exceptions.get(exception_id)

@@ -1,0 +1,120 @@
+"""What the sibling flows' SQL stores share (availability/flows/orders/store.py,
+availability/flows/fulfilment/store.py): the engine (several worker processes on one
+SQLite file need WAL and a busy timeout), the per-document history table and the
+exception queue people work (reason, owner, open/resolved, who resolved it and why)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def sql_engine(url: str) -> AsyncEngine:
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+    engine = create_async_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # several worker processes share the file
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+    return engine
+
+
+def history_table(name: str, metadata: MetaData, key: str) -> Table:
+    """Every state change of a document: when, from, to, why, under which correlation id."""
+    return Table(
+        name, metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column(key, String(200), nullable=False, index=True),
+        Column("at_ms", BigInteger, nullable=False),
+        Column("from_state", String(32)),
+        Column("to_state", String(32), nullable=False),
+        Column("detail", Text),
+        Column("correlation_id", String(64)),
+    )
+
+
+def exceptions_table(name: str, metadata: MetaData, *key_columns: Column) -> Table:
+    return Table(
+        name, metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        *key_columns,
+        Column("reason", String(64), nullable=False),
+        Column("owner", String(32), nullable=False),
+        Column("detail", Text),
+        Column("status", String(16), nullable=False),  # open | resolved
+        Column("created_ms", BigInteger, nullable=False),
+        Column("resolved_ms", BigInteger),
+        Column("resolved_by", String(100)),
+        Column("note", Text),
+    )
+
+
+class ExceptionQueue:
+    """One flow's exceptions: at most one open exception per (document, reason)."""
+
+    def __init__(self, engine: AsyncEngine, table: Table, key: str, owners: dict[str, str]) -> None:
+        self.engine, self.table, self.key, self.owners = engine, table, key, owners
+
+    async def open(self, document: str, reason: str, detail: str, **values: Any) -> tuple[int, bool]:
+        """Open (or refresh the detail of) the open exception of this reason: (id, newly opened)."""
+        t = self.table
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(t.c.id).where(
+                t.c[self.key] == document, t.c.reason == reason, t.c.status == "open"))).first()
+            if row:
+                await conn.execute(update(t).where(t.c.id == row[0]).values(detail=detail[:4000]))
+                return int(row[0]), False
+            result = await conn.execute(insert(t).values(
+                **{self.key: document}, reason=reason, owner=self.owners.get(reason, "platform"),
+                detail=detail[:4000], status="open", created_ms=now_ms(), **values))
+            return int(result.inserted_primary_key[0]), True
+
+    async def close(self, document: str, *, by: str, note: str, reasons: list[str] | None = None,
+                    ids: list[int] | None = None) -> int:
+        t = self.table
+        async with self.engine.begin() as conn:
+            stmt = update(t).where(t.c[self.key] == document, t.c.status == "open")
+            if reasons:
+                stmt = stmt.where(t.c.reason.in_(reasons))
+            if ids:
+                stmt = stmt.where(t.c.id.in_(ids))
+            result = await conn.execute(stmt.values(status="resolved", resolved_ms=now_ms(), resolved_by=by,
+                                                    note=note))
+            return int(result.rowcount or 0)
+
+    async def list(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
+        t = self.table
+        async with self.engine.connect() as conn:
+            stmt = select(t).order_by(t.c.id)
+            if status:
+                stmt = stmt.where(t.c.status == status)
+            if reason:
+                stmt = stmt.where(t.c.reason == reason)
+            return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+    async def get(self, exception_id: int) -> dict | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(self.table).where(self.table.c.id == exception_id))).mappings().first()
+            return dict(row) if row else None
