@@ -207,7 +207,10 @@ class ShopifyWebhookHandler:
                     ]
                 )
                 metrics.WEBHOOKS.labels(label, "dead_lettered").inc()
-                return WebhookAnswer(200, {"status": "dead_lettered", "reason": exc.detail})
+                answer = {"status": "dead_lettered", "reason": exc.detail}
+                if to_flow is not None:
+                    answer["order_flow"] = to_flow
+                return WebhookAnswer(200, answer)
             keys = self.keys(shop)
             if isinstance(mapped, InventoryLevelUpdate):
                 if hook.triggered_at is not None:
