@@ -137,3 +137,12 @@ async def estimate_entries(redis: Redis, keys: KeyLayout, *, since_ms: int, unti
     span = max(1, last - first)
     covered = max(0, min(until_ms, last) - max(since_ms, first))
     return max(1, round(length * covered / span))
+
+
+async def append_raw(redis: Redis, keys: KeyLayout, entries: Sequence[dict[bytes, bytes]], *, cap: int) -> None:
+    """Append entries given as their fields (as `raw_pages` reads them), oldest first, in
+    one pipeline. Only the benchmark uses it, to grow a ledger-written journal by copies."""
+    pipe = redis.pipeline(transaction=False)
+    for fields in entries:
+        pipe.xadd(keys.journal, fields, maxlen=cap, approximate=True)
+    await pipe.execute()
