@@ -84,11 +84,21 @@ def compile_plan(book: RuleBook, sku: str, location: str) -> Plan:
     return safety, protections, selling
 
 
-def plan_ats(plan: Plan, on_hand: int, reserved: int, allocated: int, unsellable: int) -> tuple[int, ...]:
-    """Channel ATS of each channel in `plan` (domain/ats.py's arithmetic, inlined for speed;
-    tests/planning compares it with `location_availability`)."""
+def plan_ats(plan: Plan, buckets: Sequence[int]) -> tuple[int, ...]:
+    """Channel ATS of each channel in `plan` for buckets (on_hand, reserved, allocated,
+    unsellable): domain/ats.py's arithmetic, inlined for speed (tests/planning compares it
+    with `location_availability`). Reserved, allocated and unsellable count from 0: a
+    replay's never go below it, as the ledger's don't (only a journal that misses an
+    order's start could take them there)."""
     safety, protections, selling = plan
-    loc_ats = on_hand - reserved - allocated - unsellable - safety
+    on_hand, reserved, allocated, unsellable = buckets[0], buckets[1], buckets[2], buckets[3]
+    loc_ats = on_hand - safety
+    if reserved > 0:
+        loc_ats -= reserved
+    if allocated > 0:
+        loc_ats -= allocated
+    if unsellable > 0:
+        loc_ats -= unsellable
     if loc_ats < 0:
         loc_ats = 0
     remaining = loc_ats
@@ -130,10 +140,10 @@ class Replay:
         self._skus_with_rules = frozenset(r.sku for r in book.rules if r.sku is not None)
         self._plans: dict[tuple, Plan] = {}
         self._pair_plan: dict[tuple[str, str], Plan] = {}
-        #: (SKU, location) -> (replay buckets (on_hand, reserved, allocated, unsellable), channel ATS)
-        self.state: dict[tuple[str, str], tuple[tuple[int, int, int, int], tuple[int, ...]]] = {}
-        #: (SKU, location) -> what the replay leaves out of the journal's buckets
-        self.offsets: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+        #: (SKU, location) -> [replay buckets (on_hand, reserved, allocated, unsellable),
+        #: channel ATS, plan, offset]: the offset is what the replay leaves out of the
+        #: journal's buckets (None while nothing is)
+        self.state: dict[tuple[str, str], list] = {}
         #: locations met per SKU (a refused line without a location is judged over them)
         self.locations_of: dict[str, list[str]] = defaultdict(list)
         #: (order, SKU) the replay refused: the order's later entries for that SKU are left out
@@ -152,20 +162,22 @@ class Replay:
             self._pair_plan[key] = found
         return found
 
-    def _before(self, entry: JournalEntry) -> tuple[tuple[int, int, int, int], tuple[int, ...], Plan]:
+    def _pair(self, entry: JournalEntry) -> list:
+        """The replay's state of the entry's (SKU, location), met now if not before (its
+        state at the window's start is this first entry's `before`)."""
         key = (entry.sku, entry.location)
-        plan = self.plan(entry.sku, entry.location)
-        known = self.state.get(key)
-        if known is not None:
-            return known[0], known[1], plan
-        b = entry.before
-        buckets = (b[0], b[1], b[2], b[3])
-        return buckets, plan_ats(plan, *_floored(buckets)), plan
+        pair = self.state.get(key)
+        if pair is None:
+            plan = self.plan(entry.sku, entry.location)
+            buckets = entry.before[:4]
+            pair = self.state[key] = [buckets, plan_ats(plan, buckets), plan, None]
+            self.locations_of[entry.sku].append(entry.location)
+        return pair
 
     def channel_ats(self, entry: JournalEntry, channel: str) -> int | None:
         """The replay's ATS for `channel` at the entry's (SKU, location) just before it,
         None when the channel does not sell there."""
-        buckets, ats, plan = self._before(entry)
+        _buckets, ats, plan, _offset = self._pair(entry)
         for index, selling in enumerate(plan[2]):
             if selling[0] == channel:
                 return ats[index]
@@ -202,13 +214,12 @@ class Replay:
             locations = self.locations_of.get(entry.sku, [])
         available = 0
         for location in locations:
-            state = self.state.get((entry.sku, location))
-            if state is None:
+            pair = self.state.get((entry.sku, location))
+            if pair is None:
                 continue  # not met yet in the window: its stock then is unknown here
-            plan = self.plan(entry.sku, location)
-            for index, selling in enumerate(plan[2]):
+            for index, selling in enumerate(pair[2][2]):
                 if selling[0] == channel:
-                    available += state[1][index]
+                    available += pair[1][index]
         if available < entry.quantity:
             tally = self.tally[channel]
             tally.orders.add(entry.order)
@@ -217,27 +228,24 @@ class Replay:
     def step(self, entry: JournalEntry, *, take: bool = True) -> tuple[int, ...]:
         """Apply one entry (or leave it out: `take` False, or its order was refused);
         returns the channel ATS at its (SKU, location) after it."""
-        key = (entry.sku, entry.location)
-        if key not in self.state:
-            self.locations_of[entry.sku].append(entry.location)
-        buckets, ats, plan = self._before(entry)
+        pair = self.state.get((entry.sku, entry.location)) or self._pair(entry)
+        buckets, ats, plan, offset = pair
         b, a = entry.before, entry.after
         if take and entry.order and (entry.order, entry.sku) in self.refused:
             take = False
         if not take:
-            offset = self.offsets.get(key, (0, 0, 0, 0))
-            self.offsets[key] = (
-                offset[0] + b[0] - a[0], offset[1] + b[1] - a[1], offset[2] + b[2] - a[2], offset[3] + b[3] - a[3]
-            )
-            self.state[key] = (buckets, ats)
+            if offset is None:
+                offset = (0, 0, 0, 0)
+            pair[3] = (offset[0] + b[0] - a[0], offset[1] + b[1] - a[1], offset[2] + b[2] - a[2], offset[3] + b[3] - a[3])
             return ats
-        offset = self.offsets.get(key)
         if offset is None:
-            after = (a[0], a[1], a[2], a[3])
+            after = a[:4]
         else:
             after = (a[0] + offset[0], a[1] + offset[1], a[2] + offset[2], a[3] + offset[3])
-        new_ats = ats if after == buckets else plan_ats(plan, *_floored(after))
-        if new_ats is not ats:
+        if after == buckets:
+            return ats
+        new_ats = plan_ats(plan, after)
+        if new_ats != ats:
             for index, was in enumerate(ats):
                 if was > 0 and new_ats[index] == 0:
                     self.tally[plan[2][index][0]].stockouts += 1
@@ -246,15 +254,13 @@ class Replay:
             now_available = after[0] - after[1] - after[2] - after[3]
             if now_available < min(0, was_available):
                 self.tally[entry.channel or UNATTRIBUTED].oversells += 1
-        self.state[key] = (after, new_ats)
+        pair[0] = after
+        pair[1] = new_ats
         return new_ats
 
-
-def _floored(buckets: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    # A replay's reserved / allocated / unsellable never go below 0, as the ledger's don't
-    # (only a journal that misses an order's start could take them there).
-    oh, rs, al, un = buckets
-    return oh, rs if rs > 0 else 0, al if al > 0 else 0, un if un > 0 else 0
+    def left_out(self) -> int:
+        """(SKU, location) pairs whose replay differs from the journal's buckets."""
+        return sum(1 for pair in self.state.values() if pair[3] is not None and any(pair[3]))
 
 
 def is_judged_hold(entry: JournalEntry) -> bool:
@@ -276,16 +282,20 @@ class Backtest:
 
     def feed(self, entries: Iterable[JournalEntry]) -> None:
         pending = self._pending
+        current, draft, compare = self.current, self.draft, self._compare
         for entry in entries:
-            if pending and not (
-                is_judged_hold(entry) and entry.event_id == pending[0].event_id and entry.sku == pending[0].sku
-            ):
+            held = entry.type == "reserve" and entry.status == "held"  # is_judged_hold, inlined
+            if pending and not (held and entry.event_id == pending[0].event_id and entry.sku == pending[0].sku):
                 self._hold_group(pending)
                 pending = self._pending = []
-            if is_judged_hold(entry):
+            if held:
                 pending.append(entry)
+            elif entry.type == "refuse":
+                self.entries += 1
+                current.judge_refusal(entry)
+                draft.judge_refusal(entry)
             else:
-                self._one(entry)
+                compare(entry, current.step(entry), draft.step(entry))
 
     def finish(self) -> BacktestReport:
         if self._pending:
@@ -301,19 +311,11 @@ class Backtest:
                 entry, self.current.step(entry, take=take_current), self.draft.step(entry, take=take_draft)
             )
 
-    def _one(self, entry: JournalEntry) -> None:
-        if entry.type == "refuse":
-            self.entries += 1
-            self.current.judge_refusal(entry)
-            self.draft.judge_refusal(entry)
-            return
-        self._compare(entry, self.current.step(entry), self.draft.step(entry))
-
     def _compare(self, entry: JournalEntry, current_ats: tuple[int, ...], draft_ats: tuple[int, ...]) -> None:
         self.entries += 1
         if current_ats == draft_ats:
             return
-        selling = self.current.plan(entry.sku, entry.location)[2]
+        selling = self.current.state[(entry.sku, entry.location)][2][2]
         for index, shown in enumerate(current_ats):
             hidden = shown - draft_ats[index]
             if hidden > 0:
