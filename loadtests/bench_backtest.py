@@ -11,7 +11,8 @@ entries of it (100,000) are written that way, and the rest are copies of that hi
 with SKUs and order ids renamed (writing 1,000,000 through the ledger would take longer
 than everything measured here).
 The measured part is the production path (`availability.planning.service.run_backtest`:
-journal.py's reads, both replays) with a draft of two rule changes built by
+journal.py's reads, both replays), in one process and in the API's and CLI's two worker
+processes (which must report the same), with a draft of two rule changes built by
 `availability.api.preview.candidate_book`, as the API and the CLI build it.
 """
 
@@ -33,7 +34,7 @@ from availability.domain.reservations import ReservationLine, ReservationRequest
 from availability.ledger.journal import append_raw, decode_page, raw_pages
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger, LedgerLimits
-from availability.planning.service import run_backtest
+from availability.planning.service import WORKERS, run_backtest
 from loadtests.bench_rule_change import demo_book
 from loadtests.target import bench_redis
 
@@ -165,8 +166,12 @@ async def measure(redis_url: str, *, entries: int, skus: int, base: int, seed: i
     current = copy_book(book)
     draft, _proposed, _deleted = candidate_book(book, DRAFT)
     t0 = time.perf_counter()
-    report = await run_backtest(ledger, current, draft, days=31, until_ms=until)
+    alone = await run_backtest(ledger, current, draft, days=31, until_ms=until)
+    alone_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = await run_backtest(ledger, current, draft, days=31, until_ms=until, workers=WORKERS, redis_url=redis_url)
     backtest_s = time.perf_counter() - t0
+    assert report == alone, "the worker processes' report differs from one process's"
     await redis.aclose()
     return {
         "benchmark": "backtest",
@@ -176,7 +181,12 @@ async def measure(redis_url: str, *, entries: int, skus: int, base: int, seed: i
         "copies_of_the_ledger_written_journal": copies,
         "ceiling_raw_xrange": {"entries": read, "seconds": round(raw_s, 2), "entries_per_s": round(read / raw_s)},
         "read_and_decode": {"entries": decoded, "seconds": round(decode_s, 2), "entries_per_s": round(decoded / decode_s)},
+        "backtest_one_process": {
+            "entries": alone.entries, "seconds": round(alone_s, 2), "entries_per_s": round(alone.entries / alone_s),
+            "of_raw_read_ceiling": round((alone.entries / alone_s) / (read / raw_s), 3),
+        },
         "backtest": {
+            "worker_processes": WORKERS,
             "entries": report.entries,
             "seconds": round(backtest_s, 2),
             "entries_per_s": round(report.entries / backtest_s),

@@ -4,9 +4,10 @@
     GET  /v1/backtests/{id}   status, progress (entries done / total), the report when done
 
 The draft is checked when it is posted (the preview's `candidate_book`: an unknown rule,
-location or channel is a 4xx then, not a failed job). The job runs in this process as an
-asyncio task that yields to the event loop every few hundred entries, so lookups served
-by the same process keep answering; at most `MAX_RUNNING` run at once (429 beyond) and
+location or channel is a 4xx then, not a failed job). A job over a large window replays in
+worker processes (planning/service.py); a small one runs in this process as an asyncio
+task that yields to the event loop every few hundred entries. Either way lookups served by
+the same process keep answering; at most `MAX_RUNNING` run at once (429 beyond) and
 the last `KEEP_FINISHED` finished jobs are kept. A job lives in the process that started
 it: behind several API replicas, read it back from the same one (README, "not here yet").
 """
@@ -30,7 +31,7 @@ from availability.api.problems import ApiError, problem_responses
 from availability.api.schemas import ProposedChange
 from availability.domain.rules import RuleBook
 from availability.planning.backtest import BacktestReport
-from availability.planning.service import SERVED_SLICE, run_backtest
+from availability.planning.service import SERVED_SLICE, WORKERS, WORKERS_FROM, run_backtest
 
 log = logging.getLogger("availability.api")
 
@@ -126,7 +127,8 @@ class BacktestJobs:
         try:
             job.report = await run_backtest(
                 ctx.runtime.ledger, current, draft, days=days, until_ms=int(time.time() * 1000),
-                on_progress=progress, slice_size=SERVED_SLICE,
+                on_progress=progress, slice_size=SERVED_SLICE, workers=WORKERS, workers_from=WORKERS_FROM,
+                redis_url=ctx.runtime.redis_url,
             )
             job.status = "done"
         except asyncio.CancelledError:

@@ -20,6 +20,7 @@ time window selects on.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator, Sequence
 
 import msgspec
@@ -90,8 +91,24 @@ def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> JournalEntry:
     )
 
 
-def decode_page(items: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[JournalEntry]:
-    return [decode_entry(entry_id, fields) for entry_id, fields in items]
+def decode_page(
+    items: Sequence[tuple[bytes, dict[bytes, bytes]]], shard: tuple[int, int] | None = None
+) -> list[JournalEntry]:
+    """A page decoded; with `shard` (index, count) only the entries of that shard's SKUs
+    (`sku_shard`), which are then all of each of those SKUs' entries."""
+    if shard is None:
+        return [decode_entry(entry_id, fields) for entry_id, fields in items]
+    index, count = shard
+    return [
+        decode_entry(entry_id, fields)
+        for entry_id, fields in items
+        if zlib.crc32(fields.get(b"s", b"")) % count == index
+    ]
+
+
+def sku_shard(sku: str, count: int) -> int:
+    """Which of `count` shards a SKU's entries go to (a backtest's worker processes)."""
+    return zlib.crc32(sku.encode()) % count
 
 
 async def raw_pages(
@@ -113,12 +130,14 @@ async def raw_pages(
 
 
 async def read_journal(
-    redis: Redis, keys: KeyLayout, *, since_ms: int, until_ms: int, page: int = PAGE
-) -> AsyncIterator[list[JournalEntry]]:
+    redis: Redis, keys: KeyLayout, *, since_ms: int, until_ms: int, page: int = PAGE,
+    shard: tuple[int, int] | None = None,
+) -> AsyncIterator[tuple[int, list[JournalEntry]]]:
     """The journal's entries written in [since_ms, until_ms], oldest first, decoded, a page
-    at a time. Within one SKU the order is the order the ledger applied them in."""
+    at a time, each with how many entries the page read (a shard keeps only its SKUs').
+    Within one SKU the order is the order the ledger applied them in."""
     async for items in raw_pages(redis, keys, since_ms=since_ms, until_ms=until_ms, page=page):
-        yield decode_page(items)
+        yield len(items), decode_page(items, shard)
 
 
 async def estimate_entries(redis: Redis, keys: KeyLayout, *, since_ms: int, until_ms: int) -> int:

@@ -321,20 +321,69 @@ class Backtest:
             if hidden > 0:
                 self.unexposed[selling[index][0]] += hidden
 
+    def partial(self) -> "BacktestPartial":
+        """What this backtest counted, mergeable with other shards' (`merge`)."""
+        return BacktestPartial(
+            entries=self.entries,
+            channels=sorted(self.current.book.channels),
+            current={name: _counted(t) for name, t in self.current.tally.items()},
+            draft={name: _counted(t) for name, t in self.draft.tally.items()},
+            unexposed=dict(self.unexposed),
+        )
+
     def report(self) -> BacktestReport:
-        current, draft = self.current.tally, self.draft.tally
-        names = set(self.current.book.channels) | set(current) | set(draft) | set(self.unexposed)
-        rows = []
-        for name in sorted(names):
-            c, d = current.get(name) or _Tally(), draft.get(name) or _Tally()
-            rows.append(
-                ChannelOutcome(
-                    channel=name,
-                    orders_refused=len(d.orders) - len(c.orders),
-                    units_refused=d.units - c.units,
-                    stockouts_avoided=c.stockouts - d.stockouts,
-                    oversells_avoided=c.oversells - d.oversells,
-                    units_unexposed=self.unexposed.get(name, 0),
-                )
+        return merge([self.partial()], days=self.days)
+
+
+class Counted(msgspec.Struct, array_like=True):
+    orders: list[str]
+    units: int
+    stockouts: int
+    oversells: int
+
+
+class BacktestPartial(msgspec.Struct, kw_only=True):
+    """One shard's counts (a worker process replays the SKUs of one shard): every measure is
+    per SKU, so shards add up, but for orders, which are counted once by id."""
+
+    entries: int
+    channels: list[str]
+    current: dict[str, Counted]
+    draft: dict[str, Counted]
+    unexposed: dict[str, int]
+
+
+def _counted(tally: _Tally) -> Counted:
+    return Counted(sorted(tally.orders), tally.units, tally.stockouts, tally.oversells)
+
+
+def merge(parts: Sequence[BacktestPartial], *, days: int) -> BacktestReport:
+    def total(side: str, name: str) -> tuple[set[str], int, int, int]:
+        orders: set[str] = set()
+        units = stockouts = oversells = 0
+        for part in parts:
+            counted = getattr(part, side).get(name)
+            if counted is not None:
+                orders.update(counted.orders)
+                units += counted.units
+                stockouts += counted.stockouts
+                oversells += counted.oversells
+        return orders, units, stockouts, oversells
+
+    names: set[str] = set()
+    for part in parts:
+        names |= set(part.channels) | set(part.current) | set(part.draft) | set(part.unexposed)
+    rows = []
+    for name in sorted(names):
+        c, d = total("current", name), total("draft", name)
+        rows.append(
+            ChannelOutcome(
+                channel=name,
+                orders_refused=len(d[0]) - len(c[0]),
+                units_refused=d[1] - c[1],
+                stockouts_avoided=c[2] - d[2],
+                oversells_avoided=c[3] - d[3],
+                units_unexposed=sum(part.unexposed.get(name, 0) for part in parts),
             )
-        return BacktestReport(days=self.days, entries=self.entries, channels=rows)
+        )
+    return BacktestReport(days=days, entries=sum(part.entries for part in parts), channels=rows)

@@ -21,7 +21,7 @@ from availability.api.schemas import ProposedChange
 from availability.config import Settings
 from availability.domain.errors import AvailabilityError
 from availability.planning.backtest import BacktestReport
-from availability.planning.service import run_backtest
+from availability.planning.service import WORKERS, WORKERS_FROM, run_backtest
 from availability.progress import Progress
 
 COLUMNS = (
@@ -90,7 +90,8 @@ async def backtest(args, settings: Settings) -> int:
         with Progress("backtest", None, unit="entries") as progress:
             report = await run_backtest(
                 runtime.ledger, copy_book(book), draft, days=args.days, until_ms=int(time.time() * 1000),
-                on_progress=progress.update,
+                on_progress=progress.update, workers=WORKERS, workers_from=WORKERS_FROM,
+                redis_url=runtime.redis_url,
             )
     if args.json:
         print(msgspec.json.encode(report).decode())

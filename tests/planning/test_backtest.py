@@ -23,7 +23,7 @@ from tests.planning.oracle import oracle_report
 
 async def entries_of(ledger, since_ms=0):
     out = []
-    async for page in read_journal(ledger.redis, ledger.keys, since_ms=since_ms, until_ms=int(time.time() * 1000) + 1000, page=7):
+    async for _read, page in read_journal(ledger.redis, ledger.keys, since_ms=since_ms, until_ms=int(time.time() * 1000) + 1000, page=7):
         out.extend(page)
     return out
 
@@ -190,3 +190,23 @@ async def test_run_backtest_reads_the_window_and_reports_progress(ledger):
     assert seen[-1] == (2, 2) and all(done <= total for done, total in seen)
     old = await run_backtest(ledger, live, draft, days=1, until_ms=int(time.time() * 1000) - 2 * 86_400_000)
     assert old.entries == 0
+
+
+async def test_worker_processes_report_what_one_process_does(ledger, redis_url):
+    rng = random.Random(11)
+    live = book(locations=("DC1", "STORE-1"))
+    skus = [f"S{n}" for n in range(12)]
+    for sku in skus:
+        await ledger.apply(event("receipt", sku, rng.choice(["DC1", "STORE-1"]), rng.randint(2, 9)))
+    for n in range(60):
+        await reserve(ledger, live, f"w{n}", rng.randint(1, 3), sku=rng.choice(skus))
+    await ledger.apply(event("pos_sale", skus[0], "STORE-1", 2, channel="pos", source="pos"))
+    draft = book(locations=("DC1", "STORE-1"), rules=[{"kind": "buffer", "channel": "online", "units": 2}])
+    until = int(time.time() * 1000) + 1000
+    alone = await run_backtest(ledger, live, draft, days=1, until_ms=until)
+    seen = []
+    sharded = await run_backtest(ledger, live, draft, days=1, until_ms=until, workers=2, redis_url=redis_url,
+                                 on_progress=lambda done, total: seen.append((done, total)), page=25)
+    assert sharded == alone
+    assert any(row.orders_refused for row in alone.channels)
+    assert seen[-1] == (alone.entries, alone.entries)
