@@ -57,6 +57,7 @@ BENCHES = (
     Bench("reservations", "loadtests.bench_reservations"),
     Bench("shopify", "loadtests.bench_shopify"),
     Bench("rule_change", "loadtests.bench_rule_change"),
+    Bench("backtest", "loadtests.bench_backtest"),
     Bench("resync", "loadtests.bench_resync"),
     Bench("memory", "loadtests.bench_memory"),
     # a flash sale into a real Tryton: an hour or more at full size on a shared machine
@@ -151,6 +152,12 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
                  _fmt(r.get("recompute_plus_mark_seconds"), " s"),
                  f"bare SCAN+HGETALL of the same keys {_fmt(r.get('bare_read_seconds'), ' s')}; target 60 s",
                  _fmt(r.get("ratio_recompute_to_bare_read")))]
+    if name == "backtest":
+        bt, ceiling = r.get("backtest", {}), r.get("ceiling_raw_xrange", {})
+        return [(f"backtest of {_fmt(bt.get('entries'))} journal entries under a 2-change draft (aim: 1,000,000 in 60 s)",
+                 f"{_fmt(bt.get('seconds'), ' s')} ({_fmt(bt.get('entries_per_s'), '/s')})",
+                 f"raw XRANGE read of the same entries {_fmt(ceiling.get('entries_per_s'), '/s')}",
+                 _fmt(bt.get("of_raw_read_ceiling")))]
     if name == "memory":
         return [("Redis bytes per (SKU, location) at rest, realistic profile (aim 200 B; without settled holds/headers "
                  f"{_fmt(r.get('bytes_per_pair_at_rest_without_settled_holds_and_headers'), ' B')}, end of day "

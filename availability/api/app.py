@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from availability.api import events, exceptions, lookups, master, ops, reservations, rules
+from availability.api import backtests, events, exceptions, lookups, master, ops, reservations, rules
 from availability.api.allow import options_handlers
 from availability.api.asyncapi import asyncapi_routes
 from availability.api.context import ApiContext
@@ -52,7 +52,8 @@ log = logging.getLogger("availability.api")
 API_VERSION = "1.0"
 
 #: request bodies whose OpenAPI schema comes from msgspec (exact bounds, no unknown fields)
-REQUEST_BODIES = (BatchRequest, ReservationBody, RuleBody, RollbackBody, PreviewRequest, LocationBody, ChannelBody)
+REQUEST_BODIES = (BatchRequest, ReservationBody, RuleBody, RollbackBody, PreviewRequest, LocationBody, ChannelBody,
+                  *backtests.REQUEST_BODIES)
 
 
 def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Litestar:
@@ -67,6 +68,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         *lookups.routes(ctx),
         *reservations.routes(ctx),
         *rules.routes(ctx),
+        *backtests.routes(ctx),
         *master.routes(ctx),
         *events.routes(ctx),
         *ops.routes(ctx),

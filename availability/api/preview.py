@@ -8,7 +8,8 @@ is computed under both books:
   only touch their SKUs, which are read directly); anything wider SCANs the ledger's stock
   keys in batches, one pipelined read per batch, up to `limit` SKUs;
 - report: how many values change, units exposed per channel before and after, SKUs whose
-  channel total would drop to zero, and a sample of changed rows.
+  channel total would drop to zero, values that cross their channel's threshold (low-stock
+  level) either way, and a sample of changed rows.
 
 Both books are fresh copies, so a large preview does not churn the live book's memoised
 lookups that every storefront request relies on.
@@ -27,8 +28,9 @@ from availability.api.schemas import (
     ProposedChange,
     RuleView,
     SkuToZero,
+    ThresholdCrossed,
 )
-from availability.domain.ats import Buckets, location_availability
+from availability.domain.ats import Buckets, LocationAvailability, location_availability
 from availability.domain.errors import (
     InvalidRule,
     UnknownChannel,
@@ -118,6 +120,8 @@ class _Comparison:
         self.to_zero: list[SkuToZero] = []
         self.to_zero_count = 0
         self.sample: list[ChangedValue] = []
+        self.crossed: list[ThresholdCrossed] = []
+        self.crossed_count = 0
         self._channels_at: dict[str, tuple[str, ...]] = {}
         for name in before.channels:
             self.units_before[name] += 0
@@ -137,9 +141,12 @@ class _Comparison:
         for location, buckets in stock.items():
             self.pairs += 1
             for channel in self.channels_at(location):
-                was = _ats(self.before, sku, location, channel, buckets)
-                will = _ats(self.after, sku, location, channel, buckets)
+                line_before = location_availability(self.before, sku, location, channel, buckets)
+                line_after = location_availability(self.after, sku, location, channel, buckets)
+                was, will = line_before.ats, line_after.ats
                 self.compared += 1
+                if line_before.below_threshold != line_after.below_threshold:
+                    self._crossed(sku, location, channel, line_before, line_after)
                 sku_before[channel] += was
                 sku_after[channel] += will
                 if was != will:
@@ -157,8 +164,23 @@ class _Comparison:
                     self.to_zero.append(SkuToZero(sku=sku, channel=channel, before=was))
 
 
-def _ats(book: RuleBook, sku: str, location: str, channel: str, buckets: Buckets) -> int:
-    return location_availability(book, sku, location, channel, buckets).ats
+    def _crossed(self, sku: str, location: str, channel: str, before: LocationAvailability,
+                 after: LocationAvailability) -> None:
+        self.crossed_count += 1
+        if len(self.crossed) < TO_ZERO_LISTED:
+            self.crossed.append(
+                ThresholdCrossed(
+                    sku=sku, location=location, channel=channel,
+                    direction="below" if after.below_threshold else "above",
+                    units_before=_after_buffer(before), units_after=_after_buffer(after),
+                    threshold_before=before.threshold, threshold_after=after.threshold,
+                )
+            )
+
+
+def _after_buffer(line: LocationAvailability) -> int:
+    """The value a threshold is compared with: own protection + shared pool - buffer, floored."""
+    return max(0, line.protected + line.shared_pool - line.buffer)
 
 
 async def preview(
@@ -198,6 +220,8 @@ async def preview(
         sample=comparison.sample,
         proposed=[RuleView.of(rule) for rule in proposed],
         deleted=deleted,
+        thresholds_crossed_count=comparison.crossed_count,
+        thresholds_crossed=comparison.crossed,
     )
 
 

@@ -213,6 +213,21 @@ class SkuToZero(Struct, kw_only=True):
     before: int
 
 
+class ThresholdCrossed(Struct, kw_only=True):
+    """A (SKU, location, channel) value that moves across the channel's threshold (its
+    low-stock level): `below` = offered before, published as 0 after; `above` = the reverse."""
+
+    sku: str
+    location: str
+    channel: str
+    direction: Literal["below", "above"]
+    #: the value the threshold is compared with (after the buffer), before and after the change
+    units_before: int
+    units_after: int
+    threshold_before: int
+    threshold_after: int
+
+
 class PreviewReport(Struct, kw_only=True):
     rules_version: int
     #: "skus" when the change names SKUs or categories (only those were read), "all" otherwise
@@ -229,6 +244,10 @@ class PreviewReport(Struct, kw_only=True):
     sample: list[ChangedValue]
     proposed: list[RuleView]
     deleted: list[int]
+    #: values that cross their channel's threshold (low-stock level) either way, and the
+    #: first of them (up to 1,000)
+    thresholds_crossed_count: int = 0
+    thresholds_crossed: list[ThresholdCrossed] = []
 
 
 # --- master data --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
     availability rules rollback RULE_ID VERSION --reason "..."
     availability rules import master.json --reason "..."     # locations, channels, rules, categories
     availability rules export > master.json
+    availability rules backtest --days 7 --changes draft.json [--json]   # planning/commands.py
     availability keys add NAME --scopes read,reserve          # prints the new key once
     availability keys list
     availability keys revoke NAME
@@ -53,6 +54,9 @@ def register(sub) -> None:
     p.set_defaults(handler=_run(import_file))
     p = rsub.add_parser("export", help="print master data and rules as JSON (the import format)")
     p.set_defaults(handler=_run(export))
+    from availability.planning.commands import register_backtest  # noqa: PLC0415 - an action that needs the ledger too
+
+    register_backtest(rsub)
 
     keys = sub.add_parser("keys", help="API keys: add, list, revoke")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

@@ -209,3 +209,35 @@ async def test_mark_all_dirty_walks_every_stock_key_in_batches(api):
     await redis.delete(dirty)
     assert await mark_skus_dirty(api.ledger, ["A", "NEVER-STOCKED"]) == 2
     assert {m.decode() for m in await redis.zrange(dirty, 0, -1)} == {"A|DC1", "A|STORE-1"}
+
+
+async def test_preview_lists_the_values_that_cross_a_threshold(api):
+    await stores_and_stock(api)
+    c = api.client
+    # online before: A DC1 10, A STORE-1 4, B DC1 2, C STORE-1 1; a threshold of 3 hides B and C
+    resp = await c.post(
+        "/v1/rules/preview", json={"changes": [{"op": "create", "rule": {"kind": "threshold", "channel": "online", "units": 3}}]}
+    )
+    assert resp.status_code == 200, resp.text
+    report = resp.json()
+    assert report["thresholds_crossed_count"] == 2
+    assert sorted((t["sku"], t["location"], t["channel"], t["direction"], t["units_before"], t["units_after"],
+                   t["threshold_before"], t["threshold_after"]) for t in report["thresholds_crossed"]) == [
+        ("B", "DC1", "online", "below", 2, 2, 0, 3),
+        ("C", "STORE-1", "online", "below", 1, 1, 0, 3),
+    ]
+    created = await c.post("/v1/rules", json={"kind": "threshold", "channel": "online", "units": 3})
+    # lowering it to 2 brings B back above (2 >= 2); C stays below
+    resp = await c.post(
+        "/v1/rules/preview", json={"changes": [{"op": "update", "id": created.json()["id"], "rule": {"units": 2}}]}
+    )
+    crossed = resp.json()["thresholds_crossed"]
+    assert [(t["sku"], t["direction"], t["threshold_before"], t["threshold_after"]) for t in crossed] == [("B", "above", 3, 2)]
+    # a buffer can push a value under an unchanged threshold too
+    resp = await c.post(
+        "/v1/rules/preview", json={"changes": [{"op": "create", "rule": {"kind": "buffer", "channel": "online", "location": "STORE-1", "units": 2}}]}
+    )
+    crossed = resp.json()["thresholds_crossed"]
+    assert [(t["sku"], t["location"], t["direction"], t["units_before"], t["units_after"]) for t in crossed] == [
+        ("A", "STORE-1", "below", 4, 2)
+    ]

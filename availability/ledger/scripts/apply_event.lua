@@ -448,15 +448,21 @@ redis.call('HSET', KEYS[1], loc, after_state .. ',' .. ct)
 if after_state ~= before then
   redis.call('ZADD', KEYS[5], 'NX', now, sku .. '|' .. loc)
 end
+-- The order's channel (c) and reference (r), when the event names them, let a backtest
+-- (availability/planning/) tell whose order took the units and follow that order's life.
+local tail = {}
+if chan ~= '' then tail[#tail + 1] = 'c'; tail[#tail + 1] = chan end
+if ref ~= '' then tail[#tail + 1] = 'r'; tail[#tail + 1] = ref end
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', cap, '*',
-  'e', event_id, 't', etype, 's', sku, 'l', loc, 'q', q, 'st', status, 'b', before, 'a', after_state)
+  'e', event_id, 't', etype, 's', sku, 'l', loc, 'q', q, 'st', status, 'b', before, 'a', after_state, unpack(tail))
 for _, o in ipairs(others) do
   local p = o[3]
   local oa = table.concat({p[1], p[2], p[3], p[4], p[5]}, ',')
   redis.call('HSET', KEYS[1], o[1], oa .. ',' .. p[6])
   if oa ~= o[2] then redis.call('ZADD', KEYS[5], 'NX', now, sku .. '|' .. o[1]) end
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', cap, '*',
-    'e', event_id, 't', etype, 's', sku, 'l', o[1], 'q', o[4], 'st', 'settled_elsewhere', 'b', o[2], 'a', oa)
+    'e', event_id, 't', etype, 's', sku, 'l', o[1], 'q', o[4], 'st', 'settled_elsewhere', 'b', o[2], 'a', oa,
+    unpack(tail))
 end
 if short > 0 then
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[18], '*',

@@ -7,7 +7,7 @@
 -- KEYS[1] stock hash  {sku}:stock
 -- KEYS[2] holds hash  {sku}:holds
 -- KEYS[3] dirty zset  dirty
--- KEYS[4] journal     journal
+-- KEYS[4] journal     journal (a hold per location, with its channel; a refused line as t=refuse)
 -- ARGV: 1 reservation_id, 2 now_ms, 3 expires_ms (0 = no TTL), 4 channel, 5 sku,
 --       6 journal_cap, 7 number of lines, 8 attempt token, 9 lease deadline (Redis TIME ms),
 --       then for each line:
@@ -71,6 +71,15 @@ for li, line in ipairs(lines) do
 end
 
 if #short > 0 then
+  -- A refusal changes no bucket, but it is journaled (t=refuse, the line's quantity, its
+  -- location when it names one or the channel has one, else '') so a backtest can ask
+  -- whether other rules would have taken the order.
+  for k = 1, #short, 3 do
+    local cands = lines[short[k]].cands
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*',
+      'e', 'refuse:' .. rid, 't', 'refuse', 's', sku, 'l', #cands == 1 and cands[1].loc or '', 'q', short[k + 1],
+      'st', 'short', 'c', channel)
+  end
   return {'short', unpack(short)}
 end
 
@@ -84,7 +93,7 @@ for _, loc in ipairs(order) do
   body[#body + 1] = loc .. '=' .. held_at[loc] .. '/0'
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*',
     'e', 'reserve:' .. rid, 't', 'reserve', 's', sku, 'l', loc, 'q', held_at[loc], 'st', 'held',
-    'b', string.match(b[7], '^(.*),') or '0,0,0,0,0', 'a', after)
+    'b', string.match(b[7], '^(.*),') or '0,0,0,0,0', 'a', after, 'c', channel)
 end
 redis.call('HSET', KEYS[2], rid, 'H|' .. expires .. '|' .. channel .. '#' .. ARGV[8] .. '|' .. table.concat(body, ';'))
 return result

@@ -12,7 +12,7 @@
 -- KEYS[1] stock hash   {sku}:stock
 -- KEYS[2] holds hash   {sku}:holds
 -- KEYS[3] dirty zset   dirty
--- KEYS[4] journal      journal
+-- KEYS[4] journal      journal (a hold per location, with its channel; a refused line as t=refuse)
 -- KEYS[5] expiry zset  resv:expiry
 -- KEYS[5 + i]          header hash resv:{ID} of request i (see docs/architecture.md,
 --                      "Group commit", on why these are named here and Redis Cluster)
@@ -76,6 +76,13 @@ for ri, request in ipairs(requests) do
           b[2] = b[2] - a[2]
         end
       end
+      -- journaled as reserve.lua journals a refusal (for backtests)
+      for k = 1, #short, 3 do
+        local cands = sets[lines[short[k]][2]]
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', cap, '*',
+          'e', 'refuse:' .. rid, 't', 'refuse', 's', sku, 'l', #cands == 1 and cands[1].loc or '',
+          'q', short[k + 1], 'st', 'short', 'c', channel)
+      end
       replies[ri] = {'short', unpack(short)}
     else
       local result, held_at, order = held_reply(placed)
@@ -93,7 +100,7 @@ for ri, request in ipairs(requests) do
         end
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', cap, '*',
           'e', 'reserve:' .. rid, 't', 'reserve', 's', sku, 'l', loc, 'q', held_at[loc], 'st', 'held',
-          'b', before, 'a', after)
+          'b', before, 'a', after, 'c', channel)
       end
       redis.call('HSET', KEYS[2], rid, 'H|' .. expires .. '|' .. channel .. '#' .. token .. '|' .. table.concat(body, ';'))
       redis.call('HSET', header, 'doc', doc, 'st', 'H', 'own', token)

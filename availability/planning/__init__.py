@@ -1,0 +1,1 @@
+"""Planning: questions a planner asks of the ledger's history (the backtest)."""
