@@ -12,8 +12,8 @@ outbox (availability/flows/machinery.py); everything those would need to rebuild
 
 States: received -> posted (ERP quotation) -> confirmed (paid: ERP sale confirmed);
 awaiting_order (orders/paid came before orders/create); cancelled; exception.
-The tables are created on open (`metadata.create_all`); this module has no Alembic
-migration yet (docs/flows.md).
+The tables are Alembic's (availability/migrations/): `open()` upgrades the database to
+the code's head.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ exceptions = Table(
 #: who works an exception of each reason
 OWNERS = {
     "unknown_sku": "commerce",
+    "unknown_location": "operations",
     "invalid_order": "commerce",
     "erp_validation": "finance",
     "erp_error": "platform",
@@ -162,8 +163,9 @@ class OrderStore:
                 cur.close()
 
     async def open(self) -> "OrderStore":
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        from availability.migrations import upgrade  # noqa: PLC0415
+
+        await upgrade(self.engine)
         return self
 
     async def close(self) -> None:
@@ -320,13 +322,23 @@ class OrderStore:
                                                     note=note))
             return int(result.rowcount or 0)
 
-    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
+    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None,
+                              flow: str | None = None, owner: str | None = None, limit: int | None = None,
+                              after_id: int | None = None) -> list[dict]:
         async with self.engine.connect() as conn:
             stmt = select(exceptions).order_by(exceptions.c.id)
             if status:
                 stmt = stmt.where(exceptions.c.status == status)
             if reason:
                 stmt = stmt.where(exceptions.c.reason == reason)
+            if flow:
+                stmt = stmt.where(exceptions.c.flow == flow)
+            if owner:
+                stmt = stmt.where(exceptions.c.owner == owner)
+            if after_id is not None:
+                stmt = stmt.where(exceptions.c.id > after_id)
+            if limit is not None:
+                stmt = stmt.limit(limit)
             return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
     async def get_exception(self, exception_id: int) -> dict | None:
