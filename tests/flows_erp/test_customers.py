@@ -203,3 +203,59 @@ async def test_the_order_flow_posts_each_sale_to_the_matched_party(erp, order_st
         sale = await erp.find_sale_by_reference(f"{shop}#{n}")
         parties.add((await erp.call("model.sale.sale.read", [sale.id], ["party"]))[0]["party"])
     assert parties == await _parties_with_email(erp, email) and len(parties) == 1
+
+
+async def test_simulator_customers_merge_and_orders_end_to_end(erp, order_store, customer_store, redis_client,
+                                                               key_prefix, shop, tag):
+    """Customers made in the simulator, their webhooks, a merge, then orders of both: the
+    ERP ends with the survivor's party on every sale, and one party per e-mail."""
+    from adapters.shopify.simulator import SimulatorConfig
+    from adapters.shopify.simulator.state import SimulatorState
+
+    sim = SimulatorState(SimulatorConfig())
+    loc = sim.add_location("W")
+    sim.stock(sim.add_item("TEE-BLK-M"), loc, 50)
+    cqueue, oqueue = CustomerQueue(redis_client, key_prefix), OrderQueue(redis_client, key_prefix)
+    customers = CustomerIntake(customer_store, cqueue, shop=shop)
+    orders = OrderIntake(order_store, oqueue, shop=shop)
+    ident = CustomerIdentity(customer_store, erp)
+    cworker, oworker = CustomerWorker(ident, cqueue), OrderWorker(order_store, oqueue, erp, identity=ident)
+
+    async def deliver(events):
+        for topic, body in events:
+            if topic.startswith("customers/"):
+                await customers.enqueue_customer_webhook(topic, body)
+            elif topic.startswith("orders/"):
+                await orders.enqueue_order_webhook(topic, {**body, "financial_status": "paid",
+                                                           "total_price": "10.00"})
+
+    a, events = sim.create_customer({"email": f"a.{tag}@example.com", "last_name": "A",
+                                     "address": {"address1": "1 Main St", "zip": "10001"}})
+    await deliver(events)
+    b, events = sim.create_customer({"email": f"b.{tag}@example.com", "phone": "+1 212 555 0188", "last_name": "B"})
+    await deliver(events)
+    await cworker.drain()
+    order_a, events = sim.checkout([{"sku": "TEE-BLK-M", "quantity": 1}], customer_id=a["id"])
+    await deliver(events)
+    await oworker.drain()
+    _, events = sim.merge_customers(a["id"], b["id"])  # b survives
+    await deliver(events)
+    await cworker.drain()
+    # after the merge: an order quoting the merged-away customer, and one of the survivor
+    late = {**order_a, "id": order_a["id"] + 1000, "order_number": order_a["order_number"] + 1000,
+            "name": f"#{order_a['order_number'] + 1000}"}
+    await deliver([("orders/create", late)])
+    order_b, events = sim.checkout([{"sku": "TEE-BLK-M", "quantity": 1}], customer_id=b["id"])
+    await deliver(events)
+    await oworker.drain()
+    survivor = (await customer_store.get(customer_source(shop, str(b["id"])))).party_id
+
+    async def party_of(number):
+        sale = await erp.find_sale_by_reference(f"{shop}#{number}")
+        return (await erp.call("model.sale.sale.read", [sale.id], ["party"]))[0]["party"]
+
+    assert await party_of(late["order_number"]) == survivor
+    assert await party_of(order_b["order_number"]) == survivor
+    assert len(await _parties_with_email(erp, f"b.{tag}@example.com")) == 1
+    report = await match_report(customer_store, shop=shop)
+    assert {m["rule"] for m in report["matches"]} >= {"new", "merge"}

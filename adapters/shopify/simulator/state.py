@@ -32,6 +32,7 @@ from .config import (
 )
 from ._util import gid, now_iso, user_error
 from .cost import LeakyBucket
+from .customers import CustomersMixin
 from .sales import SalesMixin, _Order
 from .versions import Features
 
@@ -143,7 +144,7 @@ class _IdempotencyRecord:
 Event = tuple[str, dict[str, Any]]  # (webhook topic, body)
 
 
-class SimulatorState(SalesMixin):
+class SimulatorState(SalesMixin, CustomersMixin):
     """The simulated shop (see the module docstring)."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
