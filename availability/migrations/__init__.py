@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import weakref
 from pathlib import Path
@@ -36,6 +37,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
+# Alembic narrates every step at INFO; `upgrade` logs the one line that matters
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 #: any constant: the key of PostgreSQL's advisory lock taken while migrating
@@ -74,7 +77,9 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+@functools.lru_cache(maxsize=1)
 def head_revision() -> str:
+    """The code's newest revision (read once per process: the scripts ship with the code)."""
     from alembic.script import ScriptDirectory  # noqa: PLC0415
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()

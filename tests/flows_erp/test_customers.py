@@ -259,3 +259,38 @@ async def test_simulator_customers_merge_and_orders_end_to_end(erp, order_store,
     assert len(await _parties_with_email(erp, f"b.{tag}@example.com")) == 1
     report = await match_report(customer_store, shop=shop)
     assert {m["rule"] for m in report["matches"]} >= {"new", "merge"}
+
+
+def test_cli_feeds_matches_and_reports_customers(tryton, redis_url, key_prefix, tmp_path, shop, tag):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, AVAILABILITY_REDIS_URL=redis_url, AVAILABILITY_KEY_PREFIX=key_prefix,
+               AVAILABILITY_DATA_DIR=str(tmp_path), AVAILABILITY_ERP_URL=tryton.url,
+               AVAILABILITY_ERP_PASSWORD=tryton.password(), AVAILABILITY_ERP_SHOP=shop)
+    files = []
+    for cid, email in ((701, f"cli.{tag}@example.com"), (702, f"CLI.{tag}@example.com ")):
+        path = tmp_path / f"c{cid}.json"
+        path.write_text(json.dumps(_customer(cid, email)))
+        files.append(str(path))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"email": "no-id@example.com"}))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "availability.cli", "--log-level", "WARNING", "flows",
+                               "customers", *args], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+    fed = cli("feed", "--topic", "customers/create", *files, str(bad))
+    assert fed.returncode == 1  # the one without an id is rejected, the others queued
+    assert [json.loads(x)["outcome"] for x in fed.stdout.splitlines()] == ["queued", "queued", "rejected"]
+    ran = cli("run", "--once")
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(cli("report", "--json").stdout)
+    assert report["sources"] == 2 and report["parties"] == 1
+    assert sorted(m["rule"] for m in report["matches"]) == ["email", "new"]
+    table = cli("report")
+    assert table.returncode == 0 and "same e-mail" in table.stdout and "conf" in table.stdout
