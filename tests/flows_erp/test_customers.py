@@ -170,7 +170,10 @@ async def test_guests_go_to_the_configured_party_or_become_parties(erp, customer
     assert await create.party_for_order(shop, f"{shop}#13", {"email": f"known.{tag}@example.com"}) == known.party_id
     fresh = await create.party_for_order(shop, f"{shop}#14", {"email": f"new.{tag}@example.com"})
     anonymous = await create.party_for_order(shop, f"{shop}#15", {"source_name": "pos"})
-    assert len({known.party_id, fresh, anonymous, a}) == 4
+    name_only = await create.party_for_order(shop, f"{shop}#16", {"billing_address": {"name": f"Only {tag}"}})
+    assert len({known.party_id, fresh, anonymous, a, name_only}) == 5
+    rows = await erp.call("model.party.party.read", [name_only], ["name"])
+    assert rows[0]["name"] == f"Only {tag}"
 
 
 async def test_a_lapsed_claim_is_taken_over_and_the_erp_party_adopted(erp, customer_store, shop, tag):

@@ -111,8 +111,9 @@ class CustomerIdentity:
                 await self.store.matched(source, party_id=match.party_id, rule=match.rule,
                                          confidence=match.confidence, matched_key=match.key, detail=match.detail)
             return match
-        if person.anonymous:
-            return await self._guest(source, shop, person_name=f"Guest {source.split(':', 1)[-1]}")
+        if person.anonymous or not matching.keys(person, self.default_region):
+            # nothing to match on (a name alone is not enough): a party of its own
+            return await self._guest(source, shop, person_name=person.name or f"Guest {source.split(':', 1)[-1]}")
         match = await self._match(source, person)
         await self.store.matched(source, party_id=match.party_id, rule=match.rule, confidence=match.confidence,
                                  matched_key=match.key, detail=match.detail, shop=shop, payload=payload)
@@ -211,7 +212,7 @@ class CustomerIdentity:
                 return Match(existing.party_id, existing.rule or "new", existing.confidence or 1.0,
                              existing.matched_key, existing.detail or "")
             party_id = await self.erp.create_party(PartyRef(name=name))
-            match = Match(party_id, "new", 1.0, None, "nothing to match on (no e-mail, phone or name): "
+            match = Match(party_id, "new", 1.0, None, "nothing to match on (no e-mail, phone, or name with address): "
                           + matching.explain("new", None, party_id))
         await self.store.matched(source, party_id=match.party_id, rule=match.rule, confidence=match.confidence,
                                  matched_key=match.key, detail=match.detail, shop=shop)
