@@ -297,3 +297,52 @@ def test_cli_feeds_matches_and_reports_customers(tryton, redis_url, key_prefix, 
     assert sorted(m["rule"] for m in report["matches"]) == ["email", "new"]
     table = cli("report")
     assert table.returncode == 0 and "same e-mail" in table.stdout and "conf" in table.stdout
+
+
+def test_worker_processes_racing_on_one_email_make_one_party(tryton, order_store, shop, tag):
+    """Four processes, each its own connection to the identity map and to Tryton, ask for
+    the party of one e-mail at once: one party, and every process gets it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import asyncio, sys\n"
+        "from sqlalchemy.ext.asyncio import create_async_engine\n"
+        "from adapters.erp.tryton.client import TrytonErp\n"
+        "from availability.flows.customers.identity import CustomerIdentity\n"
+        "from availability.flows.customers.store import CustomerStore\n"
+        "async def main(db, url, pw, shop, email, n):\n"
+        "    engine = create_async_engine(db, connect_args={'timeout': 30})\n"
+        "    erp = TrytonErp(url, 'admin', pw)\n"
+        "    ident = CustomerIdentity(CustomerStore(engine), erp)\n"
+        "    party = await ident.party_for_order(shop, f'{shop}#{n}', {'email': email})\n"
+        "    print(party)\n"
+        "    await erp.aclose(); await engine.dispose()\n"
+        "asyncio.run(main(*sys.argv[1:]))\n"
+    )
+    email = f"procs.{tag}@example.com"
+    procs = [subprocess.Popen([sys.executable, "-c", code, order_store.url, tryton.url, tryton.password(), shop,
+                               email if n % 2 else email.upper(), str(n)], cwd=root, env=dict(os.environ),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(4)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-2000:]
+        outs.append(int(out.strip()))
+    assert len(set(outs)) == 1
+
+    async def check():
+        from adapters.erp.tryton.client import TrytonErp
+
+        erp = TrytonErp(tryton.url, tryton.login, tryton.password())
+        try:
+            return await _parties_with_email(erp, email)
+        finally:
+            await erp.aclose()
+
+    import asyncio as _asyncio
+
+    assert _asyncio.run(check()) == set(outs)
