@@ -1,6 +1,6 @@
 """The sync flows' exception queue and the customer match report, over HTTP.
 
-    GET  /v1/flows/exceptions                  list (filter: flow, owner, reason, open)
+    GET  /v1/flows/exceptions                  list (filter: flow, owner, reason, open, all)
     GET  /v1/flows/exceptions/{id}             one
     POST /v1/flows/exceptions/{id}/retry       close it and settle its order again
     POST /v1/flows/exceptions/{id}/resolve     close it, post nothing (handled elsewhere)
@@ -143,19 +143,20 @@ def routes(ctx: ApiContext) -> list:
         return row
 
     @get("/v1/flows/exceptions", opt=READ, tags=["flows"], summary="The sync flows' exception queue",
-         description="Oldest first. `open=false` lists resolved ones, omit it for both.",
+         description="Oldest first. `open=false` lists resolved ones, `all=true` both.",
          responses=problem_responses(401, 403, 429))
     async def list_exceptions(
         flow: Annotated[str | None, QueryParameter(description="orders", pattern=r"^[a-z_]{1,32}$")] = None,
         owner: Annotated[str | None, QueryParameter(description="commerce, operations, finance, platform",
                                                     pattern=r"^[a-z_]{1,32}$")] = None,
         reason: Annotated[str | None, QueryParameter(description="e.g. unknown_sku", pattern=r"^[a-z_]{1,64}$")] = None,
-        open: Annotated[bool | None, QueryParameter(description="true: open only; false: resolved only")] = True,  # noqa: A002
+        open: Annotated[bool, QueryParameter(description="true: open ones; false: resolved ones")] = True,  # noqa: A002
+        all: Annotated[bool, QueryParameter(description="both, open and resolved (open is then ignored)")] = False,  # noqa: A002
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
-        after: Annotated[int | None, QueryParameter(description="the `next` of the previous page", ge=0)] = None,
+        after: Annotated[int, QueryParameter(description="the `next` of the previous page", ge=0, le=2**53)] = 0,
     ) -> ExceptionPage:
         store, _ = await stores.get()
-        status = None if open is None else ("open" if open else "resolved")
+        status = None if all else ("open" if open else "resolved")
         rows = await store.list_exceptions(status=status, reason=reason, flow=flow, owner=owner, limit=limit,
                                            after_id=after)
         views = [ExceptionView(**row) for row in rows]

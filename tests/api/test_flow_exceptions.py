@@ -57,6 +57,7 @@ async def test_people_list_retry_resolve_and_replay_exceptions(make_api, tmp_pat
             assert got["status"] == "resolved" and got["note"] == "credited by hand" and got["resolved_by"] == "admin"
             assert (await c.post(f"/v1/flows/exceptions/{val}/resolve", json={})).status_code == 409
             assert [e["id"] for e in (await c.get("/v1/flows/exceptions?open=false")).json()["exceptions"]] == [sku, val]
+            assert len((await c.get("/v1/flows/exceptions?all=true")).json()["exceptions"]) == 5
 
             # replay works on a resolved one too; not on an order already confirmed
             assert (await c.post(f"/v1/flows/exceptions/{val}/replay")).status_code == 202
@@ -72,6 +73,8 @@ async def test_people_list_retry_resolve_and_replay_exceptions(make_api, tmp_pat
             assert (await c.post(f"/v1/flows/exceptions/{loc}/resolve", json={"nope": 1})).status_code in (400, 422)
             assert (await c.post(f"/v1/flows/exceptions/{loc}/resolve", content=b"{")).status_code == 400
             assert (await c.get("/v1/flows/exceptions?limit=0")).status_code in (400, 422)
+            assert (await c.get("/v1/flows/exceptions?after=-1")).status_code in (400, 422)
+            assert (await c.get("/v1/flows/exceptions?open=maybe")).status_code in (400, 422)
             assert (await c.get("/v1/flows/exceptions?reason=DROP%20TABLE")).status_code in (400, 422)
 
             # scopes: a reader lists, only `flows` (or admin) acts
