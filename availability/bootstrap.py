@@ -239,7 +239,8 @@ async def open_erp_flows(settings: Settings, redis: Redis, *, names: list[str] |
             flows.erp, flows.erp_server = erp, server
             flows.order_worker = OrderWorker(store, queue, erp, config=WorkerConfig(
                 lease_ms=int(settings.orders_lease_seconds * 1000), retry_cap_s=settings.orders_retry_cap_seconds,
-                erp_down_exception_after=settings.orders_erp_down_exception_after))
+                erp_down_exception_after=settings.orders_erp_down_exception_after, guest_party=settings.guest_party,
+                phone_region=settings.customer_phone_region, warehouses=dict(settings.erp_warehouses)))
         if "fulfilment" in names:
             from availability.flows.fulfilment.flow import build_fulfilment  # noqa: PLC0415
 

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "availability.flows.commands",
     "availability.flows.orders.commands",
     "availability.demo.commands",
+    "availability.migrations.commands",
     "adapters.shopify.commands",
 )
 

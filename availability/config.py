@@ -205,6 +205,16 @@ class Settings(BaseSettings):
                 value = value.split(",")
         return [str(v).strip().lower() for v in value or [] if str(v).strip()]
 
+    #: customer identity (availability/flows/customers): orders that name no Shopify
+    #: customer go to the ERP party of this name, or with "create" become parties by the
+    #: matching rules (e-mail, phone, name + address); phones without a country parse in
+    #: `customer_phone_region`
+    guest_party: str = "create"
+    #: order flow: Shopify location id -> ERP warehouse code, as JSON ({"655441492": "WH"});
+    #: empty = every sale leaves from the ERP's default warehouse
+    erp_warehouses: dict[str, str] = {}
+    customer_phone_region: str = "US"
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/availability.db"
 

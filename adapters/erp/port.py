@@ -52,13 +52,25 @@ class UnknownSku(ErpError):
         self.skus = skus
 
 
+class UnknownLocation(ErpError):
+    """The order's Shopify location has no ERP warehouse (not mapped, or the mapped
+    warehouse code is not in the ERP)."""
+
+    reason = "unknown_location"
+
+
 @dataclass(frozen=True, slots=True)
 class PartyRef:
-    """Who bought: the ERP matches an existing party on email, else creates one."""
+    """Who bought. Which party that is, is decided by the customer identity flow
+    (availability/flows/customers/); the ERP only finds parties by contact and creates
+    them. `email` is normalized (lower case), `phone` is E.164 when known."""
 
     name: str
     email: str | None = None
     phone: str | None = None
+    street: str | None = None
+    postal_code: str | None = None
+    city: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +93,8 @@ class SaleDraft:
     sale_date: dt.date
     lines: tuple[SaleLine, ...]
     description: str = ""
+    #: the ERP warehouse code the goods leave from; None = the ERP's default warehouse
+    warehouse: str | None = None
 
     @property
     def total(self) -> Decimal:
@@ -104,7 +118,17 @@ class Erp(Protocol):
     async def find_sale_by_reference(self, reference: str) -> ErpSale | None:
         """The sale with this reference, or None (cancelled ones count: never recreate)."""
 
-    async def find_or_create_party(self, party: PartyRef) -> int: ...
+    async def find_or_create_party(self, party: PartyRef) -> int:
+        """Kept for callers without the identity map: match on e-mail only, else create."""
+
+    async def find_party(self, *, email: str | None = None, phone: str | None = None) -> int | None:
+        """A party with this e-mail (first), else this E.164 phone, or None."""
+
+    async def create_party(self, party: PartyRef) -> int:
+        """A new party with its e-mail / phone contact mechanisms and its address."""
+
+    async def add_party_contacts(self, party_id: int, *, email: str | None = None, phone: str | None = None) -> None:
+        """Add contact mechanisms the party does not have yet (a customer's new e-mail)."""
 
     async def create_sale(self, draft: SaleDraft, party_id: int) -> ErpSale:
         """Create the sale as a quotation. Raises UnknownSku before creating anything."""

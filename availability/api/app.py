@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from availability.api import backtests, events, exceptions, lookups, master, ops, reservations, rules
+from availability.api import backtests, events, exceptions, flows, lookups, master, ops, reservations, rules
 from availability.api.allow import options_handlers
 from availability.api.asyncapi import asyncapi_routes
 from availability.api.context import ApiContext
@@ -53,7 +53,7 @@ API_VERSION = "1.0"
 
 #: request bodies whose OpenAPI schema comes from msgspec (exact bounds, no unknown fields)
 REQUEST_BODIES = (BatchRequest, ReservationBody, RuleBody, RollbackBody, PreviewRequest, LocationBody, ChannelBody,
-                  *backtests.REQUEST_BODIES)
+                  flows.ResolveBody, *backtests.REQUEST_BODIES)
 
 
 def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Litestar:
@@ -73,6 +73,7 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         *events.routes(ctx),
         *ops.routes(ctx),
         *exceptions.routes(ctx),
+        *flows.routes(ctx),
         *_intake_routes(runtime),
         *asyncapi_routes(settings, API_VERSION),
     ]
@@ -206,6 +207,7 @@ def _lifespan(ctx: ApiContext, services: bool | list[str]):
             stack.push_async_callback(ctx.close_reader)
             await ctx.open_events()
             stack.push_async_callback(ctx.close_events)
+            stack.push_async_callback(ctx.flow_stores.close)  # the flows' SQL store (api/flows.py)
             if services:
                 await _start_services(ctx, runtime, services, stack)
             log.info(

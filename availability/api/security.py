@@ -9,7 +9,7 @@ A presented key (`Authorization: Bearer <key>` or `X-API-Key: <key>`) is hashed 
 SHA-256 and compared with every known hash in constant time (`hmac.compare_digest`, no
 early exit), so neither a key nor its hash leaks through timing.
 
-Scopes: read, reserve, events, rules, admin (admin implies every other). Each route names
+Scopes: read, reserve, events, rules, flows (work the flows' exception queue), admin (admin implies every other). Each route names
 the scope it needs in its `opt={"scope": ...}`; routes without one (health, metrics, the
 OpenAPI docs) are open. With `public_read` the read scope needs no key at all.
 """
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("availability.api")
 
-SCOPES = ("read", "reserve", "events", "rules", "admin")
+SCOPES = ("read", "reserve", "events", "rules", "flows", "admin")  # flows: work the exception queue
 DEV_KEY_FILE = "dev-admin-key"
 
 

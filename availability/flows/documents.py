@@ -104,7 +104,8 @@ class ExceptionQueue:
                                                     note=note))
             return int(result.rowcount or 0)
 
-    async def list(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
+    async def list(self, *, status: str | None = "open", reason: str | None = None, flow: str | None = None,
+                   owner: str | None = None, limit: int | None = None, after_id: int | None = None) -> list[dict]:
         t = self.table
         async with self.engine.connect() as conn:
             stmt = select(t).order_by(t.c.id)
@@ -112,6 +113,14 @@ class ExceptionQueue:
                 stmt = stmt.where(t.c.status == status)
             if reason:
                 stmt = stmt.where(t.c.reason == reason)
+            if flow and "flow" in t.c:
+                stmt = stmt.where(t.c.flow == flow)
+            if owner:
+                stmt = stmt.where(t.c.owner == owner)
+            if after_id is not None:
+                stmt = stmt.where(t.c.id > after_id)
+            if limit is not None:
+                stmt = stmt.limit(limit)
             return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
     async def get(self, exception_id: int) -> dict | None:

@@ -409,3 +409,24 @@ class DeadLetterQueue:
                 raise
             replayed.append(letter)
         return replayed
+
+
+async def run_rounds(one_round: Callable[[], Awaitable[int]], stop: Any, *, idle_sleep_s: float = 0.2,
+                     logger: Any = None, what: str = "worker") -> None:
+    """Call `one_round` until `stop` (an asyncio.Event) is set, sleeping while a round
+    found nothing to do; a failed round (a store or Redis hiccup) is logged, not fatal."""
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    logger = logger or logging.getLogger(__name__)
+    while not stop.is_set():
+        try:
+            worked = await one_round()
+        except Exception:
+            logger.exception("%s round failed", what)
+            worked = 0
+        if not worked:
+            try:
+                await asyncio.wait_for(stop.wait(), idle_sleep_s)
+            except TimeoutError:
+                pass

@@ -62,7 +62,6 @@ from availability.domain.rules import (
 )
 from availability.rules.errors import InvalidMasterData, MasterDataInUse
 from availability.rules.models import (
-    Base,
     api_keys_t,
     channels_t,
     locations_t,
@@ -359,25 +358,26 @@ class RuleStore:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the tables that are missing and the store_version row. Safe to call
-        from several processes at once and again on every start.
-
-        Only missing tables are created; changing an existing table's columns is a
-        migration, not something to do implicitly at start-up.
-        """
+        """Migrate the database to the code's schema (`alembic upgrade head`) and create
+        the store_version row. Safe to call from several processes at once and again on
+        every start."""
         if self._started:
             return
         if self.is_sqlite:
             db = self.url.database
             if db and db != ":memory:" and not db.startswith("file:"):
                 Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # the schema is Alembic's (availability/migrations/): a new or pre-migration
+        # database is brought to the code's head, serialised across processes there
+        from availability.migrations import upgrade  # noqa: PLC0415
+
+        await upgrade(self._engine)
         for attempt in range(3):
             try:
                 async with self._engine.connect() as conn:
                     if self.is_sqlite:
                         await conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
                     async with conn.begin():
-                        await conn.run_sync(Base.metadata.create_all)
                         found = await conn.scalar(select(store_version_t.c.version).where(store_version_t.c.id == 1))
                         if found is None:
                             await conn.execute(insert(store_version_t).values(id=1, version=0))

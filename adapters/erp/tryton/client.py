@@ -27,6 +27,7 @@ from adapters.erp.port import (
     ErpValidationError,
     PartyRef,
     SaleDraft,
+    UnknownLocation,
     UnknownSku,
 )
 from adapters.erp.tryton.shipments import TrytonShipments
@@ -182,6 +183,43 @@ class TrytonErp(TrytonShipments):  # shipments: adapters/erp/tryton/shipments.py
         ids = await self.call("model.party.party.create", [values])
         return ids[0]
 
+    async def find_party(self, *, email: str | None = None, phone: str | None = None) -> int | None:
+        # Tryton keeps a phone's E.164 form in `value_compact` (it formats phones with
+        # phonenumbers), so an E.164 key finds "+1 514-555-0123" as entered in Tryton too.
+        for kind, field, value in (("email", "value", email), ("phone", "value_compact", phone)):
+            if not value:
+                continue
+            found = await self.call(
+                "model.party.contact_mechanism.search_read",
+                [["type", "in", ["email"] if kind == "email" else ["phone", "mobile"]], [field, "=", value],
+                 ["active", "=", True]], 0, 1, [["id", "ASC"]], ["party"],
+            )
+            if found:
+                return found[0]["party"]
+        return None
+
+    async def create_party(self, party: PartyRef) -> int:
+        mechanisms = []
+        if party.email:
+            mechanisms.append({"type": "email", "value": party.email})
+        if party.phone:
+            mechanisms.append({"type": "phone", "value": party.phone})
+        address = {k: v for k, v in (("street", party.street), ("postal_code", party.postal_code),
+                                     ("city", party.city)) if v}
+        values: dict = {"name": party.name or "Customer", "addresses": [["create", [address]]]}
+        if mechanisms:
+            values["contact_mechanisms"] = [["create", mechanisms]]
+        return (await self.call("model.party.party.create", [values]))[0]
+
+    async def add_party_contacts(self, party_id: int, *, email: str | None = None, phone: str | None = None) -> None:
+        rows = await self.call("model.party.contact_mechanism.search_read", [["party", "=", party_id]], 0, None,
+                               None, ["type", "value", "value_compact"])
+        have = {(r["type"], r.get("value_compact") or r["value"]) for r in rows} | {(r["type"], r["value"]) for r in rows}
+        new = [{"party": party_id, "type": t, "value": v} for t, v in (("email", email), ("phone", phone))
+               if v and (t, v) not in have]
+        if new:
+            await self.call("model.party.contact_mechanism.create", new)
+
     # --- sales ------------------------------------------------------------------------------
 
     async def _product_ids(self, codes: set[str]) -> dict[str, int]:
@@ -233,7 +271,12 @@ class TrytonErp(TrytonShipments):  # shipments: adapters/erp/tryton/shipments.py
         currency = await self.call("model.currency.currency.search", [["code", "=", draft.currency]], 0, 1, None)
         if not currency:
             raise ErpValidationError(f"the ERP has no currency {draft.currency}")
+        if draft.warehouse:
+            values_warehouse = {"warehouse": await self._warehouse(draft.warehouse)}
+        else:
+            values_warehouse = {}
         values = {
+            **values_warehouse,
             "party": party_id, "invoice_address": address, "shipment_address": address,
             "reference": draft.reference, "description": draft.description[:200], "sale_date": draft.sale_date,
             "currency": currency[0], "invoice_method": "order", "shipment_method": "order",
@@ -243,6 +286,16 @@ class TrytonErp(TrytonShipments):  # shipments: adapters/erp/tryton/shipments.py
         await self.call("model.sale.sale.quote", [sale_id])
         return await self._read_sale(sale_id)
 
+    async def _warehouse(self, code: str) -> int:
+        key = f"__warehouse__{code}"
+        if key not in self._products:
+            rows = await self.call("model.stock.location.search", [["type", "=", "warehouse"], ["code", "=", code]],
+                                   0, 1, None)
+            if not rows:
+                raise UnknownLocation(f"the ERP has no warehouse with code {code!r}")
+            self._products[key] = rows[0]
+        return self._products[key]
+
     async def update_quotation(self, sale_id: int, draft: SaleDraft) -> ErpSale:
         sale = await self._read_sale(sale_id)
         if sale.state not in ("draft", "quotation"):
@@ -251,9 +304,10 @@ class TrytonErp(TrytonShipments):  # shipments: adapters/erp/tryton/shipments.py
         if sale.state == "quotation":
             await self.call("model.sale.sale.draft", [sale_id])
         old = await self.call("model.sale.line.search", [["sale", "=", sale_id]], 0, None, None)
-        await self.call("model.sale.sale.write", [sale_id], {
-            "lines": [["delete", old], ["create", lines]], "description": draft.description[:200],
-        })
+        values: dict = {"lines": [["delete", old], ["create", lines]], "description": draft.description[:200]}
+        if draft.warehouse:
+            values["warehouse"] = await self._warehouse(draft.warehouse)
+        await self.call("model.sale.sale.write", [sale_id], values)
         await self.call("model.sale.sale.quote", [sale_id])
         return await self._read_sale(sale_id)
 

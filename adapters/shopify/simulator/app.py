@@ -19,6 +19,7 @@ from .bulk import BulkOperations
 from .config import VERSION_RE, SimulatorConfig
 from .faults import buyer_loop, external_writer_loop
 from .gql import INVENTORY_MUTATIONS, Context, QueryError, ValidationFailed, prepare, run
+from .customers import customer_routes
 from .sales import CheckoutRefused
 from .state import SimulatorState
 from ._util import canonical_hash
@@ -238,7 +239,8 @@ async def sim_checkout(request: Request[Any, Any, Any]) -> Response[bytes]:
         source = body.get("source_name", "web")
         if source not in ("web", "pos"):
             raise ValueError("source_name is web or pos")
-        order, events = state.checkout(body.get("line_items"), body.get("location_id"), source)
+        order, events = state.checkout(body.get("line_items"), body.get("location_id"), source,
+                                       customer_id=body.get("customer_id"))
     except (msgspec.DecodeError, ValueError) as exc:
         return _json({"error": f"bad checkout: {exc}", "code": "INVALID"}, 400)
     except CheckoutRefused as exc:
@@ -366,6 +368,7 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
             sim_staged_upload,
             sim_bulk_result,
             sim_reset,
+            *customer_routes,
         ],
         state=State({"sim": sim_state, "webhooks": sender}),
         on_startup=[on_startup],

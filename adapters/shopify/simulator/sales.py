@@ -52,6 +52,7 @@ class _Order:
     updated_at: str
     cancelled_at: str | None = None
     cancel_reason: str | None = None
+    customer_id: int | None = None  # the buyer (customers.py); None = a guest checkout
 
 
 class CheckoutRefused(Exception):
@@ -103,7 +104,8 @@ class SalesMixin:
         return True
 
     def checkout(
-        self, lines: list[dict[str, Any]], location: int | str | None = None, source_name: str = "web"
+        self, lines: list[dict[str, Any]], location: int | str | None = None, source_name: str = "web",
+        customer_id: int | None = None,
     ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
         """Complete a checkout atomically or raise :class:`CheckoutRefused`.
 
@@ -111,6 +113,8 @@ class SalesMixin:
         ``orders/create`` payload and the webhook events, in the order they happened."""
         if not isinstance(lines, list) or not lines:
             raise CheckoutRefused("INVALID_LINE", "a checkout needs at least one line item", 400)
+        if customer_id is not None and (not isinstance(customer_id, int) or self.customer_body(customer_id) is None):  # type: ignore[attr-defined]
+            raise CheckoutRefused("INVALID_CUSTOMER", f"unknown customer {customer_id!r}", 400)
         with self._lock:
             wanted: dict[int, int] = {}
             for line in lines:
@@ -157,7 +161,8 @@ class SalesMixin:
                 order_lines.append(_OrderLine(self._next_line, item_id, self._items[item_id].sku, qty, qty))
                 self._next_line += 1
             at = now_iso()
-            order = _Order(self._next_order, self._order_number, loc_id, source_name, order_lines, at, at)
+            order = _Order(self._next_order, self._order_number, loc_id, source_name, order_lines, at, at,
+                           customer_id=customer_id)
             self._next_order += 1
             self._order_number += 1
             self._orders[order.id] = order
@@ -243,12 +248,14 @@ class SalesMixin:
             for ln in order.lines
         ]
         total = sum(ln.quantity for ln in order.lines) * float(UNIT_PRICE)
+        customer = self.customer_body(order.customer_id) if order.customer_id else None  # type: ignore[attr-defined]
         return {
             "id": order.id,
             "admin_graphql_api_id": gid("Order", order.id),
             "name": f"#{order.number}",
             "order_number": order.number,
-            "email": None,
+            "email": (customer or {}).get("email"),
+            "customer": customer,
             "created_at": order.created_at,
             "updated_at": order.updated_at,
             "processed_at": order.created_at,

@@ -32,6 +32,7 @@ from .config import (
 )
 from ._util import gid, now_iso, user_error
 from .cost import LeakyBucket
+from .customers import CustomersMixin
 from .fulfillment import FulfillmentMixin
 from .sales import SalesMixin, _Order
 from .versions import Features
@@ -146,7 +147,7 @@ class _IdempotencyRecord:
 Event = tuple[str, dict[str, Any]]  # (webhook topic, body)
 
 
-class SimulatorState(FulfillmentMixin, SalesMixin):
+class SimulatorState(FulfillmentMixin, SalesMixin, CustomersMixin):
     """The simulated shop (see the module docstring)."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:

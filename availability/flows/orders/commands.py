@@ -71,9 +71,11 @@ def register(sub) -> None:
     p.add_argument("--note", default="")
     p.set_defaults(handler=_exceptions_resolve)
 
+    from availability.flows.customers.commands import register as register_customers  # noqa: PLC0415
     from availability.flows.fulfilment.commands import register as register_fulfilment  # noqa: PLC0415
 
     register_fulfilment(fsub)
+    register_customers(fsub)
 
     rec = fsub.add_parser("reconcile", help="compare the flow's orders with the ERP's sales")
     rsub = rec.add_subparsers(dest="reconcile_command", metavar="WHAT", required=True)
@@ -193,19 +195,24 @@ def _orders_feed(args, settings: Settings) -> int:
     return asyncio.run(run())
 
 
+async def run_worker(worker, *, once: bool) -> None:
+    """`--once`: drain what is queued; else run until SIGINT / SIGTERM (any flow's worker)."""
+    if once:
+        await worker.drain(timeout=600)
+        return
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await worker.run(stop)
+
+
 def _orders_run(args, settings: Settings) -> int:
     async def run() -> int:
         async with build_parts(settings, args.root) as parts:
-            worker = parts["worker"]
+            await run_worker(parts["worker"], once=args.once)
             if args.once:
-                await worker.drain(timeout=600)
                 _print(await parts["store"].counts())
-                return 0
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await worker.run(stop)
             return 0
 
     return asyncio.run(run())

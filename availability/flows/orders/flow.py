@@ -12,7 +12,8 @@ order from its document:
 
 - no order content yet (only `orders/paid`): stays `awaiting_order`, nothing is posted;
 - cancelled: cancel the ERP sale if there is one (never create one to cancel it);
-- otherwise look the ERP sale up by reference *before* creating it (a crash after the
+- otherwise look the ERP sale up by reference *before* creating it (its party comes from
+  the customer identity flow, flows/customers/; a crash after the
   ERP's create and before our bookkeeping is therefore harmless), update it while it is a
   quotation when a newer edit arrived, confirm it once the order is paid.
 
@@ -34,13 +35,15 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 
 from adapters.erp.port import Erp, ErpError, ErpSale, UnknownSku
+from availability.flows.customers.identity import CustomerIdentity
+from availability.flows.customers.store import CustomerStore
 from availability.flows.machinery import (
     Backoff,
     Leases,
@@ -140,16 +143,27 @@ class WorkerConfig:
     retry_cap_s: float = 30.0
     erp_down_exception_after: int = 5
     idle_sleep_s: float = 0.2
+    #: AVAILABILITY_GUEST_PARTY: "create" (guests become parties by the matching rules) or
+    #: the name of the one party every guest order goes to
+    guest_party: str = "create"
+    phone_region: str = "US"
+    #: Shopify location id -> ERP warehouse code (AVAILABILITY_ERP_WAREHOUSES); empty = the
+    #: ERP's default warehouse for every order
+    warehouses: dict[str, str] = field(default_factory=dict)
 
 
 class OrderWorker:
     def __init__(self, store: OrderStore, queue: OrderQueue, erp: Erp, *, config: WorkerConfig | None = None,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, identity: CustomerIdentity | None = None) -> None:
         self.store = store
         self.queue = queue
         self.erp = erp
         self.config = config or WorkerConfig()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        #: which party each order's sale goes to (flows/customers/): same database as the orders
+        self.identity = identity or CustomerIdentity(CustomerStore(store.engine), erp,
+                                                     guest_party=self.config.guest_party,
+                                                     default_region=self.config.phone_region, owner=self.owner)
         self.backoff = Backoff(base=0.5, cap=self.config.retry_cap_s, max_attempts=1_000_000)
 
     # --- loop -------------------------------------------------------------------------------
@@ -298,10 +312,10 @@ class OrderWorker:
             return "cancelled"
         if doc.state == "awaiting_order" or doc.payload is None:
             return "awaiting_order"  # orders/paid came first: wait for orders/create
-        draft = mapping.to_sale(doc.shop, doc.payload)
+        draft = mapping.to_sale(doc.shop, doc.payload, self.config.warehouses)
         sale = await self._find(doc)
         if sale is None:
-            party_id = await self.erp.find_or_create_party(draft.party)
+            party_id = await self.identity.party_for_order(doc.shop, ref, doc.payload)
             sale = await self.erp.create_sale(draft, party_id)
             m.ERP_CALLS.labels("create", "ok").inc()
             await self.store.transition(ref, "posted", detail=f"ERP sale {sale.id} created as a quotation",
@@ -388,6 +402,26 @@ async def retry_exception(store: OrderStore, queue: OrderQueue, exception_id: in
     doc = await store.get(exc["reference"])
     if doc is not None and doc.state == "exception":
         await store.transition(doc.reference, "received", detail=f"retried by {by} (exception {exception_id})")
+    await queue.wake(exc["reference"])
+    return exc
+
+
+class NotReplayable(Exception):
+    """The exception's order is already settled for good (confirmed or cancelled)."""
+
+
+async def replay_exception(store: OrderStore, queue: OrderQueue, exception_id: int, *, by: str) -> dict:
+    """Post the exception's order again from its stored document, whatever the
+    exception's status (a resolved one too: "we fixed it outside, post it after all").
+    Open exceptions of the order are closed; the order returns to `received`."""
+    exc = await store.get_exception(exception_id)
+    if exc is None:
+        raise KeyError(exception_id)
+    doc = await store.get(exc["reference"])
+    if doc is None or doc.state in ("confirmed", "cancelled"):
+        raise NotReplayable(f"order {exc['reference']} is {doc.state if doc else 'unknown'}: nothing to replay")
+    await store.close_exceptions(exc["reference"], by=by, note=f"replayed (exception {exception_id})")
+    await store.transition(doc.reference, "received", detail=f"replayed by {by} (exception {exception_id})")
     await queue.wake(exc["reference"])
     return exc
 

@@ -14,7 +14,7 @@ import datetime as dt
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from adapters.erp.port import PartyRef, SaleDraft, SaleLine
+from adapters.erp.port import PartyRef, SaleDraft, SaleLine, UnknownLocation
 
 ORDER_TOPICS = ("orders/create", "orders/updated", "orders/paid", "orders/cancelled")
 #: the party guests' orders go to when the order names nobody
@@ -89,7 +89,20 @@ def sale_date(payload: dict) -> dt.date:
         raise InvalidOrder(f"created_at is not a timestamp: {raw!r}") from exc
 
 
-def to_sale(shop: str, payload: dict) -> SaleDraft:
+def warehouse(payload: dict, warehouses: dict[str, str] | None) -> str | None:
+    """The ERP warehouse of the order's Shopify location (a POS sale's store; an online
+    order has none). With no mapping configured every order uses the ERP's default
+    warehouse; with one, a location it does not name is an `unknown_location` exception."""
+    location = payload.get("location_id")
+    if not warehouses or location in (None, ""):
+        return None
+    code = warehouses.get(str(location))
+    if not code:
+        raise UnknownLocation(f"Shopify location {location} has no ERP warehouse (AVAILABILITY_ERP_WAREHOUSES)")
+    return code
+
+
+def to_sale(shop: str, payload: dict, warehouses: dict[str, str] | None = None) -> SaleDraft:
     ref = reference(shop, payload)
     lines: list[SaleLine] = []
     items = payload.get("line_items")
@@ -131,7 +144,8 @@ def to_sale(shop: str, payload: dict) -> SaleDraft:
     currency = str(payload.get("currency") or "USD")
     name = payload.get("name") or ref
     return SaleDraft(reference=ref, party=party(payload), currency=currency, sale_date=sale_date(payload),
-                     lines=tuple(lines), description=f"Shopify order {name} ({payload.get('source_name') or 'web'})")
+                     lines=tuple(lines), description=f"Shopify order {name} ({payload.get('source_name') or 'web'})",
+                     warehouse=warehouse(payload, warehouses))
 
 
 def expected_total(payload: dict) -> Decimal | None:

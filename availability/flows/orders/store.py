@@ -12,8 +12,8 @@ outbox (availability/flows/machinery.py); everything those would need to rebuild
 
 States: received -> posted (ERP quotation) -> confirmed (paid: ERP sale confirmed);
 awaiting_order (orders/paid came before orders/create); cancelled; exception.
-The tables are created on open (`metadata.create_all`); this module has no Alembic
-migration yet (docs/flows.md).
+The tables are Alembic's (availability/migrations/): `open()` upgrades the database to
+the code's head.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ exceptions = exceptions_table(
 #: who works an exception of each reason
 OWNERS = {
     "unknown_sku": "commerce",
+    "unknown_location": "operations",
     "invalid_order": "commerce",
     "erp_validation": "finance",
     "erp_error": "platform",
@@ -137,8 +138,9 @@ class OrderStore:
         self.exceptions = ExceptionQueue(self.engine, exceptions, "reference", OWNERS)
 
     async def open(self) -> "OrderStore":
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        from availability.migrations import upgrade  # noqa: PLC0415
+
+        await upgrade(self.engine)
         return self
 
     async def close(self) -> None:
@@ -277,8 +279,11 @@ class OrderStore:
                                ids: list[int] | None = None) -> int:
         return await self.exceptions.close(reference, by=by, note=note, reasons=reasons, ids=ids)
 
-    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
-        return await self.exceptions.list(status=status, reason=reason)
+    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None,
+                              flow: str | None = None, owner: str | None = None, limit: int | None = None,
+                              after_id: int | None = None) -> list[dict]:
+        return await self.exceptions.list(status=status, reason=reason, flow=flow, owner=owner, limit=limit,
+                                          after_id=after_id)
 
     async def get_exception(self, exception_id: int) -> dict | None:
         return await self.exceptions.get(exception_id)

@@ -1,0 +1,2 @@
+"""Customer identity: Shopify customers, order buyers, guests and POS customers to ERP
+parties (docs/flows.md, "Customer identity")."""

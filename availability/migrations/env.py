@@ -1,0 +1,34 @@
+"""Alembic environment: migrations run over the connection `availability.migrations`
+hands in (config.attributes["connection"]), inside the caller's transaction; with none
+(offline SQL generation) the URL from the config is used."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from availability.migrations import target_metadata
+
+
+def _configure(**kwargs) -> None:
+    context.configure(
+        target_metadata=target_metadata(),
+        # SQLite cannot ALTER most things: batch mode copies the table instead
+        render_as_batch=True,
+        compare_type=True,
+        **kwargs,
+    )
+
+
+def run() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        _configure(url=context.config.get_main_option("sqlalchemy.url"), literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    _configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run()

@@ -1,0 +1,103 @@
+"""Alembic migrations are the schema: a migrated database matches the code's metadata
+(so a table or column added without a migration fails here), on SQLite and PostgreSQL;
+a database made by `create_all` before migrations is adopted; concurrent starts migrate once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from availability import migrations
+from availability.rules.store import RuleStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _diff(conn, metadata=None) -> list:
+    ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+    return compare_metadata(ctx, metadata if metadata is not None else migrations.target_metadata())
+
+
+async def test_a_migrated_database_has_exactly_the_codes_schema(any_url):
+    engine = create_async_engine(any_url)
+    try:
+        assert await migrations.upgrade(engine) == migrations.head_revision()
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+            # the check can fail: a table the code defines without a migration is found
+            extra = MetaData()
+            for md in migrations.target_metadata():
+                for table in md.tables.values():
+                    table.to_metadata(extra)
+            Table("added_without_a_migration", extra, Column("id", Integer, primary_key=True))
+            diff = await conn.run_sync(_diff, extra)
+            assert [d[0] for d in diff] == ["add_table"] and diff[0][1].name == "added_without_a_migration"
+        # and again at head: nothing to do, same revision
+        assert await migrations.upgrade(engine) == migrations.head_revision()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_database_made_by_create_all_before_migrations_is_adopted(any_url):
+    from availability.flows.orders.store import metadata as orders
+    from availability.rules.models import Base
+
+    if any_url.startswith("sqlite"):
+        Path(any_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(any_url)
+    try:
+        async with engine.begin() as conn:  # what the code did before this change
+            await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(orders.create_all)
+            await conn.execute(text("INSERT INTO sku_categories (sku, category) VALUES ('TEE', 'tops')"))
+    finally:
+        await engine.dispose()
+    store = RuleStore(any_url)
+    await store.start()
+    try:
+        async with store._engine.connect() as conn:
+            assert await conn.run_sync(migrations.current_revision) == migrations.head_revision()
+            assert await conn.run_sync(_diff) == []
+            assert "customer_keys" in await conn.run_sync(lambda c: inspect(c).get_table_names())
+            assert (await conn.execute(text("SELECT category FROM sku_categories WHERE sku = 'TEE'"))).scalar() == "tops"
+    finally:
+        await store.close()
+
+
+def test_processes_starting_at_once_migrate_one_sqlite_database_once(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    code = ("import asyncio, sys; from availability.rules.store import RuleStore\n"
+            "async def main():\n    s = RuleStore(sys.argv[1]); await s.start(); await s.close()\n"
+            "asyncio.run(main())")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT, stderr=subprocess.PIPE)
+             for _ in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path}/shared.db")
+    with engine.connect() as conn:
+        assert migrations.current_revision(conn) == migrations.head_revision()
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+        assert _diff(conn) == []
+    engine.dispose()
+
+
+@pytest.mark.parametrize("revision", ["0001"])
+async def test_upgrade_stops_at_a_named_revision_and_goes_on_from_there(tmp_path, revision):
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/step.db")
+    try:
+        assert await migrations.upgrade(engine, revision) == revision
+        async with engine.connect() as conn:
+            assert "customers" not in await conn.run_sync(lambda c: inspect(c).get_table_names())
+        assert await migrations.upgrade(engine) == migrations.head_revision()
+    finally:
+        await engine.dispose()
