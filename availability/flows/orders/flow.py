@@ -63,8 +63,8 @@ OPEN_STATES = ("received", "posted", "awaiting_order")
 
 
 class OrderKeys:
-    def __init__(self, prefix: str) -> None:
-        base = f"{prefix}:orders"
+    def __init__(self, prefix: str, flow: str = FLOW) -> None:
+        base = f"{prefix}:{flow}"
         self.base = base
         self.marks = f"{base}:marks"
         self.urgent = f"{base}:urgent"
@@ -76,9 +76,12 @@ class OrderKeys:
 class OrderQueue:
     """The flow's Redis side: work marks, leases, outbox, retry schedule."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    #: the work-mark suffix of one document (`reference|order`)
+    member = "order"
+
+    def __init__(self, redis: Redis, prefix: str, flow: str = FLOW) -> None:
         self.redis = redis
-        self.keys = OrderKeys(prefix)
+        self.keys = OrderKeys(prefix, flow)
         scripts = Scripts(redis)
         self.leases = Leases(redis, self.keys.leases, scripts)
         self.work = WorkQueue(redis, marks_key=self.keys.marks, urgent_key=self.keys.urgent, leases=self.leases,
@@ -86,7 +89,7 @@ class OrderQueue:
         self.outbox = Outbox(redis, self.keys.base, scripts)
 
     async def wake(self, reference: str) -> None:
-        await self.work.flag_urgent([f"{reference}|order"])
+        await self.work.flag_urgent([f"{reference}|{self.member}"])
 
     async def schedule_retry(self, reference: str, delay_s: float) -> None:
         await self.redis.zadd(self.keys.retry, {reference: now_ms() + int(delay_s * 1000)})
@@ -95,7 +98,7 @@ class OrderQueue:
         due = await self.redis.zrangebyscore(self.keys.retry, "-inf", now_ms(), start=0, num=limit)
         refs = [d.decode() if isinstance(d, bytes) else d for d in due]
         if refs:
-            await self.work.flag_urgent([f"{r}|order" for r in refs])
+            await self.work.flag_urgent([f"{r}|{self.member}" for r in refs])
             await self.redis.zrem(self.keys.retry, *refs)
         return len(refs)
 
