@@ -383,14 +383,22 @@ class TrytonErp:
         return await self._note(rows[0])
 
     async def _revenue_accounts(self, product_ids: set[int]) -> dict[int, int]:
+        """The revenue account of each product's accounting category (what a sale line of
+        it would be invoiced to), for credit lines that match no sale invoice line."""
         if not product_ids:
             return {}
-        rows = await self.call("model.product.product.read", sorted(product_ids), ["id", "account_revenue_used"])
+        rows = await self.call("model.product.product.read", sorted(product_ids),
+                               ["id", "template.account_category"])
+        categories = {r["id"]: (r.get("template.") or {}).get("account_category") for r in rows}
+        wanted = sorted({c for c in categories.values() if c})
+        accounts = {c["id"]: c.get("account_revenue") for c in
+                    (await self.call("model.product.category.read", wanted, ["id", "account_revenue"]) if wanted
+                     else [])}
         out = {}
-        for row in rows:
-            if not row.get("account_revenue_used"):
-                raise ErpValidationError(f"product {row['id']} has no revenue account to credit")
-            out[row["id"]] = row["account_revenue_used"]
+        for product_id, category in categories.items():
+            if not accounts.get(category):
+                raise ErpValidationError(f"product {product_id} has no revenue account to credit")
+            out[product_id] = accounts[category]
         return out
 
     async def post_credit_note(self, credit_note_id: int) -> ErpCreditNote:

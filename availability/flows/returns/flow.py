@@ -63,7 +63,11 @@ class ReturnsQueue(OrderQueue):
 
 
 class StockSink(Protocol):
+    """Where the flow's stock events go, and whether the ledger has an event yet."""
+
     async def publish(self, events: list[StockEvent]) -> Any: ...
+
+    async def applied(self, sku: str, event_ids: Sequence[str]) -> set[str]: ...
 
 
 class LedgerSink:
@@ -75,6 +79,21 @@ class LedgerSink:
 
     async def publish(self, events: list[StockEvent]) -> list:
         return await self.ledger.apply_batch(events) if events else []
+
+    async def applied(self, sku: str, event_ids: Sequence[str]) -> set[str]:
+        return await self.ledger.applied(sku, event_ids)
+
+
+class StreamSink(LedgerSink):
+    """Publish to the ingest stream (`availability.ingest.publisher.EventPublisher`): the
+    consumer applies them, dead-letters what it must, like any source's events."""
+
+    def __init__(self, publisher, ledger) -> None:
+        super().__init__(ledger)
+        self.publisher = publisher
+
+    async def publish(self, events: list[StockEvent]) -> int:
+        return await self.publisher.publish(events) if events else 0
 
 
 class SaleLookup:
@@ -165,6 +184,8 @@ class WorkerConfig:
     idle_sleep_s: float = 0.2
     #: the books' currency when a payload carries no shop money currency
     shop_currency: str = "USD"
+    #: rounds a CANCEL release waits for its order's reserve to reach the ledger
+    release_wait_rounds: int = 20
 
 
 class _Wait(Exception):
@@ -302,7 +323,12 @@ class ReturnsWorker:
         payload = doc.payload or {}
         location_map, default_location = await self.locations()
         # stock first: it does not wait for the ERP (the ledger drops what it has applied)
-        await self._publish(doc, mapping.refund_stock_events(payload, location_map, default_location))
+        events = mapping.refund_stock_events(payload, location_map, default_location)
+        held = await self._releases_ahead_of_their_order(doc, events)
+        await self._publish(doc, [e for e in events if e.event_id not in held])
+        if held:
+            await self._retry_later(doc, doc.reason or "order_not_in_ledger",
+                                    f"{len(held)} CANCEL release(s) wait for the order's reserve in the ledger")
         if doc.state == "credited":
             return "credited"
         sale_reference = doc.sale_reference or await self.sales.reference(doc.shop, doc.order_id or "")
@@ -347,10 +373,23 @@ class ReturnsWorker:
         await self.store.close_exceptions(doc.key, by="flow", note="credit note posted")
         return "credited"
 
+    async def _releases_ahead_of_their_order(self, doc: Document, events: Sequence[StockEvent]) -> set[str]:
+        """Release events whose order reserve the ledger has not applied yet (sent anyway
+        after `release_wait_rounds`: the order may never reach the ledger)."""
+        waiting_for = mapping.releases_waiting_for(doc.payload or {})
+        if not waiting_for or doc.attempts >= self.config.release_wait_rounds:
+            return set()
+        held = set()
+        for event in events:
+            reserve = waiting_for.get(event.event_id)
+            if reserve and reserve not in await self.sink.applied(event.sku, [reserve]):
+                held.add(event.event_id)
+        return held
+
     async def _settle_return(self, doc: Document) -> str:
         extra = doc.extra or {}
         location_map, default_location = await self.locations()
-        events, waiting = mapping.disposition_events(doc.order_id or "", extra.get("dispositions") or {},
+        events, waiting = mapping.disposition_events(doc.source_id, extra.get("dispositions") or {},
                                                      extra.get("skus") or {}, location_map, default_location)
         await self._publish(doc, events)
         if waiting:

@@ -192,6 +192,20 @@ def refund_stock_events(payload: dict, location_map: Mapping[int | str, str], de
         raise InvalidRefund(exc.detail if hasattr(exc, "detail") else str(exc)) from None
 
 
+def releases_waiting_for(payload: dict) -> dict[str, str]:
+    """release event id -> the order's reserve event id it releases (the webhook route's
+    ids). The ledger keeps an order released once a release arrives before its reserve
+    (for a cancelled order that is right), so a partial CANCEL refund must not overtake
+    the order: the flow sends it once the reserve is in (or after a bounded wait)."""
+    refund_id, order_id = refund_ids(payload)
+    out = {}
+    for item in payload.get("refund_line_items") or []:
+        if str(item.get("restock_type") or "").lower() == "cancel" and item.get("line_item_id") is not None:
+            out[f"{SOURCE}:refunds/create:{refund_id}:{item.get('id')}"] = (
+                f"{SOURCE}:orders/create:{order_id}:{item['line_item_id']}")
+    return out
+
+
 def return_ids(topic: str, payload: Any) -> tuple[str, str | None]:
     """(return id, order id) of a returns/* or reverse_fulfillment_orders/dispose payload."""
     if not isinstance(payload, dict):
@@ -246,7 +260,7 @@ def dispositions(payload: dict) -> dict[str, dict]:
     return out
 
 
-def disposition_events(order_id: str, disposed: Mapping[str, dict], skus: Mapping[str, str],
+def disposition_events(return_id: str, disposed: Mapping[str, dict], skus: Mapping[str, str],
                        location_map: Mapping[int | str, str], default_location: str,
                        ) -> tuple[list[StockEvent], list[str]]:
     """The ledger events of a return's dispositions, and the dispositions still waiting for
@@ -265,9 +279,12 @@ def disposition_events(order_id: str, disposed: Mapping[str, dict], skus: Mappin
         location = _location(location_map, d["location_id"], default_location)
         at = _time(d["at"])
         base = f"{SOURCE}:reverse_fulfillment_orders/dispose:{ident}"
-        events.append(_event(f"{base}:in", "return", sku, location, d["quantity"], at, order_id))
+        # referenced by the return, not the order: an order hold the ledger has ended
+        # (released, shipped) must not swallow a damaged unit's unsellable mark
+        reference = f"return-{return_id}"
+        events.append(_event(f"{base}:in", "return", sku, location, d["quantity"], at, reference))
         if d["type"] in _HOLD_REASON:
-            events.append(_event(f"{base}:hold", "adjustment", sku, location, d["quantity"], at, order_id,
+            events.append(_event(f"{base}:hold", "adjustment", sku, location, d["quantity"], at, reference,
                                  reason=_HOLD_REASON[d["type"]]))
     return events, waiting
 
@@ -290,10 +307,10 @@ def _time(raw: Any) -> dt.datetime:
     return moment.astimezone(dt.timezone.utc) if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _event(event_id: str, type_: str, sku: str, location: str, quantity: int, at: dt.datetime, order_id: str,
+def _event(event_id: str, type_: str, sku: str, location: str, quantity: int, at: dt.datetime, reference: str,
            reason: str | None = None) -> StockEvent:
     event = StockEvent(event_id=event_id, type=type_, source=SOURCE, occurred_at=at, sku=sku,  # type: ignore[arg-type]
-                       location=location, quantity=quantity, reference=order_id, reason=reason)  # type: ignore[arg-type]
+                       location=location, quantity=quantity, reference=reference, reason=reason)  # type: ignore[arg-type]
     try:
         return validate_event(event)
     except InvalidEvent as exc:
