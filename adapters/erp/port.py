@@ -99,16 +99,9 @@ class ErpSale:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class CreditLine:
-    """One line of a credit note, positive as refunded (the ERP books it negative).
-    `sku` names the sale line it credits (goods); other kinds go on service products."""
-
-    kind: LineKind
-    description: str
-    quantity: Decimal
-    unit_price: Decimal
-    sku: str | None = None
+#: a credit note's line is a sale line, positive as refunded (the ERP books it negative);
+#: `sku` names the sale line it credits, other kinds go on service products
+CreditLine = SaleLine
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,8 @@ class World:
 
     def flow_webhooks(self) -> list[tuple[str, dict, dict]]:
         """What the simulator sent for the returns flow, with delivery headers (ids unique)."""
-        return [(t, p, {"X-Shopify-Webhook-Id": f"wh-{i}", "X-Shopify-Shop-Domain": self.shop})
+        # webhook ids are unique across shops, as Shopify's are (tests share one database)
+        return [(t, p, {"X-Shopify-Webhook-Id": f"{self.shop}:wh-{i}", "X-Shopify-Shop-Domain": self.shop})
                 for i, (t, p) in enumerate(self.sent) if t in FLOW_TOPICS]
 
     # --- our side --------------------------------------------------------------------------------

@@ -160,6 +160,9 @@ class WorkerConfig:
 
 
 class OrderWorker:
+    #: the flow's metrics module (the returns worker reuses this loop with its own)
+    metrics = m
+
     def __init__(self, store: OrderStore, queue: OrderQueue, erp: Erp, *, config: WorkerConfig | None = None,
                  owner: str | None = None) -> None:
         self.store = store
@@ -342,17 +345,17 @@ class OrderWorker:
             attempts = await self.store.note_failure(doc.reference, exc.reason, str(exc))
             delay = self.backoff.delay(attempts)
             await self.queue.schedule_retry(doc.reference, delay)
-            m.ERP_CALLS.labels("any", "unavailable").inc()
-            log.warning("order %s: ERP unavailable (attempt %d, retry in %.1fs): %s", doc.reference, attempts, delay,
+            self.metrics.ERP_CALLS.labels("any", "unavailable").inc()
+            log.warning("%s: ERP unavailable (attempt %d, retry in %.1fs): %s", doc.reference, attempts, delay,
                         exc)
             if attempts >= self.config.erp_down_exception_after:
                 if await self.store.open_exception(doc.reference, exc.reason, str(exc)):
-                    m.EXCEPTIONS.labels(exc.reason).inc()
+                    self.metrics.EXCEPTIONS.labels(exc.reason).inc()
             return doc.state
         detail = str(exc)
         if isinstance(exc, UnknownSku):
             detail = f"unknown SKU(s) {', '.join(exc.skus)}: {exc}"
-        m.ERP_CALLS.labels("any", exc.reason).inc()
+        self.metrics.ERP_CALLS.labels("any", exc.reason).inc()
         return await self._park(doc, exc.reason, detail)
 
     async def _park(self, doc: Document, reason: str, detail: str) -> str:
@@ -360,8 +363,8 @@ class OrderWorker:
         await self.store.transition(doc.reference, "exception", detail=f"{reason}: {detail}",
                                     correlation_id=doc.correlation_id or "")
         await self.store.open_exception(doc.reference, reason, detail)
-        m.EXCEPTIONS.labels(reason).inc()
-        log.warning("order %s: exception %s: %s", doc.reference, reason, detail)
+        self.metrics.EXCEPTIONS.labels(reason).inc()
+        log.warning("%s: exception %s: %s", doc.reference, reason, detail)
         return "exception"
 
 

@@ -147,6 +147,14 @@ def _newer(incoming: str | None, stored: str | None) -> bool:
 
 
 class OrderStore:
+    # the tables, flow name and owners the shared parts below (open, webhooks, the
+    # exception queue) use: the returns flow's store reuses them with its own
+    metadata = metadata
+    webhooks_table = webhooks
+    exceptions_table = exceptions
+    flow = "orders"
+    owners = OWNERS
+
     def __init__(self, url: str) -> None:
         self.url = url
         kwargs: dict[str, Any] = {}
@@ -163,7 +171,7 @@ class OrderStore:
 
     async def open(self) -> "OrderStore":
         async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(self.metadata.create_all)
         return self
 
     async def close(self) -> None:
@@ -175,7 +183,7 @@ class OrderStore:
         """Record a webhook id; True when it was seen before (a redelivery)."""
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(insert(webhooks).values(webhook_id=webhook_id, topic=topic, reference=reference,
+                await conn.execute(insert(self.webhooks_table).values(webhook_id=webhook_id, topic=topic, reference=reference,
                                                            at_ms=now_ms()))
             return False
         except IntegrityError:
@@ -296,6 +304,7 @@ class OrderStore:
 
     async def open_exception(self, reference: str, reason: str, detail: str) -> int:
         """Open (or refresh the detail of) the one open exception of this reason for the order."""
+        exceptions = self.exceptions_table
         async with self.engine.begin() as conn:
             row = (await conn.execute(select(exceptions.c.id).where(
                 exceptions.c.reference == reference, exceptions.c.reason == reason,
@@ -304,12 +313,13 @@ class OrderStore:
                 await conn.execute(update(exceptions).where(exceptions.c.id == row[0]).values(detail=detail[:4000]))
                 return int(row[0])
             result = await conn.execute(insert(exceptions).values(
-                flow="orders", reference=reference, reason=reason, owner=OWNERS.get(reason, "platform"),
+                flow=self.flow, reference=reference, reason=reason, owner=self.owners.get(reason, "platform"),
                 detail=detail[:4000], status="open", created_ms=now_ms()))
             return int(result.inserted_primary_key[0])
 
     async def close_exceptions(self, reference: str, *, by: str, note: str, reasons: list[str] | None = None,
                                ids: list[int] | None = None) -> int:
+        exceptions = self.exceptions_table
         async with self.engine.begin() as conn:
             stmt = update(exceptions).where(exceptions.c.reference == reference, exceptions.c.status == "open")
             if reasons:
@@ -321,6 +331,7 @@ class OrderStore:
             return int(result.rowcount or 0)
 
     async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
+        exceptions = self.exceptions_table
         async with self.engine.connect() as conn:
             stmt = select(exceptions).order_by(exceptions.c.id)
             if status:
@@ -330,6 +341,7 @@ class OrderStore:
             return [dict(r) for r in (await conn.execute(stmt)).mappings()]
 
     async def get_exception(self, exception_id: int) -> dict | None:
+        exceptions = self.exceptions_table
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(exceptions).where(exceptions.c.id == exception_id))).mappings().first()
             return dict(row) if row else None

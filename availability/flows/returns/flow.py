@@ -27,21 +27,18 @@ park the document in `exception` until someone retries or resolves it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from adapters.erp.port import Erp, ErpError, UnknownSku
+from adapters.erp.port import Erp, ErpError
 from availability.domain.events import StockEvent
-from availability.flows.machinery import Backoff, OutboxMessage, current_correlation_id, new_correlation_id, now_ms
-from availability.flows.orders.flow import OrderQueue
+from availability.flows.machinery import OutboxMessage, current_correlation_id, new_correlation_id, now_ms
+from availability.flows.orders.flow import OrderQueue, OrderWorker
+from availability.flows.orders.flow import WorkerConfig as OrderWorkerConfig
 from availability.flows.returns import mapping
 from availability.flows.returns import metrics as m
 from availability.flows.returns.store import Document, ReturnStore
@@ -174,14 +171,9 @@ class ReturnsIntake:
 
 
 @dataclass
-class WorkerConfig:
-    lease_ms: int = 60_000
-    batch: int = 20
-    retry_cap_s: float = 30.0
-    erp_down_exception_after: int = 5
+class WorkerConfig(OrderWorkerConfig):
     #: rounds a refund may wait for its sale before a `sale_not_found` exception is opened
     sale_wait_exception_after: int = 10
-    idle_sleep_s: float = 0.2
     #: the books' currency when a payload carries no shop money currency
     shop_currency: str = "USD"
     #: rounds a CANCEL release waits for its order's reserve to reach the ledger
@@ -196,87 +188,31 @@ class _Wait(Exception):
         self.reason = reason
 
 
-class ReturnsWorker:
+class ReturnsWorker(OrderWorker):
+    """The order worker's loop (outbox take-over, due retries, claim with leases, drain)
+    and failure handling (ERP down retried, other errors parked as exceptions), settling
+    refund and return documents instead of orders."""
+
+    metrics = m
+
     def __init__(self, store: ReturnStore, queue: ReturnsQueue, erp: Erp, sink: StockSink, sales: SaleLookup,
                  locations: Locations, *, config: WorkerConfig | None = None, owner: str | None = None) -> None:
-        self.store = store
-        self.queue = queue
-        self.erp = erp
+        super().__init__(store, queue, erp, config=config or WorkerConfig(), owner=owner)
         self.sink = sink
         self.sales = sales
         self.locations = locations
-        self.config = config or WorkerConfig()
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.backoff = Backoff(base=0.5, cap=self.config.retry_cap_s, max_attempts=1_000_000)
 
-    # --- loop -------------------------------------------------------------------------------
-
-    async def run_once(self) -> int:
-        """One round: recover lapsed outbox messages, promote due retries, settle claimed documents."""
-        done = 0
-        for message in await self.queue.outbox.take_over(self.config.lease_ms):
-            key = message.payload.get("key")
-            if key and await self.queue.leases.acquire([key], self.owner, self.config.lease_ms):
-                log.info("%s: resending after its worker stopped (key %s)", key, message.idempotency_key)
-                try:
-                    await self.settle(key, message)
-                finally:
-                    await self.queue.leases.release([key], self.owner)
-                done += 1
-            else:
-                await self.queue.outbox.renew(message.id, 0)
-        await self.queue.promote_due_retries()
-        claimed = await self.queue.work.claim(self.owner, window_ms=None, limit=self.config.batch,
-                                              lease_ms=self.config.lease_ms)
-        # every claimed document gets its outbox message before any is worked on (a worker
-        # killed on the first must not lose the others: claiming took their marks away)
-        messages = {item.group: self._message(item.group) for item in claimed}
-        for message in messages.values():
-            await self.queue.outbox.put(message, self.config.lease_ms)
-        for item in claimed:
-            try:
-                await self.settle(item.group, messages[item.group])
-            finally:
-                await self.queue.leases.release([item.group], self.owner)
-            done += 1
+    async def _gauges(self) -> None:
         counts = await self.store.counts("refund")
         for state in OPEN_STATES + ("exception",):
             m.BACKLOG.labels(state).set(counts.get(state, 0))
-        return done
-
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                worked = await self.run_once()
-            except Exception:  # a store/Redis hiccup must not end the worker
-                log.exception("returns worker round failed")
-                worked = 0
-            if not worked:
-                try:
-                    await asyncio.wait_for(stop.wait(), self.config.idle_sleep_s)
-                except TimeoutError:
-                    pass
-
-    async def drain(self, *, timeout: float = 60.0) -> None:
-        """Run rounds until nothing is marked, in the outbox or due for a retry."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            await self.run_once()
-            marks, urgent = await self.queue.work.pending()
-            outbox = await self.queue.outbox.pending()
-            retry = await self.queue.redis.zcard(self.queue.keys.retry)
-            if not (marks or urgent or outbox or retry):
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError("returns flow did not drain")
 
     # --- one document -------------------------------------------------------------------------
 
-    def _message(self, key: str) -> OutboxMessage:
+    def _message(self, key: str, correlation_id: str | None = None) -> OutboxMessage:
         # The refund's key is the credit note's reference: a resend looks it up first.
-        return OutboxMessage(id=f"returns:{key}", flow=FLOW, idempotency_key=key, payload={"key": key},
-                             correlation_id="", created_ms=now_ms(), owner=self.owner)
+        return OutboxMessage(id=f"returns:{key}", flow=FLOW, idempotency_key=key, payload={"reference": key},
+                             correlation_id=correlation_id or "", created_ms=now_ms(), owner=self.owner)
 
     async def settle(self, key: str, message: OutboxMessage | None = None) -> str:
         """Bring the ledger and the ERP in line with the document; returns its new state."""
@@ -419,26 +355,6 @@ class ReturnsWorker:
                 m.EXCEPTIONS.labels(wait.reason).inc()
         return "awaiting_sale"
 
-    async def _failed(self, doc: Document, exc: ErpError) -> str:
-        if exc.transient:
-            attempts = await self._retry_later(doc, exc.reason, str(exc))
-            m.ERP_CALLS.labels("any", "unavailable").inc()
-            if attempts >= self.config.erp_down_exception_after:
-                if await self.store.open_exception(doc.key, exc.reason, str(exc)):
-                    m.EXCEPTIONS.labels(exc.reason).inc()
-            return doc.state
-        detail = f"unknown SKU(s) {', '.join(exc.skus)}: {exc}" if isinstance(exc, UnknownSku) else str(exc)
-        m.ERP_CALLS.labels("any", exc.reason).inc()
-        return await self._park(doc, exc.reason, detail)
-
-    async def _park(self, doc: Document, reason: str, detail: str) -> str:
-        await self.store.note_failure(doc.key, reason, detail)
-        await self.store.transition(doc.key, "exception", detail=f"{reason}: {detail}",
-                                    correlation_id=doc.correlation_id or "")
-        await self.store.open_exception(doc.key, reason, detail)
-        m.EXCEPTIONS.labels(reason).inc()
-        log.warning("%s: exception %s: %s", doc.key, reason, detail)
-        return "exception"
 
 
 def _shop_currency(payload: dict) -> str | None:

@@ -19,13 +19,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    JSON, BigInteger, Column, Integer, MetaData, Numeric, String, Table, Text, event, func, insert, select, update,
-)
+from sqlalchemy import JSON, BigInteger, Column, Integer, MetaData, Numeric, String, Table, Text, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from availability.flows.machinery import now_ms
+from availability.flows.orders import store as orders_store
+from availability.flows.orders.store import OrderStore
 
 metadata = MetaData()
 
@@ -60,39 +60,14 @@ documents = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 
-history = Table(
-    "return_document_history", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(200), nullable=False, index=True),
-    Column("at_ms", BigInteger, nullable=False),
-    Column("from_state", String(32)),
-    Column("to_state", String(32), nullable=False),
-    Column("detail", Text),
-    Column("correlation_id", String(64)),
-)
 
-webhooks = Table(
-    "return_webhooks", metadata,
-    Column("webhook_id", String(200), primary_key=True),
-    Column("topic", String(64), nullable=False),
-    Column("key", String(200)),
-    Column("at_ms", BigInteger, nullable=False),
-)
 
-exceptions = Table(
-    "return_exceptions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("flow", String(32), nullable=False, default="returns"),
-    Column("reference", String(200), nullable=False, index=True),
-    Column("reason", String(64), nullable=False),
-    Column("owner", String(32), nullable=False),
-    Column("detail", Text),
-    Column("status", String(16), nullable=False),  # open | resolved
-    Column("created_ms", BigInteger, nullable=False),
-    Column("resolved_ms", BigInteger),
-    Column("resolved_by", String(100)),
-    Column("note", Text),
-)
+
+# history, webhook ids and exceptions have the order flow's columns (the history's and
+# the exceptions' `reference` holds the document key)
+history = orders_store.history.to_metadata(metadata, name="return_document_history")
+webhooks = orders_store.webhooks.to_metadata(metadata, name="return_webhooks")
+exceptions = orders_store.exceptions.to_metadata(metadata, name="return_exceptions")
 
 #: a refund's life: state -> the states it may go to
 REFUND_STATES: dict[str, tuple[str, ...]] = {
@@ -169,6 +144,11 @@ class Document:
     correlation_id: str | None
     updated_ms: int
 
+    @property
+    def reference(self) -> str:
+        """The key, under the name the order flow's shared code uses."""
+        return self.key
+
     def as_dict(self, *, with_payload: bool = False) -> dict[str, Any]:
         out = dict(self.__dict__)
         if not with_payload:
@@ -187,40 +167,17 @@ def _row(row: Any) -> Document:
     return Document(**data)
 
 
-class ReturnStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            @event.listens_for(self.engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # several worker processes share the file
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
+class ReturnStore(OrderStore):
+    """The order flow's store machinery (engine, SQLite pragmas, webhook ids, the exception
+    queue) over this flow's own tables; documents are keyed by `key` (shop + refund/return id)."""
 
-    async def open(self) -> "ReturnStore":
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        return self
-
-    async def close(self) -> None:
-        await self.engine.dispose()
+    metadata = metadata
+    webhooks_table = webhooks
+    exceptions_table = exceptions
+    flow = "returns"
+    owners = OWNERS
 
     # --- intake -----------------------------------------------------------------------------
-
-    async def seen_webhook(self, webhook_id: str, topic: str, key: str | None) -> bool:
-        """Record a webhook id; True when it was seen before (a redelivery)."""
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(insert(webhooks).values(webhook_id=webhook_id, topic=topic, key=key,
-                                                           at_ms=now_ms()))
-            return False
-        except IntegrityError:
-            return True
 
     async def receive_refund(self, *, key: str, shop: str, refund_id: str, order_id: str, payload: dict,
                              created_ms: int | None, correlation_id: str, topic: str) -> Document:
@@ -317,12 +274,12 @@ class ReturnStore:
             return doc.attempts if doc else 0
 
     async def _history(self, conn, key, from_state, to_state, detail, correlation_id) -> None:
-        await conn.execute(insert(history).values(key=key, at_ms=now_ms(), from_state=from_state,
+        await conn.execute(insert(history).values(reference=key, at_ms=now_ms(), from_state=from_state,
                                                   to_state=to_state, detail=detail, correlation_id=correlation_id))
 
     async def history(self, key: str) -> list[dict]:
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(history).where(history.c.key == key).order_by(history.c.id))
+            rows = await conn.execute(select(history).where(history.c.reference == key).order_by(history.c.id))
             return [dict(r) for r in rows.mappings()]
 
     async def documents(self, *, kind: str | None = None, states: list[str] | None = None,
@@ -344,45 +301,3 @@ class ReturnStore:
             rows = await conn.execute(select(documents.c.state, func.count()).where(documents.c.kind == kind)
                                       .group_by(documents.c.state))
             return {state: int(n) for state, n in rows}
-
-    # --- exceptions -------------------------------------------------------------------------
-
-    async def open_exception(self, key: str, reason: str, detail: str) -> int:
-        """Open (or refresh the detail of) the one open exception of this reason for the document."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(select(exceptions.c.id).where(
-                exceptions.c.reference == key, exceptions.c.reason == reason,
-                exceptions.c.status == "open"))).first()
-            if row:
-                await conn.execute(update(exceptions).where(exceptions.c.id == row[0]).values(detail=detail[:4000]))
-                return int(row[0])
-            result = await conn.execute(insert(exceptions).values(
-                flow="returns", reference=key, reason=reason, owner=OWNERS.get(reason, "platform"),
-                detail=detail[:4000], status="open", created_ms=now_ms()))
-            return int(result.inserted_primary_key[0])
-
-    async def close_exceptions(self, key: str, *, by: str, note: str, reasons: list[str] | None = None,
-                               ids: list[int] | None = None) -> int:
-        async with self.engine.begin() as conn:
-            stmt = update(exceptions).where(exceptions.c.reference == key, exceptions.c.status == "open")
-            if reasons:
-                stmt = stmt.where(exceptions.c.reason.in_(reasons))
-            if ids:
-                stmt = stmt.where(exceptions.c.id.in_(ids))
-            result = await conn.execute(stmt.values(status="resolved", resolved_ms=now_ms(), resolved_by=by,
-                                                    note=note))
-            return int(result.rowcount or 0)
-
-    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
-        async with self.engine.connect() as conn:
-            stmt = select(exceptions).order_by(exceptions.c.id)
-            if status:
-                stmt = stmt.where(exceptions.c.status == status)
-            if reason:
-                stmt = stmt.where(exceptions.c.reason == reason)
-            return [dict(r) for r in (await conn.execute(stmt)).mappings()]
-
-    async def get_exception(self, exception_id: int) -> dict | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(exceptions).where(exceptions.c.id == exception_id))).mappings().first()
-            return dict(row) if row else None
