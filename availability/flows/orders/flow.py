@@ -371,16 +371,18 @@ class OrderWorker:
 # --- exception queue operations (CLI, API) ----------------------------------------------------
 
 
-async def retry_exception(store: OrderStore, queue: OrderQueue, exception_id: int, *, by: str) -> dict:
+async def retry_exception(store: OrderStore, queue: OrderQueue, exception_id: int, *, by: str,
+                          back_to: Any = lambda doc: "received") -> dict:
     """Close the exception and settle its order again (after the SKU was created, the ERP
-    fixed, ...). The order returns to `received`; the next round decides what it needs."""
+    fixed, ...). The order returns to `received` (`back_to(doc)` for another flow's
+    documents); the next round decides what it needs."""
     exc = await store.get_exception(exception_id)
     if exc is None:
         raise KeyError(exception_id)
     await store.close_exceptions(exc["reference"], by=by, note="retried", ids=[exception_id])
     doc = await store.get(exc["reference"])
     if doc is not None and doc.state == "exception":
-        await store.transition(doc.reference, "received", detail=f"retried by {by} (exception {exception_id})")
+        await store.transition(doc.reference, back_to(doc), detail=f"retried by {by} (exception {exception_id})")
     await queue.wake(exc["reference"])
     return exc
 

@@ -37,6 +37,7 @@ from sqlalchemy import select
 from adapters.erp.port import Erp, ErpError
 from availability.domain.events import StockEvent
 from availability.flows.machinery import OutboxMessage, current_correlation_id, new_correlation_id, now_ms
+from availability.flows.orders import flow as orders_flow
 from availability.flows.orders.flow import OrderQueue, OrderWorker
 from availability.flows.orders.flow import WorkerConfig as OrderWorkerConfig
 from availability.flows.returns import mapping
@@ -370,28 +371,14 @@ def _shop_currency(payload: dict) -> str | None:
     return None
 
 
-# --- exception queue operations ----------------------------------------------------------------
-
+# --- exception queue operations: the order flow's, over this flow's documents ---------------------
 
 async def retry_exception(store: ReturnStore, queue: ReturnsQueue, exception_id: int, *, by: str) -> dict:
     """Close the exception and settle its document again (after the SKU was created, the
     sale confirmed, the amounts corrected in Shopify...)."""
-    exc = await store.get_exception(exception_id)
-    if exc is None:
-        raise KeyError(exception_id)
-    await store.close_exceptions(exc["reference"], by=by, note="retried", ids=[exception_id])
-    doc = await store.get(exc["reference"])
-    if doc is not None and doc.state == "exception":
-        await store.transition(doc.key, "received" if doc.kind == "refund" else "open",
-                               detail=f"retried by {by} (exception {exception_id})")
-    await queue.wake(exc["reference"])
-    return exc
+    return await orders_flow.retry_exception(store, queue, exception_id, by=by,
+                                             back_to=lambda doc: "received" if doc.kind == "refund" else "open")
 
 
-async def resolve_exception(store: ReturnStore, exception_id: int, *, by: str, note: str) -> dict:
-    """Close the exception without posting (handled outside the flow)."""
-    exc = await store.get_exception(exception_id)
-    if exc is None:
-        raise KeyError(exception_id)
-    await store.close_exceptions(exc["reference"], by=by, note=note or "resolved", ids=[exception_id])
-    return exc
+#: close the exception without posting (handled outside the flow)
+resolve_exception = orders_flow.resolve_exception
