@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "availability.api.commands",
     "availability.flows.commands",
     "availability.flows.orders.commands",
+    "availability.flows.returns.commands",  # adds `flows returns` to the order flow's `flows`
     "availability.demo.commands",
     "availability.migrations.commands",
     "adapters.shopify.commands",

@@ -113,6 +113,48 @@ class ErpSale:
     extra: dict = field(default_factory=dict)
 
 
+#: a credit note's line is a sale line, positive as refunded (the ERP books it negative);
+#: `sku` names the sale line it credits, other kinds go on service products
+CreditLine = SaleLine
+
+
+@dataclass(frozen=True, slots=True)
+class CreditNoteDraft:
+    """A refund as the shop computed it, in **shop currency** (presentment amounts stay in
+    the flow's document, for the customer, never in the books). `reference` (shop +
+    refund id) is its identity in the ERP and what makes posting idempotent;
+    `sale_reference` is the sale it credits."""
+
+    reference: str
+    sale_reference: str
+    currency: str
+    credit_date: dt.date
+    lines: tuple[CreditLine, ...]
+    description: str = ""
+
+    @property
+    def total(self) -> Decimal:
+        """What the customer got back (positive)."""
+        return sum((line.quantity * line.unit_price for line in self.lines), Decimal("0"))
+
+
+#: the ERP-neutral life of a credit note
+CreditNoteState = Literal["draft", "validated", "posted", "paid", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErpCreditNote:
+    id: int
+    reference: str
+    state: CreditNoteState
+    #: as the ERP books it: negative for a credit note
+    total: Decimal
+    number: str | None = None
+    credit_date: dt.date | None = None
+    #: ERP ids of the sale invoice lines this note credits (the link to the original sale)
+    credits_lines: tuple[int, ...] = ()
+
+
 @runtime_checkable
 class Erp(Protocol):
     async def find_sale_by_reference(self, reference: str) -> ErpSale | None:
@@ -146,5 +188,21 @@ class Erp(Protocol):
 
     async def delete_sale(self, sale_id: int) -> None:
         """Remove a draft/cancelled sale (reconciliation tests delete one behind the flow's back)."""
+
+    # --- credit notes (returns and refunds, availability/flows/returns) ---------------------
+
+    async def find_credit_note_by_reference(self, reference: str) -> ErpCreditNote | None:
+        """The credit note with this reference (the refund's key), or None."""
+
+    async def create_credit_note(self, draft: CreditNoteDraft, sale: ErpSale) -> ErpCreditNote:
+        """Create (not post) a credit note against `sale`, lines linked to the sale's
+        invoice lines where the ERP has them. Raises UnknownSku before creating anything."""
+
+    async def post_credit_note(self, credit_note_id: int) -> ErpCreditNote:
+        """Post it (numbered, in the books); posting a posted note changes nothing."""
+
+    async def list_credit_notes(self, reference_prefix: str, day: dt.date | None = None) -> list[ErpCreditNote]:
+        """Credit notes whose reference starts with the prefix (one shop), optionally dated
+        that day (the finance reconciliation's refunds = sum of credit notes)."""
 
     async def aclose(self) -> None: ...

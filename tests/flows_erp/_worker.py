@@ -14,22 +14,25 @@ from availability.flows.orders.flow import OrderQueue, OrderWorker, WorkerConfig
 from availability.flows.orders.store import OrderStore
 
 
-class StallingErp(TrytonErp):
-    def __init__(self, *args, marker: Path, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.marker = marker
+def stall_after(erp, method: str, marker: Path, reference_of) -> None:
+    """Make `erp.method` do its ERP call, write the document's reference to `marker` and
+    stall (the test SIGKILLs the process there)."""
+    original = getattr(erp, method)
 
-    async def create_sale(self, draft, party_id):
-        sale = await super().create_sale(draft, party_id)
-        self.marker.write_text(draft.reference)
+    async def stalled(*args, **kwargs):
+        result = await original(*args, **kwargs)
+        marker.write_text(reference_of(*args))
         await asyncio.sleep(3600)  # killed here
-        return sale
+        return result
+
+    setattr(erp, method, stalled)
 
 
 async def main(redis_url, prefix, db_url, erp_url, password, marker, lease_ms) -> None:
     redis = make_redis(redis_url)
     store = await OrderStore(db_url).open()
-    erp = StallingErp(erp_url, "admin", password, marker=Path(marker))
+    erp = TrytonErp(erp_url, "admin", password)
+    stall_after(erp, "create_sale", Path(marker), lambda draft, party_id: draft.reference)
     worker = OrderWorker(store, OrderQueue(redis, prefix), erp, config=WorkerConfig(lease_ms=int(lease_ms)))
     await worker.run()
 

@@ -45,3 +45,28 @@ def order(number: int, *, lines: list[tuple[str | None, int, str]] | None = None
 def expected_total(payload: dict) -> Decimal:
     """The oracle: what the ERP sale must total, computed independently of the flow's mapping."""
     return Decimal(payload["total_price"])
+
+
+async def kill_at_marker(argv: list[str], marker, *, cwd, timeout: float = 120.0) -> str:
+    """Run a worker process until it writes `marker` (right after an ERP create), SIGKILL
+    it there, and return what it wrote (the reference it was posting)."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import time
+
+    child = subprocess.Popen(argv, cwd=cwd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists() and time.monotonic() < deadline and child.poll() is None:
+            await asyncio.sleep(0.05)
+        assert marker.exists(), child.stderr.read().decode()[-2000:] if child.poll() is not None else "no create"
+        killed_on = marker.read_text()
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        return killed_on
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 from adapters.erp.tryton.client import TrytonErp
 from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig
 from availability.flows.orders.reconcile import reconcile
-from tests.flows_erp.helpers import expected_total, order
+from tests.flows_erp.helpers import expected_total, kill_at_marker, order
 
 # generous: the first test of a run may build the Tryton database (minutes on a busy machine)
 pytestmark = pytest.mark.timeout(600)
@@ -69,22 +68,10 @@ async def test_worker_killed_between_erp_create_and_bookkeeping_gives_one_sale(
         await intake.enqueue_order_webhook("orders/create", body)
     marker = tmp_path / "created"
     lease_ms = 1500
-    child = subprocess.Popen(
+    killed_on = await kill_at_marker(
         [sys.executable, "-m", "tests.flows_erp._worker", redis_url, key_prefix, order_store.url, tryton.url,
          tryton.password(), str(marker), str(lease_ms)],
-        cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline and child.poll() is None:
-            await asyncio.sleep(0.05)
-        assert marker.exists(), child.stderr.read().decode()[-2000:] if child.poll() is not None else "no create"
-        killed_on = marker.read_text()
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        marker, cwd=ROOT, timeout=60)
     # the ERP has the sale, the flow never recorded it, its outbox message is still there
     assert (await order_store.get(killed_on)).erp_sale_id is None
     assert await queue.outbox.pending() >= 1

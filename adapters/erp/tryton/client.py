@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 
 from adapters.erp.port import (
+    CreditNoteDraft,
+    ErpCreditNote,
     ErpError,
     ErpSale,
     ErpUnavailable,
@@ -351,6 +353,121 @@ class TrytonErp(TrytonShipments):  # shipments: adapters/erp/tryton/shipments.py
         elif sale.state not in ("draft", "cancelled"):
             raise ErpValidationError(f"sale {sale_id} is {sale.state}: Tryton deletes only draft or cancelled sales")
         await self.call("model.sale.sale.delete", [sale_id])
+
+
+    # --- credit notes -------------------------------------------------------------------------
+    # A refund is an `account.invoice` of type out with negative quantities (Tryton's own
+    # credit note: it takes the credit-note sequence when posted), `reference` = the
+    # refund's key. Each goods line's `origin` is the sale invoice line it credits, the
+    # link Tryton's own "Credit" action makes, so the note is tied to the original sale
+    # without touching the sale's invoiced quantities (a line with a sale-line origin would
+    # make Tryton invoice the credited units again on its next `process`).
+
+    _NOTE_FIELDS = ["id", "reference", "state", "total_amount", "number", "invoice_date"]
+
+    async def _note(self, row: dict) -> ErpCreditNote:
+        lines = await self.call("model.account.invoice.line.search_read", [["invoice", "=", row["id"]]], 0, None,
+                                [["id", "ASC"]], ["origin"])
+        credited = tuple(int(str(ln["origin"]).split(",")[1]) for ln in lines
+                         if str(ln.get("origin") or "").startswith("account.invoice.line,"))
+        return ErpCreditNote(id=row["id"], reference=row.get("reference") or "", state=row["state"],
+                             total=row.get("total_amount") or Decimal("0"), number=row.get("number"),
+                             credit_date=row.get("invoice_date"), credits_lines=credited)
+
+    async def find_credit_note_by_reference(self, reference: str) -> ErpCreditNote | None:
+        rows = await self.call("model.account.invoice.search_read",
+                               [["reference", "=", reference], ["type", "=", "out"]], 0, None, [["id", "ASC"]],
+                               self._NOTE_FIELDS)
+        return await self._note(rows[0]) if rows else None
+
+    async def list_credit_notes(self, reference_prefix: str, day: dt.date | None = None) -> list[ErpCreditNote]:
+        domain: list = [["reference", "like", reference_prefix.replace("%", "\\%") + "%"], ["type", "=", "out"],
+                        ["total_amount", "<=", Decimal("0")]]
+        if day is not None:
+            domain.append(["invoice_date", "=", day])
+        rows = await self.call("model.account.invoice.search_read", domain, 0, None, [["id", "ASC"]],
+                               self._NOTE_FIELDS)
+        return [await self._note(r) for r in rows]
+
+    async def create_credit_note(self, draft: CreditNoteDraft, sale: ErpSale) -> ErpCreditNote:
+        invoice_ids = (await self.call("model.sale.sale.read", [sale.id], ["invoices"]))[0].get("invoices") or []
+        invoices = await self.call("model.account.invoice.read", invoice_ids,
+                                   ["id", "state", "company", "party", "invoice_address", "currency", "journal",
+                                    "account", "payment_term"]) if invoice_ids else []
+        invoices = [i for i in invoices if i["state"] != "cancelled"]
+        if not invoices:
+            raise ErpValidationError(f"sale {sale.reference} has no invoice to credit (state {sale.state})")
+        head = invoices[0]
+        sale_lines = await self.call("model.account.invoice.line.search_read",
+                                     [["invoice", "in", [i["id"] for i in invoices]]], 0, None, [["id", "ASC"]],
+                                     ["id", "product", "product.code", "account", "unit"])
+        by_code: dict[str, dict] = {}
+        for line in sale_lines:
+            code = (line.get("product.") or {}).get("code")
+            if code:
+                by_code.setdefault(code, line)
+        codes = {line.sku if line.kind == "goods" else SERVICE_CODE[line.kind] for line in draft.lines}
+        products = await self._product_ids({c for c in codes if c})
+        unknown = sorted({ln.sku or "" for ln in draft.lines if ln.kind == "goods" and ln.sku not in products})
+        if unknown:
+            raise UnknownSku(unknown)
+        missing = sorted(c for c in codes if c not in products)
+        if missing:
+            raise ErpValidationError(f"the ERP has no service product {', '.join(missing)}")
+        accounts = await self._revenue_accounts({products[c] for c in codes if c not in by_code})
+        unit = await self._units()
+        values = []
+        for seq, line in enumerate(draft.lines, start=1):
+            code = line.sku if line.kind == "goods" else SERVICE_CODE[line.kind]
+            credited = by_code.get(code)
+            row = {
+                "type": "line", "sequence": seq, "invoice_type": "out", "party": head["party"],
+                "company": head["company"], "currency": head["currency"], "product": products[code],
+                "unit": credited["unit"] if credited else unit,
+                "account": credited["account"] if credited else accounts[products[code]],
+                "description": line.description, "quantity": -float(line.quantity), "unit_price": line.unit_price,
+            }
+            if credited:
+                row["origin"] = f"account.invoice.line,{credited['id']}"
+            values.append(row)
+        invoice = {
+            "type": "out", "company": head["company"], "party": head["party"],
+            "invoice_address": head["invoice_address"], "currency": head["currency"], "journal": head["journal"],
+            "account": head["account"], "payment_term": head.get("payment_term"), "reference": draft.reference,
+            "description": (draft.description or f"Credit note for {draft.sale_reference}")[:200],
+            "invoice_date": draft.credit_date, "lines": [["create", values]],
+        }
+        note_id = (await self.call("model.account.invoice.create", [invoice]))[0]
+        rows = await self.call("model.account.invoice.read", [note_id], self._NOTE_FIELDS)
+        return await self._note(rows[0])
+
+    async def _revenue_accounts(self, product_ids: set[int]) -> dict[int, int]:
+        """The revenue account of each product's accounting category (what a sale line of
+        it would be invoiced to), for credit lines that match no sale invoice line."""
+        if not product_ids:
+            return {}
+        rows = await self.call("model.product.product.read", sorted(product_ids),
+                               ["id", "template.account_category"])
+        categories = {r["id"]: (r.get("template.") or {}).get("account_category") for r in rows}
+        wanted = sorted({c for c in categories.values() if c})
+        accounts = {c["id"]: c.get("account_revenue") for c in
+                    (await self.call("model.product.category.read", wanted, ["id", "account_revenue"]) if wanted
+                     else [])}
+        out = {}
+        for product_id, category in categories.items():
+            if not accounts.get(category):
+                raise ErpValidationError(f"product {product_id} has no revenue account to credit")
+            out[product_id] = accounts[category]
+        return out
+
+    async def post_credit_note(self, credit_note_id: int) -> ErpCreditNote:
+        rows = await self.call("model.account.invoice.read", [credit_note_id], self._NOTE_FIELDS)
+        if not rows:
+            raise ErpValidationError(f"credit note {credit_note_id} does not exist in Tryton")
+        if rows[0]["state"] in ("draft", "validated"):
+            await self.call("model.account.invoice.post", [credit_note_id])
+            rows = await self.call("model.account.invoice.read", [credit_note_id], self._NOTE_FIELDS)
+        return await self._note(rows[0])
 
 
 class _SessionLapsed(Exception):

@@ -265,6 +265,44 @@ async def sim_cancel(request: Request[Any, Any, Any], order_id: FromPath[int]) -
     return _json({"order": order})
 
 
+@post("/_sim/orders/{order_id:int}/money", status_code=200)
+async def sim_order_money(request: Request[Any, Any, Any], order_id: FromPath[int]) -> Response[bytes]:
+    """An order's presentment currency and rate and its shipping charge (simulator control:
+    refunds then carry shop and presentment money apart). Body ``{"currency"?, "rate"?, "shipping"?}``."""
+    from .refunds import Refused  # noqa: PLC0415
+
+    state = _sim(request)
+    try:
+        body = await _read_json(request)
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        state.refunds.set_money(order_id, currency=body.get("currency"), rate=body.get("rate"),
+                                shipping=body.get("shipping"))
+    except (msgspec.DecodeError, ValueError) as exc:
+        return _json({"error": f"bad request: {exc}", "code": "INVALID"}, 400)
+    except Refused as exc:
+        return _json({"error": exc.message, "code": exc.code}, 404 if exc.code == "NOT_FOUND" else 400)
+    return _json({"ok": True})
+
+
+@post("/_sim/orders/{order_id:int}/fulfilled", status_code=200)
+async def sim_order_fulfilled(request: Request[Any, Any, Any], order_id: FromPath[int]) -> Response[bytes]:
+    """Mark an order's units fulfilled (simulator control, until fulfillmentCreate exists):
+    body ``{"line_item_id"?, "quantity"?}``, all open units when empty."""
+    from .refunds import Refused  # noqa: PLC0415
+
+    state = _sim(request)
+    try:
+        body = await _read_json(request)
+        body = body if isinstance(body, dict) else {}
+        state.refunds.mark_fulfilled(order_id, body.get("line_item_id"), body.get("quantity"))
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
+        return _json({"error": f"bad request: {exc}", "code": "INVALID"}, 400)
+    except Refused as exc:
+        return _json({"error": exc.message, "code": exc.code}, 404 if exc.code == "NOT_FOUND" else 400)
+    return _json({"ok": True})
+
+
 @get("/_sim/orders")
 async def sim_orders(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = _sim(request)
@@ -332,6 +370,7 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
     sender = WebhookSender(sim_state)
     bulk.emit = sender.emit
     sim_state.emit_webhooks = sender.emit  # fulfillments/create (fulfillment.py)
+    sim_state.refunds.emit = sender.emit  # Shopify always announces refunds and returns
     background: list[asyncio.Task[Any]] = []
 
     async def on_startup() -> None:
@@ -365,6 +404,8 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
             sim_cancel,
             sim_orders,
             sim_fulfillment,
+            sim_order_money,
+            sim_order_fulfilled,
             sim_staged_upload,
             sim_bulk_result,
             sim_reset,

@@ -591,6 +591,9 @@ async def _inventory_mutation(kind: str, info: Any, inp: dict[str, Any]) -> dict
 
 def _bind(schema: GraphQLSchema) -> None:
     from . import bulk  # the bulk mutations' resolvers live with the runner
+    from . import refunds  # and the refund/return ones with the refund desk
+
+    RESOLVERS.update(refunds.field_resolvers(connection, _list_connection, _gid_num))
 
     for type_name, type_ in schema.type_map.items():
         if type_name.startswith("__") or not is_object_type(type_):
@@ -604,6 +607,8 @@ def _bind(schema: GraphQLSchema) -> None:
                     field_def.resolve = _mutation_resolver(field_name)
                 elif field_name in fulfillment.MUTATION_RESOLVERS:
                     field_def.resolve = fulfillment.MUTATION_RESOLVERS[field_name]
+                elif field_name in refunds.MUTATION_RESOLVERS:
+                    field_def.resolve = refunds.MUTATION_RESOLVERS[field_name]
                 else:
                     field_def.resolve = bulk.MUTATION_RESOLVERS[field_name]
                 continue

@@ -79,7 +79,9 @@ def sdl(features: Features) -> str:
     bulk_by_id = "  bulkOperation(id: ID!): BulkOperation\n" if f.concurrent_bulk else ""
     set_codes = "\n  ".join(error_codes(f))
     adjust_codes = "\n  ".join(error_codes(f, adjust=True))
-    return f'''
+    from .refunds import SDL as refunds_sdl  # noqa: PLC0415 - refunds and returns extend Query and Mutation
+
+    return refunds_sdl + f'''
 {directive}
 scalar DateTime
 scalar URL

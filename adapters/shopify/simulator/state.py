@@ -165,6 +165,9 @@ class SimulatorState(FulfillmentMixin, SalesMixin, CustomersMixin):
         self._clock = time.monotonic
         self.webhook_deliveries: list[WebhookDelivery] = []
         self.bulk: Any = None
+        from .refunds import RefundDesk  # refunds and returns live in their own module
+
+        self.refunds = RefundDesk(self)
         self.reset()
         from .bulk import BulkOperations  # late: bulk imports the GraphQL engine lazily too
 
@@ -207,6 +210,7 @@ class SimulatorState(FulfillmentMixin, SalesMixin, CustomersMixin):
         with self._lock:
             self._reset_unlocked()
             self.webhook_deliveries.clear()
+            self.refunds.reset()
             if self.bulk is not None:
                 self.bulk.reset()
             if self.config.catalog_items > 0:

@@ -74,11 +74,10 @@ def _feed(args, settings: Settings) -> int:
 
 def _run(args, settings: Settings) -> int:
     async def run() -> int:
-        from availability.flows.orders.commands import run_worker  # noqa: PLC0415
+        from availability.flows.commandkit import run_worker  # noqa: PLC0415
 
         async with _parts(settings, args.root, with_erp=True) as parts:
-            await run_worker(_customer_parts(settings, parts)["worker"], once=args.once)
-            return 0
+            return await run_worker(_customer_parts(settings, parts)["worker"], once=args.once)
 
     return asyncio.run(run())
 

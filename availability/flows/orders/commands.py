@@ -174,46 +174,22 @@ def _erp_serve(args, settings: Settings) -> int:
 
 def _orders_feed(args, settings: Settings) -> int:
     async def run() -> int:
+        from availability.flows.commandkit import feed_files  # noqa: PLC0415
         from availability.flows.orders.mapping import InvalidOrder  # noqa: PLC0415
 
-        failed = 0
         async with build_parts(settings, args.root, with_erp=False) as parts:
-            for i, name in enumerate(args.files):
-                headers = {}
-                if args.webhook_id:
-                    headers["X-Shopify-Webhook-Id"] = args.webhook_id if len(args.files) == 1 else f"{args.webhook_id}-{i}"
-                if args.shop:
-                    headers["X-Shopify-Shop-Domain"] = args.shop
-                try:
-                    payload = json.loads(Path(name).read_text())
-                    _print({"file": name, **await parts["intake"].enqueue_order_webhook(args.topic, payload, headers)})
-                except (InvalidOrder, ValueError, OSError) as exc:
-                    failed += 1
-                    _print({"file": name, "outcome": "rejected", "reason": str(exc)})
-        return 1 if failed else 0
+            return await feed_files(parts["intake"].enqueue_order_webhook, args.files, topic=args.topic,
+                                    webhook_id=args.webhook_id, shop=args.shop, rejected=(InvalidOrder,))
 
     return asyncio.run(run())
 
 
-async def run_worker(worker, *, once: bool) -> None:
-    """`--once`: drain what is queued; else run until SIGINT / SIGTERM (any flow's worker)."""
-    if once:
-        await worker.drain(timeout=600)
-        return
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await worker.run(stop)
-
-
 def _orders_run(args, settings: Settings) -> int:
     async def run() -> int:
+        from availability.flows.commandkit import run_worker  # noqa: PLC0415
+
         async with build_parts(settings, args.root) as parts:
-            await run_worker(parts["worker"], once=args.once)
-            if args.once:
-                _print(await parts["store"].counts())
-            return 0
+            return await run_worker(parts["worker"], parts["store"].counts, once=args.once)
 
     return asyncio.run(run())
 
@@ -232,13 +208,10 @@ def _orders_status(args, settings: Settings) -> int:
 
 def _orders_show(args, settings: Settings) -> int:
     async def run() -> int:
+        from availability.flows.commandkit import show_document  # noqa: PLC0415
+
         async with build_parts(settings, args.root, with_erp=False) as parts:
-            doc = await parts["store"].get(args.reference)
-            if doc is None:
-                print(f"no order {args.reference}", file=sys.stderr)
-                return 1
-            _print({"document": doc.as_dict(), "history": await parts["store"].history(args.reference)})
-        return 0
+            return await show_document(parts["store"], args.reference, "order")
 
     return asyncio.run(run())
 
@@ -248,46 +221,34 @@ def _orders_show(args, settings: Settings) -> int:
 
 def _exceptions_list(args, settings: Settings) -> int:
     async def run() -> int:
+        from availability.flows.commandkit import list_exceptions  # noqa: PLC0415
+
         async with build_parts(settings, args.root, with_erp=False) as parts:
-            for row in await parts["store"].list_exceptions(status=None if args.all else "open", reason=args.reason):
-                _print(row)
-        return 0
+            return await list_exceptions(parts["store"], include_resolved=args.all, reason=args.reason)
 
     return asyncio.run(run())
 
 
 def _exceptions_retry(args, settings: Settings) -> int:
     async def run() -> int:
+        from availability.flows.commandkit import work_exceptions  # noqa: PLC0415
         from availability.flows.orders.flow import retry_exception  # noqa: PLC0415
 
-        missing = 0
         async with build_parts(settings, args.root, with_erp=False) as parts:
-            for exception_id in args.ids:
-                try:
-                    row = await retry_exception(parts["store"], parts["queue"], exception_id, by=args.by)
-                    _print({"id": exception_id, "reference": row["reference"], "outcome": "retrying"})
-                except KeyError:
-                    missing += 1
-                    _print({"id": exception_id, "outcome": "not found"})
-        return 1 if missing else 0
+            return await work_exceptions(
+                args.ids, lambda i: retry_exception(parts["store"], parts["queue"], i, by=args.by), "retrying")
 
     return asyncio.run(run())
 
 
 def _exceptions_resolve(args, settings: Settings) -> int:
     async def run() -> int:
+        from availability.flows.commandkit import work_exceptions  # noqa: PLC0415
         from availability.flows.orders.flow import resolve_exception  # noqa: PLC0415
 
-        missing = 0
         async with build_parts(settings, args.root, with_erp=False) as parts:
-            for exception_id in args.ids:
-                try:
-                    row = await resolve_exception(parts["store"], exception_id, by=args.by, note=args.note)
-                    _print({"id": exception_id, "reference": row["reference"], "outcome": "resolved"})
-                except KeyError:
-                    missing += 1
-                    _print({"id": exception_id, "outcome": "not found"})
-        return 1 if missing else 0
+            return await work_exceptions(
+                args.ids, lambda i: resolve_exception(parts["store"], i, by=args.by, note=args.note), "resolved")
 
     return asyncio.run(run())
 

@@ -67,7 +67,7 @@ OPEN_STATES = ("received", "posted", "awaiting_order")
 
 
 class OrderKeys:
-    def __init__(self, prefix: str, flow: str = "orders") -> None:
+    def __init__(self, prefix: str, flow: str = FLOW) -> None:
         base = f"{prefix}:{flow}"
         self.base = base
         self.marks = f"{base}:marks"
@@ -81,7 +81,10 @@ class OrderQueue:
     """The flow's Redis side: work marks, leases, outbox, retry schedule (one per order;
     the fulfilment flow has its own, `flow="fulfilment"`, also one group per order)."""
 
-    def __init__(self, redis: Redis, prefix: str, flow: str = "orders") -> None:
+    #: the work-mark suffix of one document (`reference|order`)
+    member = "order"
+
+    def __init__(self, redis: Redis, prefix: str, flow: str = FLOW) -> None:
         self.redis = redis
         self.keys = OrderKeys(prefix, flow)
         scripts = Scripts(redis)
@@ -91,7 +94,7 @@ class OrderQueue:
         self.outbox = Outbox(redis, self.keys.base, scripts)
 
     async def wake(self, reference: str) -> None:
-        await self.work.flag_urgent([f"{reference}|order"])
+        await self.work.flag_urgent([f"{reference}|{self.member}"])
 
     async def schedule_retry(self, reference: str, delay_s: float) -> None:
         await self.redis.zadd(self.keys.retry, {reference: now_ms() + int(delay_s * 1000)})
@@ -100,7 +103,7 @@ class OrderQueue:
         due = await self.redis.zrangebyscore(self.keys.retry, "-inf", now_ms(), start=0, num=limit)
         refs = [d.decode() if isinstance(d, bytes) else d for d in due]
         if refs:
-            await self.work.flag_urgent([f"{r}|order" for r in refs])
+            await self.work.flag_urgent([f"{r}|{self.member}" for r in refs])
             await self.redis.zrem(self.keys.retry, *refs)
         return len(refs)
 
@@ -153,6 +156,9 @@ class WorkerConfig:
 
 
 class OrderWorker:
+    #: the flow's metrics module (the returns worker reuses this loop with its own)
+    metrics = m
+
     def __init__(self, store: OrderStore, queue: OrderQueue, erp: Erp, *, config: WorkerConfig | None = None,
                  owner: str | None = None, identity: CustomerIdentity | None = None) -> None:
         self.store = store
@@ -366,17 +372,17 @@ class OrderWorker:
             attempts = await self.store.note_failure(doc.reference, exc.reason, str(exc))
             delay = self.backoff.delay(attempts)
             await self.queue.schedule_retry(doc.reference, delay)
-            m.ERP_CALLS.labels("any", "unavailable").inc()
-            log.warning("order %s: ERP unavailable (attempt %d, retry in %.1fs): %s", doc.reference, attempts, delay,
+            self.metrics.ERP_CALLS.labels("any", "unavailable").inc()
+            log.warning("%s: ERP unavailable (attempt %d, retry in %.1fs): %s", doc.reference, attempts, delay,
                         exc)
             if attempts >= self.config.erp_down_exception_after:
                 if await self.store.open_exception(doc.reference, exc.reason, str(exc)):
-                    m.EXCEPTIONS.labels(exc.reason).inc()
+                    self.metrics.EXCEPTIONS.labels(exc.reason).inc()
             return doc.state
         detail = str(exc)
         if isinstance(exc, UnknownSku):
             detail = f"unknown SKU(s) {', '.join(exc.skus)}: {exc}"
-        m.ERP_CALLS.labels("any", exc.reason).inc()
+        self.metrics.ERP_CALLS.labels("any", exc.reason).inc()
         return await self._park(doc, exc.reason, detail)
 
     async def _park(self, doc: Document, reason: str, detail: str) -> str:
@@ -384,24 +390,26 @@ class OrderWorker:
         await self.store.transition(doc.reference, "exception", detail=f"{reason}: {detail}",
                                     correlation_id=doc.correlation_id or "")
         await self.store.open_exception(doc.reference, reason, detail)
-        m.EXCEPTIONS.labels(reason).inc()
-        log.warning("order %s: exception %s: %s", doc.reference, reason, detail)
+        self.metrics.EXCEPTIONS.labels(reason).inc()
+        log.warning("%s: exception %s: %s", doc.reference, reason, detail)
         return "exception"
 
 
 # --- exception queue operations (CLI, API) ----------------------------------------------------
 
 
-async def retry_exception(store: OrderStore, queue: OrderQueue, exception_id: int, *, by: str) -> dict:
+async def retry_exception(store: OrderStore, queue: OrderQueue, exception_id: int, *, by: str,
+                          back_to: Any = lambda doc: "received") -> dict:
     """Close the exception and settle its order again (after the SKU was created, the ERP
-    fixed, ...). The order returns to `received`; the next round decides what it needs."""
+    fixed, ...). The order returns to `received` (`back_to(doc)` for another flow's
+    documents); the next round decides what it needs."""
     exc = await store.get_exception(exception_id)
     if exc is None:
         raise KeyError(exception_id)
     await store.close_exceptions(exc["reference"], by=by, note="retried", ids=[exception_id])
     doc = await store.get(exc["reference"])
     if doc is not None and doc.state == "exception":
-        await store.transition(doc.reference, "received", detail=f"retried by {by} (exception {exception_id})")
+        await store.transition(doc.reference, back_to(doc), detail=f"retried by {by} (exception {exception_id})")
     await queue.wake(exc["reference"])
     return exc
 

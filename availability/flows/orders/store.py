@@ -132,10 +132,18 @@ def _newer(incoming: str | None, stored: str | None) -> bool:
 
 
 class OrderStore:
+    # the tables, flow name and owners the shared parts below (open, webhooks, the
+    # exception queue) use: the returns flow's store reuses them with its own
+    metadata = metadata
+    webhooks_table = webhooks
+    exceptions_table = exceptions
+    flow = "orders"
+    owners = OWNERS
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = sql_engine(url)
-        self.exceptions = ExceptionQueue(self.engine, exceptions, "reference", OWNERS)
+        self.exceptions = ExceptionQueue(self.engine, self.exceptions_table, "reference", self.owners)
 
     async def open(self) -> "OrderStore":
         from availability.migrations import upgrade  # noqa: PLC0415
@@ -152,7 +160,7 @@ class OrderStore:
         """Record a webhook id; True when it was seen before (a redelivery)."""
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(insert(webhooks).values(webhook_id=webhook_id, topic=topic, reference=reference,
+                await conn.execute(insert(self.webhooks_table).values(webhook_id=webhook_id, topic=topic, reference=reference,
                                                            at_ms=now_ms()))
             return False
         except IntegrityError:
@@ -273,7 +281,7 @@ class OrderStore:
 
     async def open_exception(self, reference: str, reason: str, detail: str) -> int:
         """Open (or refresh the detail of) the one open exception of this reason for the order."""
-        return (await self.exceptions.open(reference, reason, detail, flow="orders"))[0]
+        return (await self.exceptions.open(reference, reason, detail, flow=self.flow))[0]
 
     async def close_exceptions(self, reference: str, *, by: str, note: str, reasons: list[str] | None = None,
                                ids: list[int] | None = None) -> int:
