@@ -32,6 +32,7 @@ from .config import (
 )
 from ._util import gid, now_iso, user_error
 from .cost import LeakyBucket
+from .payments import PaymentsAccount
 from .sales import SalesMixin, _Order
 from .versions import Features
 
@@ -182,6 +183,7 @@ class SimulatorState(SalesMixin):
         self._next_order = 820001
         self._next_line = 1
         self._order_number = 1001
+        self.payments = PaymentsAccount()
 
     @property
     def lock(self) -> threading.RLock:
