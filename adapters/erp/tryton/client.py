@@ -29,6 +29,7 @@ from adapters.erp.port import (
     SaleDraft,
     UnknownSku,
 )
+from adapters.erp.tryton.journal import JournalEntries
 
 SERVICE_CODE = {"shipping": "SHIPPING", "discount": "DISCOUNT", "tax": "TAX", "misc": "MISC"}
 _SALE_FIELDS = ["id", "reference", "state", "total_amount", "shipment_state", "sale_date", "shipments"]
@@ -61,7 +62,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class TrytonErp:
+class TrytonErp(JournalEntries):
     def __init__(self, url: str, login: str, password: str, *, timeout: float = 30.0) -> None:
         self.url = url if url.endswith("/") else url + "/"
         self.login = login
