@@ -38,7 +38,7 @@ def payments_client(sim: SimulatorServer) -> ShopifyPayments:
 
 
 def finance_flow(store, redis, prefix, erp, sim, shop, **config) -> FinanceFlow:
-    cfg = FinanceConfig(**({"lease_ms": 5000, "retry_cap_s": 0.5} | config))
+    cfg = FinanceConfig(**({"lease_ms": 60_000, "retry_cap_s": 0.5} | config))
     return FinanceFlow(store, FinanceQueue(redis, prefix), erp, payments_client(sim), shop=shop, config=cfg)
 
 

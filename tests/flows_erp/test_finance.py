@@ -213,3 +213,41 @@ async def test_worker_killed_mid_post_leaves_one_journal_entry(sim, tryton, erp,
     assert killed.state == "posted"
     assert any("found by reference" in (h["detail"] or "") or h["to_state"] == "posted"
                for h in await finance_store.history(killed.payout_id))
+
+
+async def test_cli_posts_and_reconciles_a_day_and_exits_1_on_drift(sim, tryton, erp, order_store, redis_url,
+                                                                   redis_client, key_prefix, tmp_path, shop):
+    import json
+
+    made = activity(sim, 2, orders_per_day=1, refund_every=0, dispute_on=None, reserve_on=None, adjust_on=None,
+                    fail_payout_on=None)
+    await post_orders(made["orders"], order_store, redis_client, key_prefix, erp, shop)
+    env = dict(os.environ, AVAILABILITY_REDIS_URL=redis_url, AVAILABILITY_KEY_PREFIX=key_prefix,
+               AVAILABILITY_DATA_DIR=str(tmp_path / "cli"), AVAILABILITY_ERP_URL=tryton.url,
+               AVAILABILITY_ERP_PASSWORD=tryton.password(), AVAILABILITY_ERP_SHOP=shop,
+               AVAILABILITY_SHOPIFY_URL=sim.base_url, AVAILABILITY_SHOPIFY_TOKEN=sim.config.access_token)
+    root = Path(__file__).resolve().parents[2]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "availability.cli", "--log-level", "WARNING", *args], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    day = month_start().isoformat()
+    ran = await asyncio.to_thread(cli, "flows", "finance", "run", "--once", "--since", day)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout.splitlines()[-1])["states"] == {"posted": 1, "scheduled": 1}
+    clean = await asyncio.to_thread(cli, "flows", "reconcile", "finance", "--day", day)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "drift: 0" in clean.stdout and "captured payments" in clean.stdout
+    charge = sim.state.payments.payout(made["payouts"][0]["id"]).transaction_ids[0]
+    sim.state.payments.alter_fee(charge, Decimal("9.99"))
+    drifted = await asyncio.to_thread(cli, "flows", "reconcile", "finance", "--day", day, "--json")
+    assert drifted.returncode == 1
+    report = json.loads(drifted.stdout)
+    assert report["drift"] >= 2 and {m["kind"] for m in report["mismatches"]} == {"payout_net_mismatch",
+                                                                                   "erp_amount_mismatch"}
+    listed = await asyncio.to_thread(cli, "flows", "finance", "exceptions", "list")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert rows and {r["owner"] for r in rows} == {"finance"}
+    bad = await asyncio.to_thread(cli, "flows", "reconcile", "finance", "--day", "yesterday")
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr

@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 FLOW = "finance"
 
 
+class LeaseLost(Exception):
+    """Another worker took the payout over (this one was too slow): leave it to them."""
+
+
 class FinanceQueue:
     """The flow's Redis side: work marks, leases, outbox, retry schedule."""
 
@@ -108,6 +112,8 @@ class FinanceFlow:
         self.config = config or FinanceConfig()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.backoff = Backoff(base=0.5, cap=self.config.retry_cap_s, max_attempts=1_000_000)
+        #: payouts this worker holds a lease on right now (checked again before an ERP write)
+        self._held: set[str] = set()
 
     # --- poll --------------------------------------------------------------------------------
 
@@ -138,9 +144,11 @@ class FinanceFlow:
             payout_id = message.payload.get("payout_id")
             if payout_id and await self.queue.leases.acquire([payout_id], self.owner, self.config.lease_ms):
                 log.info("payout %s: settling again after its worker stopped", payout_id)
+                self._held.add(payout_id)
                 try:
                     await self.settle(payout_id, message)
                 finally:
+                    self._held.discard(payout_id)
                     await self.queue.leases.release([payout_id], self.owner)
                 done += 1
             else:
@@ -153,10 +161,13 @@ class FinanceFlow:
             messages[item.group] = self._message(item.group)
             await self.queue.outbox.put(messages[item.group], self.config.lease_ms)
         for item in claimed:
+            self._held.add(item.group)
             try:
+                await self.queue.leases.renew([item.group], self.owner, self.config.lease_ms)
                 await self.queue.outbox.renew(messages[item.group].id, self.config.lease_ms)
                 await self.settle(item.group, messages[item.group])
             finally:
+                self._held.discard(item.group)
                 await self.queue.leases.release([item.group], self.owner)
             done += 1
         if done:
@@ -213,6 +224,10 @@ class FinanceFlow:
             if doc is None:
                 return "unknown"
             return await self._settle(doc)
+        except LeaseLost:
+            log.warning("payout %s: lease lapsed mid-settle, another worker has it", payout_id)
+            message = None  # the message is the new holder's now
+            return doc.state
         except ErpError as exc:
             return await self._failed(doc, exc.reason, str(exc), exc.transient)
         except ShopifyTransientError as exc:
@@ -294,9 +309,18 @@ class FinanceFlow:
                 m.ERP_CALLS.labels("confirm", "ok").inc()
             log.info("%s: ERP entry %d found by reference", draft.reference, entry.id)
             return entry
+        await self._still_held(documents["payout"])
         entry = await self.erp.post_journal_entry(draft)
         m.ERP_CALLS.labels(operation, "ok").inc()
         return entry
+
+    async def _still_held(self, payout_id: str) -> None:
+        """Right before an ERP write: renew the lease, or stop if another worker took the
+        payout over while this one was slow (two creates would make two entries)."""
+        if payout_id in self._held:
+            if not await self.queue.leases.renew([payout_id], self.owner, self.config.lease_ms):
+                raise LeaseLost(payout_id)
+            await self.queue.outbox.renew(f"payout:{payout_id}", self.config.lease_ms)
 
     async def _exception(self, reference: str, reason: str, detail: str, documents: dict) -> None:
         await self.store.open_exception(reference, reason, detail, documents)
