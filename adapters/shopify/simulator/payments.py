@@ -123,6 +123,10 @@ class PaymentsAccount:
         self._lock = threading.RLock()
         self._transactions: dict[int, _Transaction] = {}
         self._payouts: dict[int, _Payout] = {}
+        #: order id -> its transactions (refunds and disputes look up the order's charges)
+        self._by_order: dict[int, list[_Transaction]] = {}
+        #: transactions not in a payout yet, oldest first
+        self._pending: dict[int, _Transaction] = {}
         self._next_transaction = 9_100_001
         self._next_payout = 5_200_001
         #: where "now" comes from (the activity generator backdates a month)
@@ -141,6 +145,9 @@ class PaymentsAccount:
             txn = _Transaction(self._next_transaction, type_, money(amount), money(fee), kw.pop("at", None) or self.clock(), **kw)
             self._next_transaction += 1
             self._transactions[txn.id] = txn
+            self._pending[txn.id] = txn
+            if txn.order_id is not None:
+                self._by_order.setdefault(txn.order_id, []).append(txn)
             return txn
 
     def charge(self, order_id: int, order_name: str, amount: Decimal | str, at: str | None = None) -> _Transaction:
@@ -152,12 +159,13 @@ class PaymentsAccount:
         return self._add("CHARGE", gross, fee, at=at, order_id=order_id, order_name=order_name, source_id=order_id)
 
     def _charged(self, order_id: int) -> Decimal:
-        return sum((t.amount for t in self._transactions.values() if t.order_id == order_id and t.type == "CHARGE"),
-                   Decimal("0"))
+        return sum((t.amount for t in self._by_order.get(order_id, ()) if t.type == "CHARGE"), Decimal("0"))
 
     def _refunded(self, order_id: int) -> Decimal:
-        return -sum((t.amount for t in self._transactions.values() if t.order_id == order_id and t.type == "REFUND"),
-                    Decimal("0"))
+        return -sum((t.amount for t in self._by_order.get(order_id, ()) if t.type == "REFUND"), Decimal("0"))
+
+    def _order_name(self, order_id: int) -> str | None:
+        return next((t.order_name for t in self._by_order.get(order_id, ())), None)
 
     def refund(self, order_id: int, amount: Decimal | str, at: str | None = None) -> _Transaction:
         """Money back to the shopper (no fee returned); never more than was charged."""
@@ -166,7 +174,7 @@ class PaymentsAccount:
             left = self._charged(order_id) - self._refunded(order_id)
             if value <= 0 or value > left:
                 raise PaymentsRefused("INVALID_AMOUNT", f"refund {value} of order {order_id}: {left} is refundable", 400)
-            name = next((t.order_name for t in self._transactions.values() if t.order_id == order_id), None)
+            name = self._order_name(order_id)
             return self._add("REFUND", -value, Decimal("0"), at=at, order_id=order_id, order_name=name,
                              source_id=order_id)
 
@@ -182,7 +190,7 @@ class PaymentsAccount:
             value = money(amount) if amount is not None else self._charged(order_id)
             if value <= 0:
                 raise PaymentsRefused("INVALID_ORDER", f"order {order_id} has no charge to dispute", 400)
-            name = next((t.order_name for t in self._transactions.values() if t.order_id == order_id), None)
+            name = self._order_name(order_id)
             return self._add("DISPUTE_WITHDRAWAL", -value, self.chargeback_fee, at=at, order_id=order_id,
                              order_name=name, source_id=order_id)
 
@@ -225,8 +233,7 @@ class PaymentsAccount:
         when there is none)."""
         cutoff = _day_end(day)
         with self._lock:
-            pending = [t for t in sorted(self._transactions.values(), key=lambda t: t.id)
-                       if t.payout_id is None and t.processed_at <= cutoff]
+            pending = [t for t in self._pending.values() if t.processed_at <= cutoff]
             if not pending:
                 return None
             payout = _Payout(self._next_payout, cutoff, "SCHEDULED", [t.id for t in pending],
@@ -234,6 +241,7 @@ class PaymentsAccount:
             self._next_payout += 1
             for t in pending:
                 t.payout_id = payout.id
+                del self._pending[t.id]
             self._payouts[payout.id] = payout
             return payout
 
@@ -319,7 +327,7 @@ class PaymentsAccount:
 
     def balance(self) -> Decimal:
         with self._lock:
-            return sum((t.net for t in self._transactions.values() if t.payout_id is None), Decimal("0"))
+            return sum((t.net for t in self._pending.values()), Decimal("0"))
 
     def account_node(self) -> dict[str, Any]:
         return {"__typename": "ShopifyPaymentsAccount", "id": gid("ShopifyPaymentsAccount", 1), "activated": True,
@@ -490,11 +498,11 @@ _CMP = {">": str.__gt__, ">=": str.__ge__, "<": str.__lt__, "<=": str.__le__, ""
 _DATE_TERM = r"\b{name}:(>=|<=|>|<)?'?\"?([0-9T:.\-Z+]+)'?\"?"
 
 
-def _date_filter(ids: list[int], nodes: dict[int, dict], query: str, term: str, key: str) -> list[int]:
+def _date_filter(ids: list[int], stamp_of: Callable[[int], str], query: str, term: str) -> list[int]:
     for op, value in re.findall(_DATE_TERM.format(name=term), query):
         # a bare date compares with the date part, as Shopify's search does
         width = len(value) if "T" in value else 10
-        ids = [i for i in ids if _CMP[op](nodes[i][key][:width], value)]
+        ids = [i for i in ids if _CMP[op](stamp_of(i)[:width], value)]
     return ids
 
 
@@ -508,14 +516,17 @@ def _transactions_connection(state: Any, args: dict[str, Any]) -> dict[str, Any]
     if m:
         payout = account.payout(int(m.group(1)))
         ids = sorted(payout.transaction_ids) if payout else []
-    nodes = {i: account.transaction_node(i) for i in ids}
-    ids = _date_filter(ids, nodes, query, "processed_at", "transactionDate")
-    for name, key in (("transaction_type", "type"), ("payout_status", None)):
-        m = re.search(rf"\b{name}:(\w+)", query)
-        if m:
-            want = m.group(1).upper()
-            ids = [i for i in ids if (nodes[i][key] if key else nodes[i]["associatedPayout"]["status"]) == want]
-    return connection(ids, nodes.get, args)
+    # filters read the stored transactions; only the page's nodes are built
+    txn = account._transactions
+    ids = _date_filter(ids, lambda i: txn[i].processed_at, query, "processed_at")
+    m = re.search(r"\btransaction_type:(\w+)", query)
+    if m:
+        ids = [i for i in ids if txn[i].type == m.group(1).upper()]
+    m = re.search(r"\bpayout_status:(\w+)", query)
+    if m:
+        want = m.group(1).upper()
+        ids = [i for i in ids if (account._payouts[txn[i].payout_id].status if txn[i].payout_id else "PENDING") == want]
+    return connection(ids, account.transaction_node, args)
 
 
 def _payouts_connection(state: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -524,12 +535,11 @@ def _payouts_connection(state: Any, args: dict[str, Any]) -> dict[str, Any]:
     account: PaymentsAccount = state.payments
     query = args.get("query") or ""
     ids = account.payout_ids()
-    nodes = {i: account.payout_node(i) for i in ids}
-    ids = _date_filter(ids, nodes, query, "issued_at", "issuedAt")
+    ids = _date_filter(ids, lambda i: account._payouts[i].issued_at, query, "issued_at")
     m = re.search(r"\bstatus:(\w+)", query)
     if m:
-        ids = [i for i in ids if nodes[i]["status"] == m.group(1).upper()]
-    return connection(ids, nodes.get, args)
+        ids = [i for i in ids if account._payouts[i].status == m.group(1).upper()]
+    return connection(ids, account.payout_node, args)
 
 
 RESOLVERS: dict[tuple[str, str], Callable[[Any, Any, dict[str, Any]], Any]] = {
