@@ -43,6 +43,8 @@ class Bench:
     timeout: int = 1800
     #: compares against the suite's one apply ceiling (and runs on the Redis it was measured on)
     uses_ceiling: bool = False
+    #: long: runs only when named in --only (e.g. --only finance)
+    opt_in: bool = False
 
 
 CEILING = "ceiling"
@@ -56,6 +58,8 @@ BENCHES = (
     Bench("rule_change", "loadtests.bench_rule_change"),
     Bench("resync", "loadtests.bench_resync"),
     Bench("memory", "loadtests.bench_memory"),
+    # month-end posting of 100,000 balance transactions into Tryton: many minutes, opt-in
+    Bench("finance", "loadtests.bench_finance", timeout=3600, opt_in=True),
 )
 
 
@@ -152,6 +156,13 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
         return api_rows(r)
     if name == "shopify":
         return shopify_rows(r)
+    if name == "finance":
+        flow, erp = r.get("flow", {}), r.get("erp_ceiling", {})
+        return [(f"month-end posting of {_fmt(r.get('transactions'))} balance transactions into Tryton "
+                 f"({_fmt(flow.get('entries'))} payout entries, peak {_fmt(flow.get('peak_rss_mb'), ' MB')} RSS)",
+                 f"{_fmt(flow.get('seconds'), ' s')} ({_fmt(flow.get('entries_per_s'), ' entries/s')})",
+                 f"Tryton's own create+post of the same entries {_fmt(erp.get('entries_per_s'), ' entries/s')}",
+                 _fmt(r.get("flow_vs_erp_ceiling")))]
     if name == "resync":
         bulk, sample = r.get("bulk", {}), r.get("per_level_sample", {})
         return [(f"Shopify bulk resync of {_fmt(r.get('levels'))} levels ({r.get('plan')} plan, "
@@ -461,8 +472,8 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "benchmarks": {},
     }
-    selected = [b for b in BENCHES if not wanted or b.name in wanted or (b.name == CEILING and any(
-        x.uses_ceiling and x.name in wanted for x in BENCHES))]
+    selected = [b for b in BENCHES if (not wanted and not b.opt_in) or (wanted and b.name in wanted) or (
+        wanted and b.name == CEILING and any(x.uses_ceiling and x.name in wanted for x in BENCHES))]
     with tempfile.TemporaryDirectory(prefix="av-suite-") as tmp:
         run_selected(selected, args.quick, report, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)

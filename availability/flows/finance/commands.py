@@ -14,10 +14,10 @@ import json
 import signal
 import sys
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import AsyncIterator
 
 from availability.config import Settings
+from availability.flows.orders.commands import _print
 
 
 def register(fsub, rsub) -> None:
@@ -57,54 +57,37 @@ def register(fsub, rsub) -> None:
 
 @asynccontextmanager
 async def build_parts(settings: Settings, root, *, with_erp: bool = True) -> AsyncIterator[dict]:
+    """The order flow's parts (Redis, embedded or configured ERP) plus this flow's."""
     from adapters.shopify.client import ShopifyAdminClient  # noqa: PLC0415
     from adapters.shopify.payments import ShopifyPayments  # noqa: PLC0415
     from availability.flows.finance.flow import FinanceConfig, FinanceFlow, FinanceQueue  # noqa: PLC0415
     from availability.flows.finance.store import FinanceStore  # noqa: PLC0415
-    from availability.flows.orders.commands import erp_client, shop_name  # noqa: PLC0415
+    from availability.flows.orders.commands import build_parts as order_parts, shop_name  # noqa: PLC0415
 
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    redis = root.make_redis(settings.redis_url) if settings.redis_url else None
-    embedded = None
-    if redis is None:
-        embedded = root.open_runtime(settings)
-        redis = (await embedded.__aenter__()).redis
-    store = await FinanceStore(settings.resolved_database_url()).open()
-    erp, server = erp_client(settings) if with_erp else (None, None)
-    shopify = None
-    if with_erp:
-        if not (settings.shopify_url and settings.shopify_token):
-            raise SystemExit("the finance flow reads Shopify Payments: set AVAILABILITY_SHOPIFY_URL and "
-                             "AVAILABILITY_SHOPIFY_TOKEN (scope shopify_payments_payouts)")
-        shopify = ShopifyAdminClient(settings.shopify_url, settings.shopify_token, settings.shopify_api_version,
-                                     timeout=settings.shopify_timeout_seconds)
-    queue = FinanceQueue(redis, settings.key_prefix)
-    parts = {"store": store, "queue": queue, "erp": erp, "shop": shop_name(settings)}
-    if erp is not None:
-        parts["payments"] = ShopifyPayments(shopify)
-        parts["flow"] = FinanceFlow(store, queue, erp, parts["payments"], shop=parts["shop"], config=FinanceConfig(
-            # a payout's listing and entry take longer than a sale: twice the order flow's lease
-            lease_ms=int(settings.orders_lease_seconds * 2000),
-            retry_cap_s=settings.orders_retry_cap_seconds,
-            erp_down_exception_after=settings.orders_erp_down_exception_after))
-    try:
-        yield parts
-    finally:
-        if shopify is not None:
-            await shopify.aclose()
-        if erp is not None:
-            await erp.aclose()
-        if server is not None:
-            server.stop()
-        await store.close()
-        if embedded is not None:
-            await embedded.__aexit__(None, None, None)
-        else:
-            await redis.aclose()
-
-
-def _print(value) -> None:
-    print(json.dumps(value, default=str, sort_keys=True))
+    if with_erp and not (settings.shopify_url and settings.shopify_token):
+        raise SystemExit("the finance flow reads Shopify Payments: set AVAILABILITY_SHOPIFY_URL and "
+                         "AVAILABILITY_SHOPIFY_TOKEN (scope shopify_payments_payouts)")
+    async with order_parts(settings, root, with_erp=with_erp) as base:
+        store = await FinanceStore(settings.resolved_database_url()).open()
+        queue = FinanceQueue(base["queue"].redis, settings.key_prefix)
+        parts = {"store": store, "queue": queue, "erp": base["erp"], "shop": shop_name(settings)}
+        shopify = None
+        if base["erp"] is not None:
+            shopify = ShopifyAdminClient(settings.shopify_url, settings.shopify_token, settings.shopify_api_version,
+                                         timeout=settings.shopify_timeout_seconds)
+            parts["payments"] = ShopifyPayments(shopify)
+            parts["flow"] = FinanceFlow(store, queue, base["erp"], parts["payments"], shop=parts["shop"],
+                                        config=FinanceConfig(
+                # a payout's listing and entry take longer than a sale: twice the order flow's lease
+                lease_ms=int(settings.orders_lease_seconds * 2000),
+                retry_cap_s=settings.orders_retry_cap_seconds,
+                erp_down_exception_after=settings.orders_erp_down_exception_after))
+        try:
+            yield parts
+        finally:
+            if shopify is not None:
+                await shopify.aclose()
+            await store.close()
 
 
 def _finance_run(args, settings: Settings) -> int:

@@ -30,12 +30,13 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Column, Integer, MetaData, String, Table, Text, event, func, insert, select, update,
+    JSON, BigInteger, Column, Integer, MetaData, String, Table, Text, func, insert, select, update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.shopify.payments import BalanceTransaction, Payout
+from availability.flows.sql import make_engine
 
 metadata = MetaData()
 
@@ -172,17 +173,7 @@ class PayoutDoc:
 class FinanceStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            @event.listens_for(self.engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # several worker processes share the file
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
+        self.engine: AsyncEngine = make_engine(url)
 
     async def open(self) -> "FinanceStore":
         async with self.engine.begin() as conn:

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, event, insert, select, update,
+    JSON, BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, insert, select, update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from availability.flows.sql import make_engine
 
 metadata = MetaData()
 
@@ -149,17 +151,7 @@ def _newer(incoming: str | None, stored: str | None) -> bool:
 class OrderStore:
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            @event.listens_for(self.engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn, _record):  # several worker processes share the file
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
+        self.engine: AsyncEngine = make_engine(url)
 
     async def open(self) -> "OrderStore":
         async with self.engine.begin() as conn:
