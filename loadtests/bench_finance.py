@@ -141,6 +141,10 @@ async def run(args) -> dict:
                         shapes.append(mapping.payout_entry("ceiling", p, await payments.payout_transactions(p)))
                 out["erp_ceiling"] = await _ceiling(erp, shapes, str(os.getpid()))
                 out["flow_vs_erp_ceiling"] = round(out["flow"]["entries_per_s"] / out["erp_ceiling"]["entries_per_s"], 3)
+                # the same work done by its two peers alone: read every page, then let Tryton post the entries
+                same_work = out["read_ceiling"]["seconds"] + out["flow"]["entries"] / out["erp_ceiling"]["entries_per_s"]
+                out["same_work_ceiling_seconds"] = round(same_work, 1)
+                out["flow_vs_same_work"] = round(seconds / same_work, 2)
                 out["ok"] = out["flow"]["duplicates"] == 0 and not counts.get("pending") and not counts.get("exception")
             finally:
                 await store.close()
