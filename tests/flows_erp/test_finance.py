@@ -251,3 +251,28 @@ async def test_cli_posts_and_reconciles_a_day_and_exits_1_on_drift(sim, tryton, 
     assert rows and {r["owner"] for r in rows} == {"finance"}
     bad = await asyncio.to_thread(cli, "flows", "reconcile", "finance", "--day", "yesterday")
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
+
+
+async def test_a_transaction_already_posted_with_another_payout_parks_the_payout(sim, erp, finance_store,
+                                                                                 redis_client, key_prefix, shop):
+    from sqlalchemy import insert
+
+    from availability.flows.finance.store import transactions
+
+    made = activity(sim, 2, orders_per_day=1, refund_every=0, dispute_on=None, reserve_on=None, adjust_on=None,
+                    fail_payout_on=None)
+    first = sim.state.payments.payout(made["payouts"][0]["id"])
+    txn_id = f"gid://shopify/ShopifyPaymentsBalanceTransaction/{first.transaction_ids[0]}"
+    async with finance_store.engine.begin() as conn:  # as if an earlier payout had carried it
+        await conn.execute(insert(transactions).values(
+            transaction_id=txn_id, payout_id="gid://shopify/ShopifyPaymentsPayout/1", type="CHARGE", amount="10.00",
+            fee="0.59", net="9.41", processed_at="2026-01-01T00:00:00Z"))
+    flow = finance_flow(finance_store, redis_client, key_prefix, erp, sim, shop)
+    await flow.poll(issued_from=month_start())
+    await flow.drain()
+    doc = await finance_store.get(f"gid://shopify/ShopifyPaymentsPayout/{first.id}")
+    assert doc.state == "exception" and doc.entry_id is None
+    [exc] = await finance_store.list_exceptions()
+    assert exc["reason"] == "transaction_in_two_payouts" and exc["owner"] == "finance"
+    assert exc["documents"]["posted_with"] == {txn_id: "gid://shopify/ShopifyPaymentsPayout/1"}
+    assert not await erp.find_journal_entries(mapping.payout_reference(shop, str(first.id)))
