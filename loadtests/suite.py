@@ -62,6 +62,8 @@ BENCHES = (
     Bench("memory", "loadtests.bench_memory"),
     # a flash sale into a real Tryton: an hour or more at full size on a shared machine
     Bench("orders", "loadtests.bench_orders", quick=("--quick",), timeout=7200, opt_in=True),
+    # month-end posting of 100,000 balance transactions into Tryton: many minutes, opt-in
+    Bench("finance", "loadtests.bench_finance", timeout=3600, opt_in=True),
 )
 
 
@@ -173,6 +175,14 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
         return api_rows(r)
     if name == "shopify":
         return shopify_rows(r)
+    if name == "finance":
+        flow, erp = r.get("flow", {}), r.get("erp_ceiling", {})
+        return [(f"month-end posting of {_fmt(r.get('transactions'))} balance transactions into Tryton "
+                 f"({_fmt(flow.get('entries'))} payout entries, peak {_fmt(flow.get('peak_rss_mb'), ' MB')} RSS)",
+                 f"{_fmt(flow.get('seconds'), ' s')} ({_fmt(flow.get('entries_per_s'), ' entries/s')})",
+                 f"same work by the peers alone (read every page, Tryton's own create+post at "
+                 f"{_fmt(erp.get('entries_per_s'), ' entries/s')}): {_fmt(r.get('same_work_ceiling_seconds'), ' s')}",
+                 _fmt(r.get("flow_vs_same_work")))]
     if name == "resync":
         bulk, sample = r.get("bulk", {}), r.get("per_level_sample", {})
         return [(f"Shopify bulk resync of {_fmt(r.get('levels'))} levels ({r.get('plan')} plan, "

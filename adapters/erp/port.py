@@ -155,6 +155,48 @@ class ErpCreditNote:
     credits_lines: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class JournalLine:
+    """One line of a journal entry: an account of the ERP's chart (by code), debit or credit."""
+
+    account: str
+    debit: Decimal = Decimal("0")
+    credit: Decimal = Decimal("0")
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntryDraft:
+    """A balanced journal entry; `reference` (e.g. the payout) is its identity in the ERP and
+    what makes posting idempotent."""
+
+    reference: str
+    date: dt.date
+    lines: tuple[JournalLine, ...]
+    description: str = ""
+
+    @property
+    def balanced(self) -> bool:
+        return sum((ln.debit for ln in self.lines), Decimal("0")) == sum((ln.credit for ln in self.lines), Decimal("0"))
+
+
+@dataclass(frozen=True, slots=True)
+class ErpJournalEntry:
+    id: int
+    reference: str
+    date: dt.date
+    #: draft | posted
+    state: str
+    lines: tuple[JournalLine, ...] = ()
+
+    def balance_by_account(self) -> dict[str, Decimal]:
+        """debit - credit per account code."""
+        out: dict[str, Decimal] = {}
+        for ln in self.lines:
+            out[ln.account] = out.get(ln.account, Decimal("0")) + ln.debit - ln.credit
+        return out
+
+
 @runtime_checkable
 class Erp(Protocol):
     async def find_sale_by_reference(self, reference: str) -> ErpSale | None:
@@ -204,5 +246,20 @@ class Erp(Protocol):
     async def list_credit_notes(self, reference_prefix: str, day: dt.date | None = None) -> list[ErpCreditNote]:
         """Credit notes whose reference starts with the prefix (one shop), optionally dated
         that day (the finance reconciliation's refunds = sum of credit notes)."""
+
+
+    # --- finance posting (availability/flows/finance/) -----------------------------------
+
+    async def find_journal_entries(self, reference: str) -> list[ErpJournalEntry]:
+        """Entries with this reference, oldest first (more than one is a duplicate to report)."""
+
+    async def post_journal_entry(self, draft: JournalEntryDraft) -> ErpJournalEntry:
+        """Create the entry and post it. ErpValidationError when an account is unknown or the
+        period is closed."""
+
+    async def confirm_journal_entry(self, entry_id: int) -> ErpJournalEntry:
+        """Post an entry left in draft (a worker stopped between create and post)."""
+
+    async def list_journal_entries(self, reference_prefix: str, day: dt.date | None = None) -> list[ErpJournalEntry]: ...
 
     async def aclose(self) -> None: ...

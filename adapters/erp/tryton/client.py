@@ -32,6 +32,7 @@ from adapters.erp.port import (
     UnknownLocation,
     UnknownSku,
 )
+from adapters.erp.tryton.journal import JournalEntries
 from adapters.erp.tryton.shipments import TrytonShipments
 
 SERVICE_CODE = {"shipping": "SHIPPING", "discount": "DISCOUNT", "tax": "TAX", "misc": "MISC"}
@@ -65,7 +66,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class TrytonErp(TrytonShipments):  # shipments: adapters/erp/tryton/shipments.py
+class TrytonErp(TrytonShipments, JournalEntries):  # adapters/erp/tryton/shipments.py, journal.py
     def __init__(self, url: str, login: str, password: str, *, timeout: float = 30.0) -> None:
         self.url = url if url.endswith("/") else url + "/"
         self.login = login

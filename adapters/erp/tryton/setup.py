@@ -35,6 +35,19 @@ SERVICE_PRODUCTS = {
     "TAX": "Sales tax (as computed by the shop)",
     "MISC": "Other line (no SKU)",
 }
+#: accounts and journal of the finance posting of Shopify Payments payouts
+#: (availability/flows/finance/): code -> (name, kind); kind says which account of the
+#: chart lends its type and parent (a current asset like cash, or an expense)
+FINANCE_ACCOUNTS = {
+    "SP-CLEARING": ("Shopify Payments clearing (captured, not paid out yet)", "cash"),
+    "SP-BANK": ("Bank account receiving Shopify payouts", "cash"),
+    "SP-RESERVE": ("Shopify Payments reserve (funds held back)", "cash"),
+    "SP-FEES": ("Payment processing fees (Shopify Payments)", "expense"),
+    "SP-CHARGEBACK": ("Chargebacks and dispute losses", "expense"),
+}
+FINANCE_JOURNAL = "SHOPIFY-PAY"
+#: bumped when what the set-up creates changes, so an older cached template is not reused
+LAYOUT = "2-finance-accounts"
 DB_NAME = "availability"
 ADMIN = "admin"
 
@@ -63,7 +76,7 @@ def cache_key(skus: list[str]) -> str:
     import trytond  # noqa: PLC0415 - optional extra
 
     digest = hashlib.sha256()
-    digest.update(f"{trytond.__version__}|{'/'.join(MODULES)}|{dt.date.today().year}|".encode())
+    digest.update(f"{trytond.__version__}|{'/'.join(MODULES)}|{dt.date.today().year}|{LAYOUT}|".encode())
     digest.update("\n".join(sorted(set(skus))).encode())
     return digest.hexdigest()[:20]
 
@@ -140,6 +153,7 @@ def _build(db_dir: Path, skus: list[str]) -> None:
         fiscalyear.click("create_period")
     create_chart(company)
     accounts = get_accounts(company)
+    _finance_accounts(accounts)
 
     Category = Model.get("product.category")
     category = Category(name="Retail", accounting=True)
@@ -161,6 +175,18 @@ def _build(db_dir: Path, skus: list[str]) -> None:
         if sku and sku not in SERVICE_PRODUCTS:
             product(sku, sku, "goods")
     _admin_password(cfg)
+
+
+def _finance_accounts(accounts: dict) -> None:
+    """The accounts and the journal payouts post to (additive: nothing else changes)."""
+    from proteus import Model  # noqa: PLC0415
+
+    Account = Model.get("account.account")
+    for code, (name, kind) in FINANCE_ACCOUNTS.items():
+        like = accounts[kind]
+        Account(name=name, code=code, type=like.type, parent=like.parent, reconcile=False).save()
+    Journal = Model.get("account.journal")
+    Journal(name="Shopify Payments payouts", code=FINANCE_JOURNAL, type="general").save()
 
 
 def _admin_password(cfg=None) -> None:

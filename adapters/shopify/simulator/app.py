@@ -15,6 +15,7 @@ from litestar.params import FromPath
 
 from adapters.shopify.gid import GidError
 
+from . import payments
 from .bulk import BulkOperations
 from .config import VERSION_RE, SimulatorConfig
 from .faults import buyer_loop, external_writer_loop
@@ -410,6 +411,7 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
             sim_bulk_result,
             sim_reset,
             *customer_routes,
+            *payments.ROUTES,
         ],
         state=State({"sim": sim_state, "webhooks": sender}),
         on_startup=[on_startup],

@@ -44,6 +44,7 @@ from graphql.utilities import coerce_input_value
 from adapters.shopify.gid import GidError, parse_gid, parse_inventory_level_gid
 
 from . import fulfillment
+from . import payments
 from ._util import canonical_hash
 from .config import MAX_INPUT_ARRAY, QUANTITY_NAMES
 from .cost import Coster, CostError, actual_field_cost
@@ -468,7 +469,7 @@ def node_by_gid(state: Any, value: str) -> dict[str, Any] | None:
         return state.order_node(n)
     if type_name == "BulkOperation" and state.bulk is not None:
         return state.bulk.node(n)
-    return None
+    return payments.node(state, type_name, n)
 
 
 _SKU_RE = re.compile(r"\bsku:\"?([^\s\")]+)\"?")
@@ -558,6 +559,7 @@ RESOLVERS: dict[tuple[str, str], Callable[[Any, Any, dict[str, Any]], Any]] = {
     ("Order", "fulfillmentOrders"): lambda s, p, a: _list_connection(p["_fos"], a),
     ("FulfillmentOrder", "lineItems"): lambda s, p, a: _list_connection(p["_lines"], a),
     **fulfillment.RESOLVERS,
+    **payments.RESOLVERS,
 }
 
 

@@ -106,11 +106,14 @@ class SalesMixin:
     def checkout(
         self, lines: list[dict[str, Any]], location: int | str | None = None, source_name: str = "web",
         customer_id: int | None = None,
+        backdate: str | None = None,
     ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
         """Complete a checkout atomically or raise :class:`CheckoutRefused`.
 
         ``lines``: ``[{"inventory_item_id" | "sku", "quantity"}]``. Returns the
-        ``orders/create`` payload and the webhook events, in the order they happened."""
+        ``orders/create`` payload and the webhook events, in the order they happened.
+        The order is paid through Shopify Payments (a CHARGE, ``payments.py``);
+        ``backdate`` (ISO time) dates the order and its charge (activity generator)."""
         if not isinstance(lines, list) or not lines:
             raise CheckoutRefused("INVALID_LINE", "a checkout needs at least one line item", 400)
         if customer_id is not None and (not isinstance(customer_id, int) or self.customer_body(customer_id) is None):  # type: ignore[attr-defined]
@@ -160,7 +163,7 @@ class SalesMixin:
                 events.append(self._level_event(level))  # type: ignore[attr-defined]
                 order_lines.append(_OrderLine(self._next_line, item_id, self._items[item_id].sku, qty, qty))
                 self._next_line += 1
-            at = now_iso()
+            at = backdate or now_iso()
             order = _Order(self._next_order, self._order_number, loc_id, source_name, order_lines, at, at,
                            customer_id=customer_id)
             self._next_order += 1
@@ -168,6 +171,7 @@ class SalesMixin:
             self._orders[order.id] = order
             self._stats.checkouts += 1
             body = self.order_webhook_body(order)
+            self.payments.charge(order.id, body["name"], body["total_price"], at=at)  # type: ignore[attr-defined]
             # Shopify commits the stock before it announces anything; the order webhook and
             # the level webhooks are independent deliveries.
             return body, [("orders/create", body), *events]
@@ -215,6 +219,7 @@ class SalesMixin:
             order.cancelled_at = order.updated_at = now_iso()
             order.cancel_reason = reason
             self._stats.cancellations += 1
+            self.payments.refund_rest(order.id, at=order.cancelled_at)  # type: ignore[attr-defined]
             body = self.order_webhook_body(order)
             return body, [("orders/cancelled", body), *events]
 

@@ -12,6 +12,7 @@ from functools import lru_cache
 from graphql import GraphQLSchema, build_schema
 
 from . import fulfillment
+from .payments import SDL as PAYMENTS_SDL
 from .versions import Features
 
 _SET_ERROR_CODES = [
@@ -320,6 +321,7 @@ type StagedUploadParameter {{ name: String! value: String! }}
 type StagedMediaUploadTarget {{ url: URL resourceUrl: URL parameters: [StagedUploadParameter!]! }}
 type StagedUploadsCreatePayload {{ stagedTargets: [StagedMediaUploadTarget!] userErrors: [UserError!]! }}
 
+{PAYMENTS_SDL}
 """Real, but not simulated: selecting it is refused with UNSUPPORTED_OPERATION."""
 type Shop {{ name: String! myshopifyDomain: String! }}
 
@@ -335,6 +337,7 @@ type Query {{
   order(id: ID!): Order
   orders(first: Int, after: String, last: Int, before: String, reverse: Boolean = false, query: String, sortKey: OrderSortKeys = ID): OrderConnection!
   currentBulkOperation(type: BulkOperationType = QUERY): BulkOperation
+  shopifyPaymentsAccount: ShopifyPaymentsAccount
 {bulk_by_id}}}
 
 type Mutation {{

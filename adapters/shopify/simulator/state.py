@@ -34,6 +34,7 @@ from ._util import gid, now_iso, user_error
 from .cost import LeakyBucket
 from .customers import CustomersMixin
 from .fulfillment import FulfillmentMixin
+from .payments import PaymentsAccount
 from .sales import SalesMixin, _Order
 from .versions import Features
 
@@ -190,6 +191,7 @@ class SimulatorState(FulfillmentMixin, SalesMixin, CustomersMixin):
         self._next_line = 1
         self._order_number = 1001
         self._reset_fulfillments()
+        self.payments = PaymentsAccount()
 
     @property
     def lock(self) -> threading.RLock:

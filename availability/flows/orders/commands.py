@@ -84,6 +84,10 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_reconcile_orders)
 
+    from availability.flows.finance.commands import register as register_finance  # noqa: PLC0415
+
+    register_finance(fsub, rsub)  # `flows finance ...` and `flows reconcile finance`
+
 
 # --- composition ------------------------------------------------------------------------------
 

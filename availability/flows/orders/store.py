@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, event, insert, select, update,
+    JSON, BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, insert, select, update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
