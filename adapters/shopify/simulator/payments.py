@@ -433,8 +433,7 @@ def generate_activity(state: Any, start: dt.date, days: int, *, orders_per_day: 
 # ---- GraphQL ---------------------------------------------------------------------------------
 
 SDL = '''
-enum CurrencyCode { USD CAD EUR GBP AUD }
-type MoneyV2 { amount: Decimal! currencyCode: CurrencyCode! }
+# CurrencyCode and MoneyV2: defined with refunds (refunds.py), shared by every money field
 
 enum ShopifyPaymentsTransactionType { %s }
 enum ShopifyPaymentsSourceType { ADJUSTMENT CHARGE DISPUTE REFUND TRANSFER TRANSFER_FAILURE TRANSFER_CANCEL }

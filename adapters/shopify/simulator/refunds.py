@@ -120,7 +120,7 @@ enum ReverseFulfillmentOrderStatus { CANCELED CLOSED OPEN }
 enum ReverseFulfillmentOrderDispositionType { MISSING NOT_RESTOCKED PROCESSING_REQUIRED RESTOCKED }
 enum ReturnErrorCode { ALREADY_EXISTS BLANK CREATION_FAILED INVALID INVALID_STATE NOT_FOUND NOTIFICATION_FAILED TOO_BIG TOO_SHORT }
 
-type FulfillmentLineItem implements Node { id: ID! lineItem: LineItem! quantity: Int }
+# FulfillmentLineItem: defined with fulfillments (fulfillment.py)
 
 type ReturnLineItem implements Node {
   id: ID!

@@ -41,18 +41,10 @@ class CreditNote:
 
 
 async def credit_notes_of_day(erp: Erp, shop: str, day: dt.date) -> list[CreditNote]:
-    """The ERP's credit notes of the shop dated `day`.
-
-    Stand-in until the refund flow's port method lands (then this calls it): Tryton credit
-    notes are customer invoices (`account.invoice`, type out) with a negative total, whose
-    `reference` starts with the shop (`<shop>#...`), dated by `invoice_date`."""
-    prefix = shop.replace("%", "\\%") + "#%"
-    rows = await erp.call(  # type: ignore[attr-defined] - Tryton's JSON-RPC, see above
-        "model.account.invoice.search_read",
-        [["type", "=", "out"], ["total_amount", "<", ZERO], ["reference", "like", prefix],
-         ["invoice_date", "=", day], ["state", "!=", "cancelled"]],
-        0, None, [["id", "ASC"]], ["id", "reference", "total_amount"])
-    return [CreditNote(r["id"], r.get("reference") or "", -(r.get("total_amount") or ZERO)) for r in rows]
+    """The ERP's credit notes of the shop dated `day`, through the port the refund flow posts
+    them with (`list_credit_notes`; references `<shop>#refund-<id>`), cancelled ones left out."""
+    notes = await erp.list_credit_notes(f"{shop}#", day)
+    return [CreditNote(n.id, n.reference, -n.total) for n in notes if n.state != "cancelled"]
 
 
 def _money(value: Decimal) -> str:
