@@ -31,4 +31,7 @@ def run() -> None:
         context.run_migrations()
 
 
-run()
+# Alembic executes this file inside its migration context; a plain import (tools that
+# walk every module of the package) has no context and must not try to migrate
+if hasattr(context, "config"):
+    run()
