@@ -1,7 +1,7 @@
 """API keys with scopes, a per-key rate limit, and the gate that applies both to each route.
 
 Keys come from `Settings.api_keys` (a JSON list of {"key", "scopes", "name"?}), from the
-rule store's `api_keys` table (`RuleStore.add_api_key`; re-read every
+rule store's `api_keys` table (`ApiKeyStore.add_api_key`; re-read every
 `api_keys_refresh_seconds`), and, when neither has any key and reads are not public, from
 a development admin key that `ensure_dev_admin_key` keeps in `data_dir/dev-admin-key`.
 
@@ -130,7 +130,7 @@ class KeyRing:
         self._all = self._static + self._stored
 
     async def refresh(self, store: Any) -> None:
-        self.set_stored(await store.api_keys())
+        self.set_stored(await store.keys.api_keys())
 
     def authenticate(self, presented: str) -> Principal | None:
         digest = _digest(presented)
