@@ -117,6 +117,8 @@ class _Comparison:
         self.units_after: dict[str, int] = defaultdict(int)
         self.to_zero: list[SkuToZero] = []
         self.to_zero_count = 0
+        #: values that fall below their channel's threshold (published as 0) only under the new rules
+        self.thresholds_crossed = 0
         self.sample: list[ChangedValue] = []
         self._channels_at: dict[str, tuple[str, ...]] = {}
         for name in before.channels:
@@ -137,8 +139,11 @@ class _Comparison:
         for location, buckets in stock.items():
             self.pairs += 1
             for channel in self.channels_at(location):
-                was = _ats(self.before, sku, location, channel, buckets)
-                will = _ats(self.after, sku, location, channel, buckets)
+                line_before = location_availability(self.before, sku, location, channel, buckets)
+                line_after = location_availability(self.after, sku, location, channel, buckets)
+                was, will = line_before.ats, line_after.ats
+                if line_after.below_threshold and not line_before.below_threshold:
+                    self.thresholds_crossed += 1
                 self.compared += 1
                 sku_before[channel] += was
                 sku_after[channel] += will
@@ -155,10 +160,6 @@ class _Comparison:
                 self.to_zero_count += 1
                 if len(self.to_zero) < TO_ZERO_LISTED:
                     self.to_zero.append(SkuToZero(sku=sku, channel=channel, before=was))
-
-
-def _ats(book: RuleBook, sku: str, location: str, channel: str, buckets: Buckets) -> int:
-    return location_availability(book, sku, location, channel, buckets).ats
 
 
 async def preview(
@@ -194,6 +195,7 @@ async def preview(
             for name, was in sorted(comparison.units_before.items())
         ],
         skus_to_zero_count=comparison.to_zero_count,
+        thresholds_crossed=comparison.thresholds_crossed,
         skus_to_zero=comparison.to_zero,
         sample=comparison.sample,
         proposed=[RuleView.of(rule) for rule in proposed],

@@ -229,6 +229,8 @@ class PreviewReport(Struct, kw_only=True):
     sample: list[ChangedValue]
     proposed: list[RuleView]
     deleted: list[int]
+    #: (SKU, location, channel) values that drop below their threshold only under the new rules
+    thresholds_crossed: int = 0
 
 
 # --- master data --------------------------------------------------------------------------------
