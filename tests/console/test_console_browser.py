@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from availability.api.app import ServedApp
 from availability.config import Settings
-from availability.embedded_redis import free_port
+from tests.api.served import running
 
 CHROMIUM = os.environ.get("AVAILABILITY_CHROMIUM", "/usr/bin/chromium")
 PLANNER_KEY = "browser-planner-key"
@@ -34,8 +31,6 @@ if not Path(CHROMIUM).exists():
 
 @pytest.fixture(scope="module")
 def served(redis_url, tmp_path_factory):
-    import uvicorn
-
     data_dir = tmp_path_factory.mktemp("console-browser")
     config = Settings(
         _env_file=None,
@@ -51,19 +46,12 @@ def served(redis_url, tmp_path_factory):
         rate_limit_per_second=0,
         services=[],
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(ServedApp(config), host="127.0.0.1", port=port, lifespan="on", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="console-browser-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the API server did not start")
-        time.sleep(0.05)
     # localhost, not 127.0.0.1: browsers send a Secure cookie over plain http only to localhost
-    base = f"http://localhost:{port}"
+    with running(config, "console-browser-server") as port:
+        yield _seeded(f"http://localhost:{port}")
+
+
+def _seeded(base: str) -> str:
     events = [
         {"event_id": f"cb-{sku}-{loc}", "type": "snapshot", "source": "erp", "occurred_at": "2026-11-20T10:00:00Z",
          "sku": sku, "location": loc, "quantity": qty}
@@ -71,9 +59,7 @@ def served(redis_url, tmp_path_factory):
     ]
     resp = httpx.post(f"{base}/v1/events", json=events, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
     assert resp.status_code == 200, resp.text
-    yield base
-    server.should_exit = True
-    thread.join(timeout=20)
+    return base
 
 
 @pytest.fixture

@@ -200,3 +200,52 @@ async def test_schema_ui_loads_only_vendored_assets(console):
     for asset in assets:
         resp = await console.client.get(asset)
         assert resp.status_code == 200 and len(resp.content) > 100, asset
+
+
+async def test_backtest_page_says_when_the_api_is_missing(console):
+    await console.login(PLANNER)
+    page = await console.client.get("/console/backtest")
+    assert "not present on this server" in page.text
+    resp = await console.post("/console/backtest", {"days": "7"})
+    assert resp.status_code == 501 and "backtest API not present" in resp.text
+
+
+async def test_backtest_page_follows_the_api_contract_as_the_planner(console):
+    """The page against the /v1/backtests contract (docs/console.md). The engine is another
+    area's; this stand-in answers exactly the contract's shapes so the page's start, polling
+    and report are exercised, and records who called and with what."""
+    from litestar import Request, get, post
+
+    calls: list[tuple[str, object]] = []
+    polls = {"n": 0}
+
+    @post("/v1/backtests", opt={"scope": "rules"}, status_code=202)
+    async def start(data: dict, request: Request) -> dict:
+        calls.append((request.scope["state"]["principal"].name, data))
+        return {"id": "bt-1", "status": "running"}
+
+    @get("/v1/backtests/{run_id:str}", opt={"scope": "read"})
+    async def status(run_id: str) -> dict:
+        polls["n"] += 1
+        if polls["n"] == 1:
+            return {"id": run_id, "status": "running", "progress": {"done": 40, "total": 100}, "report": None, "error": None}
+        report = {"days": 7, "entries": 100, "channels": [{"channel": "online", "orders_refused": 2, "units_refused": 3,
+                  "stockouts_avoided": 1, "oversells_avoided": 4, "units_unexposed": 9}]}
+        return {"id": run_id, "status": "done", "progress": {"done": 100, "total": 100}, "report": report, "error": None}
+
+    console.app.register(start)
+    console.app.register(status)
+    await console.login(PLANNER)
+    await console.post("/console/whatif/add", {"op": "create", "kind": "threshold", "channel": "online", "units": "5"})
+    started = await console.post("/console/backtest", {"days": "7"})
+    assert started.status_code == 200 and 'hx-get="/console/backtest/bt-1"' in started.text
+    assert calls == [("planner-ann", {"days": 7, "changes": [
+        {"op": "create", "rule": {"kind": "threshold", "units": 5, "channel": "online"}}]})]
+    running = await console.client.get("/console/backtest/bt-1", headers={"HX-Request": "true"})
+    assert '<progress max="100" value="40">' in running.text and "hx-trigger" in running.text
+    done = await console.client.get("/console/backtest/bt-1", headers={"HX-Request": "true"})
+    assert "backtest-report" in done.text and "<td>online</td><td>2</td><td>3</td><td>1</td><td>4</td><td>9</td>" in done.text
+    assert "hx-trigger" not in done.text  # polling stops with the report
+    # a reader may look but not start one
+    await console.login(READER)
+    assert (await console.post("/console/backtest", {"days": "7"})).status_code == 403
