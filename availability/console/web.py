@@ -10,6 +10,7 @@ acts on operations (replays, flow exceptions).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -71,6 +72,7 @@ def console_router(ctx: "ApiContext") -> Router:
     sessions = Sessions(ctx.keys)
     index = SkuIndex(ctx.runtime.ledger)
     orders = operations.OrderExceptions(ctx.runtime)
+    shopify = operations.ShopifyPush(ctx.runtime)
     ctx.console_orders = orders  # type: ignore[attr-defined]  # closed with the app (app.py)
 
     def store():
@@ -366,13 +368,12 @@ def console_router(ctx: "ApiContext") -> Router:
     async def ops_page(request: Request, message: FromQuery[str] = "") -> Template:
         sessions.require(request, "read")
         runtime = ctx.runtime
-        return page(
-            request, "ops.html", message=message[:500],
-            lag=await operations.consumer_lag(runtime),
-            dead=await operations.dead_letters(runtime),
-            shopify=await operations.shopify_push(runtime, await index.skus()),
-            flows=await orders.section(),
+        # The four sections read different stores: ask them at once.
+        lag, dead, push, flows = await asyncio.gather(
+            operations.consumer_lag(runtime), operations.dead_letters(runtime),
+            shopify.section(await index.skus()), orders.section(),
         )
+        return page(request, "ops.html", message=message[:500], lag=lag, dead=dead, shopify=push, flows=flows)
 
     @post("/ops/dead-letters/replay", status_code=200)
     async def ops_replay(request: Request) -> Response:

@@ -68,7 +68,7 @@ def page(served):
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         tab = context.new_page()
-        tab.set_default_timeout(15_000)
+        tab.set_default_timeout(45_000)  # a shared 2-core CI machine can be slow
         yield tab
         context.close()
         browser.close()

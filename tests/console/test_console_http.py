@@ -215,17 +215,18 @@ async def test_backtest_page_follows_the_api_contract_as_the_planner(console):
     area's; this stand-in answers exactly the contract's shapes so the page's start, polling
     and report are exercised, and records who called and with what."""
     from litestar import Request, get, post
+    from litestar.params import FromPath, JSONBody
 
     calls: list[tuple[str, object]] = []
     polls = {"n": 0}
 
     @post("/v1/backtests", opt={"scope": "rules"}, status_code=202)
-    async def start(data: dict, request: Request) -> dict:
+    async def start(data: JSONBody[dict], request: Request) -> dict:
         calls.append((request.scope["state"]["principal"].name, data))
         return {"id": "bt-1", "status": "running"}
 
     @get("/v1/backtests/{run_id:str}", opt={"scope": "read"})
-    async def status(run_id: str) -> dict:
+    async def status(run_id: FromPath[str]) -> dict:
         polls["n"] += 1
         if polls["n"] == 1:
             return {"id": run_id, "status": "running", "progress": {"done": 40, "total": 100}, "report": None, "error": None}
