@@ -250,3 +250,25 @@ async def test_backtest_page_follows_the_api_contract_as_the_planner(console):
     # a reader may look but not start one
     await console.login(READER)
     assert (await console.post("/console/backtest", {"days": "7"})).status_code == 403
+
+
+async def test_operations_replays_a_dead_letter_for_admin_only(console):
+    from availability.console.operations import dead_letter_queue
+    from availability.ingest.deadletters import DeadLetter
+
+    dlq = dead_letter_queue(console.runtime)
+    stream = dlq.names.partition(0)
+    good = b'{"event_id": "dl-1", "type": "receipt", "source": "wms", "occurred_at": "2026-11-20T10:00:00Z", "sku": "TEE", "location": "DC1", "quantity": 4}'
+    await dlq.add([DeadLetter(reason="unknown-location", detail="DC1 was not configured", payload=good, stream=stream,
+                              entry_id="1-1")])
+    letter_id = (await dlq.list(limit=1))[0].id
+    await console.login(PLANNER)
+    page = await console.client.get("/console/ops")
+    assert page.status_code == 200 and "unknown-location" in page.text and "Replay</button>" not in page.text
+    assert (await console.post("/console/ops/dead-letters/replay", {"id": letter_id})).status_code == 403
+    await console.login(ADMIN)
+    replayed = await console.post("/console/ops/dead-letters/replay", {"id": letter_id})
+    assert replayed.status_code == 303 and "replayed" in replayed.headers["location"]
+    assert await dlq.count() == 0
+    again = await console.post("/console/ops/dead-letters/replay", {"id": letter_id})
+    assert again.status_code == 303 and "not%20replayed" in again.headers["location"]
