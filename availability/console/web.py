@@ -24,6 +24,7 @@ from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
 from availability.api.preview import candidate_book, preview
+from availability.api.problems import problem_response
 from availability.api.schemas import ProposedChange
 from availability.console import operations
 from availability.console.dispatch import call_api, has_route
@@ -104,14 +105,12 @@ def console_router(ctx: "ApiContext") -> Router:
     async def login(request: Request) -> Response:
         client = request.client.host if request.client else "?"
         if sessions.attempts.take(client):
-            return Template(template_name="login.html", status_code=429,
-                            context={"error": "too many attempts: wait a few seconds", "who": None, "path": "/console/login"})
+            return _login_failed(request, 429, "too many attempts: wait a few seconds")
         form = await request.form()
         key = form.get("api_key")
         principal = sessions.login(request, key.strip() if isinstance(key, str) else "")
         if principal is None:
-            return Template(template_name="login.html", status_code=401,
-                            context={"error": "unknown or revoked API key", "who": None, "path": "/console/login"})
+            return _login_failed(request, 401, "unknown or revoked API key")
         return Redirect("/console/skus", status_code=303)
 
     @post("/logout", status_code=303)
@@ -407,6 +406,8 @@ def console_router(ctx: "ApiContext") -> Router:
         else:
             log.exception("console error on %s", request.url.path, exc_info=exc)
             status, detail = 500, "the console failed to answer; the error has been logged"
+        if not _wants_html(request):
+            return problem_response(status, "console-error", detail, instance=request.url.path)
         return Template(template_name="error.html", status_code=status,
                         context={"status": status, "detail": detail, "who": None, "path": request.url.path})
 
@@ -429,6 +430,18 @@ def console_router(ctx: "ApiContext") -> Router:
         },
         include_in_schema=False,
     )
+
+
+def _wants_html(request: Request) -> bool:
+    """A browser (or htmx) asking: an HTML page. Anything else gets RFC 9457 problem+json, like the API."""
+    return "text/html" in request.headers.get("accept", "") or bool(request.headers.get("hx-request"))
+
+
+def _login_failed(request: Request, status: int, detail: str) -> Response:
+    if not _wants_html(request):
+        return problem_response(status, "login-failed", detail, instance=request.url.path)
+    return Template(template_name="login.html", status_code=status,
+                    context={"error": detail, "who": None, "path": "/console/login"})
 
 
 def _diff(before: dict | None, after: dict | None) -> list[tuple[str, Any, Any]]:

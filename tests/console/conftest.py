@@ -55,4 +55,5 @@ class Console:
 @pytest.fixture
 async def console(make_api):
     async with make_api(key=None, base_url="https://console.test") as api:
+        api.client.headers["Accept"] = "text/html,application/xhtml+xml"  # as a browser asks
         yield Console(api.client, api.runtime, api.app)

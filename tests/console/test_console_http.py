@@ -272,3 +272,12 @@ async def test_operations_replays_a_dead_letter_for_admin_only(console):
     assert await dlq.count() == 0
     again = await console.post("/console/ops/dead-letters/replay", {"id": letter_id})
     assert again.status_code == 303 and "not%20replayed" in again.headers["location"]
+
+
+async def test_errors_for_non_browser_callers_are_problem_json(console):
+    resp = await console.client.post("/console/login", data={"api_key": "nope"}, headers={"Accept": "application/json"})
+    assert resp.status_code == 401 and resp.headers["content-type"].startswith("application/problem+json")
+    assert resp.json()["detail"] == "unknown or revoked API key"
+    await console.login(PLANNER)
+    forged = await console.client.post("/console/logout", data={"_csrf": "x"}, headers={"Accept": "*/*"})
+    assert forged.status_code == 403 and forged.json()["status"] == 403
