@@ -79,12 +79,12 @@ async def bench(args, redis_url: str, tmp: str) -> dict:
             await ledger.apply_batch(events[i : i + 5000])
         await redis.delete(ledger.keys.dirty)  # the seed is history: start synced
         await store.import_master_data(MASTER, actor="bench")
-        await store.set_item_mappings(items, actor="bench")
-        await store.set_location_mappings([("online", loc, gid) for loc, gid in gids.items()], actor="bench")
+        await store.mappings.set_item_mappings(items, actor="bench")
+        await store.mappings.set_location_mappings([("online", loc, gid) for loc, gid in gids.items()], actor="bench")
         rules = RuleCache(store)
         await rules.start()
         client = ShopifyAdminClient(sim.base_url, sim.config.access_token, governor=ThrottleGovernor(), timeout=120)
-        publisher = Publisher(ledger=ledger, rules=rules, mappings=store, client=client, config=PushConfig(window_s=0.05))
+        publisher = Publisher(ledger=ledger, rules=rules, mappings=store.mappings, client=client, config=PushConfig(window_s=0.05))
         await publisher.refresh_mappings(force=True)
         repairer = DriftRepairer(publisher, interval_s=0)
 

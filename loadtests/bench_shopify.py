@@ -262,8 +262,8 @@ async def run_publisher(
     publisher = None
     try:
         await store.import_master_data(MASTER, actor="bench")
-        await store.set_item_mappings(shop.items, actor="bench")
-        await store.set_location_mappings([("online", loc, gid) for loc, gid in shop.locations.items()], actor="bench")
+        await store.mappings.set_item_mappings(shop.items, actor="bench")
+        await store.mappings.set_location_mappings([("online", loc, gid) for loc, gid in shop.locations.items()], actor="bench")
         rules = RuleCache(store)
         await rules.start()
         known = await shop.seed_shopify(rules.book)
@@ -274,7 +274,7 @@ async def run_publisher(
 
         client = ShopifyAdminClient(shop.sim.base_url, shop.sim.config.access_token, governor=ThrottleGovernor())
         publisher = Publisher(
-            ledger=shop.ledger, rules=rules, mappings=store, client=client,
+            ledger=shop.ledger, rules=rules, mappings=store.mappings, client=client,
             config=PushConfig(window_s=window), on_confirm=on_confirm,
         )
         stamp = now_ms()

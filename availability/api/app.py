@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, AsyncIterator
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from availability.api import backtests, events, exceptions, flows, lookups, master, ops, reservations, rules
@@ -43,6 +42,8 @@ from availability.api.schemas import (
 )
 from availability.api.security import Gate, Principal, ensure_dev_admin_key
 from availability.config import Settings
+from availability.console import install as install_console
+from availability.console import schema_render_plugins
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
@@ -77,9 +78,13 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
         *_intake_routes(runtime),
         *asyncapi_routes(settings, API_VERSION),
     ]
+    console = install_console(ctx)  # the planner console at /console (availability/console)
     app = Litestar(
         # OPTIONS first: Litestar's own would answer only the first handler's methods (allow.py)
-        route_handlers=[*options_handlers(handlers), *handlers],
+        route_handlers=[*options_handlers(handlers), *handlers, *console.routers],
+        template_config=console.template_config,
+        stores=console.stores,
+        on_shutdown=[console.close],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[CorrelationId, DefineMiddleware(Gate, keys=ctx.keys, limiter=ctx.limiter, public_read=settings.public_read)],
         before_send=[echo_header],  # X-Correlation-Id on every response (api/correlation.py)
@@ -93,7 +98,8 @@ def create_app(runtime: "Runtime", *, services: bool | list[str] = False) -> Lit
                 "guide."
             ),
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+            # Swagger UI from vendored assets: no CDN, so /schema renders on a machine with no internet.
+            render_plugins=schema_render_plugins(),
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(type="http", scheme="bearer", description="API key"),

@@ -1,7 +1,7 @@
 """API keys with scopes, a per-key rate limit, and the gate that applies both to each route.
 
 Keys come from `Settings.api_keys` (a JSON list of {"key", "scopes", "name"?}), from the
-rule store's `api_keys` table (`RuleStore.add_api_key`; re-read every
+rule store's `api_keys` table (`ApiKeyStore.add_api_key`; re-read every
 `api_keys_refresh_seconds`), and, when neither has any key and reads are not public, from
 a development admin key that `ensure_dev_admin_key` keeps in `data_dir/dev-admin-key`.
 
@@ -53,6 +53,8 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", frozenset({"read"}))
+#: scope["state"] key under which in-process callers (the console) pass an authenticated Principal
+INTERNAL_PRINCIPAL = "internal_principal"
 
 
 def _digest(key: str) -> bytes:
@@ -130,10 +132,13 @@ class KeyRing:
         self._all = self._static + self._stored
 
     async def refresh(self, store: Any) -> None:
-        self.set_stored(await store.api_keys())
+        self.set_stored(await store.keys.api_keys())
 
     def authenticate(self, presented: str) -> Principal | None:
-        digest = _digest(presented)
+        return self.authenticate_digest(_digest(presented))
+
+    def authenticate_digest(self, digest: bytes) -> Principal | None:
+        """The principal of a key known by its SHA-256 (the console's session keeps only that)."""
         found = None
         for known, principal in self._all:
             # no early exit: the time taken does not depend on which key matched
@@ -217,6 +222,15 @@ class Gate:
             return
         required = scope["route_handler"].opt.get("scope")  # type: ignore[typeddict-item]
         if required is None:
+            await self.app(scope, receive, send)
+            return
+        internal = scope["state"].get(INTERNAL_PRINCIPAL)
+        if internal is not None:
+            # An in-process call from the console for a logged-in planner (console/dispatch.py).
+            # Only server code can put this in a scope's state: a client controls headers, not state.
+            if not internal.allows(required):
+                raise Forbidden(f"{internal.name!r} lacks the {required!r} scope", required_scope=required)
+            scope["state"]["principal"] = internal
             await self.app(scope, receive, send)
             return
         key = presented_key(scope["headers"])

@@ -67,8 +67,8 @@ async def seed(runtime, cat: Catalogue, items, locations) -> None:
     store = runtime.store
     if not await store.list_locations():
         await store.import_master_data(master_data(cat), actor="demo", reason="demo catalogue")
-        await store.set_item_mappings(items, actor="demo", reason="demo catalogue")
-        await store.set_location_mappings(locations, actor="demo", reason="demo catalogue")
+        await store.mappings.set_item_mappings(items, actor="demo", reason="demo catalogue")
+        await store.mappings.set_location_mappings(locations, actor="demo", reason="demo catalogue")
         await runtime.rules.refresh(force=True)
     if await runtime.redis.exists(runtime.ledger.keys.stock(cat.skus[-1])):
         print("opening stock already loaded (var/demo keeps state between runs)", flush=True)
@@ -156,8 +156,8 @@ async def run_demo(base: Settings, *, host: str, port: int, skus: int, rate: flo
         async with open_runtime(settings) as runtime:
             await seed(runtime, cat, items, locations)
             key = ensure_dev_admin_key(settings.data_dir)
-            if await runtime.store.find_api_key(key) is None:
-                await runtime.store.add_api_key("demo-admin", key, ["admin"])
+            if await runtime.store.keys.find_api_key(key) is None:
+                await runtime.store.keys.add_api_key("demo-admin", key, ["admin"])
             app = create_app(runtime, services=True)
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
             serving = asyncio.create_task(server.serve())

@@ -247,7 +247,7 @@ async def import_mappings(args, settings: Settings) -> int:
         # once, at the end: what it adds on a long import is the elapsed time and the rate.
         with Progress(f"import {args.path}", rows, unit="rows") as bar:
             try:
-                changed = await runtime.store.import_mappings_file(args.path, actor=args.actor, reason=args.reason)
+                changed = await runtime.store.mappings.import_mappings_file(args.path, actor=args.actor, reason=args.reason)
             except (InvalidMasterData, AvailabilityError, OSError) as exc:
                 print(f"{args.path}: {getattr(exc, 'detail', None) or exc}", file=sys.stderr)
                 return 1
@@ -261,7 +261,7 @@ async def list_unmapped(args, settings: Settings) -> int:
     from availability.flows.state import PushKeys, PushState
 
     async with args.root.open_runtime(settings) as runtime:
-        items = await runtime.store.item_mappings()
+        items = await runtime.store.mappings.item_mappings()
         if args.scan:
             skus = []
             cursor = 0

@@ -107,7 +107,7 @@ def build_publisher(
     return Publisher(
         ledger=runtime.ledger,
         rules=runtime.rules,
-        mappings=ShopMappings(shop, runtime.store),
+        mappings=ShopMappings(shop, runtime.store.mappings),
         client=client or build_client(settings, shop=shop),
         config=PushConfig.from_settings(settings),
         sales=SalesConfig.from_settings(settings),

@@ -120,7 +120,7 @@ def shop_for_domain(shops: list[ShopConfig], domain: str | None) -> ShopConfig |
 
 class ShopMappings:
     """A shop's mappings as the publisher reads them (`MappingSource`): its own from the
-    shop config, or the rule store's for what the config leaves out."""
+    shop config, or the stored ones (`ShopifyMappingStore`) for what the config leaves out."""
 
     def __init__(self, shop: ShopConfig, store: Any) -> None:
         self.shop = shop

@@ -91,7 +91,7 @@ class _Locations:
             if self.shop.locations is not None:
                 rows = [(self.shop.channel, loc, gid) for loc, gid in self.shop.locations.items()]
             else:
-                rows = await self.runtime.store.location_mappings()
+                rows = await self.runtime.store.mappings.location_mappings()
             mapping: dict[int | str, str] = {}
             for _channel, location, gid in rows:
                 mapping[gid] = location

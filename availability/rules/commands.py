@@ -132,16 +132,16 @@ async def add_key(store: RuleStore, args) -> int:
         print(f"unknown scopes {unknown}; choose from {', '.join(SCOPES)}", file=sys.stderr)
         return 2
     key = "av-" + secrets.token_urlsafe(32)
-    await store.add_api_key(args.name, key, scopes)
+    await store.keys.add_api_key(args.name, key, scopes)
     print(key)
     return 0
 
 
 async def list_keys(store: RuleStore, args) -> int:
-    _print([{"name": name, "scopes": scopes} for _, name, scopes in await store.api_keys()])
+    _print([{"name": name, "scopes": scopes} for _, name, scopes in await store.keys.api_keys()])
     return 0
 
 
 async def revoke_key(store: RuleStore, args) -> int:
-    print(f"revoked {await store.revoke_api_key(args.name)} key(s)")
+    print(f"revoked {await store.keys.revoke_api_key(args.name)} key(s)")
     return 0

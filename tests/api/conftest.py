@@ -88,7 +88,9 @@ class Api:
 @pytest.fixture
 def make_api(redis_url, key_prefix, tmp_path):
     @asynccontextmanager
-    async def factory(*, key: str | None = ADMIN, services: bool | list[str] = False, **overrides):
+    async def factory(
+        *, key: str | None = ADMIN, services: bool | list[str] = False, base_url: str = "http://api.test", **overrides
+    ):
         fields: dict[str, Any] = dict(
             redis_url=redis_url,
             key_prefix=key_prefix,
@@ -106,7 +108,7 @@ def make_api(redis_url, key_prefix, tmp_path):
                 transport = httpx.ASGITransport(app=app)
                 headers = bearer(key) if key else {}
                 async with httpx.AsyncClient(
-                    transport=transport, base_url="http://api.test", headers=headers
+                    transport=transport, base_url=base_url, headers=headers
                 ) as client:
                     yield Api(client, runtime, app)
 

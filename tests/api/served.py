@@ -9,6 +9,8 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -19,10 +21,31 @@ from availability.embedded_redis import free_port
 KEY = "fuzz-admin-key"
 
 
-@pytest.fixture(scope="module")
-def served(redis_url, tmp_path_factory):
+@contextmanager
+def running(config: Settings, name: str = "api-server") -> Iterator[int]:
+    """ServedApp(config) under uvicorn on a free port in a thread; yields the port."""
     import uvicorn
 
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(ServedApp(config), host="127.0.0.1", port=port, lifespan="on", log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the API server did not start")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def served(redis_url, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("fuzz")
     config = Settings(
         _env_file=None,
@@ -34,17 +57,5 @@ def served(redis_url, tmp_path_factory):
         events_mode="direct",
         rate_limit_per_second=0,
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(ServedApp(config), host="127.0.0.1", port=port, lifespan="on", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="fuzz-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the API server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=20)
+    with running(config, "fuzz-server") as port:
+        yield f"http://127.0.0.1:{port}"

@@ -60,11 +60,11 @@ async def test_public_read_opens_reads_only(make_api):
 
 async def test_keys_from_the_rule_store_are_accepted(make_api):
     async with make_api(key=None, api_keys=None) as api:
-        await api.runtime.store.add_api_key("checkout", "store-key-1", ["reserve", "read"])
+        await api.runtime.store.keys.add_api_key("checkout", "store-key-1", ["reserve", "read"])
         await api.app.state.api.keys.refresh(api.runtime.store)
         assert (await api.client.get("/v1/availability/X", headers=bearer("store-key-1"))).status_code == 200
         assert (await api.client.post("/v1/rules", json={}, headers=bearer("store-key-1"))).status_code == 403
-        assert hash_api_key("store-key-1") in [h for h, _, _ in await api.runtime.store.api_keys()]
+        assert hash_api_key("store-key-1") in [h for h, _, _ in await api.runtime.store.keys.api_keys()]
 
 
 async def test_without_any_key_a_dev_admin_key_is_made_in_data_dir(make_api, tmp_path):

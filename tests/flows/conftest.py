@@ -97,7 +97,7 @@ class Shop:
         publisher = Publisher(
             ledger=self.ledger,
             rules=self.rules,
-            mappings=self.store,
+            mappings=self.store.mappings,
             client=client or self.client(),
             config=PushConfig(**config),
             # A short window: an external decrease is judged (and reverted) within a test.
@@ -188,8 +188,8 @@ async def shop_factory(ledger, tmp_path):
             },
             actor="test",
         )
-        await store.set_item_mappings(items, actor="test")
-        await store.set_location_mappings([("online", loc, gid) for loc, gid in shopify_locations.items()], actor="test")
+        await store.mappings.set_item_mappings(items, actor="test")
+        await store.mappings.set_location_mappings([("online", loc, gid) for loc, gid in shopify_locations.items()], actor="test")
         rules = RuleCache(store, refresh_interval=0.1)
         await rules.start()
         shop = Shop(sim, ledger, store, rules, items, shopify_locations)

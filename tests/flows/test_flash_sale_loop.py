@@ -92,8 +92,8 @@ async def _run_flash_sale(redis_url, key_prefix, tmp_path, *, seed: int, stock: 
         async with open_runtime(settings) as runtime:
             channels = [{"name": "online", "locations": ["DC1"], "priority": 1}, {"name": "app", "locations": ["DC1"], "priority": 2}]
             await runtime.store.import_master_data({"locations": [{"code": "DC1"}], "channels": channels}, actor="t")
-            await runtime.store.set_item_mappings(items, actor="t")
-            await runtime.store.set_location_mappings([("online", "DC1", loc)], actor="t")
+            await runtime.store.mappings.set_item_mappings(items, actor="t")
+            await runtime.store.mappings.set_location_mappings([("online", "DC1", loc)], actor="t")
             api_share = stock // 3 if fenced else 0
             if fenced:
                 # the API's units are not shown on Shopify: the online channel keeps back the

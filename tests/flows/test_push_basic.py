@@ -124,7 +124,7 @@ async def test_unmapped_skus_are_counted_listed_and_pushed_once_mapped(shop_fact
     # once Shopify knows it and it is mapped, its stock is pushed without a new event
     gid = shop.state.add_item("GHOST")
     shop.state.stock(gid, shop.shopify_locations["DC1"], 0)
-    await shop.store.set_item_mappings({"GHOST": gid}, actor="test")
+    await shop.store.mappings.set_item_mappings({"GHOST": gid}, actor="test")
     await shop.rules.refresh()
     assert await wait_for(lambda: shop.state.available(gid, shop.shopify_locations["DC1"]) == 4, 5)
     assert await publisher.state.unmapped() == []
@@ -141,7 +141,7 @@ async def test_permanent_errors_are_dead_lettered_and_replayable(shop_factory):
     # GONE: Shopify no longer stocks it at the location (the mutation is rejected);
     # MOVED: mapped to an item Shopify does not know (found when reading it back)
     shop.state.unstock(shop.items["GONE"], shop.shopify_locations["DC1"])
-    await shop.store.set_item_mappings({"MOVED": "gid://shopify/InventoryItem/999999"}, actor="test")
+    await shop.store.mappings.set_item_mappings({"MOVED": "gid://shopify/InventoryItem/999999"}, actor="test")
     await shop.rules.refresh()
     await shop.receive("GONE", "DC1", 5)
     await shop.receive("OK", "DC1", 5)

@@ -317,8 +317,8 @@ async def test_the_whole_intake_path_a_checkout_webhooks_in_the_wrong_order(redi
             await runtime.store.import_master_data(
                 {"locations": [{"code": "DC1"}], "channels": [{"name": "online", "locations": ["DC1"]}]}, actor="t"
             )
-            await runtime.store.set_item_mappings({"HOT": item}, actor="t")
-            await runtime.store.set_location_mappings([("online", "DC1", loc)], actor="t")
+            await runtime.store.mappings.set_item_mappings({"HOT": item}, actor="t")
+            await runtime.store.mappings.set_location_mappings([("online", "DC1", loc)], actor="t")
             await runtime.rules.refresh(force=True)
             publisher = build_publisher(runtime)
             repairer = DriftRepairer(publisher, interval_s=0)

@@ -125,8 +125,8 @@ async def test_publisher_service_wires_the_push_from_settings(redis_url, key_pre
             await runtime.store.import_master_data(
                 {"locations": [{"code": "DC1"}], "channels": [{"name": "online", "locations": ["DC1"]}]}, actor="test"
             )
-            await runtime.store.set_item_mappings({"TEE": item}, actor="test")
-            await runtime.store.set_location_mappings([("online", "DC1", loc)], actor="test")
+            await runtime.store.mappings.set_item_mappings({"TEE": item}, actor="test")
+            await runtime.store.mappings.set_location_mappings([("online", "DC1", loc)], actor="test")
             service = PublisherService(runtime)
             await service.start()
             try:

@@ -68,7 +68,7 @@ async def two_shops(ledger, tmp_path):
         clients.append(client)
         publishers.append(
             Publisher(
-                ledger=ledger, rules=rules, mappings=ShopMappings(shop, store), client=client,
+                ledger=ledger, rules=rules, mappings=ShopMappings(shop, store.mappings), client=client,
                 config=PushConfig(window_s=0.05, poll_s=0.02, urgent_scan_interval_s=0.05),
                 sales=SalesConfig(window_s=0.4), shop=shop.name, fanout=fanout,
             )

@@ -316,21 +316,21 @@ async def test_load_master_file_rejects_unknown_formats(tmp_path):
 
 async def test_api_keys_store_only_the_hash(store: RuleStore):
     v = await store.version()
-    key_hash = await store.add_api_key("planner-ui", "s3cret-key-value", ["rules:write", "read"])
+    key_hash = await store.keys.add_api_key("planner-ui", "s3cret-key-value", ["rules:write", "read"])
     assert key_hash == hash_api_key("s3cret-key-value") and len(key_hash) == 64
-    await store.add_api_key("ops", "other-key", ["admin"])
-    assert await store.api_keys() == [
+    await store.keys.add_api_key("ops", "other-key", ["admin"])
+    assert await store.keys.api_keys() == [
         (hash_api_key("other-key"), "ops", ["admin"]),
         (key_hash, "planner-ui", ["rules:write", "read"]),
     ]
-    async with store._engine.connect() as conn:  # nothing in the table is the plaintext
+    async with store.db._engine.connect() as conn:  # nothing in the table is the plaintext
         rows = (await conn.execute(select(api_keys_t))).all()
     assert all("s3cret" not in str(tuple(r)) for r in rows)
-    assert await store.find_api_key("s3cret-key-value") == ("planner-ui", ["rules:write", "read"])
-    assert await store.find_api_key("wrong") is None
-    assert await store.revoke_api_key("planner-ui") == 1
-    assert await store.find_api_key("s3cret-key-value") is None
-    assert [name for _, name, _ in await store.api_keys()] == ["ops"]
+    assert await store.keys.find_api_key("s3cret-key-value") == ("planner-ui", ["rules:write", "read"])
+    assert await store.keys.find_api_key("wrong") is None
+    assert await store.keys.revoke_api_key("planner-ui") == 1
+    assert await store.keys.find_api_key("s3cret-key-value") is None
+    assert [name for _, name, _ in await store.keys.api_keys()] == ["ops"]
     assert await store.version() == v  # keys are not part of the rule book
 
 
@@ -340,32 +340,32 @@ async def test_api_keys_store_only_the_hash(store: RuleStore):
 async def test_shopify_mappings(store: RuleStore, tmp_path):
     await _locations(store)
     v = await store.version()
-    assert await store.set_item_mappings({"TEE-M": "gid://shopify/InventoryItem/1001", "CAP": 1002}) == 2
+    assert await store.mappings.set_item_mappings({"TEE-M": "gid://shopify/InventoryItem/1001", "CAP": 1002}) == 2
     assert await store.version() == v + 1
-    assert await store.item_mappings() == {
+    assert await store.mappings.item_mappings() == {
         "TEE-M": "gid://shopify/InventoryItem/1001",
         "CAP": "gid://shopify/InventoryItem/1002",
     }
     with pytest.raises(InvalidMasterData, match="InventoryItem"):
-        await store.set_item_mappings({"X": "gid://shopify/Location/5"})
+        await store.mappings.set_item_mappings({"X": "gid://shopify/Location/5"})
 
-    await store.set_location_mappings([("online", "DC1", "gid://shopify/Location/11"), ("online", "STORE-12", "12")])
-    assert await store.location_mappings() == [
+    await store.mappings.set_location_mappings([("online", "DC1", "gid://shopify/Location/11"), ("online", "STORE-12", "12")])
+    assert await store.mappings.location_mappings() == [
         ("online", "DC1", "gid://shopify/Location/11"),
         ("online", "STORE-12", "gid://shopify/Location/12"),
     ]
     with pytest.raises(UnknownLocation):
-        await store.set_location_mappings([("online", "NOPE", "13")])
+        await store.mappings.set_location_mappings([("online", "NOPE", "13")])
     with pytest.raises(UnknownChannel):
-        await store.set_location_mappings([("b2b", "DC1", "13")])
+        await store.mappings.set_location_mappings([("b2b", "DC1", "13")])
     assert await store.version() == v + 2
 
     items_csv = tmp_path / "items.csv"
     items_csv.write_text("sku,inventory_item_gid\nTEE-M,gid://shopify/InventoryItem/2001\nSOCK,2002\n")
-    assert await store.import_mappings_file(items_csv, actor="ops") == {"items": 2, "locations": 0}
+    assert await store.mappings.import_mappings_file(items_csv, actor="ops") == {"items": 2, "locations": 0}
     locs_csv = tmp_path / "locations.csv"
     locs_csv.write_text("channel,location,shopify_location_gid\nonline,DC1,gid://shopify/Location/21\n")
-    assert await store.import_mappings_file(locs_csv) == {"items": 0, "locations": 1}
+    assert await store.mappings.import_mappings_file(locs_csv) == {"items": 0, "locations": 1}
     mapping_json = tmp_path / "mappings.json"
     mapping_json.write_text(
         json.dumps(
@@ -375,18 +375,18 @@ async def test_shopify_mappings(store: RuleStore, tmp_path):
             }
         )
     )
-    assert await store.import_mappings_file(mapping_json) == {"items": 1, "locations": 1}
-    assert await store.item_mappings() == {
+    assert await store.mappings.import_mappings_file(mapping_json) == {"items": 1, "locations": 1}
+    assert await store.mappings.item_mappings() == {
         "TEE-M": "gid://shopify/InventoryItem/2001",
         "CAP": "gid://shopify/InventoryItem/1002",
         "SOCK": "gid://shopify/InventoryItem/2002",
         "HAT": "gid://shopify/InventoryItem/3001",
     }
-    assert await store.location_mappings() == [("online", "DC1", "gid://shopify/Location/21")]
+    assert await store.mappings.location_mappings() == [("online", "DC1", "gid://shopify/Location/21")]
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("sku,gid\nA,1\n")
     with pytest.raises(InvalidMasterData, match="CSV header"):
-        await store.import_mappings_file(bad_csv)
+        await store.mappings.import_mappings_file(bad_csv)
     (change,) = await store.master_history(entity="location_mappings", limit=1)
     assert change.before == [["online", "STORE-12", "gid://shopify/Location/12"]]
     assert change.after == [["online", "STORE-12", None]]

@@ -1,0 +1,199 @@
+"""The operations page's data and actions, from the areas that own them.
+
+Each section reads what its area already exposes (the ingest pipeline's lag per
+partition, the dead-letter stream, the Shopify push's metrics and the stored mappings,
+the order flow's exception queue) and says what a person would do about it. A section
+whose area is not installed in this build says so instead of failing the page.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from availability.bootstrap import Runtime
+
+log = logging.getLogger("availability.console")
+
+DEAD_LETTERS_SHOWN = 20
+UNMAPPED_SHOWN = 20
+
+
+@dataclass
+class Section:
+    available: bool = True
+    note: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def consumer_lag(runtime: "Runtime") -> Section:
+    try:
+        from availability.ingest.pipeline import IngestPipeline  # noqa: PLC0415
+        from availability.ingest.reclaim import Reclaimer  # noqa: PLC0415
+        from availability.ingest.streams import StreamNames  # noqa: PLC0415
+    except ModuleNotFoundError:
+        return Section(False, "the ingest area is not installed in this build")
+    names = StreamNames.from_settings(runtime.settings)
+    reclaimer = Reclaimer(runtime.redis, names, IngestPipeline(runtime.ledger, names), "console")
+    observed = await reclaimer.observe()
+    rows = []
+    for p in range(names.partitions):
+        lag, pending = observed.get(p, (0, 0))
+        rows.append({"partition": names.partition(p), "lag": lag, "pending": pending, "seen": p in observed})
+    return Section(rows=rows, total=sum(r["lag"] for r in rows))
+
+
+def dead_letter_queue(runtime: "Runtime"):
+    from availability.ingest.deadletters import DeadLetters  # noqa: PLC0415
+    from availability.ingest.streams import StreamNames  # noqa: PLC0415
+
+    return DeadLetters(runtime.redis, StreamNames.from_settings(runtime.settings))
+
+
+async def dead_letters(runtime: "Runtime") -> Section:
+    try:
+        dlq = dead_letter_queue(runtime)
+    except ModuleNotFoundError:
+        return Section(False, "the ingest area is not installed in this build")
+    letters = await dlq.list(limit=DEAD_LETTERS_SHOWN)
+    rows = [
+        {
+            "id": letter.id,
+            "reason": letter.reason,
+            "stream": letter.stream,
+            "detail": getattr(letter, "detail", "") or "",
+            "payload": letter.payload_text()[:300],
+            "truncated": letter.truncated,
+        }
+        for letter in letters
+    ]
+    return Section(rows=rows, total=await dlq.count(), extra={"reasons": await dlq.reasons()})
+
+
+async def replay_dead_letter(runtime: "Runtime", dead_letter_id: str) -> str:
+    """Replay one dead letter; a message for the page (why not, or how many events went back)."""
+    from availability.ingest.publisher import EventPublisher  # noqa: PLC0415
+    from availability.ingest.replay import ReplayRefused, UnknownDeadLetter, replay  # noqa: PLC0415
+
+    dlq = dead_letter_queue(runtime)
+    async with EventPublisher(runtime) as publisher:
+        try:
+            events = await replay(runtime, dlq, publisher, dead_letter_id)
+        except (ReplayRefused, UnknownDeadLetter) as exc:
+            return f"not replayed: {exc.detail}"
+    return f"replayed {dead_letter_id}: {events} event(s) published"
+
+
+class ShopifyPush:
+    """Push lag from this process's metrics, and the ledger SKUs no Shopify item is mapped to.
+
+    The item mappings (one row per SKU) are re-read only when the store version moves (every
+    mapping write moves it), so the page does not read 10,000 rows on every visit.
+    """
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+        self._version: int | None = None
+        self._mapped: dict[str, str] = {}
+        self._locations: list[tuple[str, str, str]] = []
+
+    async def section(self, skus: list[str]) -> Section:
+        store = self.runtime.store
+        version = await store.version()
+        if version != self._version:
+            self._mapped = await store.mappings.item_mappings()
+            self._locations = await store.mappings.location_mappings()
+            self._version = version
+        mapped, locations = self._mapped, self._locations
+        lag = _histogram("availability_shopify_push_lag_seconds")
+        if not mapped and not locations:
+            return Section(False, "no Shopify mapping is configured: nothing is pushed "
+                           "(`availability shopify import-mappings`)", extra={"lag": lag})
+        unmapped = [s for s in skus if s not in mapped]
+        return Section(
+            rows=[{"sku": s} for s in unmapped[:UNMAPPED_SHOWN]],
+            total=len(unmapped),
+            extra={"lag": lag, "mapped_items": len(mapped), "mapped_locations": len(locations)},
+        )
+
+
+def _histogram(name: str) -> dict[str, Any] | None:
+    """count, mean and an upper bound of p99 from a prometheus-client histogram in this process."""
+    from prometheus_client import REGISTRY  # noqa: PLC0415
+
+    count = total = 0.0
+    buckets: list[tuple[float, float]] = []
+    for metric in REGISTRY.collect():
+        if metric.name != name.removesuffix("_seconds") and metric.name != name:
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels.get("le", "inf")), sample.value))
+    if not count:
+        return None
+    buckets.sort()
+    p99 = next((le for le, seen in buckets if seen >= 0.99 * count), float("inf"))
+    return {"count": int(count), "mean_s": total / count, "p99_le_s": p99}
+
+
+class OrderExceptions:
+    """The order flow's exception queue, opened on first use (its store is the flow's own)."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+        self._store: Any = None
+        self._queue: Any = None
+
+    async def _open(self) -> bool:
+        if self._store is not None:
+            return True
+        try:
+            from availability.flows.orders.flow import OrderQueue  # noqa: PLC0415
+            from availability.flows.orders.store import OrderStore  # noqa: PLC0415
+        except ModuleNotFoundError:
+            return False
+        settings = self.runtime.settings
+        self._store = await OrderStore(settings.resolved_database_url()).open()
+        self._queue = OrderQueue(self.runtime.redis, settings.key_prefix)
+        return True
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    async def section(self) -> Section:
+        if not await self._open():
+            return Section(False, "the order flow is not installed in this build")
+        rows = await self._store.list_exceptions(status="open")
+        return Section(rows=rows[:50], total=len(rows))
+
+    async def retry(self, exception_id: int, by: str) -> str:
+        from availability.flows.orders.flow import retry_exception  # noqa: PLC0415
+
+        if not await self._open():
+            return "the order flow is not installed in this build"
+        try:
+            row = await retry_exception(self._store, self._queue, exception_id, by=by)
+        except KeyError:
+            return f"no flow exception {exception_id}"
+        return f"exception {exception_id} closed; order {row['reference']} will be settled again"
+
+    async def resolve(self, exception_id: int, by: str, note: str) -> str:
+        from availability.flows.orders.flow import resolve_exception  # noqa: PLC0415
+
+        if not await self._open():
+            return "the order flow is not installed in this build"
+        try:
+            row = await resolve_exception(self._store, exception_id, by=by, note=note)
+        except KeyError:
+            return f"no flow exception {exception_id}"
+        return f"exception {exception_id} resolved ({row['reference']}); the order stays as it is"
