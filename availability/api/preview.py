@@ -119,8 +119,6 @@ class _Comparison:
         self.units_after: dict[str, int] = defaultdict(int)
         self.to_zero: list[SkuToZero] = []
         self.to_zero_count = 0
-        #: values that fall below their channel's threshold (published as 0) only under the new rules
-        self.thresholds_crossed = 0
         self.sample: list[ChangedValue] = []
         self.crossed: list[ThresholdCrossed] = []
         self.crossed_count = 0
@@ -218,7 +216,6 @@ async def preview(
             for name, was in sorted(comparison.units_before.items())
         ],
         skus_to_zero_count=comparison.to_zero_count,
-        thresholds_crossed=comparison.thresholds_crossed,
         skus_to_zero=comparison.to_zero,
         sample=comparison.sample,
         proposed=[RuleView.of(rule) for rule in proposed],
