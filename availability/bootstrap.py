@@ -84,7 +84,9 @@ def embedded_redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = None) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, embedded: EmbeddedRedis | None = None, check_layout: bool = True
+) -> AsyncIterator[Runtime]:
     """Build everything from settings; close it all on exit (the embedded Redis last)."""
     owned_redis = None
     served_dir = None
@@ -104,7 +106,7 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
         await rules.start()
         ledger = Ledger(
             redis,
-            keys=KeyLayout(settings.key_prefix),
+            keys=KeyLayout(settings.key_prefix, settings.ledger_partitions),
             limits=LedgerLimits(
                 idempotency_window_ms=settings.idempotency_window_seconds * 1000,
                 journal_cap=settings.journal_cap,
@@ -123,6 +125,8 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
             ),
         )
         await ledger.load_scripts()
+        if check_layout:  # the migration opens a runtime on a ledger still in the old layout
+            await ledger.check_layout()
         runtime = Runtime(settings, redis, redis_url, ledger, store, rules, embedded, served_dir)
         try:
             yield runtime

@@ -192,10 +192,10 @@ async def test_replaying_the_journal_reproduces_the_buckets(redis_client, events
     ledger = fresh_ledger(redis_client)
     await ledger.apply_batch(events)
     replayed: dict[tuple[str, str], str] = {}
-    for _, entry in await redis_client.xrange(ledger.keys.journal):
-        pair = (entry[b"s"].decode(), entry[b"l"].decode())
-        assert entry[b"b"].decode() == replayed.get(pair, "0,0,0,0,0"), (pair, entry)
-        replayed[pair] = entry[b"a"].decode()
+    for _, entry in await ledger.journal_entries():
+        pair = (entry["s"], entry["l"])
+        assert entry["b"] == replayed.get(pair, "0,0,0,0,0"), (pair, entry)
+        replayed[pair] = entry["a"]
     stock = await ledger.stock_many(SKUS)
     for sku in SKUS:
         for loc in LOCATIONS:

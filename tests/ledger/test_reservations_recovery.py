@@ -133,7 +133,7 @@ def _sweeper(ledger: Ledger) -> ExpirySweeper:
 
 
 async def _settled(ledger: Ledger, skus, expected) -> bool:
-    return await _buckets(ledger, skus) == expected and not await ledger.redis.zcard(ledger.keys.pending)
+    return await _buckets(ledger, skus) == expected and not await ledger.index_count(ledger.keys.pending)
 
 
 async def _wait_recovered(sweeper: ExpirySweeper, ledger: Ledger, skus, expected, *, bound_s: float) -> float:
@@ -173,7 +173,7 @@ async def test_killed_between_hold_and_rollback_the_sweep_releases_the_stock(
     # other shoppers are refused only while the lease runs
     took = await _wait_recovered(_sweeper(ledger), ledger, ["A", "B"], _expected(oracle), bound_s=LEASE_S + 2)
     assert took <= LEASE_S + 2
-    assert await ledger.redis.zcard(ledger.keys.pending) == 0
+    assert await ledger.index_count(ledger.keys.pending) == 0
     assert not await ledger.redis.exists(ledger.keys.reservation("ord-crash"))
     assert await ledger.redis.hlen(ledger.keys.holds("A")) == 0
 
@@ -258,7 +258,7 @@ async def test_short_single_sku_answer_leaves_no_header_no_index_entry(sweeping_
         await ledger.reserve(ReservationRequest("no", "online", [ReservationLine("A", 2)]), book())
     r = ledger.redis
     assert not await r.exists(ledger.keys.reservation("no"))
-    assert await r.zcard(ledger.keys.pending) == 0 and await r.zcard(ledger.keys.expiry) == 0
+    assert await ledger.index_count(ledger.keys.pending) == 0 and await ledger.index_count(ledger.keys.expiry) == 0
 
 
 async def test_a_one_sku_attempt_that_died_after_finishing_a_refused_hold_leaves_nothing_a_retry_trips_on(
@@ -293,7 +293,7 @@ async def test_a_one_sku_attempt_without_ttl_killed_after_a_refused_hold_leaves_
     await _wait_recovered(_sweeper(ledger), ledger, ["A"], {"A": (1, 0)}, bound_s=LEASE_S + 2)
     assert not await ledger.redis.exists(ledger.keys.reservation("no-ttl"))
     assert await ledger.redis.hlen(ledger.keys.holds("A")) == 0
-    assert await ledger.redis.zcard(ledger.keys.expiry) == 0
+    assert await ledger.index_count(ledger.keys.expiry) == 0
 
 
 @pytest.mark.parametrize("pause_at", ["before-group", "after-group"])
@@ -312,7 +312,7 @@ async def test_a_process_killed_mid_batch_strands_nothing_the_sweep_does_not_rel
     made = [oracle.reserve([("A", 1)]) for _ in range(40)] if pause_at == "after-group" else [False] * 40
     assert await _buckets(ledger, ["A"]) == _expected(oracle)
     r = ledger.redis
-    assert await r.hlen(ledger.keys.holds("A")) == sum(made) and await r.zcard(ledger.keys.pending) == 0
+    assert await r.hlen(ledger.keys.holds("A")) == sum(made) and await ledger.index_count(ledger.keys.pending) == 0
     for i, held in enumerate(made):
         header = ledger.keys.reservation(f"g-{i}")
         assert (await r.hget(header, "st") == b"H") if held else not await r.exists(header)
@@ -321,4 +321,4 @@ async def test_a_process_killed_mid_batch_strands_nothing_the_sweep_does_not_rel
         assert not created and again.status == "held"
     oracle.reserved["A"] = 0  # every hold had a 2 s TTL
     await _wait_recovered(_sweeper(ledger), ledger, ["A"], _expected(oracle), bound_s=5)
-    assert await r.zcard(ledger.keys.expiry) == 0
+    assert await ledger.index_count(ledger.keys.expiry) == 0
