@@ -106,6 +106,13 @@ class KeyLayout:
     def _sku(self, sku: str) -> str:
         return self._tags[zlib.crc32(sku.encode()) % self.partitions] + sku
 
+    def sku_head(self, sku: str) -> str:
+        """`{prefix}:{pN}:SKU`, the start of every key of the SKU."""
+        return self._sku(sku)
+
+    #: the per-SKU keys apply_batch.lua takes, in its order, after the SKU's head
+    BATCH_SKU_SUFFIXES = (":stock", ":idm", ":holds", ":cuts", ":ended")
+
     def stock(self, sku: str) -> str:
         return self._sku(sku) + ":stock"
 
