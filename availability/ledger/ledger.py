@@ -284,6 +284,19 @@ def scatter_batch_replies(events: Sequence[StockEvent], groups: Sequence[Sequenc
     return results  # type: ignore[return-value]
 
 
+class PartitionedApply:
+    """`apply_batch` by `Ledger.apply_partitioned` (one apply_batch.lua call per partition
+    group), for a caller that takes an applier: the consumer on Redis Cluster, where the
+    client routes each call by its first key to the partition's slot."""
+
+    def __init__(self, ledger: Ledger, per_call: int = BATCH_PER_CALL) -> None:
+        self.ledger = ledger
+        self.per_call = per_call
+
+    async def apply_batch(self, events: Sequence[StockEvent], *, at_ms: int | None = None) -> list[ApplyResult]:
+        return await self.ledger.apply_partitioned(events, at_ms=at_ms, per_call=self.per_call)
+
+
 @dataclass(frozen=True, slots=True)
 class ReservationPolicy:
     #: TTL of a reservation that names none (ttl_seconds absent or null); 0 = never
