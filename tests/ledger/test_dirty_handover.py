@@ -28,7 +28,7 @@ async def test_a_hand_over_that_died_after_taking_loses_nothing(ledger):
     p = ledger.keys.partition("H-1")
     handover = DirtyHandover(ledger.redis, ledger.keys, [f"{ledger.keys.prefix}:shop:dirty"])
     # step 1 alone, as a process killed right after it leaves things
-    taken = await handover._take(keys=[ledger.keys.dirty(p), ledger.keys.dirty_taking(p)], args=[100])
+    [taken] = await handover._take([p])
     assert len(taken) == 4 and await ledger.dirty_count() == 0
     await ledger.mark_dirty([("H-1", "DC1")], at_ms=2000)  # changed again meanwhile
     assert await handover.run() == 2  # the taken marks first
