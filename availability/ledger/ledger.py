@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from availability.domain.ats import Buckets, basis_points
@@ -328,6 +329,10 @@ class Ledger:
     ) -> None:
         self.redis = redis
         self.keys = keys or KeyLayout()
+        if isinstance(redis, RedisCluster):
+            # the keys live on a cluster whatever the caller said: group commit may then only
+            # name headers in the SKU's own slot (KeyLayout.may_group)
+            self.keys.cluster = True
         self.reservations = reservations or ReservationPolicy()
         self.limits = limits or LedgerLimits()
         if self.limits.hold_retention_ms is None:  # order-event holds: the same grace as reservations
