@@ -102,15 +102,16 @@ async def test_a_batch_touches_one_partition_per_call(redis_client):
 
 
 _CHILD = """
-import asyncio, sys
+import asyncio, os, sys
 sys.path.insert(0, {root!r})
-import redis.asyncio as aioredis
+from availability.bootstrap import make_redis
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
 from tests.ingest.conftest import random_events
 
 async def main():
-    redis = aioredis.Redis.from_url({url!r})
+    on_cluster = os.environ.get("AVAILABILITY_REDIS_CLUSTER", "").lower() in ("1", "true")
+    redis = make_redis({url!r}, **({{"cluster": True}} if on_cluster else {{}}))
     ledger = Ledger(redis, keys=KeyLayout({prefix!r}, 16))
     events = random_events({n}, seed=5, skus={skus!r}, dup_rate=0.05)
     for start in range(0, len(events), 500):
