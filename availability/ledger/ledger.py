@@ -297,6 +297,9 @@ class PartitionedApply:
     async def apply_batch(self, events: Sequence[StockEvent], *, at_ms: int | None = None) -> list[ApplyResult]:
         return await self.ledger.apply_partitioned(events, at_ms=at_ms, per_call=self.per_call)
 
+    async def close(self) -> None:
+        """Nothing of its own to close (the ledger's client is the runtime's)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ReservationPolicy:
