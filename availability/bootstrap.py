@@ -87,8 +87,9 @@ def embedded_redis_url(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = None,
-                       flows: bool = False) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, embedded: EmbeddedRedis | None = None, check_layout: bool = True, flows: bool = False
+) -> AsyncIterator[Runtime]:
     """Build everything from settings; close it all on exit (the embedded Redis last).
     `flows`: also build the ERP flows named in AVAILABILITY_FLOWS (`serve` does)."""
     owned_redis = None
@@ -109,7 +110,7 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
         await rules.start()
         ledger = Ledger(
             redis,
-            keys=KeyLayout(settings.key_prefix),
+            keys=KeyLayout(settings.key_prefix, settings.ledger_partitions),
             limits=LedgerLimits(
                 idempotency_window_ms=settings.idempotency_window_seconds * 1000,
                 journal_cap=settings.journal_cap,
@@ -128,6 +129,8 @@ async def open_runtime(settings: Settings, *, embedded: EmbeddedRedis | None = N
             ),
         )
         await ledger.load_scripts()
+        if check_layout:  # the migration opens a runtime on a ledger still in the old layout
+            await ledger.check_layout()
         runtime = Runtime(settings, redis, redis_url, ledger, store, rules, embedded, served_dir)
         try:
             async with AsyncExitStack() as stack:

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     broker: Literal["redis", "nats", "kafka"] = "redis"
     broker_url: str | None = None
     partitions: int = 8
+    #: ledger partitions (hash slots of the key layout, availability/ledger/keys.py): fixed
+    #: at setup and recorded in Redis; a multiple of `partitions` keeps each ledger partition
+    #: fed by one stream partition
+    ledger_partitions: int = 64
+    #: the consumer applies each partition's share of a batch in one apply_batch.lua call
+    #: (False: one apply_event.lua call per event, the path before batching)
+    apply_batched: bool = True
     batch_size: int = 500
     consumer_name: str | None = None
 

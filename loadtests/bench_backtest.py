@@ -63,7 +63,7 @@ async def write_journal(ledger: Ledger, book, cat, entries: int, rnd: random.Ran
     for start in range(0, len(opening), 2000):
         await ledger.apply_batch(opening[start : start + 2000])
     counts["events"] += len(opening)
-    while await ledger.redis.xlen(ledger.keys.journal) < entries:
+    while await ledger.journal_length() < entries:
         batch = []
         for _ in range(1500):
             seq += 1
@@ -147,7 +147,7 @@ async def measure(redis_url: str, *, entries: int, skus: int, base: int, seed: i
     counts = await write_journal(ledger, book, cat, min(entries, base), rnd)
     written = time.perf_counter() - started
     copies = await grow_by_copies(ledger, entries, entries * 2)
-    total = await redis.xlen(keys.journal)
+    total = await ledger.journal_length()
     until = int(time.time() * 1000) + 1000
 
     # ceiling: the same entries read, page by page, nothing else done

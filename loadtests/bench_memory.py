@@ -62,12 +62,8 @@ async def used_memory(redis) -> int:
 
 
 def kind_of(key: str, prefix: str) -> str:
-    rest = key[len(prefix) + 1:]
-    if rest.startswith("{"):
-        return rest[rest.index("}:") + 2:].split(":", 1)[0]  # stock, idb, idm, dlog, cuts, holds
-    if rest.startswith("resv:{"):
-        return "resv_header"
-    return rest.replace(":", "_")  # journal, dirty, oversells, resv_expiry
+    # stock, idb, idm, dlog, cuts, holds, journal, dirty, oversells, resv_expiry, resv_header, ...
+    return KeyLayout(prefix).kind(key) or key[len(prefix) + 1:].replace(":", "_")
 
 
 async def memory_by_kind(redis, prefix: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -228,7 +224,7 @@ async def figures(redis, ledger: Ledger, prefix: str, skus: int, pairs: int) -> 
     dlog_records = 0
     async for key in redis.scan_iter(match=f"{prefix}:*:dlog:*", count=2000):
         dlog_records += (await redis.strlen(key)) // 11
-    journal_entries = await redis.xlen(ledger.keys.journal)
+    journal_entries = await ledger.journal_length()
     at_rest = sum(sizes.get(k, 0) for k in AT_REST_KINDS)
     settled = sum(sizes.get(k, 0) for k in SETTLED_KINDS)
     return {

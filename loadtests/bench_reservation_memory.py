@@ -43,8 +43,8 @@ async def footprint(ledger: Ledger, skus: list[str]) -> dict:
     """Bytes and counts under the ledger's prefix (journal apart), and Redis's own figure."""
     r = ledger.redis
     keys = [k async for k in r.scan_iter(match=f"{ledger.keys.prefix}:*", count=5000)]
-    journal = ledger.keys.journal.encode()
-    state = [k for k in keys if k != journal]
+    journals = {key.encode() for key in ledger.keys.all_journals()}
+    state = [k for k in keys if k not in journals]
     sizes = []
     for start in range(0, len(state), 1000):
         pipe = r.pipeline(transaction=False)
@@ -61,9 +61,9 @@ async def footprint(ledger: Ledger, skus: list[str]) -> dict:
         "state_bytes": sum(s or 0 for s in sizes),
         "keys": len(state),
         "hold_fields": hold_fields,
-        "reservation_headers": sum(1 for k in state if b":resv:{" in k),
-        "journal_entries": await r.xlen(ledger.keys.journal),
-        "journal_bytes": await r.memory_usage(ledger.keys.journal, samples=5) or 0,
+        "reservation_headers": sum(1 for k in state if b":resv:" in k and not k.endswith((b":expiry", b":pending", b":ended"))),
+        "journal_entries": await ledger.journal_length(),
+        "journal_bytes": sum([await r.memory_usage(key, samples=5) or 0 for key in ledger.keys.all_journals()]),
     }
 
 

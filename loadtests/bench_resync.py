@@ -77,7 +77,7 @@ async def bench(args, redis_url: str, tmp: str) -> dict:
         ]
         for i in range(0, len(events), 5000):
             await ledger.apply_batch(events[i : i + 5000])
-        await redis.delete(ledger.keys.dirty)  # the seed is history: start synced
+        await ledger.forget_dirty()  # the seed is history: start synced
         await store.import_master_data(MASTER, actor="bench")
         await store.mappings.set_item_mappings(items, actor="bench")
         await store.mappings.set_location_mappings([("online", loc, gid) for loc, gid in gids.items()], actor="bench")

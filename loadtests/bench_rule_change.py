@@ -92,7 +92,7 @@ async def run(redis_url: str, skus: int, stores: int) -> dict:
     started = time.perf_counter()
     marked = await mark_all_dirty(ledger, batch=5000)
     mark_seconds = time.perf_counter() - started
-    dirty = await redis.zcard(ledger.keys.dirty)
+    dirty = await ledger.dirty_count()
     await redis.aclose()
     return {
         "pairs": pairs, "skus": skus, "locations": len(cat.locations), "seed_seconds": round(seed_seconds, 1),

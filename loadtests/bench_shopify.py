@@ -150,7 +150,7 @@ class Shop:
         await self.ledger.apply_batch(
             [_event("receipt", sku, loc, qty, -i - 1) for i, ((sku, loc), qty) in enumerate(self.initial.items())]
         )
-        await self.redis.delete(self.ledger.keys.dirty)  # the seed is history: start synced
+        await self.ledger.forget_dirty()  # the seed is history: start synced
 
     def mappings(self) -> ShopifyMappings:
         return ShopifyMappings(self.items, [("online", loc, gid) for loc, gid in self.locations.items()])

@@ -124,9 +124,11 @@ class MetricsASGI:
 async def read_gauges(runtime: "Runtime", marker_pending: int | None) -> list[GaugeMetricFamily]:
     keys = runtime.ledger.keys
     pipe = runtime.redis.pipeline(transaction=False)
-    pipe.zcard(keys.dirty)
-    pipe.zcard(keys.expiry)
-    dirty, expiring = await pipe.execute()
+    for p in keys.range():  # one set of each per ledger partition
+        pipe.zcard(keys.dirty(p))
+        pipe.zcard(keys.expiry(p))
+    sizes = await pipe.execute()
+    dirty, expiring = sum(sizes[0::2]), sum(sizes[1::2])
     out = [
         _gauge(
             "availability_rules_version",

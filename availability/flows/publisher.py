@@ -228,11 +228,12 @@ class Publisher:
         self.keys = PushKeys(ledger.keys.prefix, shop)
         self.scripts = Scripts(self.redis)
         self.leases = Leases(self.redis, self.keys.leases, self.scripts)
-        #: several shops: each claims from its own dirty set, fed from the ledger's by `fanout`
-        self.fanout = fanout
+        #: each shop claims from its own dirty set, fed from the ledger's per-partition sets
+        #: by `fanout` (shared by the shops of a process; one of its own when not given)
+        self.fanout = fanout or DirtyFanout(self.redis, self.scripts, ledger.keys, [self.keys.dirty])
         self.queue = WorkQueue(
             self.redis,
-            marks_key=self.keys.dirty if fanout is not None else ledger.keys.dirty,
+            marks_key=self.keys.dirty,
             urgent_key=self.keys.urgent,
             leases=self.leases,
             scripts=self.scripts,

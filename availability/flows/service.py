@@ -80,14 +80,15 @@ def build_client(
 
 
 def build_fanout(runtime: Runtime, shops: list[ShopConfig]) -> DirtyFanout | None:
-    """With several shops, each publisher claims from its own dirty set, fed from the ledger's."""
+    """With several shops, one hand-over feeds every shop's dirty set (with one shop, the
+    publisher makes its own)."""
     if len(shops) < 2:
         return None
     prefix = runtime.ledger.keys.prefix
     return DirtyFanout(
         runtime.redis,
         Scripts(runtime.redis),
-        runtime.ledger.keys.dirty,
+        runtime.ledger.keys,
         [PushKeys(prefix, shop.name).dirty for shop in shops],
     )
 

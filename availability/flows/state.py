@@ -3,7 +3,8 @@
     {prefix}:{SKU}:shopify       hash  "ITEM_GID|LOCATION_GID" -> "quantity|as_of_ms|source":
                                        the last value Shopify is known to hold (confirmed by a
                                        push, read back, or reported by a webhook), newest wins
-    {prefix}:dirty               zset  the ledger's dirty marks ("SKU|LOCATION" -> first-dirty ms)
+    {prefix}:shopify:dirty       zset  the shop's dirty marks ("SKU|LOCATION" -> first-dirty ms), handed
+                                       over from the ledger's per-partition sets by `DirtyFanout`
     {prefix}:shopify:urgent      zset  marks to push without waiting for the window
     {prefix}:shopify:inflight    hash  SKU -> "owner|lease_until_ms" (one push of a SKU at a time)
     {prefix}:shopify:outbox      hash  message id -> outbox message (key + exact variables)
@@ -18,7 +19,7 @@
     {prefix}:shopify:holds       zset  SKU -> oldest held sale (the sales sweep's index)
 
 The per-SKU hashes share the SKU's `{sku}` hash tag with its ledger keys. With several
-shops (`AVAILABILITY_SHOPIFY_SHOPS`) every key but the ledger's dirty set gets the shop's
+shops (`AVAILABILITY_SHOPIFY_SHOPS`) every key gets the shop's
 name: `{prefix}:shopify:{shop}:...` and `{prefix}:{SKU}:shopify:{shop}`; the shop of the
 single-shop settings keeps the names above.
 """
@@ -32,6 +33,8 @@ from redis.asyncio import Redis
 
 from availability.flows.machinery import Scripts, _s, now_ms
 from availability.flows.mappings import LevelKey
+from availability.ledger.dirty import DirtyHandover
+from availability.ledger.keys import KeyLayout
 
 
 class PushKeys:
@@ -168,22 +171,18 @@ class PushState:
 
 
 class DirtyFanout:
-    """Several shops: moves the ledger's dirty marks into every shop's own dirty set
-    (`scripts/fanout.lua`), so each shop's publisher claims its own copy of a mark."""
+    """Moves the ledger's dirty marks (one set per ledger partition) into every shop's own
+    dirty set, so each shop's publisher claims its own copy of a mark (one shop included:
+    the ledger's sets live in the partitions' slots, the publisher's queue does not).
+    The hand-over is the ledger's (`availability/ledger/dirty.py`): crash-safe, single-slot."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, source: str, targets: Sequence[str], *, batch: int = 1000) -> None:
+    def __init__(self, redis: Redis, scripts: Scripts, source: KeyLayout, targets: Sequence[str], *, batch: int = 1000) -> None:
         self.redis = redis
         self.scripts = scripts
         self.source = source
         self.targets = list(targets)
-        self.batch = batch
+        self.handover = DirtyHandover(redis, source, self.targets, batch=batch)
 
     async def run(self, max_batches: int = 50) -> int:
-        moved = 0
-        for _ in range(max_batches):
-            n = int(await self.scripts.fanout(keys=[self.source, *self.targets], args=[self.batch]))
-            moved += n
-            if n < self.batch:
-                break
-        return moved
+        return await self.handover.run(max_batches)
 

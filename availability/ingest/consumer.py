@@ -78,7 +78,8 @@ class StreamConsumer:
         if runtime.redis_url:
             from availability.ingest.fastapply import FastApplier
 
-            self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=len(self.partitions) + 1)
+            self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=len(self.partitions) + 1,
+                                       batched=getattr(settings, "apply_batched", True))
         self.pipeline = IngestPipeline(
             runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules, applier=self.applier
         )

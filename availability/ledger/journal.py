@@ -3,8 +3,9 @@ is spelt. Everything else (backtests, tools, benchmarks) reads it through here, 
 the journal's layout changes (one stream per partition, for Redis Cluster) only this
 module changes.
 
-The journal (`{prefix}:journal`, capped) has one entry per bucket change the Lua scripts
-made, plus a `refuse` entry per reservation line that was refused:
+The journal is one capped stream per ledger partition (`{prefix}:{pN}:journal`, keys.py),
+written by the scripts beside the partition's SKUs' keys. It has one entry per bucket
+change the Lua scripts made, plus a `refuse` entry per reservation line that was refused:
 
     e   event id ("reserve:ID", "release:ID", ... for reservations; "refuse:ID" for a refusal)
     t   type (receipt, pos_sale, reserve, release, commit, expire, rollback, refuse, ...)
@@ -15,7 +16,10 @@ made, plus a `refuse` entry per reservation line that was refused:
     c   channel         r   order reference (only when the event names them)
 
 An entry's stream id starts with the Redis time (ms) it was written at, which is what a
-time window selects on.
+time window selects on. The partitions are read one after another: a SKU's entries all sit
+in its partition's stream, so each SKU's entries come in the order the ledger applied them
+(the backtest replays per SKU and location); across SKUs of different partitions there is
+no order.
 """
 
 from __future__ import annotations
@@ -114,19 +118,21 @@ def sku_shard(sku: str, count: int) -> int:
 async def raw_pages(
     redis: Redis, keys: KeyLayout, *, since_ms: int, until_ms: int, page: int = PAGE
 ) -> AsyncIterator[list[tuple[bytes, dict[bytes, bytes]]]]:
-    """The journal's entries written in [since_ms, until_ms], oldest first, as XRANGE pages
-    (undecoded: the benchmark's read ceiling uses this too)."""
-    start: str = f"{max(0, since_ms)}-0"
+    """The journal's entries written in [since_ms, until_ms], partition by partition, each
+    partition's oldest first, as XRANGE pages (undecoded: the benchmark's read ceiling uses
+    this too)."""
     end = f"{until_ms}-18446744073709551615"
-    while True:
-        items = await redis.xrange(keys.journal, start, end, count=page)
-        if not items:
-            return
-        yield items
-        if len(items) < page:
-            return
-        last = items[-1][0]
-        start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+    for stream in keys.all_journals():
+        start: str = f"{max(0, since_ms)}-0"
+        while True:
+            items = await redis.xrange(stream, start, end, count=page)
+            if not items:
+                break
+            yield items
+            if len(items) < page:
+                break
+            last = items[-1][0]
+            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
 
 
 async def read_journal(
@@ -142,20 +148,24 @@ async def read_journal(
 
 async def estimate_entries(redis: Redis, keys: KeyLayout, *, since_ms: int, until_ms: int) -> int:
     """About how many entries [since_ms, until_ms] holds, without reading them (Redis cannot
-    count a range): the whole journal when the window reaches back past its oldest entry,
-    else the window's share of the journal's time span. A progress total, not a count."""
-    length = await redis.xlen(keys.journal)
-    if not length:
-        return 0
-    oldest = await redis.xrange(keys.journal, "-", "+", count=1)
-    newest = await redis.xrevrange(keys.journal, "+", "-", count=1)
-    first = int(oldest[0][0].split(b"-", 1)[0])
-    last = int(newest[0][0].split(b"-", 1)[0])
-    if since_ms <= first and until_ms >= last:
-        return length
-    span = max(1, last - first)
-    covered = max(0, min(until_ms, last) - max(since_ms, first))
-    return max(1, round(length * covered / span))
+    count a range): per partition, the whole stream when the window reaches back past its
+    oldest entry, else the window's share of its time span. A progress total, not a count."""
+    total = 0
+    for stream in keys.all_journals():
+        length = await redis.xlen(stream)
+        if not length:
+            continue
+        oldest = await redis.xrange(stream, "-", "+", count=1)
+        newest = await redis.xrevrange(stream, "+", "-", count=1)
+        first = int(oldest[0][0].split(b"-", 1)[0])
+        last = int(newest[0][0].split(b"-", 1)[0])
+        if since_ms <= first and until_ms >= last:
+            total += length
+            continue
+        span = max(1, last - first)
+        covered = max(0, min(until_ms, last) - max(since_ms, first))
+        total += round(length * covered / span)
+    return total
 
 
 async def append_raw(redis: Redis, keys: KeyLayout, entries: Sequence[dict[bytes, bytes]], *, cap: int) -> None:
@@ -163,5 +173,7 @@ async def append_raw(redis: Redis, keys: KeyLayout, entries: Sequence[dict[bytes
     one pipeline. Only the benchmark uses it, to grow a ledger-written journal by copies."""
     pipe = redis.pipeline(transaction=False)
     for fields in entries:
-        pipe.xadd(keys.journal, fields, maxlen=cap, approximate=True)
+        sku = fields.get(b"s", b"")
+        pipe.xadd(keys.journal_of(sku.decode() if isinstance(sku, bytes) else str(sku)), fields, maxlen=cap,
+                  approximate=True)
     await pipe.execute()

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from availability.domain.ats import Buckets, basis_points
@@ -44,10 +45,10 @@ from availability.domain.reservations import (
 )
 from availability.domain.rules import RuleBook
 from availability.ledger.groupcommit import GroupCommitter
-from availability.ledger.keys import KeyLayout
+from availability.ledger.keys import LAYOUT_VERSION, KeyLayout, LayoutMismatch, LegacyKeyLayout
 from availability.ledger.metrics import count_oversells
 
-SCRIPT_NAMES = ("apply_event", "reserve", "settle", "intent", "reserve_group", "forget_holds")
+SCRIPT_NAMES = ("apply_event", "apply_batch", "reserve", "settle", "intent", "reserve_group", "forget_holds")
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,8 @@ def apply_call(keys: KeyLayout, limits: LedgerLimits, event: StockEvent, at_ms: 
     ids, expires = buckets or limits.idempotency_buckets_at(at_ms)
     script_keys = [
         keys.stock(sku), keys.idempotency_meta(sku), keys.delta_log(sku, event.location), keys.holds(sku),
-        keys.dirty, keys.journal, keys.oversells, keys.count_cuts(sku),
-        keys.ended_holds(sku), keys.ended_holds_index,
+        keys.dirty_of(sku), keys.journal_of(sku), keys.oversells_of(sku), keys.count_cuts(sku),
+        keys.ended_holds(sku), keys.ended_holds_index_of(sku),
         *(keys.idempotency_bucket(sku, b) for b in ids),
     ]
     argv = [
@@ -180,6 +181,65 @@ def apply_call(keys: KeyLayout, limits: LedgerLimits, event: StockEvent, at_ms: 
         limits.hold_grace_ms(), limits.tombstone_keep_ms(), *ids,
     ]
     return script_keys, argv
+
+
+#: events of one partition per apply_batch.lua call: bounds how long one call holds Redis
+#: (about 15 us an event) while amortising the per-call cost
+BATCH_PER_CALL = 256
+
+
+def partition_batches(keys: KeyLayout, events: Sequence[StockEvent], per_call: int = BATCH_PER_CALL) -> list[list[int]]:
+    """Indexes of `events` grouped by partition, in order within each, at most `per_call` a
+    group. One SKU is in one partition, so each SKU's events keep their order."""
+    groups: dict[int, list[int]] = {}
+    out: list[list[int]] = []
+    for i, event in enumerate(events):
+        p = keys.partition(event.sku)
+        group = groups.get(p)
+        if group is None or len(group) >= per_call:
+            group = groups[p] = []
+            out.append(group)
+        group.append(i)
+    return out
+
+
+def batch_call(keys: KeyLayout, limits: LedgerLimits, events: Sequence[StockEvent], at_ms: int,
+               buckets: tuple[list[int], int] | None = None) -> tuple[list[str], list]:
+    """KEYS and ARGV of apply_batch.lua for events of one partition (in order)."""
+    ids, expires = buckets or limits.idempotency_buckets_at(at_ms)
+    partition = keys.partition(events[0].sku)
+    script_keys: list[str] = [
+        keys.dirty(partition), keys.journal(partition), keys.oversells(partition), keys.ended_holds_index(partition),
+    ]
+    base_of: dict[str, int] = {}
+    dlog_of: dict[tuple[str, str], int] = {}
+    for event in events:
+        sku = event.sku
+        if sku not in base_of:
+            base_of[sku] = len(script_keys) + 1
+            script_keys += (keys.stock(sku), keys.idempotency_meta(sku), keys.holds(sku), keys.count_cuts(sku),
+                            keys.ended_holds(sku), *(keys.idempotency_bucket(sku, b) for b in ids))
+    for event in events:
+        pair = (event.sku, event.location)
+        if pair not in dlog_of:
+            dlog_of[pair] = len(script_keys) + 1
+            script_keys.append(keys.delta_log(*pair))
+    argv: list = [at_ms, expires, limits.journal_cap, limits.delta_log_cap, limits.oversell_cap,
+                  limits.hold_grace_ms(), limits.tombstone_keep_ms(), len(ids), *ids]
+    for event in events:
+        argv += (
+            base_of[event.sku], dlog_of[(event.sku, event.location)],
+            event.event_id, event_digest(event.event_id), event.type, event.reason or "", event.sku, event.location,
+            event.quantity, event.occurred_ms, event.reference or "", event.channel or "", event.source,
+            source_code(event.source), count_cutoffs(event, limits.count_lag_ms),
+        )
+    return script_keys, argv
+
+
+def keys_of_intent(keys: KeyLayout, reservation_id: str) -> tuple[str, str, str, str]:
+    """intent.lua's KEYS: the header and its partition's pending, expiry and ended indexes."""
+    p = keys.reservation_partition(reservation_id)
+    return keys.reservation(reservation_id), keys.pending(p), keys.expiry(p), keys.ended(p)
 
 
 #: Redis errors that say "not now" (full, read-only replica, failing over), not "bad event"
@@ -196,7 +256,10 @@ def script_error(reply: Exception) -> str:
 
 
 def parse_apply_reply(event: StockEvent, reply) -> ApplyResult:
-    """One apply_event.lua reply (or its error) as an ApplyResult; transient errors raise."""
+    """One apply_event.lua reply (or its error) as an ApplyResult; transient errors raise.
+    apply_batch.lua's per-event {'error', reason} is read as that error reply."""
+    if isinstance(reply, list) and len(reply) == 2 and reply[0] in (b"error", "error"):
+        reply = ResponseError(_s(reply[1]))
     if isinstance(reply, Exception):
         if isinstance(reply, ResponseError) and not str(reply).startswith(TRANSIENT_REPLY_PREFIXES):
             return ApplyResult(event.event_id, "error", None, error=script_error(reply))
@@ -205,6 +268,37 @@ def parse_apply_reply(event: StockEvent, reply) -> ApplyResult:
     if len(reply) == 1:
         return ApplyResult(event.event_id, status, None)
     return ApplyResult(event.event_id, status, Buckets(*(int(x) for x in reply[1:6])), int(reply[6]))
+
+
+def scatter_batch_replies(events: Sequence[StockEvent], groups: Sequence[Sequence[int]], replies: Sequence) -> list[ApplyResult]:
+    """apply_batch.lua replies (one list per group, or one error for a whole call) back in
+    the events' order. A whole call's error is each of its events' error (transient: raises)."""
+    results: list[ApplyResult | None] = [None] * len(events)
+    for group, reply in zip(groups, replies):
+        if isinstance(reply, Exception) or len(reply) != len(group):
+            problem = reply if isinstance(reply, Exception) else ResponseError(f"apply_batch answered {len(reply)} of {len(group)}")
+            for i in group:
+                results[i] = parse_apply_reply(events[i], problem)
+            continue
+        for i, one in zip(group, reply):
+            results[i] = parse_apply_reply(events[i], one)
+    return results  # type: ignore[return-value]
+
+
+class PartitionedApply:
+    """`apply_batch` by `Ledger.apply_partitioned` (one apply_batch.lua call per partition
+    group), for a caller that takes an applier: the consumer on Redis Cluster, where the
+    client routes each call by its first key to the partition's slot."""
+
+    def __init__(self, ledger: Ledger, per_call: int = BATCH_PER_CALL) -> None:
+        self.ledger = ledger
+        self.per_call = per_call
+
+    async def apply_batch(self, events: Sequence[StockEvent], *, at_ms: int | None = None) -> list[ApplyResult]:
+        return await self.ledger.apply_partitioned(events, at_ms=at_ms, per_call=self.per_call)
+
+    async def close(self) -> None:
+        """Nothing of its own to close (the ledger's client is the runtime's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +332,15 @@ class Ledger:
     ) -> None:
         self.redis = redis
         self.keys = keys or KeyLayout()
+        if isinstance(redis, RedisCluster):
+            # the keys live on a cluster whatever the caller said: group commit may then only
+            # name headers in the SKU's own slot (KeyLayout.may_group)
+            self.keys.cluster = True
         self.reservations = reservations or ReservationPolicy()
         self.limits = limits or LedgerLimits()
         if self.limits.hold_retention_ms is None:  # order-event holds: the same grace as reservations
             self.limits = dataclasses.replace(self.limits, hold_retention_ms=self.reservations.retention_ms)
-        self._sources = {name: _script_source(name) for name in SCRIPT_NAMES}
+        self._sources = {name: script_source(name) for name in SCRIPT_NAMES}
         self._sha: dict[str, str] = {}
         self.group = GroupCommitter(self._run_group, max_batch=max(1, self.reservations.group_max))
         #: candidate-location arguments per (SKU, channel, location), for the book they came from
@@ -252,6 +350,28 @@ class Ledger:
     async def load_scripts(self) -> None:
         for name, source in self._sources.items():
             self._sha[name] = await self.redis.script_load(source)
+
+    async def check_layout(self) -> None:
+        """Record this ledger's partition count in Redis on first use; refuse to run on a
+        ledger recorded with another count, or still in the old per-SKU layout (its data
+        would look absent): `availability ledger migrate-layout` moves it."""
+        keys = self.keys
+        recorded = {_s(k): _s(v) for k, v in (await self.redis.hgetall(keys.layout)).items()}
+        if not recorded:
+            legacy = LegacyKeyLayout(keys.prefix)
+            if await self.redis.exists(*legacy.streams, *legacy.global_zsets):
+                raise LayoutMismatch(
+                    f"the ledger under {keys.prefix!r} is in the old per-SKU key layout: run "
+                    f"`availability ledger migrate-layout` (it moves it to {keys.partitions} partitions)"
+                )
+            await self.redis.hsetnx(keys.layout, "partitions", keys.partitions)
+            await self.redis.hsetnx(keys.layout, "version", LAYOUT_VERSION)
+            recorded = {_s(k): _s(v) for k, v in (await self.redis.hgetall(keys.layout)).items()}
+        if int(recorded.get("partitions", 0)) != keys.partitions:
+            raise LayoutMismatch(
+                f"the ledger under {keys.prefix!r} has {recorded.get('partitions')} partitions and this process "
+                f"uses {keys.partitions} (AVAILABILITY_LEDGER_PARTITIONS): set it to the recorded count"
+            )
 
     async def scripts_loaded(self) -> bool:
         if not self._sha:
@@ -307,6 +427,31 @@ class Ledger:
         count_oversells(events, results)
         return results
 
+    async def apply_partitioned(self, events: Sequence[StockEvent], *, at_ms: int | None = None,
+                                per_call: int = BATCH_PER_CALL) -> list[ApplyResult]:
+        """`apply_batch`'s results for the same events, with one apply_batch.lua call per
+        partition group instead of one apply_event.lua call per event (one pipeline)."""
+        if not events:
+            return []
+        stamp = at_ms if at_ms is not None else now_ms()
+        buckets = self.limits.idempotency_buckets_at(stamp)
+        groups = partition_batches(self.keys, events, per_call)
+        calls = [batch_call(self.keys, self.limits, [events[i] for i in group], stamp, buckets) for group in groups]
+        if not self._sha:
+            await self.load_scripts()
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for script_keys, argv in calls:
+                pipe.evalsha(self._sha["apply_batch"], len(script_keys), *script_keys, *argv)
+            replies = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                await self.load_scripts()
+                continue
+            break
+        results = scatter_batch_replies(events, groups, replies)
+        count_oversells(events, results)
+        return results
+
     async def applied(self, sku: str, event_ids: Sequence[str], *, at_ms: int | None = None) -> set[str]:
         """Which of these events of one SKU the ledger has applied inside the idempotency
         window: the same digest lookup apply_event.lua makes, read-only (the Shopify push
@@ -349,9 +494,15 @@ class Ledger:
             if ms_n == 0 and seq_n == 0:
                 return []
             top = f"{ms_n}-{seq_n - 1}" if seq_n else f"{ms_n - 1}-{_U64}"
-        entries = await self.redis.xrevrange(self.keys.oversells, max=top, min="-", count=limit)
+        # Every partition's newest `limit` below `top`, merged newest first (stream ids are
+        # Redis's ms clock, so the order across partitions is the order they were recorded).
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys.all_oversells():
+            pipe.xrevrange(key, max=top, min="-", count=limit)
+        merged = [entry for entries in await pipe.execute() for entry in entries]
+        merged.sort(key=lambda entry: _stream_id(entry[0]), reverse=True)
         out = []
-        for entry_id, fields in entries:
+        for entry_id, fields in merged[:limit]:
             f = {_s(k): _s(v) for k, v in fields.items()}
             out.append((_s(entry_id), Oversell(
                 event_id=f["e"], order=f.get("o", ""), sku=f["s"], location=f["l"], units_short=int(f["u"]),
@@ -382,10 +533,66 @@ class Ledger:
     async def mark_dirty(self, pairs: Iterable[tuple[str, str]], *, at_ms: int | None = None) -> int:
         """Mark (SKU, location) pairs for the publisher, keeping earlier first-dirty times."""
         stamp = at_ms if at_ms is not None else now_ms()
-        members = {f"{sku}|{loc}": stamp for sku, loc in pairs}
-        if not members:
+        by_partition: dict[int, dict[str, int]] = defaultdict(dict)
+        for sku, loc in pairs:
+            by_partition[self.keys.partition(sku)][f"{sku}|{loc}"] = stamp
+        if not by_partition:
             return 0
-        return await self.redis.zadd(self.keys.dirty, members, nx=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for partition, members in by_partition.items():
+            pipe.zadd(self.keys.dirty(partition), members, nx=True)
+        return sum(await pipe.execute())
+
+    async def dirty_count(self) -> int:
+        """(SKU, location) marks waiting in every partition's dirty set."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys.all_dirty():
+            pipe.zcard(key)
+        return sum(await pipe.execute())
+
+    async def index_count(self, index) -> int:
+        """Members of a per-partition index (`keys.pending`, `keys.expiry`, ...) in all partitions."""
+        pipe = self.redis.pipeline(transaction=False)
+        for p in self.keys.range():
+            pipe.zcard(index(p))
+        return sum(await pipe.execute())
+
+    async def forget_dirty(self) -> None:
+        """Drop every dirty mark (seeding tools: what they loaded is history, not news)."""
+        await self.redis.delete(*self.keys.all_dirty(), *(self.keys.dirty_taking(p) for p in self.keys.range()))
+
+    async def journal_length(self) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys.all_journals():
+            pipe.xlen(key)
+        return sum(await pipe.execute())
+
+    async def journal_entries(self) -> list[tuple[str, dict[str, str]]]:
+        """The whole journal (every partition's stream), in recorded order: (id, fields).
+        Entries of one SKU keep their order (one SKU is in one partition's stream)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys.all_journals():
+            pipe.xrange(key)
+        merged = [
+            (_s(entry_id), {_s(k): _s(v) for k, v in fields.items()})
+            for entries in await pipe.execute() for entry_id, fields in entries
+        ]
+        merged.sort(key=lambda entry: _stream_id(entry[0]))
+        return merged
+
+    async def _due(self, index, low, high, limit: int) -> list[str]:
+        """Members scored low..high of one per-partition index, across partitions (one
+        pipeline; at most `limit` in all, taken from each partition in turn)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for p in self.keys.range():
+            pipe.zrangebyscore(index(p), low, high, start=0, num=limit)
+        found = [[_s(r) for r in rows] for rows in await pipe.execute()]
+        out: list[str] = []
+        for rows in found:
+            out += rows[: limit - len(out)]
+            if len(out) >= limit:
+                break
+        return out
 
     # --- reservations ----------------------------------------------------------------------
     #
@@ -435,7 +642,7 @@ class Ledger:
 
         # 0. one SKU: group commit (header, hold and finish in one atomic call, batched with
         # the SKU's other reservations); what it cannot decide alone comes back "again"
-        if len(skus) == 1 and policy.group_max:
+        if len(skus) == 1 and policy.group_max and self.keys.may_group(rid, skus[0]):
             sku = skus[0]
             lines = [
                 (line.quantity, self._candidates(book, sku, line.location, channel, sellable, everywhere))
@@ -498,8 +705,8 @@ class Ledger:
                     args.append(line.quantity)
                     args += self._candidates(book, sku, line.location, channel, sellable, everywhere)
                 pipe.evalsha(
-                    self._sha["reserve"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
-                    self.keys.journal, *args,
+                    self._sha["reserve"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty_of(sku),
+                    self.keys.journal_of(sku), *args,
                 )
 
         # (A one-SKU reservation that group commit hands back, a replay or a retry, finishes
@@ -596,7 +803,7 @@ class Ledger:
         requests: list = []
         header_keys: list[str] = []
         for rid, channel, expires, doc, _stamp, lines in entries:
-            header_keys.append(keys.reservation(rid))
+            header_keys += (keys.reservation(rid), keys.expiry_of(rid))
             placed = []
             for quantity, candidates in lines:
                 index = set_index.get(id(candidates))
@@ -606,8 +813,8 @@ class Ledger:
                 placed.append((quantity, index))
             requests.append((rid, channel, str(expires), doc.decode(), placed))
         call = (
-            self._sha.get("reserve_group", ""), 5 + len(entries),
-            keys.stock(sku), keys.holds(sku), keys.dirty, keys.journal, keys.expiry, *header_keys,
+            self._sha.get("reserve_group", ""), 4 + 2 * len(entries),
+            keys.stock(sku), keys.holds(sku), keys.dirty_of(sku), keys.journal_of(sku), *header_keys,
             entries[0][4], sku, self.limits.journal_cap, token, len(set_index), *set_args, msgspec.json.encode(requests),
         )
         await self._debug_pause("before-group")
@@ -641,7 +848,7 @@ class Ledger:
 
     async def _intent(self, action: str, reservation_id: str, *args) -> list:
         keys = self.keys
-        call = (4, keys.reservation(reservation_id), keys.pending, keys.expiry, keys.ended, action, reservation_id, *args)
+        call = (4, *keys_of_intent(keys, reservation_id), action, reservation_id, *args)
         if not self._sha:
             await self.load_scripts()
         try:  # one command, no pipeline: this is on every reservation's path
@@ -656,8 +863,7 @@ class Ledger:
         def build(pipe):
             for reservation_id in reservation_ids:
                 pipe.evalsha(
-                    self._sha["intent"], 4, keys.reservation(reservation_id), keys.pending, keys.expiry, keys.ended,
-                    action, reservation_id, *args,
+                    self._sha["intent"], 4, *keys_of_intent(keys, reservation_id), action, reservation_id, *args,
                 )
 
         return await self._run_pipeline(build) if reservation_ids else []
@@ -678,7 +884,7 @@ class Ledger:
         their lease has passed. Returns how many were rolled back."""
         seconds, micros = await self.redis.time()
         redis_now = seconds * 1000 + micros // 1000
-        due = [_s(r) for r in await self.redis.zrangebyscore(self.keys.pending, "-inf", redis_now, start=0, num=limit)]
+        due = await self._due(self.keys.pending, "-inf", redis_now, limit)
         return await self._recover(due, at_ms=at_ms) if due else 0
 
     async def _recover(self, reservation_ids: Sequence[str], *, at_ms: int | None = None) -> int:
@@ -697,8 +903,7 @@ class Ledger:
         drops = await self._run_pipeline(
             lambda pipe: [
                 pipe.evalsha(
-                    self._sha["intent"], 4, self.keys.reservation(r), self.keys.pending, self.keys.expiry,
-                    self.keys.ended, "drop", r, token,
+                    self._sha["intent"], 4, *keys_of_intent(self.keys, r), "drop", r, token,
                 )
                 for r, _, token in claimed
             ]
@@ -741,8 +946,8 @@ class Ledger:
         def build(pipe):
             for (reservation_id, sku), token in zip(holds, fences):
                 pipe.evalsha(
-                    self._sha["settle"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
-                    self.keys.journal, reservation_id, stamp, action, sku, self.limits.journal_cap, token,
+                    self._sha["settle"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty_of(sku),
+                    self.keys.journal_of(sku), reservation_id, stamp, action, sku, self.limits.journal_cap, token,
                 )
 
         replies = await self._run_pipeline(build)
@@ -810,11 +1015,11 @@ class Ledger:
         def build(pipe):
             for sku in header.skus:
                 pipe.evalsha(
-                    self._sha["settle"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty,
-                    self.keys.journal, reservation_id, stamp, action, sku, self.limits.journal_cap, "",
+                    self._sha["settle"], 4, self.keys.stock(sku), self.keys.holds(sku), self.keys.dirty_of(sku),
+                    self.keys.journal_of(sku), reservation_id, stamp, action, sku, self.limits.journal_cap, "",
                 )
-            pipe.zrem(self.keys.expiry, reservation_id)
-            pipe.zadd(self.keys.ended, {reservation_id: stamp})
+            pipe.zrem(self.keys.expiry_of(reservation_id), reservation_id)
+            pipe.zadd(self.keys.ended_of(reservation_id), {reservation_id: stamp})
 
         outcomes = [_s(reply[0]) for reply in (await self._run_pipeline(build))[: len(header.skus)]]
         if action == "commit" and "already_released" in outcomes:
@@ -831,7 +1036,7 @@ class Ledger:
         a flash sale's abandoned carts do not cost three round trips each.
         """
         stamp = at_ms if at_ms is not None else now_ms()
-        due = [_s(r) for r in await self.redis.zrangebyscore(self.keys.expiry, "-inf", stamp, start=0, num=limit)]
+        due = await self._due(self.keys.expiry, "-inf", stamp, limit)
         if not due:
             return 0
         pipe = self.redis.pipeline(transaction=False)
@@ -851,11 +1056,10 @@ class Ledger:
         expired_ids = {reservation_id for (reservation_id, _), outcome in zip(work, outcomes) if outcome[0] == "expired"}
         settled = [r for r in due if r not in pending]
         pipe = self.redis.pipeline(transaction=False)
-        if settled:
-            pipe.zrem(self.keys.expiry, *settled)
-        if settled:
+        for r in settled:
             # expired, or nothing left to expire (a header with nothing held): retention's either way
-            pipe.zadd(self.keys.ended, {r: stamp for r in settled})
+            pipe.zrem(self.keys.expiry_of(r), r)
+            pipe.zadd(self.keys.ended_of(r), {r: stamp})
         await pipe.execute()
         return len(expired_ids)
 
@@ -864,14 +1068,14 @@ class Ledger:
         for each SKU with one due (the `holds:ended` index), remove its ended holds whose
         grace has passed. A hold that holds units again is kept. Returns how many went."""
         stamp = at_ms if at_ms is not None else now_ms()
-        skus = [_s(s) for s in await self.redis.zrangebyscore(self.keys.ended_holds_index, "-inf", stamp, start=0, num=limit)]
+        skus = await self._due(self.keys.ended_holds_index, "-inf", stamp, limit)
         if not skus:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for sku in skus:
             pipe.evalsha(
                 self._sha["forget_holds"], 3, self.keys.holds(sku), self.keys.ended_holds(sku),
-                self.keys.ended_holds_index, sku, stamp, 1000,
+                self.keys.ended_holds_index_of(sku), sku, stamp, 1000,
             )
         return sum(int(reply[0]) for reply in await pipe.execute())
 
@@ -882,7 +1086,7 @@ class Ledger:
         and looked at again a grace period later. Returns how many were removed."""
         stamp = at_ms if at_ms is not None else now_ms()
         cutoff = stamp - self.reservations.retention_ms
-        due = [_s(r) for r in await self.redis.zrangebyscore(self.keys.ended, "-inf", cutoff, start=0, num=limit)]
+        due = await self._due(self.keys.ended, "-inf", cutoff, limit)
         if not due:
             return 0
         pipe = self.redis.pipeline(transaction=False)
@@ -901,7 +1105,10 @@ class Ledger:
         done = [r for r in due if r not in live]
         replies = await self._intents("forget", done)
         if live:  # committed and not yet shipped, or held again: look again after another grace period
-            await self.redis.zadd(self.keys.ended, {r: stamp for r in live})
+            pipe = self.redis.pipeline(transaction=False)
+            for r in live:
+                pipe.zadd(self.keys.ended_of(r), {r: stamp})
+            await pipe.execute()
         return sum(1 for reply in replies if _s(reply[0]) == "forgotten")
 
 
@@ -989,17 +1196,24 @@ def _hold_lines(body: str) -> list[tuple[str, int, int]]:
     return out
 
 
+def _stream_id(raw) -> tuple[int, int]:
+    ms, _, seq = _s(raw).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _s(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-#: scripts that share the channel ATS arithmetic and candidate parsing (ats_lib.lua)
-_USES_ATS_LIB = ("reserve", "reserve_group")
+#: scripts that share a library, prepended when loaded: the channel ATS arithmetic and
+#: candidate parsing (ats_lib.lua), and the one-event apply (apply_lib.lua)
+_LIBRARY = {"reserve": "ats_lib", "reserve_group": "ats_lib", "apply_event": "apply_lib", "apply_batch": "apply_lib"}
 
 
-def _script_source(name: str) -> str:
+def script_source(name: str) -> str:
+    """The Lua source Redis is given for script `name` (its library prepended)."""
     scripts = resources.files("availability.ledger").joinpath("scripts")
     source = scripts.joinpath(f"{name}.lua").read_text()
-    if name in _USES_ATS_LIB:
-        source = scripts.joinpath("ats_lib.lua").read_text() + source
+    if name in _LIBRARY:
+        source = scripts.joinpath(f"{_LIBRARY[name]}.lua").read_text() + source
     return source

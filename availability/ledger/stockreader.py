@@ -22,11 +22,13 @@ import asyncio
 import collections
 import logging
 from typing import Iterable, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from availability.domain.ats import Buckets
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger, parse_buckets
+from availability.ledger.resp import Endpoint, setup_failure
+from availability.ledger.resp import command as _command
 
 try:  # optional: without it the ledger's redis-py read is used
     import hiredis
@@ -46,13 +48,6 @@ class StockReader(Protocol):
 
 class RedisUnavailable(ConnectionError):
     pass
-
-
-def _command(*parts: bytes) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
-    return b"".join(out)
 
 
 class _Pending:
@@ -135,12 +130,8 @@ class _Connection(asyncio.Protocol):
 
 class PipelinedStockReader:
     def __init__(self, url: str, keys: KeyLayout) -> None:
-        parsed = urlparse(url)
-        self.host = parsed.hostname or "127.0.0.1"
-        self.port = parsed.port or 6379
-        self.db = int((parsed.path or "/0").lstrip("/") or 0)
-        self.username = unquote(parsed.username) if parsed.username else None
-        self.password = unquote(parsed.password) if parsed.password else None
+        self.endpoint = Endpoint.from_url(url)
+        self.host, self.port = self.endpoint.host, self.endpoint.port
         self.keys = keys
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
@@ -162,18 +153,12 @@ class PipelinedStockReader:
                 )
             except (OSError, asyncio.TimeoutError) as exc:
                 raise RedisUnavailable(f"cannot connect to Redis at {self.host}:{self.port}: {exc}") from None
-            setup = []
-            if self.password is not None:
-                auth = (self.username.encode(),) if self.username else ()
-                setup.append(_command(b"AUTH", *auth, self.password.encode()))
-            if self.db:
-                setup.append(_command(b"SELECT", str(self.db).encode()))
+            setup = self.endpoint.setup_commands()
             if setup:
-                replies = await conn.request(b"".join(setup), len(setup))
-                for reply in replies:
-                    if isinstance(reply, Exception):
-                        conn.close()
-                        raise RedisUnavailable(f"Redis refused the connection setup: {reply}")
+                failed = setup_failure(await conn.request(b"".join(setup), len(setup)))
+                if failed is not None:
+                    conn.close()
+                    raise RedisUnavailable(f"Redis refused the connection setup: {failed}")
             self._conn = conn
             return conn
 

@@ -90,7 +90,7 @@ async def test_a_script_error_dead_letters_the_event_with_its_reason_and_leaves_
     await ledger.apply(event("receipt", sku="SKU-X", location="S1", quantity=9, event_id="seed"))
     stock_key = ledger.keys.stock("SKU-X")
     await runtime.redis.hset(stock_key, "DC1", "12,zero,0,0,0,-1")  # a bad hand edit
-    journal_before = await runtime.redis.xlen(ledger.keys.journal)
+    journal_before = await ledger.journal_length()
     records_before = await ledger.idempotency_records("SKU-X")
 
     events = [event("receipt", sku="SKU-X", location="S1", quantity=2, event_id=f"x{i}") for i in range(3)]
@@ -105,7 +105,7 @@ async def test_a_script_error_dead_letters_the_event_with_its_reason_and_leaves_
     # nothing of `boom` was written: the corrupt value as it was, no record, no journal entry
     assert await runtime.redis.hget(stock_key, "DC1") == b"12,zero,0,0,0,-1"
     assert await ledger.idempotency_records("SKU-X") == records_before + 3
-    assert await runtime.redis.xlen(ledger.keys.journal) == journal_before + 3
+    assert await ledger.journal_length() == journal_before + 3
     assert (await ledger.apply(event("receipt", sku="SKU-X", location="S1", quantity=2, event_id="x0"))).status \
         == "duplicate"
 

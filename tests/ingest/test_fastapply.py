@@ -3,27 +3,35 @@ random events through both give the same statuses and the same buckets."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from availability.ingest import fastapply
-from availability.ingest.fastapply import FastApplier, _PyReader
+from availability.ingest.fastapply import FastApplier
+from availability.ledger import resp
+from availability.ledger.resp import PyReader as _PyReader
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
 from tests.ingest.conftest import SKUS, random_events
 
+pytestmark = pytest.mark.skipif(
+    os.environ.get("AVAILABILITY_TEST_CLUSTER", "").lower() in ("1", "true", "yes"),
+    reason="the fast applier speaks RESP to one server (on a cluster the consumer applies through the ledger)",
+)
 
-@pytest.mark.parametrize("reader", ["hiredis", "python"])
-async def test_fast_applier_equals_ledger_apply_batch(redis_client, redis_url, key_prefix, reader, monkeypatch):
+
+@pytest.mark.parametrize("reader,batched", [("hiredis", True), ("hiredis", False), ("python", True)])
+async def test_fast_applier_equals_ledger_apply_batch(redis_client, redis_url, key_prefix, reader, batched, monkeypatch):
     if reader == "python":
-        monkeypatch.setattr(fastapply, "_Reader", None)  # as without hiredis installed
-    elif fastapply._Reader is None:
+        monkeypatch.setattr(resp, "_HiredisReader", None)  # as without hiredis installed
+    elif not resp.HAVE_HIREDIS:
         pytest.skip("hiredis is not installed")
     events = random_events(2000, seed=21, dup_rate=0.1)
     reference = Ledger(redis_client, keys=KeyLayout(f"{key_prefix}a"))
     fast_ledger = Ledger(redis_client, keys=KeyLayout(f"{key_prefix}b"))
     await reference.load_scripts()
     await fast_ledger.load_scripts()
-    applier = FastApplier(fast_ledger, redis_url, connections=2)
+    applier = FastApplier(fast_ledger, redis_url, connections=2, batched=batched, per_call=64)
     try:
         expected, got = [], []
         for start in range(0, len(events), 300):
@@ -93,3 +101,16 @@ def test_fast_encoding_is_exactly_the_ledgers_script_call(redis_client, redis_ur
         for k, a in (apply_call(ledger.keys, limits, e, stamp) for e in events)
     )
     assert applier._encode(events, stamp) == expected
+
+    # batched: one EVALSHA apply_batch.lua per partition group, with `ledger.batch_call`'s KEYS/ARGV
+    from availability.ledger.ledger import batch_call, partition_batches
+
+    groups = partition_batches(ledger.keys, events, applier.per_call)
+    expected = b"".join(
+        _encode("EVALSHA", applier._batch_sha[5:-2].decode(), str(len(k)), *k, *a)
+        for k, a in (batch_call(ledger.keys, limits, [events[i] for i in g], stamp) for g in groups)
+    )
+    payload, got_groups = applier._encode_batched(events, stamp)
+    assert payload == expected and got_groups == groups
+    assert sorted(i for g in groups for i in g) == list(range(len(events)))
+    assert all(len({ledger.keys.partition(events[i].sku) for i in g}) == 1 for g in groups)

@@ -156,12 +156,12 @@ async def test_a_ship_from_another_location_is_journaled_at_both(ledger, redis_c
                               event("reserve", location="DC1", quantity=2, reference="web-1", source="shopify")])
     await ledger.apply(event("fulfil", location="STORE-1", quantity=2, reference="web-1", source="shopify",
                              event_id="shopify:fulfillments/create:1:1"))
-    entries = [e[1] for e in await redis_client.xrange(ledger.keys.journal)][-2:]
+    entries = [e[1] for e in await redis_client.xrange(ledger.keys.journal_of(SKU))][-2:]
     assert [(e[b"e"], e[b"l"], e[b"st"], e[b"b"], e[b"a"]) for e in entries] == [
         (b"shopify:fulfillments/create:1:1", b"STORE-1", b"applied", b"10,0,0,0,0", b"8,0,0,0,0"),
         (b"shopify:fulfillments/create:1:1", b"DC1", b"settled_elsewhere", b"10,2,0,0,0", b"10,0,0,0,0"),
     ]
-    assert await redis_client.zscore(ledger.keys.dirty, f"{SKU}|DC1") is not None
+    assert await redis_client.zscore(ledger.keys.dirty_of(SKU), f"{SKU}|DC1") is not None
 
 
 async def test_a_full_delta_log_is_trimmed_and_a_count_it_cannot_bring_forward_is_refused(redis_client, key_prefix):

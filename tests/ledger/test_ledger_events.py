@@ -73,10 +73,10 @@ async def test_release_before_reserve_stays_released(ledger):
 
 async def test_every_change_is_journaled_and_marked_dirty(ledger, redis_client):
     await ledger.apply(event("receipt", quantity=5, event_id="wms-944-0001-3"))
-    entries = await redis_client.xrange(ledger.keys.journal)
+    entries = await redis_client.xrange(ledger.keys.journal_of("TEE-BLK-M"))
     assert [e[1][b"e"] for e in entries] == [b"wms-944-0001-3"]
     assert entries[0][1][b"a"] == b"5,0,0,0,0"
-    assert await redis_client.zscore(ledger.keys.dirty, "TEE-BLK-M|DC1") is not None
+    assert await redis_client.zscore(ledger.keys.dirty_of("TEE-BLK-M"), "TEE-BLK-M|DC1") is not None
 
 
 async def test_many_skus_read_in_one_call(ledger):

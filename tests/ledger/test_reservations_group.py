@@ -90,7 +90,7 @@ async def test_concurrent_reservations_answer_each_request_as_the_oracle_does(le
     assert {loc: b.on_hand - b.reserved for loc, b in stock.items()} == oracle.free
     assert sum(b.reserved for b in stock.values()) == held_units
     assert all(b.reserved <= b.on_hand for b in stock.values())  # never oversold
-    journal = await ledger.redis.xlen(ledger.keys.journal)
+    journal = await ledger.journal_length()
     assert journal >= 2 + sum(1 for a in answers if not isinstance(a, InsufficientStock))
 
 
@@ -137,4 +137,4 @@ async def test_an_idle_request_is_sent_at_once_and_off_means_the_per_sku_protoco
         await led.apply(event("receipt", sku="HOT", quantity=3))
         held = await asyncio.wait_for(led.reserve(ReservationRequest("one", "online", [ReservationLine("HOT", 1)]), rules), 5)
         assert held.status == "held" and led.group.batches == batches
-        assert await led.redis.zcard(led.keys.pending) == 0
+        assert await led.index_count(led.keys.pending) == 0

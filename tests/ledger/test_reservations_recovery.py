@@ -133,7 +133,7 @@ def _sweeper(ledger: Ledger) -> ExpirySweeper:
 
 
 async def _settled(ledger: Ledger, skus, expected) -> bool:
-    return await _buckets(ledger, skus) == expected and not await ledger.redis.zcard(ledger.keys.pending)
+    return await _buckets(ledger, skus) == expected and not await ledger.index_count(ledger.keys.pending)
 
 
 async def _wait_recovered(sweeper: ExpirySweeper, ledger: Ledger, skus, expected, *, bound_s: float) -> float:
@@ -173,7 +173,7 @@ async def test_killed_between_hold_and_rollback_the_sweep_releases_the_stock(
     # other shoppers are refused only while the lease runs
     took = await _wait_recovered(_sweeper(ledger), ledger, ["A", "B"], _expected(oracle), bound_s=LEASE_S + 2)
     assert took <= LEASE_S + 2
-    assert await ledger.redis.zcard(ledger.keys.pending) == 0
+    assert await ledger.index_count(ledger.keys.pending) == 0
     assert not await ledger.redis.exists(ledger.keys.reservation("ord-crash"))
     assert await ledger.redis.hlen(ledger.keys.holds("A")) == 0
 
@@ -258,7 +258,7 @@ async def test_short_single_sku_answer_leaves_no_header_no_index_entry(sweeping_
         await ledger.reserve(ReservationRequest("no", "online", [ReservationLine("A", 2)]), book())
     r = ledger.redis
     assert not await r.exists(ledger.keys.reservation("no"))
-    assert await r.zcard(ledger.keys.pending) == 0 and await r.zcard(ledger.keys.expiry) == 0
+    assert await ledger.index_count(ledger.keys.pending) == 0 and await ledger.index_count(ledger.keys.expiry) == 0
 
 
 async def test_a_one_sku_attempt_that_died_after_finishing_a_refused_hold_leaves_nothing_a_retry_trips_on(
@@ -293,7 +293,7 @@ async def test_a_one_sku_attempt_without_ttl_killed_after_a_refused_hold_leaves_
     await _wait_recovered(_sweeper(ledger), ledger, ["A"], {"A": (1, 0)}, bound_s=LEASE_S + 2)
     assert not await ledger.redis.exists(ledger.keys.reservation("no-ttl"))
     assert await ledger.redis.hlen(ledger.keys.holds("A")) == 0
-    assert await ledger.redis.zcard(ledger.keys.expiry) == 0
+    assert await ledger.index_count(ledger.keys.expiry) == 0
 
 
 @pytest.mark.parametrize("pause_at", ["before-group", "after-group"])
@@ -312,7 +312,7 @@ async def test_a_process_killed_mid_batch_strands_nothing_the_sweep_does_not_rel
     made = [oracle.reserve([("A", 1)]) for _ in range(40)] if pause_at == "after-group" else [False] * 40
     assert await _buckets(ledger, ["A"]) == _expected(oracle)
     r = ledger.redis
-    assert await r.hlen(ledger.keys.holds("A")) == sum(made) and await r.zcard(ledger.keys.pending) == 0
+    assert await r.hlen(ledger.keys.holds("A")) == sum(made) and await ledger.index_count(ledger.keys.pending) == 0
     for i, held in enumerate(made):
         header = ledger.keys.reservation(f"g-{i}")
         assert (await r.hget(header, "st") == b"H") if held else not await r.exists(header)
@@ -321,4 +321,31 @@ async def test_a_process_killed_mid_batch_strands_nothing_the_sweep_does_not_rel
         assert not created and again.status == "held"
     oracle.reserved["A"] = 0  # every hold had a 2 s TTL
     await _wait_recovered(_sweeper(ledger), ledger, ["A"], _expected(oracle), bound_s=5)
-    assert await r.zcard(ledger.keys.expiry) == 0
+    assert await ledger.index_count(ledger.keys.expiry) == 0
+
+
+async def test_a_reservation_across_partitions_killed_after_its_holds_is_rolled_back_in_each(
+    sweeping_ledger, redis_url, key_prefix, tmp_path
+):
+    """Issue 15: the SKUs' keys sit in different partitions (different Redis Cluster slots),
+    and the header in a third; every step is single-slot, and recovery, driven from the
+    header's partition, rolls back the holds in each SKU's partition."""
+    ledger = sweeping_ledger
+    keys = ledger.keys
+    skus = ["A", "B", "C"]
+    rid = next(f"ord-x{i}" for i in range(1000)
+               if len({keys.reservation_partition(f"ord-x{i}"), *(keys.partition(s) for s in skus)}) == 4)
+    assert len({keys.partition(s) for s in skus}) == 3
+    await ledger.apply_batch([event("receipt", sku=s, quantity=4, event_id=f"r-{s}") for s in skus])
+    oracle = Oracle({s: 4 for s in skus})
+    lines = [("A", 3), ("B", 2), ("C", 1)]
+    victim = await _start_victim(redis_url, key_prefix, tmp_path, rid, lines, "after-holds")
+    assert await _buckets(ledger, skus) == {"A": (4, 3), "B": (4, 2), "C": (4, 1)}
+    _kill(victim)  # all held, never finished: an error for its caller, so nothing may stay held
+    assert await ledger.redis.zscore(keys.pending_of(rid), rid) is not None
+    await _wait_recovered(_sweeper(ledger), ledger, skus, _expected(oracle), bound_s=LEASE_S + 2)
+    assert not await ledger.redis.exists(keys.reservation(rid))
+    assert all([await ledger.redis.hlen(keys.holds(s)) == 0 for s in skus])
+    held = await ledger.reserve(ReservationRequest(rid, "online", [ReservationLine(*x) for x in lines]), book())
+    assert held.status == "held" and oracle.reserve(lines)
+    assert await _buckets(ledger, skus) == _expected(oracle)

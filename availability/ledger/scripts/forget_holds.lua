@@ -3,7 +3,7 @@
 --
 -- KEYS[1] holds hash   {sku}:holds    field = reference, value "STATE|expires_ms|channel|body"
 -- KEYS[2] ended holds  {sku}:ended    zset, member = reference, score = ms it may be removed after
--- KEYS[3] ended index  holds:ended    zset, member = SKU, score = earliest ms in KEYS[2]
+-- KEYS[3] ended index  {pN}:holds:ended   zset, member = SKU, score = earliest ms in KEYS[2]
 -- ARGV: 1 sku, 2 now_ms, 3 limit (references looked at in one call)
 -- Returns {removed, still_due}: holds removed, and due entries left for another call.
 --

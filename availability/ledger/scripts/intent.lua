@@ -8,7 +8,7 @@
 -- own (the attempt token, also tagged on every hold of that attempt), dl (lease deadline,
 -- Redis TIME ms: holds of the attempt are only placed before it, see reserve.lua).
 --
--- KEYS[1] header hash   resv:{ID}
+-- KEYS[1] header hash   {pN}:resv:ID (N: the id's partition; the indexes below are that partition's)
 -- KEYS[2] pending zset  resv:pending  id -> lease deadline ms (the recovery sweep's list)
 -- KEYS[3] expiry zset   resv:expiry   id -> expires ms (the TTL sweep's list)
 -- KEYS[4] ended zset    resv:ended    id -> ended ms (the retention sweep's list)

@@ -4,10 +4,10 @@
 -- The arithmetic is availability/domain/ats.py's (integer basis points, ats_lib.lua,
 -- prepended when loaded); a property test (tests/ledger/test_properties.py) proves the two agree.
 --
--- KEYS[1] stock hash  {sku}:stock
+-- KEYS[1] stock hash  {pN}:SKU:stock (N: the SKU's partition, as every key here)
 -- KEYS[2] holds hash  {sku}:holds
--- KEYS[3] dirty zset  dirty
--- KEYS[4] journal     journal (a hold per location, with its channel; a refused line as t=refuse)
+-- KEYS[3] dirty zset  {pN}:dirty
+-- KEYS[4] journal     {pN}:journal (a hold per location, with its channel; a refused line as t=refuse)
 -- ARGV: 1 reservation_id, 2 now_ms, 3 expires_ms (0 = no TTL), 4 channel, 5 sku,
 --       6 journal_cap, 7 number of lines, 8 attempt token, 9 lease deadline (Redis TIME ms),
 --       then for each line:

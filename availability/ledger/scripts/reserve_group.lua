@@ -9,12 +9,12 @@
 -- The ATS arithmetic is reserve.lua's (ats_lib.lua, prepended when loaded); each
 -- request sees the buckets left by the requests before it in the batch.
 --
--- KEYS[1] stock hash   {sku}:stock
--- KEYS[2] holds hash   {sku}:holds
--- KEYS[3] dirty zset   dirty
--- KEYS[4] journal      journal (a hold per location, with its channel; a refused line as t=refuse)
--- KEYS[5] expiry zset  resv:expiry
--- KEYS[5 + i]          header hash resv:{ID} of request i (see docs/architecture.md,
+-- KEYS[1] stock hash   {pN}:SKU:stock
+-- KEYS[2] holds hash   {pN}:SKU:holds
+-- KEYS[3] dirty zset   {pN}:dirty
+-- KEYS[4] journal      {pN}:journal (a hold per location, with its channel; a refused line as t=refuse)
+-- KEYS[3 + 2i]         header hash {pM}:resv:ID of request i (M: the id's partition)
+-- KEYS[4 + 2i]         expiry zset {pM}:resv:expiry of request i (see docs/architecture.md,
 --                      "Group commit", on why these are named here and Redis Cluster)
 -- ARGV: 1 now_ms, 2 sku, 3 journal_cap, 4 attempt token (shared by the batch; it fences
 --       rollback per id, and ids are distinct), 5 number of candidate sets, then per set:
@@ -47,7 +47,7 @@ local requests = cjson.decode(ARGV[pos])
 for ri, request in ipairs(requests) do
   local rid, channel, expires, doc, lines = request[1], request[2], request[3], request[4], request[5]
   local n_lines = #lines
-  local header = KEYS[5 + ri]
+  local header, expiry_key = KEYS[3 + 2 * ri], KEYS[4 + 2 * ri]
   if redis.call('EXISTS', header) == 1 or redis.call('HEXISTS', KEYS[2], rid) == 1 then
     replies[ri] = {'again'}
   else
@@ -104,7 +104,7 @@ for ri, request in ipairs(requests) do
       end
       redis.call('HSET', KEYS[2], rid, 'H|' .. expires .. '|' .. channel .. '#' .. token .. '|' .. table.concat(body, ';'))
       redis.call('HSET', header, 'doc', doc, 'st', 'H', 'own', token)
-      if tonumber(expires) > 0 then redis.call('ZADD', KEYS[5], expires, rid) end
+      if tonumber(expires) > 0 then redis.call('ZADD', expiry_key, expires, rid) end
       replies[ri] = result
     end
   end

@@ -1,9 +1,9 @@
 -- settle.lua: release, commit, expire, roll back or forget one reservation's hold on one SKU.
 --
--- KEYS[1] stock hash  {sku}:stock
+-- KEYS[1] stock hash  {pN}:SKU:stock (N: the SKU's partition, as every key here)
 -- KEYS[2] holds hash  {sku}:holds
--- KEYS[3] dirty zset  dirty
--- KEYS[4] journal     journal
+-- KEYS[3] dirty zset  {pN}:dirty
+-- KEYS[4] journal     {pN}:journal
 -- ARGV: 1 reservation_id, 2 now_ms, 3 action (release | commit | expire | rollback | forget), 4 sku,
 --       5 journal_cap, 6 attempt token (rollback only: the hold must carry it; '' = any)
 --   release:  held or committed units go back; an unknown id is remembered as released so a
