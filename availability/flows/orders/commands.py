@@ -117,7 +117,7 @@ async def build_parts(settings: Settings, root, *, with_erp: bool = True) -> Asy
     from availability.flows.orders.store import OrderStore  # noqa: PLC0415
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    redis = root.make_redis(settings.redis_url) if settings.redis_url else None
+    redis = root.make_redis(settings.redis_url, cluster=settings.redis_cluster) if settings.redis_url else None
     embedded = None
     if redis is None:
         embedded = root.open_runtime(settings)
