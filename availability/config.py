@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     api_keys: str | None = None
     public_read: bool = False
     rate_limit_per_second: int = 1000
+    #: the limit holds across every API worker and replica (a bucket per caller in Redis,
+    #: spent in chunks: availability/api/ratelimit.py); false = per process (workers × limit)
+    rate_limit_shared: bool = True
 
     #: ledger limits
     idempotency_window_seconds: int = 7 * 24 * 3600
