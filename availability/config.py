@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     #: fed by one stream partition
     ledger_partitions: int = 64
     batch_size: int = 500
+    #: > 0: the stream partitions are spread over the group's consumer processes through
+    #: leases of this many seconds in Redis (availability/ingest/leases.py); a process that
+    #: dies has its partitions taken over within about this time. 0: every consumer reads
+    #: every partition (the group shares the entries)
+    consumer_lease_seconds: float = Field(default=10.0, ge=0)
     consumer_name: str | None = None
 
     #: rules cache refresh (how soon another process's rule change is seen)
