@@ -110,24 +110,27 @@ class LocalCluster:
         for i in range(count):
             data_dir = self.root / f"node{i}"
             data_dir.mkdir(parents=True, exist_ok=True)
-            server = EmbeddedRedis(
-                data_dir,
-                port=free_port_pair(),
-                appendonly=self.appendonly,
-                binary=self.binary,
-                extra_args=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", str(self.node_timeout_ms),
-                    "--cluster-replica-validity-factor", "0",
-                    "--appendfsync", self.appendfsync,
-                ],
-            ).start()
+            server = self._server(data_dir, free_port_pair()).start()
             replica_of = None if i < self.masters else (i - self.masters) % self.masters
             node = ClusterNode(server, replica_of=replica_of)
             with node.client() as c:
                 node.node_id = c.execute_command("CLUSTER", "MYID").decode()
             self.nodes.append(node)
+
+    def _server(self, data_dir: Path, port: int) -> EmbeddedRedis:
+        return EmbeddedRedis(
+            data_dir,
+            port=port,
+            appendonly=self.appendonly,
+            binary=self.binary,
+            extra_args=[
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--cluster-replica-validity-factor", "0",
+                "--appendfsync", self.appendfsync,
+            ],
+        )
 
     def _form(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -182,6 +185,13 @@ class LocalCluster:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
+
+    def restart(self, node: ClusterNode, timeout: float = 30.0) -> None:
+        """Start a killed node again on its port and data (its nodes.conf keeps its identity):
+        it rejoins, as a replica of whoever took its slots over, and syncs."""
+        node.server.stop()  # nothing left to kill; lets go of the data directory
+        node.server = self._server(node.server.data_dir, node.port).start()
+        self.wait_healthy(timeout)
 
     def wait_failover(self, dead: ClusterNode, timeout: float = 30.0) -> ClusterNode:
         """Until a replica of the dead primary serves its slots; that replica."""

@@ -90,7 +90,8 @@ class StreamConsumer:
             most = settings.partitions if self.leased else len(self.partitions)
             self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=most + 1)
         self.pipeline = IngestPipeline(
-            runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules, applier=self.applier
+            runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules, applier=self.applier,
+            wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         self.reclaimer: Reclaimer | None = None
         self._broker: Any = None
