@@ -56,6 +56,7 @@ BENCHES = (
     Bench("rule_change", "loadtests.bench_rule_change"),
     Bench("resync", "loadtests.bench_resync"),
     Bench("memory", "loadtests.bench_memory"),
+    Bench("scaling", "loadtests.bench_scaling"),
 )
 
 
@@ -137,6 +138,17 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
                  _fmt(r.get("recompute_plus_mark_seconds"), " s"),
                  f"bare SCAN+HGETALL of the same keys {_fmt(r.get('bare_read_seconds'), ' s')}; target 60 s",
                  _fmt(r.get("ratio_recompute_to_bare_read")))]
+    if name == "scaling":
+        one, three = r.get("single", {}), r.get("cluster", {})
+        return [("scaling: events/s applied on a 3-primary cluster (one client process, Ledger.apply_batch)",
+                 f"{_fmt(three.get('ingest_events_per_sec'), '/s')} "
+                 f"({_fmt(three.get('ingest_server_cpu_us_per_event_all_shards'), ' µs')} server CPU per event)",
+                 f"the same work on 1 node {_fmt(one.get('ingest_events_per_sec'), '/s')}",
+                 _fmt(r.get("cluster_to_single_ingest"))),
+                ("scaling: lookups/s on a 3-primary cluster (20 SKUs per call)",
+                 _fmt(three.get("lookups_per_sec"), "/s"),
+                 f"the same work on 1 node {_fmt(one.get('lookups_per_sec'), '/s')}",
+                 _fmt(r.get("cluster_to_single_lookups")))]
     if name == "memory":
         return [("Redis bytes per (SKU, location) at rest, realistic profile (aim 200 B; without settled holds/headers "
                  f"{_fmt(r.get('bytes_per_pair_at_rest_without_settled_holds_and_headers'), ' B')}, end of day "
