@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     #: at setup and recorded in Redis; a multiple of `partitions` keeps each ledger partition
     #: fed by one stream partition
     ledger_partitions: int = 64
+    #: the consumer applies each partition's share of a batch in one apply_batch.lua call
+    #: (False: one apply_event.lua call per event, the path before batching)
+    apply_batched: bool = True
     batch_size: int = 500
     #: > 0: the stream partitions are spread over the group's consumer processes through
     #: leases of this many seconds in Redis (availability/ingest/leases.py); a process that

@@ -3,6 +3,12 @@ FastStream batch subscriber -> Ledger pipeline -> XACK), beside the same-work ce
 the same Redis (loadtests/ceilings.py: apply_event.lua on the same event mix and key space,
 pre-encoded, on the same server in the same run). Prints JSON with the ratio.
 
+The consumer runs twice in the same run (`--apply both`, the default): `batched` (each
+partition's share of a batch in one apply_batch.lua call, the default path) and `per_event`
+(one apply_event.lua call per event, AVAILABILITY_APPLY_BATCHED=false, the path before),
+each beside both ceilings: the per-event ceiling and the batched one (apply_batch.lua,
+pre-encoded, same events).
+
     python -m loadtests.bench_ingest                 # 1,000,000 events
     python -m loadtests.bench_ingest --quick         # 100,000 events
     python -m loadtests.bench_ingest --events 300000 --batch 1000 --partitions 8
@@ -34,7 +40,7 @@ from availability.domain.events import encode_event
 from availability.embedded_redis import EmbeddedRedis
 from availability.ingest.publisher import ensure_redis_groups
 from availability.ingest.streams import EVENT_FIELD, StreamNames, partition_of
-from loadtests.ceilings import delete_prefix, load_or_measure, ratios
+from loadtests.ceilings import apply_ceiling, delete_prefix, load_or_measure, ratios
 from loadtests.workload import SKUS, iter_mixed_events, mixed_events
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +79,7 @@ async def group_progress(redis, names: StreamNames) -> tuple[int, int]:
     return delivered, pending
 
 
-async def consume(redis_url: str, names: StreamNames, total: int, args, data_dir: str) -> dict:
+async def consume(redis_url: str, names: StreamNames, total: int, args, data_dir: str, *, batched: bool = True) -> dict:
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -83,6 +89,7 @@ async def consume(redis_url: str, names: StreamNames, total: int, args, data_dir
         "AVAILABILITY_PARTITIONS": str(names.partitions),
         "AVAILABILITY_BATCH_SIZE": str(args.batch),
         "AVAILABILITY_CONSUMER_POLL_MS": "5",
+        "AVAILABILITY_APPLY_BATCHED": "true" if batched else "false",
     }
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
         [sys.executable, "-m", "availability.cli", "--log-level", "WARNING", "consume", "--consumer", "bench"],
@@ -140,6 +147,8 @@ def main() -> None:
     parser.add_argument("--ceiling-events", type=int, default=200_000,
                         help="the ceiling runs the first N events of the same stream, several times")
     parser.add_argument("--ceiling-json", metavar="PATH", help="the ceiling the suite measured for this run")
+    parser.add_argument("--apply", choices=("both", "batched", "per_event"), default="both",
+                        help="which consumer path(s) to measure")
     args = parser.parse_args()
     if args.quick:
         args.events, args.ceiling_events = 100_000, min(args.ceiling_events, 50_000)
@@ -150,28 +159,48 @@ def main() -> None:
     if not redis_url:
         server = EmbeddedRedis(Path(tmp.name) / "redis", appendonly=False).start()
         redis_url = server.url
-    names = StreamNames(f"bi{uuid.uuid4().hex[:6]}", args.partitions)
+    modes = ["batched", "per_event"] if args.apply == "both" else [args.apply]
+    runs: dict[str, dict] = {}
     try:
-        ceiling = load_or_measure(args.ceiling_json, redis_url, mixed_events(args.ceiling_events, args.skus),
-                                  repetitions=3 if args.quick else 5)
+        ceiling_events = mixed_events(args.ceiling_events, args.skus)
+        reps = 3 if args.quick else 5
+        ceiling = load_or_measure(args.ceiling_json, redis_url, ceiling_events, repetitions=reps)
+        batched_ceiling = apply_ceiling(redis_url, ceiling_events, repetitions=reps, batched=True)
+        del ceiling_events
         payloads = synthetic_payloads(args.events, args.skus)
-        published = asyncio.run(publish(redis_url, names, payloads))
+        for mode in modes:
+            names = StreamNames(f"bi{uuid.uuid4().hex[:6]}", args.partitions)
+            published = asyncio.run(publish(redis_url, names, payloads))
+            consumed = asyncio.run(consume(redis_url, names, args.events, args, tmp.name, batched=mode == "batched"))
+            delete_prefix(redis_url, names.prefix)
+            runs[mode] = {
+                "publish": published, "consumer": consumed,
+                "vs_per_event_ceiling": ratios(consumed["events_per_sec"], ceiling),
+                "vs_batched_ceiling": ratios(consumed["events_per_sec"], batched_ceiling),
+            }
         del payloads
-        consumed = asyncio.run(consume(redis_url, names, args.events, args, tmp.name))
-        delete_prefix(redis_url, names.prefix)
     finally:
         if server:
             server.stop()
         tmp.cleanup()
-    print(json.dumps({
+    main_run = runs[modes[0]]
+    out = {
         "benchmark": "ingest_consumer",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "ceiling": ceiling,
-        "publish": published,
-        "consumer": consumed,
+        "batched_ceiling": batched_ceiling,
+        # the default path's figures at the top level, as before (the suite reads these)
+        "apply": modes[0],
+        "publish": main_run["publish"],
+        "consumer": main_run["consumer"],
         "workload": "loadtests.workload.mixed_events",
-        **ratios(consumed["events_per_sec"], ceiling),
-    }, indent=2))
+        **ratios(main_run["consumer"]["events_per_sec"], ceiling),
+        "runs": runs,
+    }
+    if "batched" in runs and "per_event" in runs:
+        out["batched_over_per_event"] = round(
+            runs["batched"]["consumer"]["events_per_sec"] / runs["per_event"]["consumer"]["events_per_sec"], 3)
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

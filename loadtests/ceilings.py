@@ -7,9 +7,9 @@ The ceiling hands Redis exactly the commands the consumer sends for the measured
 events and nothing else a client would add:
 
 - the events are `loadtests.workload.mixed_events` (the mix and the 100,000-SKU key space
-  that `bench_ledger` and `bench_ingest` measure), one SKU per call: every per-SKU key of a
-  call shares that SKU's `{sku}` hash tag. The dirty set and the journal are the ledger's
-  two global keys, named by every apply call in production too (keys.py);
+  that `bench_ledger` and `bench_ingest` measure); every key of a call carries the
+  partition's `{pN}` hash tag (keys.py): per event, one SKU per apply_event.lua call, or
+  (`--batched`) one partition's events per apply_batch.lua call, as the consumer sends them;
 - the commands are encoded before the clock starts, by the consumer's own encoder
   (`FastApplier._encode`, so KEYS/ARGV are byte for byte what production sends), and sent
   as deep pipelines on several connections opened by the consumer's own handshake
@@ -43,6 +43,7 @@ from pathlib import Path
 from availability.domain.events import StockEvent
 
 TOOL = "apply_event.lua, pre-encoded EVALSHA pipelines (FastApplier encoding), hiredis replies"
+TOOL_BATCHED = "apply_batch.lua (one call per partition group), pre-encoded EVALSHA pipelines (FastApplier encoding)"
 
 
 async def _commandstats(redis) -> tuple[int, int]:
@@ -52,7 +53,15 @@ async def _commandstats(redis) -> tuple[int, int]:
     return int(entry.get("calls", 0)), int(entry.get("usec", 0))
 
 
-async def _one_repetition(redis_url: str, events: Sequence[StockEvent], *, connections: int, pipeline: int) -> dict:
+async def _server_cpu(redis) -> float:
+    """CPU seconds the server has used (user + system): per event, unlike a rate or
+    commandstats' wall-clock microseconds, it barely moves with the machine's load."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def _one_repetition(redis_url: str, events: Sequence[StockEvent], *, connections: int, pipeline: int,
+                          batched: bool = False) -> dict:
     from availability.bootstrap import make_redis
     from availability.ingest.fastapply import FastApplier
     from availability.ledger.keys import KeyLayout
@@ -64,8 +73,14 @@ async def _one_repetition(redis_url: str, events: Sequence[StockEvent], *, conne
     await ledger.load_scripts()
     applier = FastApplier(ledger, redis_url, connections=connections)
     stamp = now_ms()
-    chunks = [(applier._encode(events[i : i + pipeline], stamp), len(events[i : i + pipeline]))
-              for i in range(0, len(events), pipeline)]
+    chunks = []
+    for i in range(0, len(events), pipeline):
+        chunk = events[i : i + pipeline]
+        if batched:  # one apply_batch.lua call per partition group of the chunk
+            payload, groups = applier._encode_batched(chunk, stamp)
+            chunks.append((payload, len(groups)))
+        else:
+            chunks.append((applier._encode(chunk, stamp), len(chunk)))
     conns = [await applier._connect() for _ in range(connections)]
     queue = iter(chunks)
     replies: list[list] = []
@@ -75,11 +90,13 @@ async def _one_repetition(redis_url: str, events: Sequence[StockEvent], *, conne
             replies.append(await conn.roundtrip(payload, count))
 
     calls_before, usec_before = await _commandstats(redis)
+    server_cpu_before = await _server_cpu(redis)
     started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(drive(conn) for conn in conns))
     elapsed = time.perf_counter() - started
     client_cpu = time.process_time() - cpu_started
     calls_after, usec_after = await _commandstats(redis)
+    server_cpu = await _server_cpu(redis) - server_cpu_before
     for conn in conns:
         conn.close()
     await redis.aclose()
@@ -90,7 +107,10 @@ async def _one_repetition(redis_url: str, events: Sequence[StockEvent], *, conne
         for reply in chunk:
             if isinstance(reply, Exception):
                 raise RuntimeError(f"the ceiling's script call failed: {reply}")
-            statuses[reply[0].decode()] += 1
+            for one in (reply if batched else [reply]):
+                if one[0] == b"error":
+                    raise RuntimeError(f"the ceiling's script refused an event: {one[1]!r}")
+                statuses[one[0].decode()] += 1
     if sum(statuses.values()) != len(events):
         raise RuntimeError(f"expected {len(events)} replies, got {sum(statuses.values())}")
     calls = calls_after - calls_before
@@ -99,6 +119,9 @@ async def _one_repetition(redis_url: str, events: Sequence[StockEvent], *, conne
         "seconds": round(elapsed, 3),
         # Other clients of a shared server would be counted too; with the embedded server it is ours alone.
         "server_us_per_call": round((usec_after - usec_before) / calls, 2) if calls else None,
+        "server_us_per_event": round((usec_after - usec_before) / len(events), 2) if calls else None,
+        #: the server's CPU per event (all its work: sockets, parsing, Lua)
+        "server_cpu_us_per_event": round(server_cpu / len(events) * 1e6, 2),
         #: how busy this client was: well under 1 means Redis, not the client, set the pace
         "client_cpu_share": round(client_cpu / elapsed, 3),
         "statuses": dict(statuses),
@@ -118,12 +141,12 @@ def _summary(reps: list[dict]) -> dict:
 
 
 async def measure(redis_url: str, events: Sequence[StockEvent], *, repetitions: int = 5, connections: int = 4,
-                  pipeline: int = 1000) -> dict:
-    reps = [await _one_repetition(redis_url, events, connections=connections, pipeline=pipeline)
+                  pipeline: int = 1000, batched: bool = False) -> dict:
+    reps = [await _one_repetition(redis_url, events, connections=connections, pipeline=pipeline, batched=batched)
             for _ in range(repetitions)]
     summary = _summary(reps)
     return {
-        "tool": TOOL,
+        "tool": TOOL_BATCHED if batched else TOOL,
         "workload": "loadtests.workload.mixed_events",
         "events": len(events),
         "skus": len({e.sku for e in events}),
@@ -188,6 +211,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--pipeline", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="50k events, 3 repetitions")
+    parser.add_argument("--batched", action="store_true", help="apply_batch.lua per partition group (the consumer's default)")
     parser.add_argument("--json", metavar="PATH", help="also write the JSON here (the suite hands it on)")
     args = parser.parse_args()
     if args.quick:
@@ -200,7 +224,7 @@ def main() -> None:
         redis_url = server.url
     try:
         result = apply_ceiling(redis_url, mixed_events(args.events, args.skus), repetitions=args.repetitions,
-                               connections=args.connections, pipeline=args.pipeline)
+                               connections=args.connections, pipeline=args.pipeline, batched=args.batched)
     finally:
         if server:
             server.stop()

@@ -127,6 +127,22 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
                  f"{_fmt(best, '/s')} ({_fmt(side.get('client_cpu_us_per_event'), ' µs')} client CPU per event)",
                  _ceiling_text(r), _ratio_text(r))]
     if name == "ingest":
+        rows = []
+        for mode, label in (("batched", "batched apply: apply_batch.lua per partition group"),
+                            ("per_event", "per-event apply: apply_event.lua per event")):
+            run = _get(r, "runs", mode, default=None)
+            if not run:
+                continue
+            cpu = _get(run, "consumer", "consumer_cpu_us_per_event")
+            batched_ceiling = _get(r, "batched_ceiling", "events_per_sec", "median")
+            rows.append((f"ingestion, {label}: events/s applied by one consumer process (streams, FastStream, ack)",
+                         f"{_fmt(_get(run, 'consumer', 'events_per_sec'), '/s')} ({_fmt(cpu, ' µs')} consumer CPU per event)",
+                         f"{_ceiling_text(r)}; batched ceiling {_fmt(batched_ceiling, '/s')}",
+                         _fmt(_get(run, "vs_per_event_ceiling", "ratio_to_ceiling"))))
+        if rows and r.get("batched_over_per_event"):
+            rows.append(("ingestion: batched over per-event, same run", _fmt(r["batched_over_per_event"]), "aim 2", ""))
+        if rows:
+            return rows
         cpu = _get(r, "consumer", "consumer_cpu_us_per_event")
         return [("ingestion: events/s applied by one consumer process (streams, FastStream, ack)",
                  f"{_fmt(_get(r, 'consumer', 'events_per_sec'), '/s')} ({_fmt(cpu, ' µs')} consumer CPU per event)",

@@ -169,6 +169,7 @@ async def show_status(args, settings: Settings) -> int:
     async with args.root.open_runtime(settings) as runtime:
         publisher = build_publisher(runtime, shop=shop)
         try:
+            await publisher.fanout.run()  # the ledger partitions' marks, handed over as before a round
             marks, urgent = await publisher.queue.pending()
             oldest = await publisher.queue.oldest_ms()
             outbox = await publisher.outbox.messages()

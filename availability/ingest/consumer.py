@@ -82,13 +82,19 @@ class StreamConsumer:
         #: the partitions read now: fixed, or (leased) those whose lease this consumer holds
         self.partitions = [] if self.leased else (partitions if partitions is not None else list(range(settings.partitions)))
         self.applier = None
-        if runtime.redis_url and not settings.redis_cluster:
-            # (on a cluster the ledger's own apply_batch, whose pipeline the cluster client
-            # splits per slot: the fast applier speaks to one server)
+        batched = getattr(settings, "apply_batched", True)
+        if runtime.redis_url and settings.redis_cluster:
+            if batched:
+                # one apply_batch.lua call per partition group, each routed to its slot (the
+                # fast applier speaks to one server)
+                from availability.ledger.ledger import PartitionedApply
+
+                self.applier = PartitionedApply(runtime.ledger)
+        elif runtime.redis_url:
             from availability.ingest.fastapply import FastApplier
 
             most = settings.partitions if self.leased else len(self.partitions)
-            self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=most + 1)
+            self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=most + 1, batched=batched)
         self.pipeline = IngestPipeline(
             runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules, applier=self.applier,
             wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,

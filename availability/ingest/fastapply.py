@@ -28,7 +28,6 @@ from availability.ledger.ledger import (
     BATCH_PER_CALL,
     ApplyResult,
     Ledger,
-    batch_call,
     count_cutoffs,
     now_ms,
     parse_apply_reply,
@@ -96,6 +95,13 @@ class FastApplier:
         self._pool: asyncio.Queue[_Conn] = asyncio.Queue()
         self._created = 0
         self._max = connections
+        #: per-SKU key blocks of apply_batch.lua (bounded), per-partition key blocks, and the
+        #: bucket ids they were made for
+        self._blocks: dict[str, tuple[list[int], bytes, bytes]] = {}
+        self._partition_blocks: dict[int, bytes] = {}
+        self._ids: list[int] = []
+        self._suffix_ids: list[int] | None = None
+        self._suffixes: list[bytes] = []
 
     # --- connections ------------------------------------------------------------------------
 
@@ -189,17 +195,98 @@ class FastApplier:
             append(tail)
         return b"".join(parts)
 
+    def _sku_block(self, sku: str, ids: list[int]) -> tuple[bytes, bytes]:
+        """A SKU's 5 + nb keys of apply_batch.lua as RESP, and its key head (`{prefix}:{pN}:SKU`),
+        cached: with the same bucket ids, a hot SKU's keys are encoded once."""
+        cached = self._blocks.get(sku)
+        if cached is not None and cached[0] is ids:
+            return cached[1], cached[2]
+        if self._suffix_ids is not ids:
+            self._suffix_ids = ids
+            self._suffixes = [x.encode() for x in self.keys.BATCH_SKU_SUFFIXES] + [b":idb:%d" % b for b in ids]
+        head = self.keys.sku_head(sku).encode()
+        size = len(head)
+        block = b"".join([b"$%d\r\n%b%b\r\n" % (size + len(suffix), head, suffix) for suffix in self._suffixes])
+        if len(self._blocks) >= 131_072:  # about 40 MB at most; a hot SKU is back in its next batch
+            self._blocks.clear()
+        self._blocks[sku] = (ids, block, head)
+        return block, head
+
     def _encode_batched(self, events: Sequence[StockEvent], at_ms: int) -> tuple[bytes, list[list[int]]]:
-        """One EVALSHA apply_batch.lua per partition group: `ledger.batch_call`'s KEYS and ARGV."""
+        """One EVALSHA apply_batch.lua per partition group: exactly `ledger.batch_call`'s KEYS
+        and ARGV (a test holds them equal), built from cached per-SKU key blocks."""
+        keys = self.keys
         limits = self.ledger.limits
-        buckets = limits.idempotency_buckets_at(at_ms)
-        groups = partition_batches(self.keys, events, self.per_call)
+        ids, expires = limits.idempotency_buckets_at(at_ms)
+        if ids != self._ids:
+            self._ids = ids  # the same list object while the buckets stay: the block cache's key
+        ids = self._ids
+        nb = len(ids)
+        per_key = 5 + nb
+        groups = partition_batches(keys, events, self.per_call)
+        head_args = args_payload([at_ms, expires, limits.journal_cap, limits.delta_log_cap, limits.oversell_cap,
+                                  limits.hold_grace_ms(), limits.tombstone_keep_ms(), nb, *ids])
+        lag = limits.count_lag_ms
+        args15 = b"$%d\r\n%d\r\n$%d\r\n%d\r\n" + b"$%d\r\n%b\r\n" * 13
         parts: list[bytes] = []
         for group in groups:
-            script_keys, argv = batch_call(self.keys, limits, [events[i] for i in group], at_ms, buckets)
-            parts.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + len(script_keys) + len(argv)) + self._batch_sha
-                         + _bulk(b"%d" % len(script_keys)) + args_payload(script_keys) + args_payload(argv))
+            partition = keys.partition(events[group[0]].sku)
+            key_parts = [self._partition_keys(partition)]
+            nkeys = 4
+            base_of: dict[str, int] = {}
+            heads: dict[str, bytes] = {}
+            for i in group:
+                sku = events[i].sku
+                if sku not in base_of:
+                    block, heads[sku] = self._sku_block(sku, ids)
+                    base_of[sku] = nkeys + 1
+                    key_parts.append(block)
+                    nkeys += per_key
+            dlog_of: dict[tuple[str, str], int] = {}
+            for i in group:
+                e = events[i]
+                pair = (e.sku, e.location)
+                if pair not in dlog_of:
+                    nkeys += 1
+                    dlog_of[pair] = nkeys
+                    key_parts.append(_bulk(heads[e.sku] + b":dlog:" + e.location.encode()))
+            arg_parts = [head_args]
+            for i in group:
+                e = events[i]
+                base = base_of[e.sku]
+                dlog = dlog_of[(e.sku, e.location)]
+                event_id = e.event_id.encode()
+                etype = e.type.encode()
+                reason = e.reason.encode() if e.reason else b""
+                sku_b = e.sku.encode()
+                loc_b = e.location.encode()
+                quantity = b"%d" % e.quantity
+                occurred = b"%d" % e.occurred_ms
+                reference = e.reference.encode() if e.reference else b""
+                channel = e.channel.encode() if e.channel else b""
+                source = e.source.encode()
+                code = b"%d" % source_code(e.source)
+                cuts = count_cutoffs(e, lag).encode()
+                arg_parts.append(args15 % (
+                    len(b"%d" % base), base, len(b"%d" % dlog), dlog,
+                    len(event_id), event_id, 8, event_digest(e.event_id), len(etype), etype, len(reason), reason,
+                    len(sku_b), sku_b, len(loc_b), loc_b, len(quantity), quantity, len(occurred), occurred,
+                    len(reference), reference, len(channel), channel, len(source), source, len(code), code,
+                    len(cuts), cuts,
+                ))
+            nargs = 8 + nb + 15 * len(group)
+            parts.append(b"*%d\r\n$7\r\nEVALSHA\r\n" % (3 + nkeys + nargs) + self._batch_sha + _bulk(b"%d" % nkeys))
+            parts += key_parts
+            parts += arg_parts
         return b"".join(parts), groups
+
+    def _partition_keys(self, partition: int) -> bytes:
+        cached = self._partition_blocks.get(partition)
+        if cached is None:
+            k = self.keys
+            cached = self._partition_blocks[partition] = b"".join(_bulk(name.encode()) for name in (
+                k.dirty(partition), k.journal(partition), k.oversells(partition), k.ended_holds_index(partition)))
+        return cached
 
     async def apply_batch(self, events: Sequence[StockEvent], *, at_ms: int | None = None) -> list[ApplyResult]:
         if not events:

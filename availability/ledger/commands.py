@@ -36,6 +36,19 @@ def register(sub) -> None:
     p.add_argument("--channel", default="online")
     p.set_defaults(handler=lambda args, settings: asyncio.run(show_stock(args, settings)))
 
+    p = sub.add_parser("ledger", help="ledger maintenance: move a ledger to the partitioned key layout")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    migrate = actions.add_parser(
+        "migrate-layout",
+        help="move a ledger in the old per-SKU layout to the partitioned one (resumable; stop writers first)",
+    )
+    migrate.add_argument("--to", metavar="URL", help="another server to move it to (default: in place)")
+    migrate.add_argument("--to-cluster", action="store_true", help="--to names a node of a Redis Cluster")
+    migrate.add_argument("--partitions", type=int, help="ledger partitions (default AVAILABILITY_LEDGER_PARTITIONS)")
+    migrate.add_argument("--batch", type=int, default=500, help="keys a step")
+    migrate.add_argument("--keep-old", action="store_true", help="in place: keep the old keys after verifying")
+    migrate.set_defaults(handler=lambda args, settings: asyncio.run(migrate_layout(args, settings)))
+
     p = sub.add_parser("oversells", help="oversell exceptions: orders and sales beyond what a location had")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="newest first: order, SKU, location, units short")
@@ -123,4 +136,49 @@ async def list_oversells(args, settings: Settings) -> int:
     for _, o in rows:
         when = datetime.fromtimestamp(o.at_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         print(f"{when:<20} {o.order or '-':<24} {o.sku:<20} {o.location:<10} {o.units_short:>6}  {o.source}/{o.type}")
+    return 0
+
+
+async def migrate_layout(args, settings: Settings) -> int:
+    from availability.ledger.keys import KeyLayout
+    from availability.ledger.migrate import LayoutMigration, MigrationFailed
+
+    partitions = args.partitions or settings.ledger_partitions
+    async with args.root.open_runtime(settings, check_layout=False) as runtime:
+        source = runtime.redis
+        target = source
+        if args.to:
+            if args.to_cluster:
+                from redis.asyncio.cluster import RedisCluster
+
+                target = RedisCluster.from_url(args.to)
+            else:
+                target = args.root.make_redis(args.to)
+        bars: dict[str, Progress] = {}
+
+        def on_progress(phase: str, done: int) -> None:
+            bar = bars.get(phase)
+            if bar is None:
+                for other in bars.values():
+                    other.close()
+                bar = bars[phase] = Progress(f"migrate-layout {phase}", unit="keys" if phase in ("keys", "cleanup") else "entries")
+            if phase == "cleanup":
+                bar.advance(done)
+            else:
+                bar.update(done)
+
+        migration = LayoutMigration(source, target, KeyLayout(settings.key_prefix, partitions, cluster=args.to_cluster),
+                                    same_server=not args.to, batch=args.batch, keep_old=args.keep_old,
+                                    on_progress=on_progress)
+        try:
+            report = await migration.run()
+        except MigrationFailed as exc:
+            print(f"migrate-layout: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            for bar in bars.values():
+                bar.close()
+            if target is not source:
+                await target.aclose()
+    print(json.dumps(report, indent=2))
     return 0

@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Sequence
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from availability.ledger.keys import KeyLayout
 
@@ -30,8 +31,27 @@ class DirtyHandover:
         self.keys = keys
         self.targets = list(targets)
         self.batch = batch
-        source = resources.files("availability.ledger").joinpath("scripts", "dirty_take.lua").read_text()
-        self._take = redis.register_script(source)
+        self._source = resources.files("availability.ledger").joinpath("scripts", "dirty_take.lua").read_text()
+        self._sha: str | None = None
+
+    async def _take(self, partitions: Sequence[int]) -> list:
+        """Step 1 for each partition, one pipeline (SCRIPT LOAD reaches every primary of a
+        cluster; EVALSHA goes to the partition's slot)."""
+        for attempt in (1, 2):
+            if self._sha is None:
+                self._sha = await self.redis.script_load(self._source)
+            pipe = self.redis.pipeline(transaction=False)
+            for p in partitions:
+                pipe.evalsha(self._sha, 2, self.keys.dirty(p), self.keys.dirty_taking(p), self.batch)
+            replies = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                self._sha = None  # the server lost its scripts (restart, failover): load again
+                continue
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies
+        raise AssertionError("unreachable")
 
     async def run(self, max_rounds: int = 50) -> int:
         """Hand over what is waiting (up to `batch` a partition a round). Returns marks moved."""
@@ -40,10 +60,7 @@ class DirtyHandover:
         for _ in range(max_rounds):
             if not busy:
                 break
-            pipe = self.redis.pipeline(transaction=False)
-            for p in busy:
-                await self._take(keys=[self.keys.dirty(p), self.keys.dirty_taking(p)], args=[self.batch], client=pipe)
-            taken = await pipe.execute()
+            taken = await self._take(busy)
             pipe = self.redis.pipeline(transaction=False)
             for rows in taken:
                 if rows:
@@ -53,7 +70,7 @@ class DirtyHandover:
             for p, rows in zip(busy, taken):
                 if rows:
                     pipe.zrem(self.keys.dirty_taking(p), *rows[0::2])
-            if len(pipe):
+            if any(taken):
                 await pipe.execute()
             moved += sum(len(rows) // 2 for rows in taken)
             busy = [p for p, rows in zip(busy, taken) if len(rows) // 2 >= self.batch]

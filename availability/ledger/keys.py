@@ -61,6 +61,11 @@ def partition_of(name: str, partitions: int) -> int:
     return zlib.crc32(name.encode()) % partitions
 
 
+_PARTITION_KINDS = {"dirty": "dirty", "dirty:taking": "dirty_taking", "journal": "journal", "oversells": "oversells",
+                    "holds:ended": "holds_ended", "resv:expiry": "resv_expiry", "resv:pending": "resv_pending",
+                    "resv:ended": "resv_ended"}
+
+
 class LayoutMismatch(RuntimeError):
     """Redis records another partition count (or an older layout) than this process uses."""
 
@@ -101,6 +106,13 @@ class KeyLayout:
     def _sku(self, sku: str) -> str:
         return self._tags[zlib.crc32(sku.encode()) % self.partitions] + sku
 
+    def sku_head(self, sku: str) -> str:
+        """`{prefix}:{pN}:SKU`, the start of every key of the SKU."""
+        return self._sku(sku)
+
+    #: the per-SKU keys apply_batch.lua takes, in its order, after the SKU's head
+    BATCH_SKU_SUFFIXES = (":stock", ":idm", ":holds", ":cuts", ":ended")
+
     def stock(self, sku: str) -> str:
         return self._sku(sku) + ":stock"
 
@@ -133,26 +145,30 @@ class KeyLayout:
         return key[start : -len(":stock")]
 
     def kind(self, key: str) -> str:
-        """What a key of this layout holds: stock, idb, idm, dlog, cuts, holds, ended (per
+        """What a key of this layout holds: stock, idb, idm, dlog, cuts, holds, ended, seen (per
         SKU), dirty, dirty_taking, journal, oversells, holds_ended, resv_expiry,
-        resv_pending, resv_ended, resv_header, layout; '' for a key of no ledger family."""
+        resv_pending, resv_ended, resv_header, layout; '' for a key of no family of this
+        layout (an old-layout key such as `{prefix}:{p5}:stock` of a SKU named p5 included)."""
         if key == self.layout:
             return "layout"
         head = f"{self.prefix}:{{p"
-        if not key.startswith(head) or "}:" not in key[len(head):]:
+        if not key.startswith(head):
             return ""
-        rest = key[key.index("}:", len(head)) + 2 :]
-        partition_level = {"dirty": "dirty", "dirty:taking": "dirty_taking", "journal": "journal",
-                           "oversells": "oversells", "holds:ended": "holds_ended", "resv:expiry": "resv_expiry",
-                           "resv:pending": "resv_pending", "resv:ended": "resv_ended"}
-        if rest in partition_level:
-            return partition_level[rest]
+        close = key.find("}:", len(head))
+        if close < 0 or not key[len(head) : close].isdigit() or int(key[len(head) : close]) >= self.partitions:
+            return ""
+        rest = key[close + 2 :]
+        if rest in _PARTITION_KINDS:
+            return _PARTITION_KINDS[rest]
         if rest.startswith("resv:"):
             return "resv_header"
         for marker in (":idb:", ":dlog:"):
             if marker in rest:
                 return marker.strip(":")
-        return rest.rsplit(":", 1)[-1]
+        for family in ("stock", "idm", "cuts", "holds", "ended", "seen"):
+            if rest.endswith(":" + family):
+                return family
+        return ""
 
     # --- per partition -----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from availability.domain.ats import Buckets, basis_points
@@ -284,6 +285,22 @@ def scatter_batch_replies(events: Sequence[StockEvent], groups: Sequence[Sequenc
     return results  # type: ignore[return-value]
 
 
+class PartitionedApply:
+    """`apply_batch` by `Ledger.apply_partitioned` (one apply_batch.lua call per partition
+    group), for a caller that takes an applier: the consumer on Redis Cluster, where the
+    client routes each call by its first key to the partition's slot."""
+
+    def __init__(self, ledger: Ledger, per_call: int = BATCH_PER_CALL) -> None:
+        self.ledger = ledger
+        self.per_call = per_call
+
+    async def apply_batch(self, events: Sequence[StockEvent], *, at_ms: int | None = None) -> list[ApplyResult]:
+        return await self.ledger.apply_partitioned(events, at_ms=at_ms, per_call=self.per_call)
+
+    async def close(self) -> None:
+        """Nothing of its own to close (the ledger's client is the runtime's)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReservationPolicy:
     #: TTL of a reservation that names none (ttl_seconds absent or null); 0 = never
@@ -315,6 +332,10 @@ class Ledger:
     ) -> None:
         self.redis = redis
         self.keys = keys or KeyLayout()
+        if isinstance(redis, RedisCluster):
+            # the keys live on a cluster whatever the caller said: group commit may then only
+            # name headers in the SKU's own slot (KeyLayout.may_group)
+            self.keys.cluster = True
         self.reservations = reservations or ReservationPolicy()
         self.limits = limits or LedgerLimits()
         if self.limits.hold_retention_ms is None:  # order-event holds: the same grace as reservations

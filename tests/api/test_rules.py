@@ -178,23 +178,30 @@ async def test_preview_of_a_sku_rule_reads_only_that_sku_and_limit_reports_incom
         assert resp.status_code == status, (bad, resp.text)
 
 
+async def _marks(ledger) -> set[str]:
+    """The dirty marks of every ledger partition."""
+    out: set[str] = set()
+    for key in ledger.keys.all_dirty():
+        out |= {m.decode() for m in await ledger.redis.zrange(key, 0, -1)}
+    return out
+
+
 async def test_a_rule_change_marks_affected_pairs_dirty_in_the_background(make_api):
     async with make_api(services=["rules-dirty"]) as api:
         await stores_and_stock(api)
         marker = api.app.state.api.marker
         await marker.wait_idle()
-        redis, dirty = api.runtime.redis, api.ledger.keys.dirty
-        await redis.delete(dirty)
+        ledger = api.ledger
+        await ledger.forget_dirty()
 
         await api.client.post("/v1/rules", json={"kind": "safety_stock", "units": 1})
         await marker.wait_idle()
-        marked = {m.decode() for m in await redis.zrange(dirty, 0, -1)}
-        assert marked == {"A|DC1", "A|STORE-1", "B|DC1", "C|STORE-1"}
+        assert await _marks(ledger) == {"A|DC1", "A|STORE-1", "B|DC1", "C|STORE-1"}
 
-        await redis.delete(dirty)
+        await ledger.forget_dirty()
         await api.client.post("/v1/rules", json={"kind": "buffer", "units": 1, "channel": "pos", "sku": "C"})
         await marker.wait_idle()
-        assert {m.decode() for m in await redis.zrange(dirty, 0, -1)} == {"C|STORE-1"}
+        assert await _marks(ledger) == {"C|STORE-1"}
         assert await marker.pending() == 0
 
 
@@ -202,10 +209,10 @@ async def test_mark_all_dirty_walks_every_stock_key_in_batches(api):
     from availability.rules.dirtying import mark_all_dirty, mark_skus_dirty
 
     await stores_and_stock(api)
-    redis, dirty = api.runtime.redis, api.ledger.keys.dirty
-    await redis.delete(dirty)
+    ledger = api.ledger
+    await ledger.forget_dirty()
     assert await mark_all_dirty(api.ledger, batch=1) >= 4  # SCAN may return a key twice
-    assert await redis.zcard(dirty) == 4
-    await redis.delete(dirty)
+    assert await ledger.dirty_count() == 4
+    await ledger.forget_dirty()
     assert await mark_skus_dirty(api.ledger, ["A", "NEVER-STOCKED"]) == 2
-    assert {m.decode() for m in await redis.zrange(dirty, 0, -1)} == {"A|DC1", "A|STORE-1"}
+    assert await _marks(ledger) == {"A|DC1", "A|STORE-1"}

@@ -53,7 +53,7 @@ async def test_ended_holds_go_after_the_grace_and_allocated_ones_stay(ledger):
     assert await ledger.forget_ended_holds(at_ms=NOW + 10 + GRACE_MS) == 2
     assert set(await _holds(ledger)) == {"A1"}  # allocated, not shipped: kept
     assert await ledger.redis.exists(ledger.keys.ended_holds("TEE-BLK-M")) == 0
-    assert await ledger.redis.ledger.index_count(ledger.keys.ended_holds_index) == 0
+    assert await ledger.index_count(ledger.keys.ended_holds_index) == 0
     # a duplicate of the reserve inside the window is still a duplicate
     [dup] = await _apply(ledger, NOW + 20 + GRACE_MS, reserve_r)
     assert dup.status == "duplicate"

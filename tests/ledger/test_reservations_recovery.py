@@ -322,3 +322,30 @@ async def test_a_process_killed_mid_batch_strands_nothing_the_sweep_does_not_rel
     oracle.reserved["A"] = 0  # every hold had a 2 s TTL
     await _wait_recovered(_sweeper(ledger), ledger, ["A"], _expected(oracle), bound_s=5)
     assert await ledger.index_count(ledger.keys.expiry) == 0
+
+
+async def test_a_reservation_across_partitions_killed_after_its_holds_is_rolled_back_in_each(
+    sweeping_ledger, redis_url, key_prefix, tmp_path
+):
+    """Issue 15: the SKUs' keys sit in different partitions (different Redis Cluster slots),
+    and the header in a third; every step is single-slot, and recovery, driven from the
+    header's partition, rolls back the holds in each SKU's partition."""
+    ledger = sweeping_ledger
+    keys = ledger.keys
+    skus = ["A", "B", "C"]
+    rid = next(f"ord-x{i}" for i in range(1000)
+               if len({keys.reservation_partition(f"ord-x{i}"), *(keys.partition(s) for s in skus)}) == 4)
+    assert len({keys.partition(s) for s in skus}) == 3
+    await ledger.apply_batch([event("receipt", sku=s, quantity=4, event_id=f"r-{s}") for s in skus])
+    oracle = Oracle({s: 4 for s in skus})
+    lines = [("A", 3), ("B", 2), ("C", 1)]
+    victim = await _start_victim(redis_url, key_prefix, tmp_path, rid, lines, "after-holds")
+    assert await _buckets(ledger, skus) == {"A": (4, 3), "B": (4, 2), "C": (4, 1)}
+    _kill(victim)  # all held, never finished: an error for its caller, so nothing may stay held
+    assert await ledger.redis.zscore(keys.pending_of(rid), rid) is not None
+    await _wait_recovered(_sweeper(ledger), ledger, skus, _expected(oracle), bound_s=LEASE_S + 2)
+    assert not await ledger.redis.exists(keys.reservation(rid))
+    assert all([await ledger.redis.hlen(keys.holds(s)) == 0 for s in skus])
+    held = await ledger.reserve(ReservationRequest(rid, "online", [ReservationLine(*x) for x in lines]), book())
+    assert held.status == "held" and oracle.reserve(lines)
+    assert await _buckets(ledger, skus) == _expected(oracle)
