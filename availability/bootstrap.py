@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
+from availability.clusterclient import ServiceCluster
 from availability.config import Settings
 from availability.embedded_redis import DataDirOwned, EmbeddedRedis, own_or_join
 from availability.ledger.keys import KeyLayout
@@ -46,7 +49,16 @@ class Runtime:
     erp_flows: "ErpFlows | None" = None
 
 
-def make_redis(url: str, *, max_connections: int = 64) -> Redis:
+def make_redis(url: str, *, cluster: bool = False, max_connections: int = 64) -> Redis:
+    """The one way a process gets its Redis client. `cluster`: `url` names any node of a
+    Redis Cluster, and the client routes each command (EVALSHA by its first key) to the
+    slot's primary, follows MOVED/ASK and reloads the slot map after a failover."""
+    if cluster:
+        # max_connections is per node, and the cluster client raises beyond it instead of
+        # queueing; the retries span a failover (node timeout + election, a few seconds).
+        return ServiceCluster.from_url(
+            url, max_connections=max_connections * 4, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 10)
+        )
     # A blocking pool makes bursts queue for a connection instead of failing.
     pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
     return Redis(connection_pool=pool)
@@ -101,7 +113,9 @@ async def open_runtime(
     else:
         redis_url, owned_redis = embedded_redis_url(settings)
         embedded, served_dir = owned_redis, embedded_dir(settings)
-    redis = make_redis(redis_url)
+    if settings.redis_cluster and not settings.redis_url:
+        raise ValueError("AVAILABILITY_REDIS_CLUSTER=true needs AVAILABILITY_REDIS_URL naming a node of the cluster")
+    redis = make_redis(redis_url, cluster=settings.redis_cluster)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     store = RuleStore(settings.resolved_database_url())
     try:

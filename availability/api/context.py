@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from availability.api.metrics import ApiMetrics
+from availability.api.ratelimit import SharedRateLimiter
 from availability.api.security import KeyRing, RateLimiter, keyring_from_settings
 from availability.ledger.stockreader import StockReader, open_stock_reader
 from availability.config import Settings
@@ -30,7 +31,9 @@ class ApiContext:
         self.runtime = runtime
         self.settings: Settings = runtime.settings
         self.keys: KeyRing = keyring_from_settings(self.settings)
-        self.limiter = RateLimiter(self.settings.rate_limit_per_second)
+        self.limiter: RateLimiter | SharedRateLimiter = RateLimiter(self.settings.rate_limit_per_second)
+        if self.settings.rate_limit_shared and self.settings.rate_limit_per_second > 0:
+            self.limiter = SharedRateLimiter(runtime.redis, self.settings.key_prefix, self.settings.rate_limit_per_second)
         self.metrics = ApiMetrics()
         #: set when the events route publishes to the stream (Settings.events_mode)
         self.publisher: Any = None
@@ -42,6 +45,10 @@ class ApiContext:
         self.reader: StockReader = runtime.ledger
 
     async def open_reader(self) -> None:
+        if self.settings.redis_cluster:
+            # The pipelined reader talks to one server; on a cluster the ledger's reads go
+            # through the cluster client, which sends each SKU's read to its slot's primary.
+            return
         self.reader = open_stock_reader(self.runtime.redis_url, self.runtime.ledger)
 
     async def close_reader(self) -> None:

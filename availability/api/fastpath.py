@@ -99,7 +99,7 @@ class FastLookups:
         book = ctx.runtime.rules.book
         try:
             locations = narrow(book, params.get("channel", "online"), params.get("location"), params.get("location_group"))
-            if not self._admit(scope):
+            if not await self._admit(scope):
                 return None
             stock = (await ctx.reader.stock_many((sku,)))[sku]
         except Exception:  # noqa: BLE001 - Litestar answers (and logs) every failure its own way
@@ -128,7 +128,7 @@ class FastLookups:
         book = ctx.runtime.rules.book
         try:
             locations = narrow(book, data.channel, data.location, data.location_group)
-            if not self._admit(scope):
+            if not await self._admit(scope):
                 return None
             unique = list(dict.fromkeys(skus))
             stock = await ctx.reader.stock_many(unique)
@@ -139,7 +139,7 @@ class FastLookups:
 
     # --- shared steps ---------------------------------------------------------------------
 
-    def _admit(self, scope: "Scope") -> bool:
+    async def _admit(self, scope: "Scope") -> bool:
         """Gate's decision for a read route, without raising: False = let Litestar refuse it."""
         ctx = self.ctx
         key = presented_key(scope["headers"])
@@ -156,7 +156,7 @@ class FastLookups:
             bucket = f"key:{principal.name}"
         limiter = ctx.limiter
         # A refused take leaves the bucket as it was, so Litestar's own take refuses it the same way.
-        if limiter.enabled and limiter.take(bucket):
+        if limiter.enabled and await limiter.admit(bucket):
             return False
         scope.setdefault("state", {})["principal"] = principal
         return True

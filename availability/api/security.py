@@ -33,6 +33,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from availability.api.problems import Forbidden, RateLimited, Unauthorized
 
 if TYPE_CHECKING:
+    from availability.api.ratelimit import SharedRateLimiter
     from availability.config import Settings
 
 log = logging.getLogger("availability.api")
@@ -150,8 +151,9 @@ class KeyRing:
 class RateLimiter:
     """Token bucket per caller, in process memory: `rate` requests per second, bursts of `rate`.
 
-    Per process: with N workers a caller gets up to N x rate in total. A shared limit would
-    cost a Redis round trip per request, which is the budget of the whole lookup.
+    Per process: with N workers a caller gets up to N x rate in total. The default limit is
+    shared through Redis (availability/api/ratelimit.py, `rate_limit_shared`), which falls
+    back to this one while Redis cannot be reached.
     """
 
     __slots__ = ("rate", "burst", "_buckets", "_max_buckets")
@@ -165,6 +167,10 @@ class RateLimiter:
     @property
     def enabled(self) -> bool:
         return self.rate > 0
+
+    async def admit(self, who: str) -> float:
+        """The gate's call (the shared limiter's is a coroutine): 0.0 if allowed, else the wait."""
+        return self.take(who)
 
     def take(self, who: str, now: float | None = None) -> float:
         """0.0 if allowed, else the seconds until one request would be."""
@@ -210,7 +216,7 @@ class Gate:
     The caller's `Principal` is left in `scope["state"]["principal"]` for the route.
     """
 
-    def __init__(self, app: ASGIApp, keys: KeyRing, limiter: RateLimiter, public_read: bool) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyRing, limiter: "RateLimiter | SharedRateLimiter", public_read: bool) -> None:
         self.app = app
         self.keys = keys
         self.limiter = limiter
@@ -253,7 +259,7 @@ class Gate:
                     scopes=sorted(principal.scopes),
                 )
         if self.limiter.enabled:
-            wait = self.limiter.take(bucket)
+            wait = await self.limiter.admit(bucket)
             if wait:
                 retry = max(1, math.ceil(wait))
                 raise RateLimited(

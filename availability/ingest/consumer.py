@@ -6,7 +6,10 @@ broker is `Settings.broker`:
 
 - redis (default): Redis Streams, consumer group `consumer_group`, XREADGROUP batches of
   `batch_size`; the Reclaimer (reclaim.py) takes over entries a dead consumer left pending,
-  because neither Redis nor FastStream redelivers them by itself.
+  because neither Redis nor FastStream redelivers them by itself. With
+  `consumer_lease_seconds` > 0 the partitions are spread over the group's consumer
+  processes through leases in Redis (leases.py) and follow them as they join, leave or
+  die: a subscriber per partition held, started and stopped as the assignment changes.
 - nats: JetStream pull consumers (durable `{group}-{p}`), batches of `batch_size`;
   JetStream redelivers what is not acked within its ack wait.
 - kafka: one topic keyed by SKU, consumer group `consumer_group`, batches of `batch_size`,
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from faststream import AckPolicy, Context
 
 from availability.correlation import current_correlation_id, new_correlation_id
+from availability.ingest.leases import PartitionLeases, assignment
 from availability.ingest.pipeline import Entry, IngestPipeline, is_transient
 from availability.ingest.publisher import ensure_redis_groups
 from availability.ingest.reclaim import Reclaimer
@@ -73,21 +77,38 @@ class StreamConsumer:
         self.settings = settings
         self.names = StreamNames.from_settings(settings)
         self.consumer_name = consumer_name or settings.consumer_name or default_consumer_name()
-        self.partitions = partitions if partitions is not None else list(range(settings.partitions))
+        #: partitions come and go with leases (no fixed list given, leases on, Redis Streams)
+        self.leased = partitions is None and settings.consumer_lease_seconds > 0 and settings.broker == "redis"
+        #: the partitions read now: fixed, or (leased) those whose lease this consumer holds
+        self.partitions = [] if self.leased else (partitions if partitions is not None else list(range(settings.partitions)))
         self.applier = None
-        if runtime.redis_url:
+        batched = getattr(settings, "apply_batched", True)
+        if runtime.redis_url and settings.redis_cluster:
+            if batched:
+                # one apply_batch.lua call per partition group, each routed to its slot (the
+                # fast applier speaks to one server)
+                from availability.ledger.ledger import PartitionedApply
+
+                self.applier = PartitionedApply(runtime.ledger)
+        elif runtime.redis_url:
             from availability.ingest.fastapply import FastApplier
 
-            self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=len(self.partitions) + 1,
-                                       batched=getattr(settings, "apply_batched", True))
+            most = settings.partitions if self.leased else len(self.partitions)
+            self.applier = FastApplier(runtime.ledger, runtime.redis_url, connections=most + 1, batched=batched)
         self.pipeline = IngestPipeline(
-            runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules, applier=self.applier
+            runtime.ledger, self.names, redis=runtime.redis, rules=runtime.rules, applier=self.applier,
+            wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
         self.reclaimer: Reclaimer | None = None
         self._broker: Any = None
         self._reclaim_task: asyncio.Task | None = None
         self._reclaim_stop = asyncio.Event()
         self._stopping = False
+        #: partition -> its running subscriber (Redis Streams)
+        self._subs: dict[int, Any] = {}
+        self.leases: PartitionLeases | None = None
+        self._lease_task: asyncio.Task | None = None
+        self._lease_stop = asyncio.Event()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -106,9 +127,12 @@ class StreamConsumer:
                 max_deliveries=self.settings.max_deliveries,
                 retention_ms=self.settings.stream_retention_seconds * 1000,
             )
-            # What this consumer name left pending in a previous life is not in flight now.
-            await self.reclaimer.recover_own()
             self._broker = self._redis_broker()
+            if not self.leased:
+                # What this consumer name left pending in a previous life is not in flight now.
+                await self.reclaimer.recover_own()
+                for p in self.partitions:
+                    self._subscribe(p)
         elif kind == "nats":
             self._broker = self._nats_broker()
         elif kind == "kafka":
@@ -116,6 +140,12 @@ class StreamConsumer:
         else:  # pragma: no cover
             raise ValueError(f"unknown broker {kind!r}")
         await self._broker.start()
+        if self.leased:
+            ttl_ms = int(self.settings.consumer_lease_seconds * 1000)
+            self.leases = PartitionLeases(self.runtime.redis, self.names, self.consumer_name, ttl_ms=ttl_ms)
+            await self.rebalance()
+            self._lease_stop = asyncio.Event()
+            self._lease_task = asyncio.create_task(self._lease_loop(ttl_ms / 3000), name="ingest-leases")
         if self.reclaimer is not None:
             self._reclaim_stop = asyncio.Event()
             self._reclaim_task = asyncio.create_task(
@@ -127,6 +157,20 @@ class StreamConsumer:
         )
 
     async def stop(self) -> None:
+        if self._lease_task is not None:
+            self._lease_stop.set()
+            await self._lease_task
+            self._lease_task = None
+        if self.leases is not None:
+            # Stop reading, then hand the partitions back, then leave: the others take
+            # over at their next heartbeat instead of after the lease runs out.
+            held = sorted(self._subs)
+            for p in held:
+                await self._unsubscribe(p)
+            for p in held:
+                await self.leases.release(p)
+            await self.leases.leave()
+            self.leases = None
         if self._reclaim_task is not None:
             self._reclaim_stop.set()
             try:
@@ -154,38 +198,93 @@ class StreamConsumer:
     # --- brokers ----------------------------------------------------------------------------
 
     def _redis_broker(self) -> Any:
-        from faststream.redis import RedisBroker, StreamSub
+        from faststream.redis import RedisBroker, RedisClusterBroker
 
-        broker = RedisBroker(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
-        wait_for_older = self._wait_for_older
-        process_with_retry = self._process_with_retry
+        kind = RedisClusterBroker if self.settings.redis_cluster else RedisBroker
+        return kind(url=self.runtime.redis_url, graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
 
-        async def on_redis_batch(message: Message) -> None:
-            raw = message.raw_message
-            stream = raw["channel"]
-            ids = raw["message_ids"]
-            await wait_for_older(stream, ids[0])
-            entries = [
-                Entry(mid.decode(), entry_payload(fields), stream) for mid, fields in zip(ids, raw["data"])
-            ]
-            await process_with_retry(entries, ack=(stream, ids))
+    async def _on_redis_batch(self, message: Message) -> None:
+        raw = message.raw_message
+        stream = raw["channel"]
+        ids = raw["message_ids"]
+        await self._wait_for_older(stream, ids[0])
+        entries = [Entry(mid.decode(), entry_payload(fields), stream) for mid, fields in zip(ids, raw["data"])]
+        await self._process_with_retry(entries, ack=(stream, ids))
 
-        for p in self.partitions:
-            sub = broker.subscriber(
-                stream=StreamSub(
-                    self.names.partition(p),
-                    group=self.names.group,
-                    consumer=self.consumer_name,
-                    batch=True,
-                    max_records=self.settings.batch_size,
-                    polling_interval=self.settings.consumer_poll_ms,
-                ),
-                parser=_raw_redis_batch,
-                decoder=_no_decode,
-                ack_policy=AckPolicy.MANUAL,
+    def _subscribe(self, p: int) -> Any:
+        """Partition p's subscriber (started by the broker's start, or by the caller on a
+        running broker: dynamic subscribers are not kept by the broker once dropped)."""
+        from faststream.redis import StreamSub
+
+        sub = self._broker.subscriber(
+            stream=StreamSub(
+                self.names.partition(p),
+                group=self.names.group,
+                consumer=self.consumer_name,
+                batch=True,
+                max_records=self.settings.batch_size,
+                polling_interval=self.settings.consumer_poll_ms,
+            ),
+            parser=_raw_redis_batch,
+            decoder=_no_decode,
+            ack_policy=AckPolicy.MANUAL,
+            persistent=not self.leased,
+        )
+        sub(self._on_redis_batch)
+        self._subs[p] = sub
+        return sub
+
+    async def _unsubscribe(self, p: int) -> None:
+        """Stop reading p; returns once its batch in flight is applied and acknowledged."""
+        sub = self._subs.pop(p, None)
+        if sub is not None:
+            await sub.stop()
+        self._held_changed()
+
+    def _held_changed(self) -> None:
+        self.partitions = sorted(self._subs)
+        if self.reclaimer is not None:
+            self.reclaimer.partitions = list(self.partitions)
+
+    # --- leases -----------------------------------------------------------------------------
+
+    async def rebalance(self) -> None:
+        """One heartbeat: renew what is held, let go of what is now another's (after its
+        batch in flight), take what is assigned here and free (after applying what its
+        last owner left pending)."""
+        assert self.leases is not None
+        members = await self.leases.heartbeat()
+        wanted = assignment(members, self.consumer_name, self.settings.partitions)
+        held = set(self._subs)
+        kept = {p for p in sorted(held) if await self.leases.claim(p)}
+        lost, giving = held - kept, kept - wanted
+        gaining = [p for p in sorted(wanted - held) if await self.leases.claim(p)]
+        for p in sorted(lost | giving):
+            await self._unsubscribe(p)
+        for p in sorted(giving):
+            await self.leases.release(p)
+        for p in gaining:
+            assert self.reclaimer is not None
+            await self.reclaimer.take_over(p)
+            await self._subscribe(p).start()
+            self._held_changed()
+        if lost or giving or gaining:
+            log.info(
+                "consumer %s (%d in the group) now reads partitions %s (took %s, gave %s, lost %s)",
+                self.consumer_name, len(members), self.partitions, gaining, sorted(giving), sorted(lost),
             )
-            sub(on_redis_batch)
-        return broker
+
+    async def _lease_loop(self, interval: float) -> None:
+        while not self._lease_stop.is_set():
+            try:
+                await asyncio.wait_for(self._lease_stop.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.rebalance()
+            except Exception:  # a Redis blip: the leases have TTL/3 × 2 of slack left
+                log.warning("consumer %s: lease heartbeat failed", self.consumer_name, exc_info=True)
 
     async def _process_with_retry(self, entries: list[Entry], **kwargs: Any) -> None:
         """Apply a batch; while Redis is unreachable, retry it in place (with backoff), so the

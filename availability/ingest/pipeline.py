@@ -10,6 +10,9 @@ Order of effects, and why it is crash safe:
    idempotency record, so it is dead-lettered with the script's reason and a replay after
    the repair applies it;
 3. one more pipeline: the dead letters (XADD to the DLQ) and, on Redis Streams, the XACK.
+   With `redis_wait_replicas` > 0, the dead letters first, then WAIT until the replicas have
+   the batch's writes (ledger and dead letters), then the XACK: an acknowledged entry
+   survives its primary's death (docs/scaling.md).
 A crash before 3 leaves the whole batch pending; whoever reclaims it applies it again and
 the ledger answers `duplicate` for what was already in. A crash between 2 and 3 can at
 worst dead-letter an entry twice (the runbook says to replay once); it can never lose or
@@ -32,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from availability.clusterclient import ReplicationLag, wait_for_replicas
 from availability.correlation import current_correlation_id, new_correlation_id
 from availability.domain.errors import InvalidEvent
 from availability.domain.events import StockEvent, decode_event
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: failures of the infrastructure, not of one event: the batch stays pending and is retried
-TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError, ReplicationLag)
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TRANSIENT_ERRORS):
@@ -107,8 +111,13 @@ class IngestPipeline:
         redis: Redis | None = None,
         rules: RuleCache | None = None,
         applier=None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self.ledger = ledger
+        #: WAIT for this many replicas before acknowledging (0 = acknowledge at once)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         #: what applies a whole batch: the ledger, or the consumer's FastApplier (same semantics)
         self.applier = applier or ledger
         self.redis = redis or ledger.redis
@@ -160,9 +169,17 @@ class IngestPipeline:
                 current_correlation_id.reset(token)
             self._count(events, report)
 
-        if report.dead_letters or ack:
+        letters = report.dead_letters
+        if self.wait_replicas and (events or letters):
+            if letters:  # written (and replicated) before the ack that lets go of their entries
+                pipe = self.redis.pipeline(transaction=False)
+                queue_dead_letters(pipe, self.names, letters)
+                await pipe.execute()
+                letters = []
+            await wait_for_replicas(self.redis, self.wait_replicas, self.wait_timeout_ms, prefix=self.names.prefix)
+        if letters or ack:
             pipe = self.redis.pipeline(transaction=False)
-            queue_dead_letters(pipe, self.names, report.dead_letters)
+            queue_dead_letters(pipe, self.names, letters)
             if ack and ack[1]:
                 pipe.xack(ack[0], self.names.group, *ack[1])
             await pipe.execute()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from availability.clusterclient import wait_for_replicas
 from availability.domain.events import StockEvent, encode_event
 from availability.ingest import metrics
 from availability.ingest.streams import EVENT_FIELD, StreamNames, partition_of
@@ -133,6 +134,10 @@ class EventPublisher:
             for p, _, payload in items:
                 pipe.xadd(partition(p), {EVENT_FIELD: payload})
             await pipe.execute()
+            # published = on the replicas too, when asked (docs/scaling.md): else a primary
+            # that dies right after the XADD takes an acknowledged event with it
+            await wait_for_replicas(self.redis, self.settings.redis_wait_replicas,
+                                    self.settings.redis_wait_timeout_ms, prefix=self.names.prefix)
         else:
             # Concurrent across partitions, in order within one: a SKU's events must keep
             # their order on the broker, and concurrent publishes may be stored in any order.

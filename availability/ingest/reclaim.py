@@ -114,16 +114,22 @@ class Reclaimer:
             log.info("recovered %d entries %s had left pending", total, self.consumer)
         return total
 
-    async def reclaim_once(self) -> int:
+    async def take_over(self, p: int) -> int:
+        """Apply everything pending in partition p, whoever it was delivered to: for a
+        consumer that has just been given p's lease (nobody else reads p now)."""
+        return await self.reclaim_once(partitions=[p], idle_ms=0)
+
+    async def reclaim_once(self, *, partitions: list[int] | None = None, idle_ms: int | None = None) -> int:
         """Take over entries idle for longer than `idle_ms` and apply them."""
         total = 0
-        for p in self.partitions:
+        idle_ms = self.idle_ms if idle_ms is None else idle_ms
+        for p in self.partitions if partitions is None else partitions:
             stream = self.names.partition(p)
             cursor = "0-0"
             while True:
                 try:
                     reply = await self.redis.xautoclaim(
-                        stream, self.names.group, self.consumer, self.idle_ms, start_id=cursor, count=self.batch_size
+                        stream, self.names.group, self.consumer, idle_ms, start_id=cursor, count=self.batch_size
                     )
                 except ResponseError as exc:
                     if "NOGROUP" in str(exc):
@@ -136,7 +142,7 @@ class Reclaimer:
                 if cursor == "0-0":
                     break
         if total:
-            log.warning("reclaimed %d pending entries idle for more than %d ms", total, self.idle_ms)
+            log.warning("reclaimed %d pending entries idle for more than %d ms", total, idle_ms)
         return total
 
     async def _process(self, p: int, stream: str, raw_entries: list, *, check_deliveries: bool = False) -> int:

@@ -105,7 +105,7 @@ async def _load(fmt: str, path: str, kwargs: dict[str, Any]):
     from availability.ingest.sources import load  # noqa: PLC0415
 
     assert _settings is not None, "worker not initialised"
-    redis = make_redis(_redis_url, max_connections=4)
+    redis = make_redis(_redis_url, cluster=_settings.redis_cluster, max_connections=4)
     try:
         publisher = EventPublisher(SimpleNamespace(settings=_settings, redis=redis))  # type: ignore[arg-type]
         dead_letters = DeadLetters.from_settings(redis, _settings)

@@ -104,7 +104,7 @@ async def build_parts(settings: Settings, root, *, with_erp: bool = True, names:
     """The flow's parts from the composition root (`args.root.open_erp_flows`); the Redis
     client comes from it too, so these commands join the data dir's embedded server like
     every other command (and start the embedded Tryton when AVAILABILITY_ERP_URL is unset)."""
-    redis = root.make_redis(settings.redis_url) if settings.redis_url else None
+    redis = root.make_redis(settings.redis_url, cluster=settings.redis_cluster) if settings.redis_url else None
     embedded = None
     if redis is None:
         embedded = root.open_runtime(settings)
