@@ -62,7 +62,7 @@ async def test_a_database_made_by_create_all_before_migrations_is_adopted(any_ur
     store = RuleStore(any_url)
     await store.start()
     try:
-        async with store._engine.connect() as conn:
+        async with store.db._engine.connect() as conn:
             assert await conn.run_sync(migrations.current_revision) == migrations.head_revision()
             assert await conn.run_sync(_diff) == []
             assert "customer_keys" in await conn.run_sync(lambda c: inspect(c).get_table_names())

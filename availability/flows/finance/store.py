@@ -176,8 +176,9 @@ class FinanceStore:
         self.engine: AsyncEngine = sql_engine(url)
 
     async def open(self) -> "FinanceStore":
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        from availability.migrations import upgrade  # noqa: PLC0415
+
+        await upgrade(self.engine)  # the schema is Alembic's (availability/migrations/)
         return self
 
     async def close(self) -> None:

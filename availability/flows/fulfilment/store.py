@@ -11,8 +11,7 @@ became which Shopify fulfillment must survive a Redis loss and be auditable.
 
 States: received -> posting (a fulfillmentCreate may be in flight: look before sending
 again) -> fulfilled (on Shopify) -> done (the ERP shipment settled too); exception.
-Tables are created on open (`metadata.create_all`), as the order flow's are (no Alembic
-migration yet, docs/flows.md).
+Tables come from the Alembic migrations (availability/migrations/, revision 0003), applied on open.
 """
 
 from __future__ import annotations
@@ -135,8 +134,9 @@ class FulfilmentStore:
         self.exceptions = ExceptionQueue(self.engine, exceptions, "shipment_id", OWNERS)
 
     async def open(self) -> FulfilmentStore:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        from availability.migrations import upgrade  # noqa: PLC0415
+
+        await upgrade(self.engine)  # the schema is Alembic's (availability/migrations/)
         return self
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ Shopify return, their history, and the flow's exception queue (SQL, like the ord
     return_exceptions        what people must look at: reason, owner, open/resolved
 
 The state machines are data (`REFUND_STATES`, `RETURN_STATES`), checked on every
-transition. Tables are created on open (`metadata.create_all`), as the order flow's are.
+transition. Tables come from the Alembic migrations (revision 0003), applied on open as the order flow's are.
 """
 
 from __future__ import annotations
