@@ -275,4 +275,5 @@ class CommandRoot:
     make_redis = staticmethod(make_redis)
     start_embedded_redis = staticmethod(start_embedded_redis)
     start_embedded_erp = staticmethod(start_embedded_erp)
+    erp_client = staticmethod(erp_client)
     open_erp_flows = staticmethod(open_erp_flows)

@@ -64,7 +64,7 @@ def register(sub) -> None:
 
 @asynccontextmanager
 async def build_parts(settings: Settings, root, *, with_worker: bool = True) -> AsyncIterator[dict]:
-    from availability.flows.orders.commands import erp_client, shop_name  # noqa: PLC0415
+    from availability.flows.orders.commands import shop_name  # noqa: PLC0415
     from availability.flows.returns.flow import (  # noqa: PLC0415
         ReturnsIntake, ReturnsQueue, ReturnsWorker, SaleLookup, StreamSink, WorkerConfig,
     )
@@ -82,7 +82,7 @@ async def build_parts(settings: Settings, root, *, with_worker: bool = True) -> 
         erp = server = publisher = sales = None
         try:
             if with_worker:
-                erp, server = erp_client(settings)
+                erp, server = root.erp_client(settings)
                 publisher = EventPublisher(runtime)
                 await publisher.start()
                 shops = configured_shops(settings)
