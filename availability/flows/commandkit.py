@@ -81,3 +81,25 @@ async def list_exceptions(store: Any, *, include_resolved: bool, reason: str | N
     for row in await store.list_exceptions(status=None if include_resolved else "open", reason=reason):
         print_json(row)
     return 0
+
+
+def add_exception_commands(sub, *, name: str, dest: str, help: str, retry_help: str,
+                           handlers: tuple[Callable, Callable, Callable]) -> None:
+    """A flow's `exceptions list|retry|resolve` subcommands (every flow's queue is worked
+    the same way); `handlers` are the flow's (list, retry, resolve)."""
+    list_handler, retry_handler, resolve_handler = handlers
+    exc = sub.add_parser(name, help=help)
+    xsub = exc.add_subparsers(dest=dest, metavar="EXCEPTIONS_COMMAND", required=True)
+    p = xsub.add_parser("list", help="exceptions (JSON lines)")
+    p.add_argument("--all", action="store_true", help="resolved ones too")
+    p.add_argument("--reason")
+    p.set_defaults(handler=list_handler)
+    p = xsub.add_parser("retry", help=retry_help)
+    p.add_argument("ids", nargs="+", type=int)
+    p.add_argument("--by", default="cli")
+    p.set_defaults(handler=retry_handler)
+    p = xsub.add_parser("resolve", help="close the exception without posting (handled elsewhere)")
+    p.add_argument("ids", nargs="+", type=int)
+    p.add_argument("--by", default="cli")
+    p.add_argument("--note", default="")
+    p.set_defaults(handler=resolve_handler)

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from availability.config import Settings
+from availability.flows.commandkit import add_exception_commands
 from availability.flows.orders.commands import _print
 
 
@@ -32,21 +33,10 @@ def register(fsub, rsub) -> None:
     p = sub.add_parser("show", help="one payout's document and history (JSON)")
     p.add_argument("payout", help="payout GID or legacy id")
     p.set_defaults(handler=_finance_show)
-    p = sub.add_parser("exceptions", help="the finance exception queue: list, retry, resolve")
-    xsub = p.add_subparsers(dest="finance_exceptions_command", metavar="EXCEPTIONS_COMMAND", required=True)
-    q = xsub.add_parser("list", help="exceptions (JSON lines)")
-    q.add_argument("--all", action="store_true", help="resolved ones too")
-    q.add_argument("--reason")
-    q.set_defaults(handler=_exceptions_list)
-    q = xsub.add_parser("retry", help="close the exception and post its payout again")
-    q.add_argument("ids", nargs="+", type=int)
-    q.add_argument("--by", default="cli")
-    q.set_defaults(handler=_exceptions_retry)
-    q = xsub.add_parser("resolve", help="close the exception without posting (handled elsewhere)")
-    q.add_argument("ids", nargs="+", type=int)
-    q.add_argument("--by", default="cli")
-    q.add_argument("--note", default="")
-    q.set_defaults(handler=_exceptions_resolve)
+    add_exception_commands(sub, name="exceptions", dest="finance_exceptions_command",
+                           help="the finance exception queue: list, retry, resolve",
+                           retry_help="close the exception and post its payout again",
+                           handlers=(_exceptions_list, _exceptions_retry, _exceptions_resolve))
 
     p = rsub.add_parser("finance", help="payouts, captured payments and refunds of a day against the ERP; "
                                         "exit 1 on drift")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from availability.config import Settings
+from availability.flows.commandkit import add_exception_commands
 
 
 def register(fsub) -> None:
@@ -26,21 +27,10 @@ def register(fsub) -> None:
     p = sub.add_parser("show", help="one shipment's document and history (JSON)")
     p.add_argument("shipment_id")
     p.set_defaults(handler=_show)
-    exc = sub.add_parser("exceptions", help="the fulfilment flow's exception queue: list, retry, resolve")
-    xsub = exc.add_subparsers(dest="fulfilment_exceptions_command", metavar="EXCEPTIONS_COMMAND", required=True)
-    p = xsub.add_parser("list", help="exceptions (JSON lines)")
-    p.add_argument("--all", action="store_true", help="resolved ones too")
-    p.add_argument("--reason")
-    p.set_defaults(handler=_exceptions_list)
-    p = xsub.add_parser("retry", help="close the exception and settle its shipment again")
-    p.add_argument("ids", nargs="+", type=int)
-    p.add_argument("--by", default="cli")
-    p.set_defaults(handler=_exceptions_retry)
-    p = xsub.add_parser("resolve", help="close the exception without posting (handled elsewhere)")
-    p.add_argument("ids", nargs="+", type=int)
-    p.add_argument("--by", default="cli")
-    p.add_argument("--note", default="")
-    p.set_defaults(handler=_exceptions_resolve)
+    add_exception_commands(sub, name="exceptions", dest="fulfilment_exceptions_command",
+                           help="the fulfilment flow's exception queue: list, retry, resolve",
+                           retry_help="close the exception and settle its shipment again",
+                           handlers=(_exceptions_list, _exceptions_retry, _exceptions_resolve))
 
 
 def _parts(settings: Settings, args, *, with_erp: bool = False):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from availability.config import Settings
+from availability.flows.commandkit import add_exception_commands
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,10 @@ def register(sub) -> None:
     p.add_argument("reference")
     p.set_defaults(handler=_orders_show)
 
-    exc = fsub.add_parser("exceptions", help="the order flow's exception queue: list, retry, resolve")
-    xsub = exc.add_subparsers(dest="exceptions_command", metavar="EXCEPTIONS_COMMAND", required=True)
-    p = xsub.add_parser("list", help="exceptions (JSON lines)")
-    p.add_argument("--all", action="store_true", help="resolved ones too")
-    p.add_argument("--reason")
-    p.set_defaults(handler=_exceptions_list)
-    p = xsub.add_parser("retry", help="close the exception and post its order again")
-    p.add_argument("ids", nargs="+", type=int)
-    p.add_argument("--by", default="cli")
-    p.set_defaults(handler=_exceptions_retry)
-    p = xsub.add_parser("resolve", help="close the exception without posting (handled elsewhere)")
-    p.add_argument("ids", nargs="+", type=int)
-    p.add_argument("--by", default="cli")
-    p.add_argument("--note", default="")
-    p.set_defaults(handler=_exceptions_resolve)
+    add_exception_commands(fsub, name="exceptions", dest="exceptions_command",
+                           help="the order flow's exception queue: list, retry, resolve",
+                           retry_help="close the exception and post its order again",
+                           handlers=(_exceptions_list, _exceptions_retry, _exceptions_resolve))
 
     from availability.flows.customers.commands import register as register_customers  # noqa: PLC0415
     from availability.flows.fulfilment.commands import register as register_fulfilment  # noqa: PLC0415

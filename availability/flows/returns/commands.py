@@ -17,7 +17,7 @@ from typing import AsyncIterator
 
 from availability.config import Settings
 from availability.flows.commandkit import (
-    feed_files, list_exceptions, print_json, run_worker, show_document, work_exceptions,
+    add_exception_commands, feed_files, list_exceptions, print_json, run_worker, show_document, work_exceptions,
 )
 
 TOPICS = ("refunds/create", "returns/request", "returns/approve", "returns/decline", "returns/cancel",
@@ -45,21 +45,10 @@ def register(sub) -> None:
     p = rsub.add_parser("show", help="one refund's or return's document and history (JSON)")
     p.add_argument("key", help="e.g. shop.myshopify.com#refund-938271234624")
     p.set_defaults(handler=_show)
-    exc = rsub.add_parser("exceptions", help="the returns flow's exception queue: list, retry, resolve")
-    xsub = exc.add_subparsers(dest="returns_exceptions_command", metavar="EXCEPTIONS_COMMAND", required=True)
-    p = xsub.add_parser("list", help="exceptions (JSON lines)")
-    p.add_argument("--all", action="store_true", help="resolved ones too")
-    p.add_argument("--reason")
-    p.set_defaults(handler=_exceptions_list)
-    p = xsub.add_parser("retry", help="close the exception and settle its document again")
-    p.add_argument("ids", nargs="+", type=int)
-    p.add_argument("--by", default="cli")
-    p.set_defaults(handler=_exceptions_retry)
-    p = xsub.add_parser("resolve", help="close the exception without posting (handled elsewhere)")
-    p.add_argument("ids", nargs="+", type=int)
-    p.add_argument("--by", default="cli")
-    p.add_argument("--note", default="")
-    p.set_defaults(handler=_exceptions_resolve)
+    add_exception_commands(rsub, name="exceptions", dest="returns_exceptions_command",
+                           help="the returns flow's exception queue: list, retry, resolve",
+                           retry_help="close the exception and settle its document again",
+                           handlers=(_exceptions_list, _exceptions_retry, _exceptions_resolve))
 
 
 @asynccontextmanager
