@@ -1,6 +1,6 @@
 """Run every benchmark, one after the other, and write what they measured:
 
-    python -m loadtests.suite            # full sizes (about 10-15 minutes on 2 cores)
+    python -m loadtests.suite            # full sizes (about 21 minutes on 2 quiet cores)
     python -m loadtests.suite --quick    # small sizes (about 3-4 minutes)
     python -m loadtests.suite --only ledger,memory
     python -m loadtests.suite --only orders      # opt-in: the flash sale into Tryton (long)
