@@ -214,6 +214,15 @@ class Erp(Protocol):
     async def add_party_contacts(self, party_id: int, *, email: str | None = None, phone: str | None = None) -> None:
         """Add contact mechanisms the party does not have yet (a customer's new e-mail)."""
 
+    async def replace_party(self, party_id: int, kept_party_id: int) -> bool:
+        """A customer merge: `party_id` is replaced by `kept_party_id` the ERP's own way (its
+        documents move to the kept party, it is deactivated and remembers who replaced it).
+        False, writing nothing, when it already is (a second delivery, a merge done by hand);
+        a party replaced earlier is followed to the party that replaced it."""
+
+    async def party_replaced_by(self, party_id: int) -> int:
+        """The party standing for `party_id` now: itself, or the end of its replacements."""
+
     async def create_sale(self, draft: SaleDraft, party_id: int) -> ErpSale:
         """Create the sale as a quotation. Raises UnknownSku before creating anything."""
 

@@ -33,6 +33,7 @@ from adapters.erp.port import (
     UnknownSku,
 )
 from adapters.erp.tryton.journal import JournalEntries
+from adapters.erp.tryton.parties import TrytonParties
 from adapters.erp.tryton.shipments import TrytonShipments
 
 SERVICE_CODE = {"shipping": "SHIPPING", "discount": "DISCOUNT", "tax": "TAX", "misc": "MISC"}
@@ -66,7 +67,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class TrytonErp(TrytonShipments, JournalEntries):  # adapters/erp/tryton/shipments.py, journal.py
+class TrytonErp(TrytonShipments, JournalEntries, TrytonParties):  # adapters/erp/tryton/{shipments,journal,parties}.py
     def __init__(self, url: str, login: str, password: str, *, timeout: float = 30.0) -> None:
         self.url = url if url.endswith("/") else url + "/"
         self.login = login
