@@ -174,6 +174,9 @@ class JournalEntryDraft:
     date: dt.date
     lines: tuple[JournalLine, ...]
     description: str = ""
+    #: the currency of the amounts (a payout's settlement currency); None: the ERP company's.
+    #: The ERP books them in its company currency at its own rate and keeps these beside
+    currency: str | None = None
 
     @property
     def balanced(self) -> bool:
@@ -187,7 +190,9 @@ class ErpJournalEntry:
     date: dt.date
     #: draft | posted
     state: str
+    #: in the entry's currency (what the draft said), not the company's conversion
     lines: tuple[JournalLine, ...] = ()
+    currency: str | None = None
 
     def balance_by_account(self) -> dict[str, Decimal]:
         """debit - credit per account code."""
