@@ -395,11 +395,16 @@ class TrytonErp(TrytonShipments, JournalEntries, TrytonParties):  # adapters/erp
         invoice_ids = (await self.call("model.sale.sale.read", [sale.id], ["invoices"]))[0].get("invoices") or []
         invoices = await self.call("model.account.invoice.read", invoice_ids,
                                    ["id", "state", "company", "party", "invoice_address", "currency", "journal",
-                                    "account", "payment_term"]) if invoice_ids else []
+                                    "account", "payment_term", "currency.code"]) if invoice_ids else []
         invoices = [i for i in invoices if i["state"] != "cancelled"]
         if not invoices:
             raise ErpValidationError(f"sale {sale.reference} has no invoice to credit (state {sale.state})")
         head = invoices[0]
+        invoiced_in = (head.get("currency.") or {}).get("code")
+        if draft.currency and invoiced_in and draft.currency != invoiced_in:
+            # the note takes the invoice's currency: shop money in another one would be booked wrong
+            raise ErpValidationError(f"refund {draft.reference} is in {draft.currency}, its sale {sale.reference} "
+                                     f"was invoiced in {invoiced_in}")
         sale_lines = await self.call("model.account.invoice.line.search_read",
                                      [["invoice", "in", [i["id"] for i in invoices]]], 0, None, [["id", "ASC"]],
                                      ["id", "product", "product.code", "account", "unit"])
