@@ -107,3 +107,33 @@ async def test_without_the_fulfilment_flow_the_answer_says_so(redis_url, key_pre
             assert answer["fulfilment"]["outcome"] == "not_configured"
             assert "AVAILABILITY_FLOWS" in answer["fulfilment"]["detail"]
             assert _count("not_configured") == before + 1
+
+
+def test_the_drop_folder_command_hands_945s_to_the_configured_flow(redis_url, key_prefix, tmp_path, monkeypatch,
+                                                                     capsys):
+    """`availability ingest dropfolder --once` builds the fulfilment intake when
+    AVAILABILITY_FLOWS names the flow (intakes only: no ERP, no Shopify client)."""
+    import asyncio
+
+    from availability.cli import main as cli
+    from availability.flows.fulfilment.store import FulfilmentStore
+
+    database = f"sqlite+aiosqlite:///{tmp_path}/flows.db"
+    for name, value in {"AVAILABILITY_REDIS_URL": redis_url, "AVAILABILITY_KEY_PREFIX": key_prefix,
+                        "AVAILABILITY_DATA_DIR": str(tmp_path), "AVAILABILITY_DATABASE_URL": database,
+                        "AVAILABILITY_FLOWS": "orders,fulfilment", "AVAILABILITY_ERP_SHOP": SHOP}.items():
+        monkeypatch.setenv(name, value)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "wms_945_shipment.edi", folder / "shp.edi")
+    assert cli(["ingest", "dropfolder", "--once", str(folder)]) == 0
+    assert "shp.edi: 2 events" in capsys.readouterr().out
+
+    async def stored():
+        store = await FulfilmentStore(database).open()
+        try:
+            return [d.shipment_id for d in await store.of_order(f"{SHOP}#1001")]
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()) == [SHIPMENT]
