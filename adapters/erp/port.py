@@ -174,6 +174,9 @@ class JournalEntryDraft:
     date: dt.date
     lines: tuple[JournalLine, ...]
     description: str = ""
+    #: the currency of the amounts (a payout's settlement currency); None: the ERP company's.
+    #: The ERP books them in its company currency at its own rate and keeps these beside
+    currency: str | None = None
 
     @property
     def balanced(self) -> bool:
@@ -187,7 +190,9 @@ class ErpJournalEntry:
     date: dt.date
     #: draft | posted
     state: str
+    #: in the entry's currency (what the draft said), not the company's conversion
     lines: tuple[JournalLine, ...] = ()
+    currency: str | None = None
 
     def balance_by_account(self) -> dict[str, Decimal]:
         """debit - credit per account code."""
@@ -213,6 +218,15 @@ class Erp(Protocol):
 
     async def add_party_contacts(self, party_id: int, *, email: str | None = None, phone: str | None = None) -> None:
         """Add contact mechanisms the party does not have yet (a customer's new e-mail)."""
+
+    async def replace_party(self, party_id: int, kept_party_id: int) -> bool:
+        """A customer merge: `party_id` is replaced by `kept_party_id` the ERP's own way (its
+        documents move to the kept party, it is deactivated and remembers who replaced it).
+        False, writing nothing, when it already is (a second delivery, a merge done by hand);
+        a party replaced earlier is followed to the party that replaced it."""
+
+    async def party_replaced_by(self, party_id: int) -> int:
+        """The party standing for `party_id` now: itself, or the end of its replacements."""
 
     async def create_sale(self, draft: SaleDraft, party_id: int) -> ErpSale:
         """Create the sale as a quotation. Raises UnknownSku before creating anything."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -274,10 +275,16 @@ def cmd_ingest_dropfolder(args, settings: Settings) -> int:
     async def go() -> int:
         from availability.ingest.dropfolder import DropFolderWatcher
 
-        async with args.root.open_runtime(settings) as runtime:
+        async with contextlib.AsyncExitStack() as stack:
+            runtime = await stack.enter_async_context(args.root.open_runtime(settings))
+            intake = None
+            if "fulfilment" in settings.flows:  # its 945s go to the fulfilment flow's intake
+                flows = await stack.enter_async_context(args.root.open_erp_flows(
+                    settings, runtime.redis, names=["orders", "fulfilment"], with_erp=False))
+                intake = flows.fulfilment.intake
             watcher = DropFolderWatcher(
                 runtime, args.path, interval=args.interval, location_map=_location_map(args.location_map),
-                min_age_seconds=0.0 if args.once else 1.0,
+                min_age_seconds=0.0 if args.once else 1.0, fulfilment=intake,
             )
             if args.once:
                 Path(args.path).mkdir(parents=True, exist_ok=True)

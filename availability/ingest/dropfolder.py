@@ -9,6 +9,10 @@ publishing them twice is deduplicated by the ledger). A file the parser refuses 
 
 The adapter's scan is synchronous (filesystem work), so it runs in a worker thread and
 its publish callback hands the events to the event loop and waits for the publish.
+
+A file holding 945 shipping advices is also handed to the fulfilment flow
+(availability/flows/fulfilment/wms.py) before it is filed away: a store failure leaves
+the file for the next scan, a resent file is a duplicate there too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from availability.domain.events import StockEvent
+from availability.flows.fulfilment.wms import WmsHandoff
 from availability.ingest.deadletters import DeadLetter, DeadLetters
 from availability.ingest.publisher import EventPublisher
 from availability.ingest.sources import INTAKE_PREFIX
@@ -45,13 +50,16 @@ class DropFolderWatcher:
         interval: float | None = None,
         min_age_seconds: float = 1.0,
         location_map: dict[str, str] | None = None,
+        fulfilment: object | None = None,
     ) -> None:
+        """`fulfilment`: the fulfilment flow's intake, when not the runtime's own."""
         self.folder = Path(folder)
         self.interval = interval if interval is not None else runtime.settings.dropfolder_interval_seconds
         self.min_age_seconds = min_age_seconds
         self.location_map = location_map
         self.publisher = EventPublisher(runtime)
         self.dead_letters = DeadLetters(runtime.redis, StreamNames.from_settings(runtime.settings))
+        self.shipments = WmsHandoff.of_runtime(runtime, fulfilment)
         self._task: asyncio.Task | None = None
         self.files_processed = 0
         self.files_rejected = 0
@@ -86,10 +94,17 @@ class DropFolderWatcher:
         loop = asyncio.get_running_loop()
         await self.publisher.start()
 
+        async def publish_and_hand_off(path: Path, events: list[StockEvent]) -> None:
+            await self.publisher.publish(events)
+            answer = await self.shipments.take(await asyncio.to_thread(path.read_bytes), where=f"dropfolder:{path.name}")
+            if answer is not None:
+                log.info("%s: fulfilment %s", path.name, answer["outcome"])
+
         def publish(path: Path, events: list[StockEvent]) -> None:
             # Runs in the worker thread: publish on the loop and wait, so the adapter only
-            # files the document away once its events are on the stream.
-            asyncio.run_coroutine_threadsafe(self.publisher.publish(events), loop).result()
+            # files the document away once its events are on the stream (and its 945s in
+            # the fulfilment flow).
+            asyncio.run_coroutine_threadsafe(publish_and_hand_off(path, events), loop).result()
 
         def scan() -> list:
             return list(

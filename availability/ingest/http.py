@@ -5,7 +5,8 @@ canonical events on the stream. Mount with `app = Litestar([..., intake_router(r
                                         shop, its HMAC, dedupe on webhook and event id, stale
                                         level retries dropped, 200 fast; inventory_levels/update
                                         goes to the shop's drift-repair stream
-    POST /v1/ingest/wms/x12             an X12 944/945/947/846 file (all or nothing)
+    POST /v1/ingest/wms/x12             an X12 944/945/947/846 file (all or nothing); its 945s
+                                        also go to the fulfilment flow ("fulfilment" in the answer)
     POST /v1/ingest/erp/snapshot        ERP stock snapshot, CSV or JSON Lines, streamed
     POST /v1/ingest/erp/purchase-orders ERP purchase orders, CSV or JSON Lines
     POST /v1/ingest/erp/transfers       ERP transfers, CSV or JSON Lines
@@ -138,6 +139,8 @@ class HttpIntake:
         self.workers = (
             UploadWorkers(runtime) if runtime.settings.broker == "redis" and runtime.settings.ingest_worker_bytes else None
         )
+        #: hands an upload's 945s to the fulfilment flow (built on first use)
+        self._wms: Any = None
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
         limit = limit or self.max_bytes
@@ -180,7 +183,8 @@ class HttpIntake:
     # --- uploads -----------------------------------------------------------------------------
 
     async def upload(
-        self, request: Request, fmt: str, endpoint: str, *, options: dict | None = None, sniff: bool = False
+        self, request: Request, fmt: str, endpoint: str, *, options: dict | None = None, sniff: bool = False,
+        then: Any = None,
     ) -> Response:
         """Spool, parse (in a worker process from Settings.ingest_worker_bytes, else a worker
         thread: workers.py, sources.load), publish, dead-letter, answer.
@@ -188,6 +192,8 @@ class HttpIntake:
         `sniff`: `fmt` is an ERP prefix whose encoding is told by the first non-blank byte
         (`{` JSON Lines, else CSV). A body of which not one row or document can be read is
         refused whole (422), nothing dead-lettered: it is not the format at all.
+        `then(spool)`: called once the events are published; a dict it returns is added to
+        the answer (the x12 route hands 945s to the fulfilment flow).
         """
         try:
             spool = await self.spool_body(request)
@@ -211,6 +217,7 @@ class HttpIntake:
                     report = await self._in_worker(fmt, spool, kwargs)
                 else:
                     report = await load(fmt, spool, self.publisher, self.dead_letters, **kwargs)
+                extra = await then(spool) if then is not None else None
         except IntakeProblem as exc:
             metrics.INTAKE_REQUESTS.labels(endpoint, "refused").inc()
             return problem(exc.status, exc.slug, exc.detail, request.url.path, **exc.extra)
@@ -222,7 +229,27 @@ class HttpIntake:
             log.warning("intake %s: stream unavailable: %s", endpoint, exc)
             return problem(503, "unavailable", "the event stream is unavailable; retry later", request.url.path)
         metrics.INTAKE_REQUESTS.labels(endpoint, "accepted").inc()
-        return _accepted(report.as_dict())
+        return _accepted({**report.as_dict(), **(extra or {})})
+
+    async def wms_x12(self, request: Request) -> Response:
+        """An X12 upload; its 945s also go to the fulfilment flow (flows/fulfilment/wms.py)."""
+        from availability.flows.fulfilment.wms import WmsHandoff  # noqa: PLC0415
+
+        if self._wms is None:
+            self._wms = WmsHandoff.of_runtime(self.runtime)
+
+        async def to_fulfilment(spool: Any) -> dict[str, Any] | None:
+            spool.seek(0)
+            data = await asyncio.to_thread(spool.read)
+            try:
+                answer = await self._wms.take(data, where="http:wms-x12")
+            except SQLAlchemyError as exc:
+                log.warning("wms-x12: the fulfilment store is unavailable: %s", exc)
+                raise IntakeProblem(503, "unavailable", "the fulfilment store is unavailable; send the file again "
+                                    "(its stock events are in and are not applied twice)") from None
+            return {"fulfilment": answer} if answer is not None else None
+
+        return await self.upload(request, "x12", "wms-x12", then=to_fulfilment)
 
     async def _in_worker(self, fmt: str, spool: Any, kwargs: dict[str, Any]):
         """Load a large upload in a worker process (availability/ingest/workers.py): the
@@ -302,7 +329,7 @@ def intake_handlers(runtime: Runtime) -> list:
 
     @post("/v1/ingest/wms/x12", status_code=202, request_max_body_size=limit, summary="WMS X12 944/945/947/846 upload")
     async def wms_x12(request: Request) -> Response:
-        return await intake.upload(request, "x12", "wms-x12")
+        return await intake.wms_x12(request)
 
     @post("/v1/ingest/erp/snapshot", status_code=202, request_max_body_size=limit, summary="ERP stock snapshot (CSV/JSONL)")
     async def erp_snapshot(request: Request) -> Response:

@@ -23,9 +23,9 @@ def month_start() -> dt.date:
     return today.replace(day=1)
 
 
-def simulator() -> SimulatorServer:
+def simulator(**config) -> SimulatorServer:
     # a generous bucket: these tests are about posting, not about pacing
-    sim = SimulatorServer(SimulatorConfig(restore_rate=50_000, bucket_size=200_000))
+    sim = SimulatorServer(SimulatorConfig(**({"restore_rate": 50_000, "bucket_size": 200_000} | config)))
     sim.start()
     location = sim.state.add_location("Warehouse")
     for n in range(1, 7):  # SKUs the test ERP has products for

@@ -111,8 +111,8 @@ class World:
         return out
 
 
-def new_sim(skus: list[str], available: int = 20) -> SimulatorState:
-    sim = SimulatorState(SimulatorConfig())
+def new_sim(skus: list[str], available: int = 20, currency: str = "USD") -> SimulatorState:
+    sim = SimulatorState(SimulatorConfig(currency=currency))
     for loc, name in LOCATIONS.items():
         sim.add_location(name, id=loc)
     for sku in skus:
@@ -123,10 +123,11 @@ def new_sim(skus: list[str], available: int = 20) -> SimulatorState:
 
 
 async def make_world(redis_client, key_prefix: str, db_url: str, erp, shop: str, skus: list[str],
-                     config: WorkerConfig | None = None) -> World:
+                     config: WorkerConfig | None = None, currency: str = "USD") -> World:
+    """`currency`: the shop's (its orders' and refunds' shop money)."""
     from availability.flows.orders.store import OrderStore
 
-    sim = new_sim(skus)
+    sim = new_sim(skus, currency=currency)
     world_sent: list[tuple[str, dict]] = []
     sim.refunds.emit = lambda events: world_sent.extend(events)
     order_store = await OrderStore(db_url).open()

@@ -33,6 +33,7 @@ from adapters.erp.port import (
     UnknownSku,
 )
 from adapters.erp.tryton.journal import JournalEntries
+from adapters.erp.tryton.parties import TrytonParties
 from adapters.erp.tryton.shipments import TrytonShipments
 
 SERVICE_CODE = {"shipping": "SHIPPING", "discount": "DISCOUNT", "tax": "TAX", "misc": "MISC"}
@@ -66,7 +67,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class TrytonErp(TrytonShipments, JournalEntries):  # adapters/erp/tryton/shipments.py, journal.py
+class TrytonErp(TrytonShipments, JournalEntries, TrytonParties):  # adapters/erp/tryton/{shipments,journal,parties}.py
     def __init__(self, url: str, login: str, password: str, *, timeout: float = 30.0) -> None:
         self.url = url if url.endswith("/") else url + "/"
         self.login = login
@@ -394,11 +395,16 @@ class TrytonErp(TrytonShipments, JournalEntries):  # adapters/erp/tryton/shipmen
         invoice_ids = (await self.call("model.sale.sale.read", [sale.id], ["invoices"]))[0].get("invoices") or []
         invoices = await self.call("model.account.invoice.read", invoice_ids,
                                    ["id", "state", "company", "party", "invoice_address", "currency", "journal",
-                                    "account", "payment_term"]) if invoice_ids else []
+                                    "account", "payment_term", "currency.code"]) if invoice_ids else []
         invoices = [i for i in invoices if i["state"] != "cancelled"]
         if not invoices:
             raise ErpValidationError(f"sale {sale.reference} has no invoice to credit (state {sale.state})")
         head = invoices[0]
+        invoiced_in = (head.get("currency.") or {}).get("code")
+        if draft.currency and invoiced_in and draft.currency != invoiced_in:
+            # the note takes the invoice's currency: shop money in another one would be booked wrong
+            raise ErpValidationError(f"refund {draft.reference} is in {draft.currency}, its sale {sale.reference} "
+                                     f"was invoiced in {invoiced_in}")
         sale_lines = await self.call("model.account.invoice.line.search_read",
                                      [["invoice", "in", [i["id"] for i in invoices]]], 0, None, [["id", "ASC"]],
                                      ["id", "product", "product.code", "account", "unit"])

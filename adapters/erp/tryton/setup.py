@@ -46,8 +46,18 @@ FINANCE_ACCOUNTS = {
     "SP-CHARGEBACK": ("Chargebacks and dispute losses", "expense"),
 }
 FINANCE_JOURNAL = "SHOPIFY-PAY"
+#: the company's currency, and the other currencies a shop may sell or settle in: code ->
+#: (name, symbol, units per 1 USD). Fixed rates, dated from the start of time: the embedded
+#: ERP converts foreign-currency sales, credit notes and payouts to the company's books at
+#: these; a production Tryton keeps its own rates (by hand or its currency_rate module)
+COMPANY_CURRENCY = "USD"
+CURRENCIES = {
+    "EUR": ("Euro", "€", "0.92"),
+    "GBP": ("Pound Sterling", "£", "0.79"),
+    "CAD": ("Canadian Dollar", "$", "1.39"),
+}
 #: bumped when what the set-up creates changes, so an older cached template is not reused
-LAYOUT = "2-finance-accounts"
+LAYOUT = "3-currencies"
 DB_NAME = "availability"
 ADMIN = "admin"
 
@@ -145,8 +155,9 @@ def _build(db_dir: Path, skus: list[str]) -> None:
 
     cfg = pconfig.set_trytond(database=DB_NAME, config_file=str(conf))
     Party = Model.get("party.party")
-    create_company(party=Party(name="Availability Retail Co"), currency="USD")
+    create_company(party=Party(name="Availability Retail Co"), currency=COMPANY_CURRENCY)
     company = get_company()
+    _currencies()
     today = dt.date.today()
     for year in (today.year, today.year + 1):  # orders near New Year still have a period
         fiscalyear = set_fiscalyear_invoice_sequences(create_fiscalyear(company, today=dt.date(year, 6, 1)))
@@ -175,6 +186,19 @@ def _build(db_dir: Path, skus: list[str]) -> None:
         if sku and sku not in SERVICE_PRODUCTS:
             product(sku, sku, "goods")
     _admin_password(cfg)
+
+
+def _currencies() -> None:
+    from proteus import Model  # noqa: PLC0415
+
+    Currency = Model.get("currency.currency")
+    Rate = Model.get("currency.currency.rate")
+    for code, (name, symbol, rate) in CURRENCIES.items():
+        if Currency.find([("code", "=", code)]):
+            continue
+        currency = Currency(name=name, symbol=symbol, code=code, rounding=Decimal("0.01"))
+        currency.save()
+        Rate(date=dt.date.min, rate=Decimal(rate), currency=currency).save()
 
 
 def _finance_accounts(accounts: dict) -> None:

@@ -230,7 +230,7 @@ async def sim_external_change(request: Request[Any, Any, Any]) -> Response[bytes
 async def sim_checkout(request: Request[Any, Any, Any]) -> Response[bytes]:
     """A shopper checks out (simulator control endpoint: drives Shopify's own sales).
     Body ``{"line_items": [{"inventory_item_id" | "sku", "quantity"}], "location_id"?,
-    "source_name"?: "web" | "pos"}``; 201 with the order, 409 when Shopify would refuse
+    "source_name"?: "web" | "pos", "presentment"?: {"currency", "rate"}}``; 201 with the order, 409 when Shopify would refuse
     (not enough available for a DENY item), 400 for a malformed request."""
     state, sender = _sim(request), _sender(request)
     try:
@@ -240,8 +240,11 @@ async def sim_checkout(request: Request[Any, Any, Any]) -> Response[bytes]:
         source = body.get("source_name", "web")
         if source not in ("web", "pos"):
             raise ValueError("source_name is web or pos")
+        presentment = body.get("presentment")
+        if presentment is not None and not isinstance(presentment, dict):
+            raise ValueError('presentment is {"currency", "rate"}')
         order, events = state.checkout(body.get("line_items"), body.get("location_id"), source,
-                                       customer_id=body.get("customer_id"))
+                                       customer_id=body.get("customer_id"), presentment=presentment)
     except (msgspec.DecodeError, ValueError) as exc:
         return _json({"error": f"bad checkout: {exc}", "code": "INVALID"}, 400)
     except CheckoutRefused as exc:

@@ -122,6 +122,10 @@ class SimulatorConfig(msgspec.Struct, kw_only=True):
     max_query_cost: int = 1000
     throttle_http_status: int = 200
     shop_domain: str = "availability-sim.myshopify.com"
+    #: the shop's currency (Shopify's `shop.currencyCode`): orders' `currency` and shop money,
+    #: refunds' `shopMoney`, and the Shopify Payments account's (payouts settle in it);
+    #: a checkout may present the order in another currency (`presentment`)
+    currency: str = "USD"
     api_version: str = "2026-04"  # announced in webhook headers; the URL decides per request
     webhook_url: str | None = None
     webhook_secret: str = "shpss_simulator_secret"

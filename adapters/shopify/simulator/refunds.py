@@ -28,8 +28,8 @@ What Shopify documents and the simulator keeps:
   ``RETURN`` at the store's location.
 
 The simulator's own choices: no tax and no duties (orders have none); presentment money
-is the shop money times a per-order rate set through ``/_sim/orders/{id}/money`` (1 by
-default, the same currency); a shipping amount per order is set there too (the
+is the shop money times a per-order rate set at checkout (``presentment``) or through
+``/_sim/orders/{id}/money`` (1 by default, the shop's currency, ``SimulatorConfig.currency``); a shipping amount per order is set there too (the
 simulator's checkouts charge none). Until the simulator has fulfillments
 (``fulfillmentCreate``), units are marked fulfilled through
 ``/_sim/orders/{id}/fulfilled``; POS orders are fulfilled at creation. Fulfillment line
@@ -279,7 +279,7 @@ class RefundDesk:
     def set_money(self, order_id: int, *, currency: str | None = None, rate: Any = None, shipping: Any = None) -> None:
         with self.state.lock:
             self._order(order_id, ["orderId"])
-            money = self.money.setdefault(order_id, _Money())
+            money = self.money.setdefault(order_id, self.money_of(order_id))
             if currency is not None:
                 money.currency = str(currency)
             if rate is not None:
@@ -299,6 +299,14 @@ class RefundDesk:
                 if units > 0:
                     self.fulfilled[line.id] = self.fulfilled.get(line.id, 0) + units
 
+    def money_of(self, order_id: int) -> _Money:
+        """The order's money settings (presented in the shop's currency unless set)."""
+        return self.money.get(order_id) or _Money(currency=self.state.config.currency)
+
+    def money_set(self, order_id: int, shop_amount: Decimal | str) -> dict[str, Any]:
+        """A REST `*_set` (shop and presentment money) of an amount in shop currency."""
+        return self._rest_set(self._bag(order_id, Decimal(str(shop_amount))))
+
     # --- helpers ---------------------------------------------------------------------------
 
     def _order(self, ref: Any, path: list[str]) -> Any:
@@ -317,9 +325,9 @@ class RefundDesk:
         return self.fulfilled.get(line.id, 0)
 
     def _bag(self, order_id: int, shop_amount: Decimal) -> dict[str, Any]:
-        money = self.money.get(order_id, _Money())
+        money = self.money_of(order_id)
         presentment = (shop_amount * money.rate).quantize(_CENT)
-        return {"shopMoney": {"amount": str(shop_amount.quantize(_CENT)), "currencyCode": "USD"},
+        return {"shopMoney": {"amount": str(shop_amount.quantize(_CENT)), "currencyCode": self.state.config.currency},
                 "presentmentMoney": {"amount": str(presentment), "currencyCode": money.currency}}
 
     @staticmethod
@@ -360,7 +368,7 @@ class RefundDesk:
         with self.state.lock:
             order = self._order(inp.get("orderId"), ["orderId"])
             lines_by_id = {ln.id: ln for ln in order.lines}
-            money = self.money.get(order.id, _Money())
+            money = self.money_of(order.id)
             planned = []
             wanted: dict[int, dict[str, int]] = {}
             for i, item in enumerate(inp.get("refundLineItems") or []):
@@ -412,7 +420,7 @@ class RefundDesk:
                 if tx.get("kind") != "REFUND":
                     raise Refused(["transactions", str(i), "kind"], "Refund transactions must be of kind REFUND")
                 amount = _decimal(tx["amount"], ["transactions", str(i), "amount"])
-                if inp.get("currency") and inp["currency"] != "USD":
+                if inp.get("currency") and inp["currency"] != self.state.config.currency:
                     amount = (amount / money.rate).quantize(_CENT)  # given in presentment currency
                 if amount <= 0:
                     raise Refused(["transactions", str(i), "amount"], "Amount must be greater than 0")
@@ -485,7 +493,7 @@ class RefundDesk:
             "transactions": [
                 {"id": t["id"], "order_id": oid, "kind": "refund", "gateway": t["gateway"], "status": "success",
                  "amount": self._bag(oid, t["amount"])["presentmentMoney"]["amount"],
-                 "currency": self.money.get(oid, _Money()).currency, "amount_set": rest(t["amount"]),
+                 "currency": self.money_of(oid).currency, "amount_set": rest(t["amount"]),
                  "processed_at": record["created_at"]}
                 for t in record["transactions"]
             ],

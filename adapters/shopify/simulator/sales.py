@@ -22,6 +22,7 @@ The simulator's own choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from adapters.shopify.gid import GidError, location_gid
@@ -107,15 +108,26 @@ class SalesMixin:
         self, lines: list[dict[str, Any]], location: int | str | None = None, source_name: str = "web",
         customer_id: int | None = None,
         backdate: str | None = None,
+        presentment: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
         """Complete a checkout atomically or raise :class:`CheckoutRefused`.
 
         ``lines``: ``[{"inventory_item_id" | "sku", "quantity"}]``. Returns the
         ``orders/create`` payload and the webhook events, in the order they happened.
         The order is paid through Shopify Payments (a CHARGE, ``payments.py``);
-        ``backdate`` (ISO time) dates the order and its charge (activity generator)."""
+        ``backdate`` (ISO time) dates the order and its charge (activity generator);
+        ``presentment`` ``{"currency", "rate"}``: the buyer paid in another currency than the
+        shop's (its amounts are the shop money times the rate; the books get the shop money)."""
         if not isinstance(lines, list) or not lines:
             raise CheckoutRefused("INVALID_LINE", "a checkout needs at least one line item", 400)
+        if presentment is not None:
+            try:
+                rate = Decimal(str(presentment.get("rate", 1)))
+            except (InvalidOperation, AttributeError):
+                rate = Decimal(0)
+            currency = presentment.get("currency") if isinstance(presentment, dict) else None
+            if not rate.is_finite() or rate <= 0 or not isinstance(currency, str) or len(currency) != 3:
+                raise CheckoutRefused("INVALID_PRESENTMENT", "presentment is {currency: ISO code, rate: > 0}", 400)
         if customer_id is not None and (not isinstance(customer_id, int) or self.customer_body(customer_id) is None):  # type: ignore[attr-defined]
             raise CheckoutRefused("INVALID_CUSTOMER", f"unknown customer {customer_id!r}", 400)
         with self._lock:
@@ -170,6 +182,9 @@ class SalesMixin:
             self._order_number += 1
             self._orders[order.id] = order
             self._stats.checkouts += 1
+            if presentment:
+                self.refunds.set_money(order.id, currency=presentment.get("currency"),  # type: ignore[attr-defined]
+                                       rate=presentment.get("rate"))
             body = self.order_webhook_body(order)
             self.payments.charge(order.id, body["name"], body["total_price"], at=at)  # type: ignore[attr-defined]
             # Shopify commits the stock before it announces anything; the order webhook and
@@ -248,11 +263,13 @@ class SalesMixin:
                 "gift_card": False,
                 "taxable": True,
                 "price": UNIT_PRICE,
+                "price_set": self.refunds.money_set(order.id, UNIT_PRICE),  # type: ignore[attr-defined]
                 "vendor": None,
             }
             for ln in order.lines
         ]
         total = sum(ln.quantity for ln in order.lines) * float(UNIT_PRICE)
+        money = self.refunds.money_of(order.id)  # type: ignore[attr-defined]
         customer = self.customer_body(order.customer_id) if order.customer_id else None  # type: ignore[attr-defined]
         return {
             "id": order.id,
@@ -268,7 +285,8 @@ class SalesMixin:
             "cancel_reason": order.cancel_reason,
             "closed_at": None,
             "confirmed": True,
-            "currency": "USD",
+            "currency": self.config.currency,  # type: ignore[attr-defined]
+            "presentment_currency": money.currency,
             "financial_status": "refunded" if cancelled else "paid",
             "fulfillment_status": None,
             "source_name": order.source_name,
@@ -276,6 +294,7 @@ class SalesMixin:
             "device_id": None,
             "test": False,
             "total_price": f"{total:.2f}",
+            "total_price_set": self.refunds.money_set(order.id, f"{total:.2f}"),  # type: ignore[attr-defined]
             "line_items": lines,
             "fulfillments": [],
             "refunds": [],

@@ -191,7 +191,7 @@ class SimulatorState(FulfillmentMixin, SalesMixin, CustomersMixin):
         self._next_line = 1
         self._order_number = 1001
         self._reset_fulfillments()
-        self.payments = PaymentsAccount()
+        self.payments = PaymentsAccount(currency=self.config.currency)
 
     @property
     def lock(self) -> threading.RLock:

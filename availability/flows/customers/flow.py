@@ -3,9 +3,12 @@ webhooks in, each customer matched to one ERP party (identity.py) by a worker.
 
 Intake is SQL before it answers, like the order flow: the customer's document is merged
 (newest `updated_at` wins) and the customer is marked urgent in the flow's `WorkQueue`
-(flows/machinery.py). A merge needs no ERP call: the merged-away customer is pointed at
-the survivor (`resultingCustomerId`) there and then, so an order of either that arrives
-later goes to the survivor's party.
+(flows/machinery.py). A merge needs no ERP call at intake: the merged-away customer is
+pointed at the survivor (`resultingCustomerId`) there and then, so an order of either that
+arrives later goes to the survivor's party. When the merged-away customer had an ERP party
+of its own, the survivor is marked again and its worker has the ERP replace that party by
+the survivor's (`CustomerIdentity.settle_merges`, Tryton's party replacement: its sales
+move to the kept party, it is deactivated), once.
 
 The worker claims marked customers with a lease (one worker per customer), and also
 sweeps documents still `received` after a lease (a worker killed after its claim took

@@ -107,7 +107,8 @@ class CustomerIdentity:
             # and teaches the map its new e-mail, phone or address
             await self._learn(row.party_id, person, source)
             match = Match(row.party_id, row.rule or "", row.confidence or 0.0, row.matched_key, row.detail or "")
-            if row.state == "received":
+            if row.state == "received":  # received again: an update, or a merge into it (settled here)
+                await self.settle_merges(source, match.party_id)
                 await self.store.matched(source, party_id=match.party_id, rule=match.rule,
                                          confidence=match.confidence, matched_key=match.key, detail=match.detail)
             return match
@@ -115,11 +116,31 @@ class CustomerIdentity:
             # nothing to match on (a name alone is not enough): a party of its own
             return await self._guest(source, shop, person_name=person.name or f"Guest {source.split(':', 1)[-1]}")
         match = await self._match(source, person)
+        await self.settle_merges(source, match.party_id)  # customers merged into this one
         await self.store.matched(source, party_id=match.party_id, rule=match.rule, confidence=match.confidence,
                                  matched_key=match.key, detail=match.detail, shop=shop, payload=payload)
-        followers = await self.store.followers(source)
-        await self.store.repoint(followers, match.party_id)  # customers merged into this one
         return match
+
+    async def settle_merges(self, survivor: str, party_id: int) -> None:
+        """Customers Shopify merged into `survivor` take its party. One that had a party of
+        its own gets it replaced by the survivor's in the ERP (`Erp.replace_party`: Tryton's
+        party replacement moves its sales and invoices and deactivates it), then every
+        source and key of the replaced party follows in the identity map. Idempotent: the
+        ERP call writes nothing when the party is already replaced, so a crash between it
+        and the map's update, or a second delivery of the merge, replaces nothing twice.
+        Runs before the survivor is recorded `matched`: until then it stays `received`."""
+        waiting, replaced_now = [], set()
+        for row in await self.store.followers(survivor):
+            if row.party_id is None:
+                waiting.append(row.source)
+            elif row.party_id != party_id and row.party_id not in replaced_now:
+                replaced_now.add(row.party_id)
+                replaced = await self.erp.replace_party(row.party_id, party_id)
+                note = (f"ERP party {row.party_id} replaced by {party_id}" if replaced
+                        else f"ERP party {row.party_id} already replaced by {party_id}")
+                await self.store.replace_party(row.party_id, party_id, note=note)
+                log.info("customer %s merged into %s: %s", row.source, survivor, note)
+        await self.store.repoint(waiting, party_id)
 
     # --- rules ------------------------------------------------------------------------------
 

@@ -24,7 +24,21 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Integer, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -148,28 +162,51 @@ class CustomerStore:
                         source=source, shop=shop, state="matched", payload=payload,
                         payload_updated_at=(payload or {}).get("updated_at"), received_ms=stamp, **values))
 
-    async def merge(self, *, loser: str, survivor: str, shop: str, detail: str) -> None:
-        """Point the merged-away customer at the survivor (and at its party once it has one)."""
+    async def merge(self, *, loser: str, survivor: str, shop: str, detail: str) -> bool:
+        """Point the merged-away customer at the survivor, and at its party once it has one.
+
+        A loser that already has a party of its own keeps it here: that party is to be
+        *replaced* by the survivor's in the ERP (`CustomerIdentity.settle_merges`), and the
+        survivor is marked `received` so its worker does that (durable: a worker killed
+        meanwhile leaves the mark in SQL). Returns True when such a replacement is due."""
         stamp = now_ms()
         async with self.engine.begin() as conn:
-            surv = (await conn.execute(select(customers.c.party_id).where(customers.c.source == survivor))).first()
+            surv = (await conn.execute(select(customers.c.party_id, customers.c.state)
+                                       .where(customers.c.source == survivor))).first()
             party_id = surv[0] if surv else None
+            had = (await conn.execute(select(customers.c.party_id, customers.c.merged_into)
+                                      .where(customers.c.source == loser))).first()
+            own = had[0] if had else None
             values: dict[str, Any] = dict(state="merged", merged_into=survivor, rule="merge", confidence=1.0,
-                                          detail=detail, updated_ms=stamp)
-            if party_id is not None:
+                                          updated_ms=stamp)
+            if not had or had[1] != survivor:  # a merge delivered again keeps what its first one noted
+                values["detail"] = detail
+            if party_id is not None and own in (None, party_id):
                 values.update(party_id=party_id, matched_ms=stamp)
             result = await conn.execute(update(customers).where(customers.c.source == loser).values(**values))
             if not result.rowcount:
                 await conn.execute(insert(customers).values(source=loser, shop=shop, received_ms=stamp, **values))
-            # whoever was merged into the loser before now follows the survivor too
+            # whoever was merged into the loser before now follows the survivor too (a party
+            # of their own still waits for its replacement, like the loser's)
             await conn.execute(update(customers).where(customers.c.merged_into == loser)
-                               .values(merged_into=survivor, updated_ms=stamp,
-                                       **({"party_id": party_id} if party_id is not None else {})))
+                               .values(merged_into=survivor, updated_ms=stamp))
+            if party_id is not None:
+                await conn.execute(update(customers).where(customers.c.merged_into == survivor,
+                                                           customers.c.party_id.is_(None))
+                                   .values(party_id=party_id, matched_ms=stamp))
+            pending = party_id is not None and (await conn.execute(select(customers.c.source).where(
+                customers.c.merged_into == survivor, customers.c.party_id != party_id).limit(1))).first() is not None
+            if pending and surv is not None and surv[1] == "matched":
+                await conn.execute(update(customers).where(customers.c.source == survivor)
+                                   .values(state="received", updated_ms=stamp))
+            return pending
 
-    async def followers(self, survivor: str) -> list[str]:
+    async def followers(self, survivor: str) -> list[Customer]:
+        """The customers Shopify merged into `survivor`."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(customers.c.source).where(customers.c.merged_into == survivor))
-            return [r[0] for r in rows]
+            rows = await conn.execute(select(customers).where(customers.c.merged_into == survivor)
+                                      .order_by(customers.c.source))
+            return [_row(r) for r in rows.mappings()]
 
     async def repoint(self, sources: list[str], party_id: int) -> None:
         if not sources:
@@ -177,6 +214,18 @@ class CustomerStore:
         async with self.engine.begin() as conn:
             await conn.execute(update(customers).where(customers.c.source.in_(sources))
                                .values(party_id=party_id, matched_ms=now_ms(), updated_ms=now_ms()))
+
+    async def replace_party(self, party_id: int, by_party_id: int, *, note: str) -> None:
+        """The ERP replaced `party_id` by `by_party_id`: every source and key of it follows
+        (the merged-away customer, and buyers matched to its e-mail, phone or address), and
+        the merged-away customers note it in their `detail` (the match report's why)."""
+        stamp = now_ms()
+        async with self.engine.begin() as conn:
+            await conn.execute(update(customers).where(customers.c.party_id == party_id, customers.c.state == "merged")
+                               .values(detail=func.coalesce(customers.c.detail, "") + f"; {note}"))
+            await conn.execute(update(customers).where(customers.c.party_id == party_id)
+                               .values(party_id=by_party_id, matched_ms=stamp, updated_ms=stamp))
+            await conn.execute(update(keys).where(keys.c.party_id == party_id).values(party_id=by_party_id))
 
     async def pending(self, limit: int = 500) -> list[str]:
         async with self.engine.connect() as conn:

@@ -10,6 +10,10 @@ The payout entry (dated the payout's issue day):
 - all fees, one line debited to the fees expense account;
 - the payout's net debited to the bank (credited when Shopify takes money: a withdrawal).
 
+Amounts are the payout's own, in its currency (the shop's settlement currency): the entry
+says so (`currency`) and the ERP books it in its company currency at its rate, keeping
+these beside (adapters/erp/tryton/journal.py).
+
 It balances by construction: bank = sum(amount) - sum(fee), which is also Shopify's
 payout net when the payout is complete (`check_complete`). A FAILED or CANCELED payout
 never reached the bank: its reversal entry moves the net back from the bank to the
@@ -123,7 +127,8 @@ def payout_entry(shop: str, payout: Payout, transactions: Iterable[BalanceTransa
     check_complete(payout, rows)
     totals = payout_totals(payout, rows)
     return JournalEntryDraft(reference=payout_reference(shop, payout), date=payout.day, lines=totals.lines,
-                             description=f"Shopify payout {payout.legacy_id} ({len(rows)} transactions)")
+                             description=f"Shopify payout {payout.legacy_id} ({len(rows)} transactions)",
+                             currency=payout.currency)
 
 
 def reversal_entry(shop: str, payout: Payout, day=None) -> JournalEntryDraft:
@@ -131,7 +136,7 @@ def reversal_entry(shop: str, payout: Payout, day=None) -> JournalEntryDraft:
     label = f"payout {payout.legacy_id} {payout.status.lower()}: back in the Shopify balance"
     lines = tuple(ln for ln in (_line(CLEARING, payout.net, label), _line(BANK, -payout.net, label)) if ln)
     return JournalEntryDraft(reference=reversal_reference(shop, payout), date=day or payout.day, lines=lines,
-                             description=label)
+                             description=label, currency=payout.currency)
 
 
 def reversal_totals(payout: Payout) -> dict[str, Decimal]:

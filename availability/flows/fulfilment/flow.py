@@ -87,10 +87,16 @@ class FulfilmentIntake:
             raise InvalidShipment(f"shipment {shipment.shipment_id} names no order or ships nothing")
         new = await self.store.receive(shipment, correlation_id or new_correlation_id())
         m.SHIPMENTS.labels(shipment.source, "queued" if new else "duplicate").inc()
-        if new:
+        if new or await self._still_open(shipment.shipment_id):
+            # a resent file of a shipment not settled yet wakes its order again: the first
+            # delivery may have reached SQL and failed at the queue (Redis down, 503)
             await self.queue.wake(shipment.reference)
         return {"outcome": "queued" if new else "duplicate", "shipment_id": shipment.shipment_id,
                 "reference": shipment.reference}
+
+    async def _still_open(self, shipment_id: str) -> bool:
+        doc = await self.store.get(shipment_id)
+        return doc is not None and doc.state in OPEN_STATES
 
     async def take_945(self, data: str | bytes, correlation_id: str | None = None) -> list[dict]:
         """Every shipment of a 945 file (raises `InvalidShipment` for the whole file)."""

@@ -73,9 +73,20 @@ def order_reference(shop: str, order_number: str) -> str:
     return f"{shop}#{int(m.group(1))}"
 
 
+def mentions_945(data: str | bytes) -> bool:
+    """Whether an X12 file has a 945 transaction set header (`ST*945`, with the element
+    separator its ISA declares): a byte search, so a WMS upload of 944s, 947s or 846s is
+    not parsed a second time for the fulfilment flow."""
+    raw = data.encode("latin-1", "replace") if isinstance(data, str) else data
+    head = raw[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"ISA") or len(head) < 4:
+        return False
+    return b"ST" + head[3:4] + b"945" in raw
+
+
 def shipments_from_945(data: str | bytes, shop: str, options: X12Options = DEFAULT_OPTIONS) -> list[Shipment]:
     """Every 945 transaction set of an X12 file as a shipment (all or nothing)."""
-    out = []
+    out: list[Shipment] = []
     try:
         for interchange in parse_interchanges(data):
             for ts in interchange.transaction_sets():

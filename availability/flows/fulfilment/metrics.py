@@ -26,6 +26,8 @@ BACKLOG = Gauge(
     "availability_fulfilment_backlog", "Shipments not yet settled (received, posting, fulfilled), by state", ["state"]
 )
 SHIPMENTS = Counter(
-    "availability_fulfilment_shipments_total", "Shipments taken in, by source (wms, erp) and outcome (queued, duplicate)",
+    "availability_fulfilment_shipments_total",
+    "Shipments taken in, by source (wms, erp) and outcome (queued, duplicate; for WMS uploads and the drop folder "
+    "also not_configured: no fulfilment flow in that process, rejected: the 945 names no readable order)",
     ["source", "outcome"],
 )
