@@ -45,7 +45,7 @@ from availability.domain.reservations import (
 )
 from availability.domain.rules import RuleBook
 from availability.ledger.groupcommit import GroupCommitter
-from availability.ledger.keys import LAYOUT_VERSION, KeyLayout, LayoutMismatch, LegacyKeyLayout
+from availability.ledger.keys import LAYOUT_VERSION, KeyLayout, LayoutMismatch, LegacyKeyLayout, legacy_event_stream
 from availability.ledger.metrics import count_oversells
 
 SCRIPT_NAMES = ("apply_event", "apply_batch", "reserve", "settle", "intent", "reserve_group", "forget_holds")
@@ -351,11 +351,21 @@ class Ledger:
         for name, source in self._sources.items():
             self._sha[name] = await self.redis.script_load(source)
 
-    async def check_layout(self) -> None:
+    async def check_layout(self, stream_partitions: int = 0) -> None:
         """Record this ledger's partition count in Redis on first use; refuse to run on a
         ledger recorded with another count, or still in the old per-SKU layout (its data
-        would look absent): `availability ledger migrate-layout` moves it."""
+        would look absent), or with ingest streams still under their untagged names (of the
+        `stream_partitions` Redis stream partitions: their entries would never be read):
+        `availability ledger migrate-layout` moves them."""
         keys = self.keys
+        if stream_partitions:
+            legacy_streams = [legacy_event_stream(keys.prefix, p) for p in range(stream_partitions)]
+            if await self.redis.exists(*legacy_streams):
+                raise LayoutMismatch(
+                    f"ingest streams under {keys.prefix!r} still have their untagged names ({keys.prefix}:events:N): "
+                    f"run `availability ledger migrate-layout` (writers stopped) to move their entries to "
+                    f"{keys.prefix}:events:{{pN}}"
+                )
         recorded = {_s(k): _s(v) for k, v in (await self.redis.hgetall(keys.layout)).items()}
         if not recorded:
             legacy = LegacyKeyLayout(keys.prefix)
