@@ -17,9 +17,6 @@
 --       its delta log's index in KEYS, then apply_event.lua's ARGV 1..13
 -- Returns one reply per event, in order: apply_event.lua's reply, or {'error', reason}
 -- (what apply_event.lua would have answered as an error reply).
--- The events' hash writes (stock, idempotency meta, holds, cuts) go out once per key at
--- the end (apply_lib.lua's view: each event sees the ones before it, as it would in
--- separate calls).
 
 local nb = tonumber(ARGV[8])
 local tail = {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
@@ -57,5 +54,4 @@ for i = 0, n - 1 do
     end
   end
 end
-view_flush()
 return replies

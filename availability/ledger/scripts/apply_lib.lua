@@ -2,89 +2,6 @@
 -- (prepended to apply_event.lua, one event a call, and apply_batch.lua, a partition's batch
 -- a call). It takes the KEYS and ARGV apply_event.lua documents, as tables, and returns the
 -- reply apply_event.lua returns, or redis.error_reply(...) with nothing written.
---
--- The hash fields an event reads and writes (the SKU's stock, idempotency meta, holds and
--- count cuts) and its dirty marks go through a view that lives for one script call
--- (`view_*`): a field is read from Redis once, later events of the same call see the value
--- the events before them left, and the writes are sent once per key, when the call ends
--- (`view_flush`: apply_event.lua after its one event, apply_batch.lua after its batch).
--- Nothing outside the script can see the difference (a script is atomic), so each event's
--- semantics are unchanged; a batch of one partition's events pays one HGET / HSET per
--- field instead of one per event (what made batched apply cost the server almost as much
--- per event as one call per event). A command the view does not model (HKEYS, HDEL,
--- PEXPIRE of the meta) flushes that key's pending fields first and forgets what was read.
-
-local view_read, view_write, view_keys, view_marked = {}, {}, {}, {}
-
-local function view_get(key, field)  -- false when absent
-  local fields = view_read[key]
-  if fields == nil then fields = {}; view_read[key] = fields end
-  local v = fields[field]
-  if v == nil then
-    v = redis.call('HGET', key, field)
-    fields[field] = v
-  end
-  return v
-end
-
-local function view_mget(key, names)  -- HMGET of the fields not read yet
-  local fields = view_read[key]
-  if fields == nil then fields = {}; view_read[key] = fields end
-  local missing = {}
-  for _, f in ipairs(names) do
-    if fields[f] == nil then missing[#missing + 1] = f end
-  end
-  if #missing > 0 then
-    local got = redis.call('HMGET', key, unpack(missing))
-    for i, f in ipairs(missing) do fields[f] = got[i] end
-  end
-  local out = {}
-  for i, f in ipairs(names) do out[i] = fields[f] end
-  return out
-end
-
-local function view_set(key, field, value)  -- value false: HDEL
-  local fields = view_read[key]
-  if fields == nil then fields = {}; view_read[key] = fields end
-  fields[field] = value
-  local pending = view_write[key]
-  if pending == nil then
-    pending = {}
-    view_write[key] = pending
-    view_keys[#view_keys + 1] = key
-  end
-  pending[field] = value
-end
-
-local function view_flush_key(key)
-  local pending = view_write[key]
-  if pending == nil then return end
-  view_write[key] = nil
-  local sets, dels = {}, {}
-  for f, v in pairs(pending) do
-    if v then sets[#sets + 1] = f; sets[#sets + 1] = v else dels[#dels + 1] = f end
-  end
-  if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
-  if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
-end
-
-local function view_forget(key)  -- before a command the view does not model
-  view_flush_key(key)
-  view_read[key] = nil
-end
-
-local function view_mark(dirty, now, member)  -- ZADD NX: the first mark of a call wins
-  local mark = dirty .. '\0' .. member
-  if view_marked[mark] then return end
-  view_marked[mark] = true
-  redis.call('ZADD', dirty, 'NX', now, member)
-end
-
-local function view_flush()
-  local keys = view_keys
-  view_keys = {}
-  for _, key in ipairs(keys) do view_flush_key(key) end
-end
 
 local function apply_one(KEYS, ARGV)
   local event_id, digest, etype, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -132,9 +49,7 @@ local function apply_one(KEYS, ARGV)
     return nil, key .. ' has no empty slot'
   end
 
-  local bucket_ids = {}
-  for i = 1, nb do bucket_ids[i] = ARGV[20 + i] end
-  local metas = view_mget(KEYS[2], bucket_ids)
+  local metas = redis.call('HMGET', KEYS[2], unpack(ARGV, 21, 20 + nb))
   -- The newest bucket's table as found (slots 0: none yet) and the empty slot the lookup
   -- ended on there, which is where the record goes unless the table has to grow.
   local new_slots, new_count, new_slot = 0, 0, 0
@@ -157,7 +72,7 @@ local function apply_one(KEYS, ARGV)
   -- Phase 1: read and check the state the event touches, compute the new state (no writes)
   -- ---------------------------------------------------------------------------------------
   local function parse_stock(l)
-    local raw = view_get(KEYS[1], l)
+    local raw = redis.call('HGET', KEYS[1], l)
     if not raw then return {0, 0, 0, 0, 0, -1}, false end
     local a, b, c, d, e, f = string.match(raw, '^(-?%d+),(%d+),(%d+),(%d+),(%d+),(-?%d+)$')
     if not a then return nil, raw end
@@ -188,7 +103,7 @@ local function apply_one(KEYS, ARGV)
   local cuts_raw, last = nil, nil
   local function load_cuts()
     if last then return true end
-    cuts_raw = view_get(KEYS[8], loc)
+    cuts_raw = redis.call('HGET', KEYS[8], loc)
     last = {floor = 0, cuts = {}}
     if cuts_raw then
       last = parse_cuts(cuts_raw)
@@ -310,7 +225,7 @@ local function apply_one(KEYS, ARGV)
       return h.state .. '|' .. h.exp .. '|' .. h.chan .. '|' .. table.concat(parts, ';')
     end
     local hraw = nil
-    if ref ~= '' then hraw = view_get(KEYS[4], ref) end
+    if ref ~= '' then hraw = redis.call('HGET', KEYS[4], ref) end
     local h = nil
     if hraw then
       h = parse_hold(hraw)
@@ -419,7 +334,6 @@ local function apply_one(KEYS, ARGV)
     -- relative to the caller's clock (now_ms), so a caller's stamp decides, not Redis's
     redis.call('SET', idkey, string.rep('\0', slots * 8), 'PX', math.max(1, tonumber(ARGV[15]) - now))
     -- a new bucket: forget the meta of buckets that have expired
-    view_forget(KEYS[2])
     local fields = redis.call('HKEYS', KEYS[2])
     local oldest = tonumber(ARGV[20 + nb])
     for _, f in ipairs(fields) do
@@ -451,9 +365,9 @@ local function apply_one(KEYS, ARGV)
     slot_at = probe(idkey, slots)  -- a fresh or rebuilt table: at most 3/4 full, well formed
   end
   redis.call('SETRANGE', idkey, slot_at * 8, digest)
-  view_set(KEYS[2], idfield, slots .. ',' .. (count + 1))
+  redis.call('HSET', KEYS[2], idfield, slots .. ',' .. (count + 1))
 
-  if hold_write then view_set(KEYS[4], ref, hold_write) end
+  if hold_write then redis.call('HSET', KEYS[4], ref, hold_write) end
   if hold_due then
     -- Retention: an ended hold is listed with the time it may go; the sweep removes it then
     -- (forget_holds.lua), unless it holds units again by that time.
@@ -486,16 +400,18 @@ local function apply_one(KEYS, ARGV)
   end
   if cuts_write then
     if cuts_write ~= '0|' then
-      view_set(KEYS[8], loc, cuts_write)
+      redis.call('HSET', KEYS[8], loc, cuts_write)
     elseif cuts_raw then
-      view_set(KEYS[8], loc, false)
+      redis.call('HDEL', KEYS[8], loc)
     end
   end
 
   local cap = ARGV[16]
   local after_state = table.concat({oh, rs, al, un, inc}, ',')
-  view_set(KEYS[1], loc, after_state .. ',' .. ct)
-  if after_state ~= before then view_mark(KEYS[5], now, sku .. '|' .. loc) end
+  redis.call('HSET', KEYS[1], loc, after_state .. ',' .. ct)
+  if after_state ~= before then
+    redis.call('ZADD', KEYS[5], 'NX', now, sku .. '|' .. loc)
+  end
   -- The order's channel (c) and reference (r), when the event names them, let a backtest
   -- (availability/planning/) tell whose order took the units and follow that order's life.
   local tail = {}
@@ -506,8 +422,8 @@ local function apply_one(KEYS, ARGV)
   for _, o in ipairs(others) do
     local p = o[3]
     local oa = table.concat({p[1], p[2], p[3], p[4], p[5]}, ',')
-    view_set(KEYS[1], o[1], oa .. ',' .. p[6])
-    if oa ~= o[2] then view_mark(KEYS[5], now, sku .. '|' .. o[1]) end
+    redis.call('HSET', KEYS[1], o[1], oa .. ',' .. p[6])
+    if oa ~= o[2] then redis.call('ZADD', KEYS[5], 'NX', now, sku .. '|' .. o[1]) end
     redis.call('XADD', KEYS[6], 'MAXLEN', '~', cap, '*',
       'e', event_id, 't', etype, 's', sku, 'l', o[1], 'q', o[4], 'st', 'settled_elsewhere', 'b', o[2], 'a', oa,
       unpack(tail))
