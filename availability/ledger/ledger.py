@@ -45,7 +45,14 @@ from availability.domain.reservations import (
 )
 from availability.domain.rules import RuleBook
 from availability.ledger.groupcommit import GroupCommitter
-from availability.ledger.keys import LAYOUT_VERSION, KeyLayout, LayoutMismatch, LegacyKeyLayout, legacy_event_stream
+from availability.ledger.keys import (
+    LAYOUT_VERSION,
+    KeyLayout,
+    LayoutMismatch,
+    LegacyKeyLayout,
+    legacy_event_stream,
+    stream_id_order,
+)
 from availability.ledger.metrics import count_oversells
 
 SCRIPT_NAMES = ("apply_event", "apply_batch", "reserve", "settle", "intent", "reserve_group", "forget_holds")
@@ -382,6 +389,13 @@ class Ledger:
                 f"the ledger under {keys.prefix!r} has {recorded.get('partitions')} partitions and this process "
                 f"uses {keys.partitions} (AVAILABILITY_LEDGER_PARTITIONS): set it to the recorded count"
             )
+
+    async def stock_skus(self, batch: int = 2000):
+        """Every SKU that has a stock hash, in lists of up to `batch` (SCAN may repeat one;
+        on a cluster, every primary's)."""
+        keys = self.keys
+        async for names in scan_batches(self.redis, keys.stock_pattern(), batch):
+            yield [keys.sku_of_stock_key(name) for name in names]
 
     async def scripts_loaded(self) -> bool:
         if not self._sha:
@@ -1207,8 +1221,21 @@ def _hold_lines(body: str) -> list[tuple[str, int, int]]:
 
 
 def _stream_id(raw) -> tuple[int, int]:
-    ms, _, seq = _s(raw).partition("-")
-    return int(ms), int(seq or 0)
+    return stream_id_order(_s(raw))
+
+
+async def scan_batches(redis: Redis, pattern: str, size: int = 2000):
+    """Keys matching `pattern`, in lists of up to `size`. Through scan_iter, never a bare
+    SCAN cursor: on Redis Cluster SCAN answers for one node only (a third of the keys of a
+    3-primary cluster), scan_iter walks every primary."""
+    batch: list[str] = []
+    async for raw in redis.scan_iter(match=pattern, count=size):
+        batch.append(_s(raw))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _s(value) -> str:

@@ -44,23 +44,12 @@ from typing import Callable
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from availability.ledger.ledger import scan_batches
 from availability.ledger.keys import LAYOUT_VERSION, KeyLayout, LegacyKeyLayout, event_stream, legacy_event_stream, stream_id_order
 
 #: per-SKU families of the ledger (everything else under {SKU} belongs to other areas)
 LEDGER_SKU_FAMILIES = ("stock", "idm", "idb", "dlog", "cuts", "holds", "ended", "seen")
 PHASES = ("keys", "streams", "verify", "cleanup", "done")
-
-
-async def _scan_batches(redis: Redis, pattern: str, size: int = 2000):
-    """Keys matching `pattern` in lists of up to `size` (scan_iter: every node of a cluster)."""
-    batch: list[str] = []
-    async for raw in redis.scan_iter(match=pattern, count=size):
-        batch.append(_s(raw))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class MigrationFailed(RuntimeError):
@@ -337,7 +326,7 @@ class LayoutMigration:
     async def _figures(self, redis: Redis, *, old: bool) -> Figures:
         f = Figures()
         pattern = self.old.sku_pattern() if old else f"{self.keys.prefix}:{{p*}}:*"
-        async for batch in _scan_batches(redis, pattern):
+        async for batch in scan_batches(redis, pattern):
             stock, holds = [], []
             for key in batch:
                 if old:
@@ -365,7 +354,7 @@ class LayoutMigration:
                 f.buckets_checksum += sum(bucket_checksum(sku, _s(loc), _s(v)) for loc, v in fields.items())
             f.hold_fields += sum(replies[len(stock) :])
         header_pattern = self.old.reservation_pattern() if old else f"{self.keys.prefix}:{{p*}}:resv:*"
-        async for batch in _scan_batches(redis, header_pattern):
+        async for batch in scan_batches(redis, header_pattern):
             f.headers += sum(1 for k in batch if old or self.keys.kind(k) == "resv_header")
         pipe = redis.pipeline(transaction=False)
         names = list(self.old.global_zsets)
