@@ -144,7 +144,8 @@ async def open_runtime(
         )
         await ledger.load_scripts()
         if check_layout:  # the migration opens a runtime on a ledger still in the old layout
-            await ledger.check_layout()
+            # the ingest streams' names too, when they are Redis streams (keys.py)
+            await ledger.check_layout(settings.partitions if settings.broker == "redis" else 0)
         runtime = Runtime(settings, redis, redis_url, ledger, store, rules, embedded, served_dir)
         try:
             async with AsyncExitStack() as stack:

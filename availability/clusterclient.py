@@ -10,22 +10,58 @@ one partition's hash tag), so that refusal is lifted here, and the ledger's pipe
 script calls (`Ledger.apply_batch`, reservations, sweeps) run unchanged on a cluster. A
 NOSCRIPT reply (a promoted replica that never loaded the scripts) comes back per command
 as on one server, and the ledger reloads the scripts (SCRIPT LOAD goes to every primary).
+
+redis-py's cluster client raises MaxConnectionsError when a node's connections are all in
+use instead of waiting for one (its single-server pool can block; this one cannot), so 500
+concurrent reservations of one hot SKU failed where one server queues them. Here a command
+or pipeline waits for a turn instead: at most `max_connections` of them are in flight per
+client, and each holds at most one connection per node, so no node's pool runs out. A
+command issued from inside one in flight (a pipeline's redirected retry) does not wait again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from typing import Any
 
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import RedisClusterException
 
 
+#: set while this task (and the tasks it gathers) holds a turn of its client
+_IN_FLIGHT = contextvars.ContextVar("cluster_in_flight", default=False)
+
+
 class ScriptingPipeline(ClusterPipeline):
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> ClusterPipeline:
         return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
 
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        run = super().execute
+        return await self.cluster_client.in_turn(lambda: run(raise_on_error, allow_redirections))
+
 
 class ServiceCluster(RedisCluster):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(kwargs.get("max_connections", 100))
+
+    async def in_turn(self, run: Any) -> Any:
+        """Run `run()` once fewer than max_connections commands are in flight."""
+        if _IN_FLIGHT.get():
+            return await run()
+        async with self._turns:
+            token = _IN_FLIGHT.set(True)
+            try:
+                return await run()
+            finally:
+                _IN_FLIGHT.reset(token)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        run = super().execute_command
+        return await self.in_turn(lambda: run(*args, **kwargs))
+
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
             raise RedisClusterException("shard_hint is deprecated in cluster mode")

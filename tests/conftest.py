@@ -32,6 +32,12 @@ from availability.ledger.ledger import Ledger
 ON_CLUSTER = os.environ.get("AVAILABILITY_TEST_CLUSTER", "").lower() in ("1", "true", "yes")
 
 
+def differs_on_cluster(reason: str):
+    """Skip a test under AVAILABILITY_TEST_CLUSTER=1 because what it checks is, by design,
+    not what a cluster does (the reason says what differs and where that is documented)."""
+    return pytest.mark.skipif(ON_CLUSTER, reason=f"differs on Redis Cluster: {reason}")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "cluster: runs on a local Redis Cluster (started by the `cluster` fixture)")
 

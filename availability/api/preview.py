@@ -234,38 +234,24 @@ async def _compare(comparison: _Comparison, stock: dict[str, dict[str, Buckets]]
 
 
 async def _scan_all(ledger: Ledger, comparison: _Comparison, limit: int) -> bool:
-    """SCAN every stock key (up to `limit` SKUs); True if the scan reached the end."""
-    keys = ledger.keys
+    """Every stock key (up to `limit` SKUs; on a cluster, every primary's); True if the scan
+    reached the end."""
     seen: set[str] = set()
-    cursor: int = 0
-    while True:
-        cursor, found = await ledger.redis.scan(cursor, match=keys.stock_pattern(), count=SCAN_BATCH)
-        skus = []
-        for raw in found:
-            sku = keys.sku_of_stock_key(raw.decode() if isinstance(raw, bytes) else raw)
-            if sku not in seen:
-                seen.add(sku)
-                skus.append(sku)
+    full = False
+    async for batch in ledger.stock_skus(SCAN_BATCH):
+        fresh = [sku for sku in dict.fromkeys(batch) if sku not in seen]
+        if full:
+            # Exactly at the limit: complete only if nothing is left to scan.
+            if fresh:
+                return False
+            continue
+        seen.update(fresh)
         room = limit - comparison.skus
-        truncated = len(skus) > room
-        skus = skus[:room]
-        if skus:
-            await _compare(comparison, await ledger.stock_many(skus))
+        truncated = len(fresh) > room
+        fresh = fresh[:room]
+        if fresh:
+            await _compare(comparison, await ledger.stock_many(fresh))
         if truncated:
             return False
-        if int(cursor) == 0:
-            return True
-        if comparison.skus >= limit:
-            # Exactly at the limit: complete only if nothing is left to scan.
-            return await _nothing_left(ledger, cursor, seen)
-
-
-async def _nothing_left(ledger: Ledger, cursor: int, seen: set[str]) -> bool:
-    keys = ledger.keys
-    while True:
-        cursor, found = await ledger.redis.scan(cursor, match=keys.stock_pattern(), count=SCAN_BATCH)
-        for raw in found:
-            if keys.sku_of_stock_key(raw.decode() if isinstance(raw, bytes) else raw) not in seen:
-                return False
-        if int(cursor) == 0:
-            return True
+        full = comparison.skus >= limit
+    return True

@@ -7,7 +7,7 @@ drop folder, `availability ingest file`, DLQ replay, the benchmark):
     await publisher.publish(events)      # start() is implicit; close() when done
 
 Redis Streams (the default): one pipelined XADD per event, all in one round trip, each
-to `{prefix}:events:{crc32(sku) % partitions}`. NATS JetStream and Kafka: the FastStream
+to `{prefix}:events:{pN}`, N = crc32(sku) % partitions. NATS JetStream and Kafka: the FastStream
 broker's publish, awaited for the broker's acknowledgement, so `publish()` returning
 means the events are durable on the broker.
 """

@@ -30,6 +30,7 @@ from availability.ingest import metrics
 from availability.ingest.deadletters import DeadLetter
 from availability.ingest.pipeline import Entry
 from availability.ingest.streams import StreamNames, entry_payload
+from availability.ledger.keys import stream_id_order
 
 if TYPE_CHECKING:
     from availability.ingest.pipeline import IngestPipeline
@@ -42,11 +43,6 @@ LAG_COUNT_CAP = 10_000
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Reclaimer:
@@ -195,12 +191,12 @@ class Reclaimer:
             bound = horizon
             for group in groups:
                 name = _s(group["name"])
-                delivered = _id_tuple(_s(group["last-delivered-id"]))
+                delivered = stream_id_order(_s(group["last-delivered-id"]))
                 safe = (delivered[0], delivered[1] + 1)
                 if group["pending"]:
                     summary = await self.redis.xpending(stream, name)
                     if summary.get("min"):  # None if it was acknowledged meanwhile
-                        safe = min(safe, _id_tuple(_s(summary["min"])))
+                        safe = min(safe, stream_id_order(_s(summary["min"])))
                 bound = min(bound, safe)
             if bound[0] > 0:
                 removed += await self.redis.xtrim(stream, minid=f"{bound[0]}-{bound[1]}", approximate=True)

@@ -4,7 +4,10 @@ Events are partitioned by SKU so that one SKU's events stay in order in one part
 and partitions spread across consumers. The hash is CRC-32 of the UTF-8 SKU modulo the
 partition count: stable across processes, machines and Python versions (unlike `hash()`).
 
-    Redis   {prefix}:events:{p}     one stream per partition, consumer group `consumer_group`
+    Redis   {prefix}:events:{pN}    one stream per partition, consumer group `consumer_group`; the
+                                    hash tag is ledger partition N's (availability/ledger/keys.py,
+                                    the one layout module), so on Redis Cluster the stream sits in
+                                    the slot of the SKUs' keys it feeds
             {prefix}:dlq            dead letters (reason, original payload, source, entry id)
             {prefix}:shopify:levels Shopify inventory_levels/update webhooks (drift repair)
     NATS    {prefix}.events.{p}     subjects of the JetStream stream `{prefix}-events`
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 import msgspec
 
 from availability.config import Settings
+from availability.ledger.keys import event_stream, event_stream_partition
 
 #: stream entry field holding the canonical event JSON
 EVENT_FIELD = b"event"
@@ -57,7 +61,7 @@ class StreamNames:
         return cls(settings.key_prefix, settings.partitions, settings.consumer_group)
 
     def partition(self, p: int) -> str:
-        return f"{self.prefix}:events:{p}"
+        return event_stream(self.prefix, p)
 
     def for_sku(self, sku: str) -> str:
         return self.partition(partition_of(sku, self.partitions))
@@ -66,12 +70,13 @@ class StreamNames:
         return [self.partition(p) for p in range(self.partitions)]
 
     def partition_number(self, stream: str) -> int | None:
-        """The partition of a stream/subject name of ours, or None."""
-        for sep in (":events:", ".events."):
-            _, found, tail = stream.rpartition(sep)
-            if found and tail.isdigit():
-                return int(tail)
-        return None
+        """The partition of a stream/subject name of ours (a Redis stream's tagged or legacy
+        name, a NATS subject), or None."""
+        found = event_stream_partition(stream)
+        if found is not None:
+            return found
+        _, dot, tail = stream.rpartition(".events.")
+        return int(tail) if dot and tail.isdigit() else None
 
     @property
     def dlq(self) -> str:

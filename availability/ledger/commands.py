@@ -40,7 +40,8 @@ def register(sub) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     migrate = actions.add_parser(
         "migrate-layout",
-        help="move a ledger in the old per-SKU layout to the partitioned one (resumable; stop writers first)",
+        help="move a ledger in the old per-SKU layout to the partitioned one, and ingest streams to their "
+             "tagged names (resumable; stop writers first)",
     )
     migrate.add_argument("--to", metavar="URL", help="another server to move it to (default: in place)")
     migrate.add_argument("--to-cluster", action="store_true", help="--to names a node of a Redis Cluster")
@@ -169,7 +170,9 @@ async def migrate_layout(args, settings: Settings) -> int:
 
         migration = LayoutMigration(source, target, KeyLayout(settings.key_prefix, partitions, cluster=args.to_cluster),
                                     same_server=not args.to, batch=args.batch, keep_old=args.keep_old,
-                                    on_progress=on_progress)
+                                    on_progress=on_progress,
+                                    stream_partitions=settings.partitions if settings.broker == "redis" else 0,
+                                    group=settings.consumer_group)
         try:
             report = await migration.run()
         except MigrationFailed as exc:

@@ -35,6 +35,18 @@ Per reservation (partition of the reservation id, its own hash, not a SKU's):
     {prefix}:{pN}:resv:pending     zset   id -> lease deadline ms (recovery sweep)
     {prefix}:{pN}:resv:ended       zset   id -> ended ms (retention sweep)
 
+Per stream partition (the ingest streams, availability/ingest/streams.py; S of them,
+`AVAILABILITY_PARTITIONS`, a divisor of the ledger's count):
+
+    {prefix}:events:{pN}           stream stream partition N's canonical events (consumer group `ledger`)
+
+Its hash tag is ledger partition N's, so the stream lives in the slot of the ledger
+partition of the same number. With S equal to the ledger's count that is the only ledger
+partition the stream feeds: a consumer of partition N reads and writes slot(N) alone. With
+S smaller, stream N feeds the ledger partitions N, N+S, N+2S, ... and shares a slot with the
+first. Before this layout the streams were `{prefix}:events:N` (no tag);
+`availability ledger migrate-layout` moves what is still on them (`legacy_event_stream`).
+
 Global: `{prefix}:layout` (hash: partitions, version). The sweeps, the publisher's gather,
 the oversell listing and the journal reader iterate `range(partitions)`.
 
@@ -64,6 +76,33 @@ def partition_of(name: str, partitions: int) -> int:
 _PARTITION_KINDS = {"dirty": "dirty", "dirty:taking": "dirty_taking", "journal": "journal", "oversells": "oversells",
                     "holds:ended": "holds_ended", "resv:expiry": "resv_expiry", "resv:pending": "resv_pending",
                     "resv:ended": "resv_ended"}
+
+
+def event_stream(prefix: str, partition: int) -> str:
+    """Stream partition N's ingest stream, `{prefix}:events:{pN}` (ledger partition N's tag)."""
+    return f"{prefix}:events:{{p{partition}}}"
+
+
+def legacy_event_stream(prefix: str, partition: int) -> str:
+    """The untagged name stream partition N had before (moved by `ledger migrate-layout`)."""
+    return f"{prefix}:events:{partition}"
+
+
+def stream_id_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry id ("ms-seq") as what orders it (ids compare as numbers, not text)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def event_stream_partition(name: str) -> int | None:
+    """The partition number of an ingest stream name, tagged or legacy (a dead letter keeps
+    the name its entry came from); None for any other name."""
+    _, found, tail = name.rpartition(":events:")
+    if not found:
+        return None
+    if tail.startswith("{p") and tail.endswith("}"):
+        tail = tail[2:-1]
+    return int(tail) if tail.isdigit() else None
 
 
 class LayoutMismatch(RuntimeError):

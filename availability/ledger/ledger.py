@@ -45,7 +45,14 @@ from availability.domain.reservations import (
 )
 from availability.domain.rules import RuleBook
 from availability.ledger.groupcommit import GroupCommitter
-from availability.ledger.keys import LAYOUT_VERSION, KeyLayout, LayoutMismatch, LegacyKeyLayout
+from availability.ledger.keys import (
+    LAYOUT_VERSION,
+    KeyLayout,
+    LayoutMismatch,
+    LegacyKeyLayout,
+    legacy_event_stream,
+    stream_id_order,
+)
 from availability.ledger.metrics import count_oversells
 
 SCRIPT_NAMES = ("apply_event", "apply_batch", "reserve", "settle", "intent", "reserve_group", "forget_holds")
@@ -351,11 +358,21 @@ class Ledger:
         for name, source in self._sources.items():
             self._sha[name] = await self.redis.script_load(source)
 
-    async def check_layout(self) -> None:
+    async def check_layout(self, stream_partitions: int = 0) -> None:
         """Record this ledger's partition count in Redis on first use; refuse to run on a
         ledger recorded with another count, or still in the old per-SKU layout (its data
-        would look absent): `availability ledger migrate-layout` moves it."""
+        would look absent), or with ingest streams still under their untagged names (of the
+        `stream_partitions` Redis stream partitions: their entries would never be read):
+        `availability ledger migrate-layout` moves them."""
         keys = self.keys
+        if stream_partitions:
+            legacy_streams = [legacy_event_stream(keys.prefix, p) for p in range(stream_partitions)]
+            if await self.redis.exists(*legacy_streams):
+                raise LayoutMismatch(
+                    f"ingest streams under {keys.prefix!r} still have their untagged names ({keys.prefix}:events:N): "
+                    f"run `availability ledger migrate-layout` (writers stopped) to move their entries to "
+                    f"{keys.prefix}:events:{{pN}}"
+                )
         recorded = {_s(k): _s(v) for k, v in (await self.redis.hgetall(keys.layout)).items()}
         if not recorded:
             legacy = LegacyKeyLayout(keys.prefix)
@@ -372,6 +389,13 @@ class Ledger:
                 f"the ledger under {keys.prefix!r} has {recorded.get('partitions')} partitions and this process "
                 f"uses {keys.partitions} (AVAILABILITY_LEDGER_PARTITIONS): set it to the recorded count"
             )
+
+    async def stock_skus(self, batch: int = 2000):
+        """Every SKU that has a stock hash, in lists of up to `batch` (SCAN may repeat one;
+        on a cluster, every primary's)."""
+        keys = self.keys
+        async for names in scan_batches(self.redis, keys.stock_pattern(), batch):
+            yield [keys.sku_of_stock_key(name) for name in names]
 
     async def scripts_loaded(self) -> bool:
         if not self._sha:
@@ -1197,8 +1221,21 @@ def _hold_lines(body: str) -> list[tuple[str, int, int]]:
 
 
 def _stream_id(raw) -> tuple[int, int]:
-    ms, _, seq = _s(raw).partition("-")
-    return int(ms), int(seq or 0)
+    return stream_id_order(_s(raw))
+
+
+async def scan_batches(redis: Redis, pattern: str, size: int = 2000):
+    """Keys matching `pattern`, in lists of up to `size`. Through scan_iter, never a bare
+    SCAN cursor: on Redis Cluster SCAN answers for one node only (a third of the keys of a
+    3-primary cluster), scan_iter walks every primary."""
+    batch: list[str] = []
+    async for raw in redis.scan_iter(match=pattern, count=size):
+        batch.append(_s(raw))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _s(value) -> str:

@@ -20,6 +20,16 @@ Steps, each resumable (the position is kept in `{prefix}:migrate:layout` on the 
 4. `cleanup` (same server only, unless --keep-old): the old keys are deleted.
 5. `done`: `{prefix}:layout` records the partition count; `Ledger.check_layout` now
    accepts the ledger.
+6. `events` (also on a ledger already partitioned, and after an earlier run that was
+   `done`): each ingest stream still under its untagged name `{prefix}:events:N` is moved
+   to `{prefix}:events:{pN}` (keys.py). What the consumer group has not finished (entries
+   never delivered, and entries delivered but not acknowledged) is added to the new stream
+   with the same ids, in order; what it acknowledged is applied already and stays behind.
+   The new stream's group starts at 0, so the consumers apply the moved entries (a pending
+   one that was half-applied answers `duplicate` for what went in: event ids make that
+   harmless). Counted (entries moved = the new stream's length), then the old stream is
+   deleted. A killed run resumes after the new stream's last id (nothing else writes to it:
+   the service refuses to start while an untagged stream exists).
 
 Writers must be stopped while it runs (the service refuses to start on the old layout).
 """
@@ -34,27 +44,20 @@ from typing import Callable
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from availability.ledger.keys import LAYOUT_VERSION, KeyLayout, LegacyKeyLayout
+from availability.ledger.ledger import scan_batches
+from availability.ledger.keys import LAYOUT_VERSION, KeyLayout, LegacyKeyLayout, event_stream, legacy_event_stream, stream_id_order
 
 #: per-SKU families of the ledger (everything else under {SKU} belongs to other areas)
 LEDGER_SKU_FAMILIES = ("stock", "idm", "idb", "dlog", "cuts", "holds", "ended", "seen")
 PHASES = ("keys", "streams", "verify", "cleanup", "done")
 
 
-async def _scan_batches(redis: Redis, pattern: str, size: int = 2000):
-    """Keys matching `pattern` in lists of up to `size` (scan_iter: every node of a cluster)."""
-    batch: list[str] = []
-    async for raw in redis.scan_iter(match=pattern, count=size):
-        batch.append(_s(raw))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class MigrationFailed(RuntimeError):
     pass
+
+
+def _id_after(entry_id: str, other: str) -> bool:
+    return stream_id_order(entry_id) > stream_id_order(other)
 
 
 def _s(value) -> str:
@@ -88,8 +91,12 @@ class Figures:
 
 class LayoutMigration:
     def __init__(self, source: Redis, target: Redis, keys: KeyLayout, *, same_server: bool, batch: int = 500,
-                 keep_old: bool = False, on_progress: Callable[[str, int], None] | None = None) -> None:
+                 keep_old: bool = False, on_progress: Callable[[str, int], None] | None = None,
+                 stream_partitions: int = 0, group: str = "ledger") -> None:
         self.source = source
+        #: the ingest streams to move to their tagged names (0: none) and their consumer group
+        self.stream_partitions = stream_partitions
+        self.group = group
         self.target = target
         self.keys = keys
         self.old = LegacyKeyLayout(keys.prefix)
@@ -129,9 +136,17 @@ class LayoutMigration:
 
     async def run(self) -> dict:
         state = await self.state()
+        if not state and self.same_server:
+            recorded = {_s(k): _s(v) for k, v in (await self.target.hgetall(self.keys.layout)).items()}
+            if recorded:  # partitioned from the start (never migrated): only its ingest streams may be old
+                if int(recorded.get("partitions", 0)) != self.keys.partitions:
+                    raise MigrationFailed(f"the ledger is partitioned already, in {recorded.get('partitions')} partitions")
+                return {"phase": "done", "resumed": False, "ledger": "partitioned already",
+                        "event_streams": await self.move_event_streams()}
         phase = state.get("phase", "keys")
         if phase == "done":
-            return {"phase": "done", "resumed": True, **(await self.verify())}
+            moved = await self.move_event_streams()
+            return {"phase": "done", "resumed": True, **(await self.verify()), "event_streams": moved}
         if state.get("partitions") and int(state["partitions"]) != self.keys.partitions:
             raise MigrationFailed(f"a migration to {state['partitions']} partitions is under way; finish it with that count")
         await self._save(partitions=self.keys.partitions, phase=phase)
@@ -155,7 +170,66 @@ class LayoutMigration:
             phase = "done"
         await self.target.hset(self.keys.layout, mapping={"partitions": self.keys.partitions, "version": LAYOUT_VERSION})
         await self._save(phase=phase)
-        return {"phase": phase, "resumed": bool(state), **figures}
+        moved = await self.move_event_streams()
+        return {"phase": phase, "resumed": bool(state), **figures, "event_streams": moved}
+
+    # --- ingest streams -------------------------------------------------------------------
+
+    async def move_event_streams(self) -> dict[str, int]:
+        """Step 6: the untagged ingest streams' unfinished entries onto the tagged names;
+        returns {new stream name: entries moved} for the streams moved now."""
+        moved: dict[str, int] = {}
+        done = 0
+        for p in range(self.stream_partitions):
+            old, new = legacy_event_stream(self.keys.prefix, p), event_stream(self.keys.prefix, p)
+            if not await self.target.exists(old):
+                continue
+            moved[new] = await self._move_event_stream(old, new)
+            done += moved[new]
+            self.on_progress("events", done)
+        return moved
+
+    async def _move_event_stream(self, old: str, new: str) -> int:
+        redis = self.target
+        delivered, pending = "0-0", set()
+        for group in await redis.xinfo_groups(old):
+            if _s(group["name"]) == self.group:
+                delivered = _s(group["last-delivered-id"])
+                start = "-"
+                while True:  # the group's pending entries: delivered, not acknowledged
+                    rows = await redis.xpending_range(old, self.group, min=start, max="+", count=self.batch * 10)
+                    pending.update(_s(r["message_id"]) for r in rows)
+                    if len(rows) < self.batch * 10:
+                        break
+                    start = "(" + _s(rows[-1]["message_id"])
+        # a resumed run: what is on the new stream was moved before the kill
+        top = _s((await redis.xinfo_stream(new))["last-generated-id"]) if await redis.exists(new) else "0-0"
+        wanted = 0
+        start = "-"
+        while True:
+            entries = await redis.xrange(old, min=start, max="+", count=self.batch)
+            if not entries:
+                break
+            pipe = redis.pipeline(transaction=False)
+            for raw_id, fields in entries:
+                entry_id = _s(raw_id)
+                if not (_id_after(entry_id, delivered) or entry_id in pending):
+                    continue  # acknowledged: applied already
+                wanted += 1
+                if _id_after(entry_id, top):
+                    pipe.xadd(new, fields, id=entry_id)
+            await pipe.execute()
+            start = "(" + _s(entries[-1][0])
+        try:
+            await redis.xgroup_create(new, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        length = await redis.xlen(new)
+        if length != wanted:
+            raise MigrationFailed(f"{old} -> {new}: {wanted} unfinished entries to move, {length} on {new}; {old} kept")
+        await redis.delete(old)
+        return wanted
 
     async def _copy_keys(self, cursor: int, copied: int) -> None:
         first = True
@@ -252,7 +326,7 @@ class LayoutMigration:
     async def _figures(self, redis: Redis, *, old: bool) -> Figures:
         f = Figures()
         pattern = self.old.sku_pattern() if old else f"{self.keys.prefix}:{{p*}}:*"
-        async for batch in _scan_batches(redis, pattern):
+        async for batch in scan_batches(redis, pattern):
             stock, holds = [], []
             for key in batch:
                 if old:
@@ -280,7 +354,7 @@ class LayoutMigration:
                 f.buckets_checksum += sum(bucket_checksum(sku, _s(loc), _s(v)) for loc, v in fields.items())
             f.hold_fields += sum(replies[len(stock) :])
         header_pattern = self.old.reservation_pattern() if old else f"{self.keys.prefix}:{{p*}}:resv:*"
-        async for batch in _scan_batches(redis, header_pattern):
+        async for batch in scan_batches(redis, header_pattern):
             f.headers += sum(1 for k in batch if old or self.keys.kind(k) == "resv_header")
         pipe = redis.pipeline(transaction=False)
         names = list(self.old.global_zsets)

@@ -105,19 +105,12 @@ async def mark_all_dirty(
     SCAN may return a key twice (Redis rehashing); ZADD NX makes that harmless, though the
     count then includes it twice.
     """
-    redis = ledger.redis
-    pattern = ledger.keys.stock_pattern()
-    cursor: int = 0
     total = 0
-    while True:
-        cursor, keys = await redis.scan(cursor, match=pattern, count=batch)
-        if keys:
-            skus = [ledger.keys.sku_of_stock_key(k.decode() if isinstance(k, bytes) else k) for k in keys]
-            total += await mark_skus_dirty(ledger, skus, at_ms=at_ms)
-            if on_batch is not None:
-                await on_batch(total)
-        if int(cursor) == 0:
-            return total
+    async for skus in ledger.stock_skus(batch):  # every primary's keys on a cluster
+        total += await mark_skus_dirty(ledger, skus, at_ms=at_ms)
+        if on_batch is not None:
+            await on_batch(total)
+    return total
 
 
 async def mark_skus_dirty(ledger: "Ledger", skus: Iterable[str], *, at_ms: int | None = None) -> int:

@@ -50,8 +50,8 @@ DASHBOARDS: dict[str, tuple[str, list]] = {
             ]),
             ("Stream behind its group (redis_exporter)", "s", [
                 (
-                    '(max by (stream) (redis_stream_last_generated_id{stream=~".+:events:[0-9]+"})'
-                    ' - on (stream) max by (stream) (redis_stream_group_last_delivered_id{group="ledger", stream=~".+:events:[0-9]+"})) / 1000',
+                    '(max by (stream) (redis_stream_last_generated_id{stream=~".+:events:[{]p[0-9]+[}]"})'
+                    ' - on (stream) max by (stream) (redis_stream_group_last_delivered_id{group="ledger", stream=~".+:events:[{]p[0-9]+[}]"})) / 1000',
                     "{{stream}}",
                 ),
             ]),
@@ -200,7 +200,7 @@ DASHBOARDS: dict[str, tuple[str, list]] = {
                 ("sum(increase(redis_evicted_keys_total[$__rate_interval]))", "evicted"),
             ]),
             ("Ingest stream lengths", "short", [
-                ('max by (stream) (redis_stream_length{stream=~".+:events:[0-9]+"})', "{{stream}}"),
+                ('max by (stream) (redis_stream_length{stream=~".+:events:[{]p[0-9]+[}]"})', "{{stream}}"),
             ]),
             "Ops",
             ("Commands per second", "ops", [

@@ -152,7 +152,7 @@ def test_redis_metrics_used_are_the_listed_redis_exporter_ones():
 
 @pytest.mark.skipif(REDIS_EXPORTER_BIN is None, reason="redis_exporter not installed (Debian: prometheus-redis-exporter)")
 async def test_redis_exporter_exports_the_listed_metrics(redis_url, redis_client, key_prefix):
-    stream = f"{key_prefix}:events:0"
+    stream = f"{key_prefix}:events:{{p0}}"  # a partition stream (keys.event_stream)
     await redis_client.xadd(stream, {"event": "{}"})
     await redis_client.xgroup_create(stream, "ledger", id="0")
     port = free_port()

@@ -12,6 +12,7 @@ from availability.ingest.consumer import StreamConsumer
 from availability.ingest.deadletters import DeadLetters
 from availability.ingest.publisher import EventPublisher, ensure_redis_groups
 from availability.ingest.streams import EVENT_FIELD, StreamNames, partition_of
+from tests.conftest import differs_on_cluster
 from tests.factories import event
 from tests.ingest.conftest import (
     assert_ledger_equals_oracle,
@@ -122,6 +123,8 @@ async def test_a_script_error_dead_letters_the_event_with_its_reason_and_leaves_
     assert again.status == "duplicate"
 
 
+@differs_on_cluster("the fast applier speaks RESP to one server; on a cluster the consumer applies through "
+                    "Ledger.apply_partitioned, whose refused-event report test_a_script_error_dead_letters... checks")
 async def test_the_fast_path_reports_a_refused_event_like_the_ledger(runtime):
     """FastApplier and Ledger.apply_batch both answer status "error" with the reason for the
     refused event only; the events beside it apply."""

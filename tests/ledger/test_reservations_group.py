@@ -17,6 +17,18 @@ from availability.ledger.ledger import Ledger, ReservationPolicy
 from tests.factories import book, event
 
 
+def groupable(keys: KeyLayout, sku: str, base: str) -> str:
+    """`base`, or on a cluster the first `base~k` whose header falls in the SKU's partition:
+    group commit names the header beside the SKU's keys, so a cluster groups only those ids
+    (KeyLayout.may_group; the others take the intent protocol). Single Redis: any id."""
+    if not keys.cluster:
+        return base
+    k = 0
+    while not keys.may_group(rid := base if k == 0 else f"{base}~{k}", sku):
+        k += 1
+    return rid
+
+
 @pytest.fixture
 async def ledger(redis_client, key_prefix):
     led = Ledger(redis_client, keys=KeyLayout(key_prefix), reservations=ReservationPolicy(group_max=64))
@@ -72,7 +84,7 @@ async def test_concurrent_reservations_answer_each_request_as_the_oracle_does(le
     requests = []
     for i in range(400):
         lines = [(rng.randint(1, 4), rng.choice([None, None, "DC1", "STORE-1"])) for _ in range(rng.choice([1, 1, 2]))]
-        requests.append(ReservationRequest(f"o{i}", "online", [ReservationLine("HOT", q, loc) for q, loc in lines]))
+        requests.append(ReservationRequest(groupable(ledger.keys, "HOT", f"o{i}"), "online", [ReservationLine("HOT", q, loc) for q, loc in lines]))
     # submitted in this order in one go: the batcher keeps arrival order
     answers = await asyncio.gather(*(_attempt(ledger, r, rules) for r in requests))
     assert ledger.group.batches < len(requests) / 10  # it really grouped them
@@ -97,8 +109,9 @@ async def test_concurrent_reservations_answer_each_request_as_the_oracle_does(le
 async def test_replays_and_taken_ids_in_a_batch_take_the_per_sku_protocol(ledger):
     rules = book()
     await ledger.apply(event("receipt", sku="HOT", quantity=10))
-    first = ReservationRequest("dup", "online", [ReservationLine("HOT", 2)])
-    other = ReservationRequest("dup", "online", [ReservationLine("HOT", 3)])
+    dup = groupable(ledger.keys, "HOT", "dup")
+    first = ReservationRequest(dup, "online", [ReservationLine("HOT", 2)])
+    other = ReservationRequest(dup, "online", [ReservationLine("HOT", 3)])
     results = await asyncio.gather(
         ledger.reserve_or_replay(first, rules), ledger.reserve_or_replay(first, rules),
         ledger.reserve_or_replay(other, rules), return_exceptions=True,
@@ -135,6 +148,7 @@ async def test_an_idle_request_is_sent_at_once_and_off_means_the_per_sku_protoco
         led = Ledger(redis_client, keys=KeyLayout(f"{key_prefix}{group_max}"), reservations=ReservationPolicy(group_max=group_max))
         await led.load_scripts()
         await led.apply(event("receipt", sku="HOT", quantity=3))
-        held = await asyncio.wait_for(led.reserve(ReservationRequest("one", "online", [ReservationLine("HOT", 1)]), rules), 5)
+        one = groupable(led.keys, "HOT", "one")
+        held = await asyncio.wait_for(led.reserve(ReservationRequest(one, "online", [ReservationLine("HOT", 1)]), rules), 5)
         assert held.status == "held" and led.group.batches == batches
         assert await led.index_count(led.keys.pending) == 0
