@@ -1,7 +1,7 @@
 """Machinery every sync flow shares: outbox, idempotency keys, leases, work queues with
 coalescing, retries with backoff and jitter, dead letters, correlation ids.
 
-The Shopify inventory push (`availability.flows.publisher`) is the first flow built on it;
+The Shopify inventory push (`availability.flows.inventory.publisher`) is the first flow built on it;
 the sibling flows of the retail platform (order-to-ERP, fulfilment back to Shopify,
 returns and refunds, finance posting, customer identity) plug into the same pieces
 (docs/shopify-push.md, "Sibling flows"):

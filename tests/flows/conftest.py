@@ -18,10 +18,10 @@ from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from adapters.shopify.simulator import FaultConfig, SimulatorConfig, SimulatorServer
 from availability.domain.ats import Buckets
 from availability.domain.events import StockEvent
-from availability.flows import metrics
-from availability.flows.mappings import level_value
-from availability.flows.publisher import Publisher, PushConfig
-from availability.flows.sales import SalesConfig
+from availability.flows.inventory import metrics
+from availability.flows.inventory.mappings import level_value
+from availability.flows.inventory.publisher import Publisher, PushConfig
+from availability.flows.inventory.sales import SalesConfig
 from availability.ledger.ledger import Ledger
 from availability.rules.cache import RuleCache
 from availability.rules.store import RuleStore

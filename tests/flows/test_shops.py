@@ -9,13 +9,13 @@ import pytest
 
 from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
-from availability.flows.drift import DriftRepairer
-from availability.flows.mappings import level_value
+from availability.flows.inventory.drift import DriftRepairer
+from availability.flows.inventory.mappings import level_value
 from availability.flows.machinery import Scripts
-from availability.flows.publisher import Publisher, PushConfig
-from availability.flows.sales import SalesConfig
-from availability.flows.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
-from availability.flows.state import DirtyFanout, PushKeys
+from availability.flows.inventory.publisher import Publisher, PushConfig
+from availability.flows.inventory.sales import SalesConfig
+from availability.flows.inventory.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
+from availability.flows.inventory.state import DirtyFanout, PushKeys
 from availability.rules.cache import RuleCache
 from availability.rules.store import RuleStore
 from tests.flows.conftest import stock_event, wait_for
@@ -174,7 +174,7 @@ async def test_the_service_runs_one_push_per_shop_from_the_json_setting(redis_ur
 
     from availability.bootstrap import open_runtime
     from availability.config import Settings
-    from availability.flows.service import PublisherService
+    from availability.flows.inventory.service import PublisherService
 
     sims = [SimulatorServer(SimulatorConfig(shop_domain=f"svc-{n}.myshopify.com")) for n in ("a", "b")]
     for sim in sims:

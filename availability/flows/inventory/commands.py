@@ -111,8 +111,8 @@ def run_sim_shopify(args, settings: Settings) -> int:
 
 def _shop(args, settings: Settings):
     """The shop `--shop` names (None, after saying why, if there is no such shop)."""
-    from availability.flows.service import select_shop
-    from availability.flows.shops import ShopConfigError
+    from availability.flows.inventory.service import select_shop
+    from availability.flows.inventory.shops import ShopConfigError
 
     try:
         return select_shop(settings, getattr(args, "shop", None))
@@ -139,7 +139,7 @@ def _print(doc: Any) -> None:
 
 
 async def run_publish(args, settings: Settings) -> int:
-    from availability.flows.service import PublisherService, shopify_configured
+    from availability.flows.inventory.service import PublisherService, shopify_configured
 
     if not shopify_configured(settings):
         print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
@@ -161,7 +161,7 @@ async def run_publish(args, settings: Settings) -> int:
 
 
 async def show_status(args, settings: Settings) -> int:
-    from availability.flows.service import build_publisher
+    from availability.flows.inventory.service import build_publisher
 
     shop = _shop(args, settings)
     if shop is None:
@@ -185,7 +185,7 @@ async def show_status(args, settings: Settings) -> int:
                     "dead_letters": await publisher.dlq.size(),
                     "parked_levels": len(await publisher.state.parked_all()),
                     "unmapped_skus": await publisher.state.unmapped_count(),
-                    # SKUs with units held as Shopify's own sales in flight (flows/sales.py)
+                    # SKUs with units held as Shopify's own sales in flight (flows/inventory/sales.py)
                     "skus_with_sales_in_flight": int(await runtime.redis.zcard(publisher.keys.holds)),
                 }
             )
@@ -195,7 +195,7 @@ async def show_status(args, settings: Settings) -> int:
 
 
 async def resync(args, settings: Settings) -> int:
-    from availability.flows.service import build_publisher, build_repairer
+    from availability.flows.inventory.service import build_publisher, build_repairer
 
     shop = _shop(args, settings)
     if shop is None:
@@ -259,7 +259,7 @@ async def import_mappings(args, settings: Settings) -> int:
 
 async def list_unmapped(args, settings: Settings) -> int:
     from availability.flows.machinery import Scripts
-    from availability.flows.state import PushKeys, PushState
+    from availability.flows.inventory.state import PushKeys, PushState
 
     async with args.root.open_runtime(settings) as runtime:
         items = await runtime.store.mappings.item_mappings()
@@ -295,7 +295,7 @@ async def list_unmapped(args, settings: Settings) -> int:
 async def dlq_list(args, settings: Settings) -> int:
     import msgspec
     from availability.flows.machinery import DeadLetterQueue
-    from availability.flows.state import PushKeys
+    from availability.flows.inventory.state import PushKeys
 
     shop = _shop(args, settings)
     if shop is None:
@@ -309,7 +309,7 @@ async def dlq_list(args, settings: Settings) -> int:
 
 
 async def dlq_replay(args, settings: Settings) -> int:
-    from availability.flows.service import build_publisher
+    from availability.flows.inventory.service import build_publisher
 
     if not args.ids and not args.all:
         print("name dead letter ids, or --all", file=sys.stderr)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
-from availability.flows import metrics
-from availability.flows.drift import DriftRepairer
-from availability.flows.publisher import Publisher, PushConfig
+from availability.flows.inventory import metrics
+from availability.flows.inventory.drift import DriftRepairer
+from availability.flows.inventory.publisher import Publisher, PushConfig
 from availability.flows.machinery import Scripts
-from availability.flows.sales import SalesConfig
-from availability.flows.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
-from availability.flows.state import DirtyFanout, PushKeys
+from availability.flows.inventory.sales import SalesConfig
+from availability.flows.inventory.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
+from availability.flows.inventory.state import DirtyFanout, PushKeys
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime

@@ -54,7 +54,7 @@ from adapters.shopify.client import (
     ShopifyThrottled,
     ShopifyTransientError,
 )
-from availability.flows import metrics as m
+from availability.flows.inventory import metrics as m
 from availability.flows.machinery import (
     Backoff,
     Claimed,
@@ -72,15 +72,15 @@ from availability.flows.machinery import (
     now_ms,
     retry_transient,
 )
-from availability.flows.mappings import (
+from availability.flows.inventory.mappings import (
     LevelKey,
     ShopifyMappings,
     Target,
     crosses,
     level_value,
 )
-from availability.flows.sales import Observation, SalesConfig, SalesInFlight
-from availability.flows.state import DirtyFanout, Known, PushKeys, PushState
+from availability.flows.inventory.sales import Observation, SalesConfig, SalesInFlight
+from availability.flows.inventory.state import DirtyFanout, Known, PushKeys, PushState
 
 if TYPE_CHECKING:
     from availability.ledger.ledger import Ledger
@@ -765,7 +765,7 @@ class Publisher:
     ) -> dict[LevelKey, Known] | None:
         """Read levels back from Shopify (paced, retried). Levels Shopify does not have are
         dead-lettered. None when the reads kept failing. What is read is an observation
-        (flows/sales.py: a drop we did not push is held), except a level reading exactly
+        (flows/inventory/sales.py: a drop we did not push is held), except a level reading exactly
         the value in `ours`: an attempt of ours that may have been applied."""
         items = sorted({k.item for k in keys})
         as_of = now_ms()
@@ -830,7 +830,7 @@ class Publisher:
         return out
 
     async def observed(self, decided: dict[LevelKey, tuple[Known | None, Observation]], source: str) -> list[LevelKey]:
-        """Count and report what observations of Shopify's values meant (flows/sales.py);
+        """Count and report what observations of Shopify's values meant (flows/inventory/sales.py);
         book adopted increases in the ledger. Returns the levels that moved externally up."""
         rises: list[LevelKey] = []
         for key, (_before, obs) in decided.items():

@@ -15,7 +15,7 @@
     {prefix}:shopify:levels      stream inventory_levels/update webhooks (written by ingest)
     {prefix}:shopify:drift:lock  string one periodic drift pass at a time
     {prefix}:shopify:drift:last  string when the last periodic pass finished (ms)
-    {prefix}:{SKU}:shopify:sales hash  Shopify's own sales in flight (flows/sales.py)
+    {prefix}:{SKU}:shopify:sales hash  Shopify's own sales in flight (flows/inventory/sales.py)
     {prefix}:shopify:holds       zset  SKU -> oldest held sale (the sales sweep's index)
 
 The per-SKU hashes share the SKU's `{sku}` hash tag with its ledger keys. With several
@@ -32,7 +32,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from availability.flows.machinery import Scripts, _s, now_ms
-from availability.flows.mappings import LevelKey
+from availability.flows.inventory.mappings import LevelKey
 from availability.ledger.dirty import DirtyHandover
 from availability.ledger.keys import KeyLayout
 

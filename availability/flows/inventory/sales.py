@@ -43,10 +43,10 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from availability.flows import metrics as m
+from availability.flows.inventory import metrics as m
 from availability.flows.machinery import _s, now_ms
-from availability.flows.mappings import LevelKey
-from availability.flows.state import Known, parse_known
+from availability.flows.inventory.mappings import LevelKey
+from availability.flows.inventory.state import Known, parse_known
 
 log = logging.getLogger(__name__)
 
