@@ -60,20 +60,25 @@ def new_idempotency_key() -> str:
 # --- Lua scripts ----------------------------------------------------------------------------
 
 
-def _script_source(name: str) -> str:
-    return resources.files("availability.flows").joinpath("scripts", f"{name}.lua").read_text()
+def _script_source(package: str, name: str) -> str:
+    return resources.files(package).joinpath("scripts", f"{name}.lua").read_text()
 
 
 class Scripts:
-    """The flows' Lua scripts, registered once per Redis client (redis-py reloads a script
-    that the server lost, e.g. after a restart)."""
+    """The machinery's Lua scripts (`availability/flows/scripts/`), registered once per Redis
+    client (redis-py reloads a script that the server lost, e.g. after a restart). A flow
+    with scripts of its own subclasses it and names them in `OWN` (package, names)."""
 
-    NAMES = ("claim", "leases", "acquire", "outbox_claim", "record_known", "fanout")
+    NAMES = ("claim", "leases", "acquire", "outbox_claim")
+    OWN: tuple[str, tuple[str, ...]] = ("", ())
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         for name in self.NAMES:
-            setattr(self, name, redis.register_script(_script_source(name)))
+            setattr(self, name, redis.register_script(_script_source("availability.flows", name)))
+        package, names = self.OWN
+        for name in names:
+            setattr(self, name, redis.register_script(_script_source(package, name)))
 
 
 # --- retries --------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ class ShopifyWebhookHandler:
         self.order_intake = flows.order_intake if flows is not None and "orders" in flows.names else None
 
     def keys(self, shop: ShopConfig) -> PushKeys:
-        return PushKeys(self.settings.key_prefix, shop.name)
+        return PushKeys(self.runtime.ledger.keys, shop.name)
 
     async def locations(self, shop: ShopConfig) -> tuple[dict[int | str, str], str]:
         return await self._locations[shop.name].get()

@@ -11,7 +11,6 @@ from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
 from availability.flows.inventory.drift import DriftRepairer
 from availability.flows.inventory.mappings import level_value
-from availability.flows.machinery import Scripts
 from availability.flows.inventory.publisher import Publisher, PushConfig
 from availability.flows.inventory.sales import SalesConfig
 from availability.flows.inventory.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
@@ -61,7 +60,7 @@ async def two_shops(ledger, tmp_path):
         for gid in shop.items.values():
             for loc in shop.locations.values():
                 sim.state.stock(gid, loc, 0)
-    fanout = DirtyFanout(ledger.redis, Scripts(ledger.redis), ledger.keys, [PushKeys(ledger.keys.prefix, s.name).dirty for s in shops])
+    fanout = DirtyFanout(ledger.redis, ledger.keys, [PushKeys(ledger.keys, s.name).dirty for s in shops])
     clients, publishers = [], []
     for sim, shop in zip(sims, shops):
         client = ShopifyAdminClient(shop.url, shop.token, shop.api_version, timeout=5, governor=ThrottleGovernor())

@@ -18,7 +18,6 @@ from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from availability.flows.inventory import metrics
 from availability.flows.inventory.drift import DriftRepairer
 from availability.flows.inventory.publisher import Publisher, PushConfig
-from availability.flows.machinery import Scripts
 from availability.flows.inventory.sales import SalesConfig
 from availability.flows.inventory.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
 from availability.flows.inventory.state import DirtyFanout, PushKeys
@@ -84,12 +83,10 @@ def build_fanout(runtime: Runtime, shops: list[ShopConfig]) -> DirtyFanout | Non
     publisher makes its own)."""
     if len(shops) < 2:
         return None
-    prefix = runtime.ledger.keys.prefix
     return DirtyFanout(
         runtime.redis,
-        Scripts(runtime.redis),
         runtime.ledger.keys,
-        [PushKeys(prefix, shop.name).dirty for shop in shops],
+        [PushKeys(runtime.ledger.keys, shop.name).dirty for shop in shops],
     )
 
 

@@ -1,27 +1,37 @@
 """What the Shopify push keeps in Redis, beside the ledger.
 
-    {prefix}:{SKU}:shopify       hash  "ITEM_GID|LOCATION_GID" -> "quantity|as_of_ms|source":
-                                       the last value Shopify is known to hold (confirmed by a
-                                       push, read back, or reported by a webhook), newest wins
-    {prefix}:shopify:dirty       zset  the shop's dirty marks ("SKU|LOCATION" -> first-dirty ms), handed
-                                       over from the ledger's per-partition sets by `DirtyFanout`
-    {prefix}:shopify:urgent      zset  marks to push without waiting for the window
-    {prefix}:shopify:inflight    hash  SKU -> "owner|lease_until_ms" (one push of a SKU at a time)
-    {prefix}:shopify:outbox      hash  message id -> outbox message (key + exact variables)
-    {prefix}:shopify:outbox:lease zset message id -> lease_until ms
-    {prefix}:shopify:dlq         list  dead letters (JSON, oldest first)
-    {prefix}:shopify:parked      hash  "SKU|ITEM_GID|LOCATION_GID" -> dead letter id (not pushed until replayed)
-    {prefix}:shopify:unmapped    zset  SKU -> last seen ms (changes with no InventoryItem mapping)
-    {prefix}:shopify:levels      stream inventory_levels/update webhooks (written by ingest)
-    {prefix}:shopify:drift:lock  string one periodic drift pass at a time
-    {prefix}:shopify:drift:last  string when the last periodic pass finished (ms)
-    {prefix}:{SKU}:shopify:sales hash  Shopify's own sales in flight (flows/inventory/sales.py)
-    {prefix}:shopify:holds       zset  SKU -> oldest held sale (the sales sweep's index)
+Every name comes from the ledger's layout (`availability/ledger/keys.py`), so each carries
+a partition's hash tag and no script or transaction of the push names two slots (Redis
+Cluster refuses that). A shop's queue sits in the partition of its name (`queue_head`,
+`{pQ}` below: pQ = crc32("shopify[:SHOP]") % partitions): the claim takes marks, urgent
+marks and SKU leases in one script, the outbox and its leases change together. A SKU's
+own push keys sit in the SKU's partition (`{pN}`), beside its ledger keys; the index of SKUs
+with sales held is one zset per partition, written in the SKU's transaction.
 
-The per-SKU hashes share the SKU's `{sku}` hash tag with its ledger keys. With several
-shops (`AVAILABILITY_SHOPIFY_SHOPS`) every key gets the shop's
-name: `{prefix}:shopify:{shop}:...` and `{prefix}:{SKU}:shopify:{shop}`; the shop of the
-single-shop settings keeps the names above.
+    {prefix}:{pN}:SKU:shopify        hash  "ITEM_GID|LOCATION_GID" -> "quantity|as_of_ms|source":
+                                           the last value Shopify is known to hold (confirmed by a
+                                           push, read back, or reported by a webhook), newest wins
+    {prefix}:{pN}:SKU:shopify:sales  hash  Shopify's own sales in flight (flows/inventory/sales.py)
+    {prefix}:{pN}:shopify:held       zset  SKU -> oldest held sale, the SKUs of partition N (the sales sweep's index)
+    {prefix}:{pQ}:shopify:dirty      zset  the shop's dirty marks ("SKU|LOCATION" -> first-dirty ms), handed
+                                           over from the ledger's per-partition sets by `DirtyFanout`
+    {prefix}:{pQ}:shopify:urgent     zset  marks to push without waiting for the window
+    {prefix}:{pQ}:shopify:inflight   hash  SKU -> "owner|lease_until_ms" (one push of a SKU at a time)
+    {prefix}:{pQ}:shopify:outbox     hash  message id -> outbox message (key + exact variables)
+    {prefix}:{pQ}:shopify:outbox:lease zset message id -> lease_until ms
+    {prefix}:{pQ}:shopify:dlq        list  dead letters (JSON, oldest first)
+    {prefix}:{pQ}:shopify:parked     hash  "SKU|ITEM_GID|LOCATION_GID" -> dead letter id (not pushed until replayed)
+    {prefix}:{pQ}:shopify:unmapped   zset  SKU -> last seen ms (changes with no InventoryItem mapping)
+    {prefix}:{pQ}:shopify:levels     stream inventory_levels/update webhooks (written by ingest)
+    {prefix}:{pQ}:shopify:levels:triggered hash the newest webhook time per level (written by ingest)
+    {prefix}:{pQ}:shopify:drift:lock string one periodic drift pass at a time
+    {prefix}:{pQ}:shopify:drift:last string when the last periodic pass finished (ms)
+    {prefix}:{pQ}:shopify:mappings-seen:V string one process walks the ledger per mapping change
+
+With several shops (`AVAILABILITY_SHOPIFY_SHOPS`) every name has `shopify:{shop}` for
+`shopify` (and each shop's queue its own partition); the shop of the single-shop settings
+keeps the names above. The names before partitions (`{prefix}:shopify:...`,
+`{prefix}:{SKU}:shopify`) are `LegacyPushKeys`; `availability shopify migrate-keys` moves them.
 """
 
 from __future__ import annotations
@@ -37,12 +47,23 @@ from availability.ledger.dirty import DirtyHandover
 from availability.ledger.keys import KeyLayout
 
 
+class PushScripts(Scripts):
+    """The machinery's scripts and the push's own (`scripts/record_known.lua`: newest wins)."""
+
+    OWN = ("availability.flows.inventory", ("record_known",))
+
+
 class PushKeys:
-    def __init__(self, prefix: str, shop: str = "") -> None:
-        self.prefix = prefix
+    """The push's key names of one shop, from the ledger's layout (module docstring)."""
+
+    def __init__(self, layout: KeyLayout, shop: str = "") -> None:
+        self.layout = layout
+        self.prefix = layout.prefix
         self.shop = shop
         self._suffix = f":{shop}" if shop else ""
-        base = f"{prefix}:shopify{self._suffix}"
+        #: the shop's name in its keys: "shopify" or "shopify:SHOP"
+        self.name = f"shopify{self._suffix}"
+        base = layout.queue_head(self.name)
         self.base = base
         self.urgent = f"{base}:urgent"
         self.leases = f"{base}:inflight"
@@ -52,15 +73,23 @@ class PushKeys:
         self.levels_stream = f"{base}:levels"
         self.drift_lock = f"{base}:drift:lock"
         self.drift_last = f"{base}:drift:last"
-        self.holds = f"{base}:holds"
-        #: this shop's own dirty set, fed from the ledger's by the fan-out (several shops)
+        #: this shop's own dirty set, fed from the ledger's by the fan-out
         self.dirty = f"{base}:dirty"
 
     def known(self, sku: str) -> str:
-        return f"{self.prefix}:{{{sku}}}:shopify{self._suffix}"
+        return self.layout.sku_key(sku, self.name)
 
     def sales(self, sku: str) -> str:
-        return f"{self.prefix}:{{{sku}}}:shopify{self._suffix}:sales"
+        return self.layout.sku_key(sku, f"{self.name}:sales")
+
+    def held_index(self, partition: int) -> str:
+        return self.layout.partition_key(partition, f"{self.name}:held")
+
+    def held_index_of(self, sku: str) -> str:
+        return self.held_index(self.layout.partition(sku))
+
+    def all_held_indexes(self) -> list[str]:
+        return [self.held_index(p) for p in self.layout.range()]
 
     def mappings_seen(self, version: int) -> str:
         return f"{self.base}:mappings-seen:{version}"
@@ -84,7 +113,7 @@ def parse_known(raw: bytes | str | None) -> Known | None:
 
 
 class PushState:
-    def __init__(self, redis: Redis, keys: PushKeys, scripts: Scripts) -> None:
+    def __init__(self, redis: Redis, keys: PushKeys, scripts: PushScripts) -> None:
         self.redis = redis
         self.keys = keys
         self.scripts = scripts
@@ -173,12 +202,11 @@ class PushState:
 class DirtyFanout:
     """Moves the ledger's dirty marks (one set per ledger partition) into every shop's own
     dirty set, so each shop's publisher claims its own copy of a mark (one shop included:
-    the ledger's sets live in the partitions' slots, the publisher's queue does not).
+    a mark lives in its SKU's partition, the shop's queue in the partition of the shop).
     The hand-over is the ledger's (`availability/ledger/dirty.py`): crash-safe, single-slot."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, source: KeyLayout, targets: Sequence[str], *, batch: int = 1000) -> None:
+    def __init__(self, redis: Redis, source: KeyLayout, targets: Sequence[str], *, batch: int = 1000) -> None:
         self.redis = redis
-        self.scripts = scripts
         self.source = source
         self.targets = list(targets)
         self.handover = DirtyHandover(redis, source, self.targets, batch=batch)
