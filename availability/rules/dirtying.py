@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Iterable
 
 from availability.domain.rules import Rule, RuleBook
 
@@ -105,19 +105,26 @@ async def mark_all_dirty(
     SCAN may return a key twice (Redis rehashing); ZADD NX makes that harmless, though the
     count then includes it twice.
     """
-    redis = ledger.redis
-    pattern = ledger.keys.stock_pattern()
-    cursor: int = 0
     total = 0
-    while True:
-        cursor, keys = await redis.scan(cursor, match=pattern, count=batch)
-        if keys:
-            skus = [ledger.keys.sku_of_stock_key(k.decode() if isinstance(k, bytes) else k) for k in keys]
-            total += await mark_skus_dirty(ledger, skus, at_ms=at_ms)
-            if on_batch is not None:
-                await on_batch(total)
-        if int(cursor) == 0:
-            return total
+    async for skus in stock_skus(ledger, batch):
+        total += await mark_skus_dirty(ledger, skus, at_ms=at_ms)
+        if on_batch is not None:
+            await on_batch(total)
+    return total
+
+
+async def stock_skus(ledger: "Ledger", batch: int = DEFAULT_BATCH) -> AsyncIterator[list[str]]:
+    """Every SKU with a stock hash, in lists of up to `batch` (SCAN, possibly a SKU twice).
+    `scan_iter` walks every primary of a Redis Cluster (a bare SCAN cursor is one node's)."""
+    keys = ledger.keys
+    found: list[str] = []
+    async for raw in ledger.redis.scan_iter(match=keys.stock_pattern(), count=batch):
+        found.append(keys.sku_of_stock_key(raw.decode() if isinstance(raw, bytes) else raw))
+        if len(found) >= batch:
+            yield found
+            found = []
+    if found:
+        yield found
 
 
 async def mark_skus_dirty(ledger: "Ledger", skus: Iterable[str], *, at_ms: int | None = None) -> int:

@@ -294,18 +294,9 @@ async def list_unmapped(args, settings: Settings) -> int:
     async with args.root.open_runtime(settings) as runtime:
         items = await runtime.store.mappings.item_mappings()
         if args.scan:
-            skus = []
-            cursor = 0
-            keys = runtime.ledger.keys
-            while True:
-                cursor, found = await runtime.redis.scan(cursor, match=keys.stock_pattern(), count=5000)
-                for k in found:
-                    sku = keys.sku_of_stock_key(k.decode() if isinstance(k, bytes) else k)
-                    if sku not in items:
-                        skus.append(sku)
-                if int(cursor) == 0:
-                    break
-            skus = sorted(set(skus))
+            from availability.rules.dirtying import stock_skus
+
+            skus = sorted({sku async for batch in stock_skus(runtime.ledger) for sku in batch if sku not in items})
             _print({"unmapped": len(skus), "skus": skus[: args.limit] if args.limit > 0 else skus})
             return 0
         shop = _shop(args, settings)
