@@ -19,6 +19,10 @@ returns and refunds, finance posting, customer identity) plug into the same piec
   goes to a Redis list with its reason, for `... dlq list|replay`.
 - correlation ids: one per unit of work, carried in logs, outbox messages and dead letters.
 
+A queue's keys (marks, urgent marks, leases; an outbox and its leases) are named in one
+script or MULTI, so on Redis Cluster they must share a hash tag: name them under one
+`KeyLayout.queue_head(name)` (availability/ledger/keys.py), as the Shopify push does.
+
 Nothing here knows Shopify; flow-specific decisions (what is transient, what is
 permanent, what a replay does) are made by the flow.
 """
@@ -35,6 +39,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 # re-exported: the correlation id lives in a neutral module (HTTP requests and consumers set it too)
 from availability.correlation import current_correlation_id, new_correlation_id  # noqa: F401
@@ -79,6 +84,31 @@ class Scripts:
         package, names = self.OWN
         for name in names:
             setattr(self, name, redis.register_script(_script_source(package, name)))
+
+
+async def run_script_calls(redis: Redis, script: Any, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    """Many (keys, args) calls of one registered script in one pipeline; replies in order.
+
+    Not `await script(keys, args, client=pipe)`: awaiting a Redis Cluster pipeline
+    re-initialises it and drops what was queued, so on a cluster those calls never ran.
+    A server that lost the script (restart, failover to a replica) gets it loaded (SCRIPT
+    LOAD reaches every primary of a cluster) and the calls go once more: every caller's
+    script is safe to run twice."""
+    if not calls:
+        return []
+    for attempt in (1, 2):
+        pipe = redis.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+        if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+            await redis.script_load(script.script)
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+    raise AssertionError("unreachable")
 
 
 # --- retries --------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from redis.exceptions import WatchError
 from availability.flows.inventory import metrics as m
 from availability.flows.machinery import _s, now_ms
 from availability.flows.inventory.mappings import LevelKey
-from availability.flows.inventory.state import Known, parse_known
+from availability.flows.inventory.state import Known, parse_known, record_known
 
 log = logging.getLogger(__name__)
 
@@ -497,15 +497,7 @@ class SalesInFlight:
         return out
 
     async def _record_fast(self, rows: Sequence[tuple[LevelKey, int, int, str]]) -> None:
-        by_sku: dict[str, list] = {}
-        for key, value, as_of, source in rows:
-            by_sku.setdefault(key.sku, []).extend([key.field, int(value), int(as_of), source])
-        skus = list(by_sku)
-        for i in range(0, len(skus), 1000):
-            pipe = self.redis.pipeline(transaction=False)
-            for sku in skus[i : i + 1000]:
-                await self.record_known(keys=[self.known_key(sku)], args=by_sku[sku], client=pipe)
-            await pipe.execute()
+        await record_known(self.redis, self.record_known, self.known_key, rows)
 
     async def note_orders(self, lines: Iterable[tuple[str, str, int]]) -> int:
         """Shopify order lines (sku, ledger event id, units) from orders/create: they will

@@ -36,12 +36,13 @@ keeps the names above. The names before partitions (`{prefix}:shopify:...`,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 
-from availability.flows.machinery import Scripts, _s, now_ms
+from availability.flows.machinery import Scripts, _s, now_ms, run_script_calls
 from availability.flows.inventory.mappings import LevelKey
 from availability.ledger.dirty import DirtyHandover
 from availability.ledger.keys import KeyLayout
@@ -51,6 +52,24 @@ class PushScripts(Scripts):
     """The machinery's scripts and the push's own (`scripts/record_known.lua`: newest wins)."""
 
     OWN = ("availability.flows.inventory", ("record_known",))
+
+
+async def record_known(
+    redis: Redis, script: Any, known_key: Callable[[str], str], entries: Iterable[tuple[LevelKey, int, int, str]],
+    *, chunk: int = 1000,
+) -> int:
+    """(level, value, as_of_ms, source) observations into each SKU's known-values hash
+    through `record_known.lua` (newest wins), one call per SKU, pipelined by `chunk` SKUs.
+    Returns how many fields were written."""
+    by_sku: dict[str, list] = {}
+    for key, value, as_of, source in entries:
+        by_sku.setdefault(key.sku, []).extend([key.field, int(value), int(as_of), source])
+    skus = list(by_sku)
+    written = 0
+    for i in range(0, len(skus), chunk):
+        calls = [([known_key(sku)], by_sku[sku]) for sku in skus[i : i + chunk]]
+        written += sum(int(n) for n in await run_script_calls(redis, script, calls))
+    return written
 
 
 class PushKeys:
@@ -130,15 +149,7 @@ class PushState:
 
     async def record_known(self, entries: Iterable[tuple[LevelKey, int, int, str]]) -> int:
         """Record (level, value, as_of_ms, source) observations; older ones than stored are ignored."""
-        by_sku: dict[str, list] = {}
-        for key, value, as_of, source in entries:
-            by_sku.setdefault(key.sku, []).extend([key.field, int(value), int(as_of), source])
-        if not by_sku:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for sku, args in by_sku.items():
-            await self.scripts.record_known(keys=[self.keys.known(sku)], args=args, client=pipe)
-        return sum(int(n) for n in await pipe.execute())
+        return await record_known(self.redis, self.scripts.record_known, self.keys.known, entries)
 
     async def forget_known(self, levels: Iterable[LevelKey]) -> None:
         """Drop what we believe Shopify holds (the next push reads it back first)."""
