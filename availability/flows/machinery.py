@@ -39,8 +39,9 @@ from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
+# re-exported: many calls of one script in one pipeline, cluster-safe (the ledger's hand-over uses it too)
+from availability.ledger.scriptcalls import run_script_calls  # noqa: F401
 # re-exported: the correlation id lives in a neutral module (HTTP requests and consumers set it too)
 from availability.correlation import current_correlation_id, new_correlation_id  # noqa: F401
 
@@ -84,31 +85,6 @@ class Scripts:
         package, names = self.OWN
         for name in names:
             setattr(self, name, redis.register_script(_script_source(package, name)))
-
-
-async def run_script_calls(redis: Redis, script: Any, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
-    """Many (keys, args) calls of one registered script in one pipeline; replies in order.
-
-    Not `await script(keys, args, client=pipe)`: awaiting a Redis Cluster pipeline
-    re-initialises it and drops what was queued, so on a cluster those calls never ran.
-    A server that lost the script (restart, failover to a replica) gets it loaded (SCRIPT
-    LOAD reaches every primary of a cluster) and the calls go once more: every caller's
-    script is safe to run twice."""
-    if not calls:
-        return []
-    for attempt in (1, 2):
-        pipe = redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        replies = await pipe.execute(raise_on_error=False)
-        if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-            await redis.script_load(script.script)
-            continue
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-    raise AssertionError("unreachable")
 
 
 # --- retries --------------------------------------------------------------------------------
