@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "availability.rules.commands",
     "availability.ingest.commands",
     "availability.api.commands",
-    "availability.flows.commands",
+    "availability.flows.inventory.commands",
     "availability.flows.orders.commands",
     "availability.flows.returns.commands",  # adds `flows returns` to the order flow's `flows`
     "availability.demo.commands",

@@ -22,7 +22,7 @@ SERVICES: dict[str, str] = {
     "expiry": "availability.ledger.sweeper:ExpirySweeper",
     "rules-dirty": "availability.rules.dirtying:RuleChangeMarker",
     "consumer": "availability.ingest.service:ConsumerService",
-    "publisher": "availability.flows.service:PublisherService",
+    "publisher": "availability.flows.inventory.service:PublisherService",
     "flows": "availability.flows.workers:ErpFlowsService",
 }
 

@@ -33,8 +33,8 @@ from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
 from availability.bootstrap import make_redis
 from availability.domain.events import StockEvent
-from availability.flows.drift import DriftRepairer
-from availability.flows.publisher import Publisher, PushConfig
+from availability.flows.inventory.drift import DriftRepairer
+from availability.flows.inventory.publisher import Publisher, PushConfig
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
 from availability.rules.cache import RuleCache

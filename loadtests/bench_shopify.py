@@ -54,8 +54,8 @@ from availability.bootstrap import make_redis
 from availability.domain.events import StockEvent
 from availability.domain.rules import Channel, Location, RuleBook
 from availability.flows.machinery import now_ms
-from availability.flows.mappings import LevelKey, ShopifyMappings, level_value
-from availability.flows.publisher import Confirmation, Publisher, PushConfig
+from availability.flows.inventory.mappings import LevelKey, ShopifyMappings, level_value
+from availability.flows.inventory.publisher import Confirmation, Publisher, PushConfig
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
 from availability.rules.cache import RuleCache

@@ -213,7 +213,7 @@ class LevelsReadResult(msgspec.Struct, frozen=True):
     calls: int
     points: float
     #: ``committed`` per (item GID, location GID): units of unfulfilled orders, which
-    #: tells Shopify's own sales from other drops of ``available`` (flows/sales.py)
+    #: tells Shopify's own sales from other drops of ``available`` (flows/inventory/sales.py)
     committed: dict[tuple[str, str], int] = {}
 
 

@@ -1,7 +1,7 @@
 """Machinery every sync flow shares: outbox, idempotency keys, leases, work queues with
 coalescing, retries with backoff and jitter, dead letters, correlation ids.
 
-The Shopify inventory push (`availability.flows.publisher`) is the first flow built on it;
+The Shopify inventory push (`availability.flows.inventory.publisher`) is the first flow built on it;
 the sibling flows of the retail platform (order-to-ERP, fulfilment back to Shopify,
 returns and refunds, finance posting, customer identity) plug into the same pieces
 (docs/shopify-push.md, "Sibling flows"):
@@ -18,6 +18,10 @@ returns and refunds, finance posting, customer identity) plug into the same piec
 - `DeadLetterQueue`: what cannot succeed by retrying (the peer rejected it as invalid)
   goes to a Redis list with its reason, for `... dlq list|replay`.
 - correlation ids: one per unit of work, carried in logs, outbox messages and dead letters.
+
+A queue's keys (marks, urgent marks, leases; an outbox and its leases) are named in one
+script or MULTI, so on Redis Cluster they must share a hash tag: name them under one
+`KeyLayout.queue_head(name)` (availability/ledger/keys.py), as the Shopify push does.
 
 Nothing here knows Shopify; flow-specific decisions (what is transient, what is
 permanent, what a replay does) are made by the flow.
@@ -36,6 +40,8 @@ from typing import Any, TypeVar
 import msgspec
 from redis.asyncio import Redis
 
+# re-exported: many calls of one script in one pipeline, cluster-safe (the ledger's hand-over uses it too)
+from availability.ledger.scriptcalls import run_script_calls  # noqa: F401
 # re-exported: the correlation id lives in a neutral module (HTTP requests and consumers set it too)
 from availability.correlation import current_correlation_id, new_correlation_id  # noqa: F401
 
@@ -60,20 +66,25 @@ def new_idempotency_key() -> str:
 # --- Lua scripts ----------------------------------------------------------------------------
 
 
-def _script_source(name: str) -> str:
-    return resources.files("availability.flows").joinpath("scripts", f"{name}.lua").read_text()
+def _script_source(package: str, name: str) -> str:
+    return resources.files(package).joinpath("scripts", f"{name}.lua").read_text()
 
 
 class Scripts:
-    """The flows' Lua scripts, registered once per Redis client (redis-py reloads a script
-    that the server lost, e.g. after a restart)."""
+    """The machinery's Lua scripts (`availability/flows/scripts/`), registered once per Redis
+    client (redis-py reloads a script that the server lost, e.g. after a restart). A flow
+    with scripts of its own subclasses it and names them in `OWN` (package, names)."""
 
-    NAMES = ("claim", "leases", "acquire", "outbox_claim", "record_known", "fanout")
+    NAMES = ("claim", "leases", "acquire", "outbox_claim")
+    OWN: tuple[str, tuple[str, ...]] = ("", ())
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         for name in self.NAMES:
-            setattr(self, name, redis.register_script(_script_source(name)))
+            setattr(self, name, redis.register_script(_script_source("availability.flows", name)))
+        package, names = self.OWN
+        for name in names:
+            setattr(self, name, redis.register_script(_script_source(package, name)))
 
 
 # --- retries --------------------------------------------------------------------------------

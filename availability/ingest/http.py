@@ -108,7 +108,7 @@ def shopify_webhooks(runtime: Runtime):
 async def map_shopify_payload(runtime: Runtime, topic: str, body: bytes, webhook: Any = None) -> list[StockEvent]:
     """Map a webhook body to canonical events (also used by DLQ replay). Raises `InvalidEvent`."""
     from adapters.shopify.webhooks import InventoryLevelUpdate, map_webhook
-    from availability.flows.shops import shop_for_domain
+    from availability.flows.inventory.shops import shop_for_domain
 
     check_depth(body, runtime.settings.max_json_depth, what="the webhook body")  # an edited replay payload
     handler = shopify_webhooks(runtime)

@@ -39,9 +39,9 @@ import msgspec
 from redis.exceptions import RedisError
 
 from availability.domain.errors import InvalidEvent
-from availability.flows.sales import note_orders
-from availability.flows.shops import ShopConfig, configured_shops, shop_for_domain
-from availability.flows.state import PushKeys
+from availability.flows.inventory.sales import note_orders
+from availability.flows.inventory.shops import ShopConfig, configured_shops, shop_for_domain
+from availability.flows.inventory.state import PushKeys
 from availability.ingest import metrics
 from availability.ingest.deadletters import DeadLetter, DeadLetters
 from availability.ingest.publisher import EventPublisher
@@ -121,7 +121,7 @@ class ShopifyWebhookHandler:
         self.order_intake = flows.order_intake if flows is not None and "orders" in flows.names else None
 
     def keys(self, shop: ShopConfig) -> PushKeys:
-        return PushKeys(self.settings.key_prefix, shop.name)
+        return PushKeys(self.runtime.ledger.keys, shop.name)
 
     async def locations(self, shop: ShopConfig) -> tuple[dict[int | str, str], str]:
         return await self._locations[shop.name].get()
@@ -273,7 +273,7 @@ class ShopifyWebhookHandler:
         return str(answer.get("outcome", "queued"))
 
     async def note_sales(self, keys: PushKeys, events: Iterable[Any]) -> None:
-        """Note the order's lines as the shop's Shopify sales (flows/sales.py): once the
+        """Note the order's lines as the shop's Shopify sales (flows/inventory/sales.py): once the
         ledger has applied their events, they settle units held as sales in flight."""
         await note_orders(
             self.redis,

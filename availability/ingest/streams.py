@@ -82,10 +82,6 @@ class StreamNames:
     def dlq(self) -> str:
         return f"{self.prefix}:dlq"
 
-    @property
-    def shopify_levels(self) -> str:
-        return f"{self.prefix}:shopify:levels"
-
     def webhook_seen(self, webhook_id: str) -> str:
         return f"{self.prefix}:webhook-seen:{webhook_id}"
 

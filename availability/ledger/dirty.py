@@ -20,9 +20,8 @@ from importlib import resources
 from typing import Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
-
 from availability.ledger.keys import KeyLayout
+from availability.ledger.scriptcalls import run_script_calls
 
 
 class DirtyHandover:
@@ -31,27 +30,16 @@ class DirtyHandover:
         self.keys = keys
         self.targets = list(targets)
         self.batch = batch
-        self._source = resources.files("availability.ledger").joinpath("scripts", "dirty_take.lua").read_text()
-        self._sha: str | None = None
+        self._script = redis.register_script(
+            resources.files("availability.ledger").joinpath("scripts", "dirty_take.lua").read_text()
+        )
 
     async def _take(self, partitions: Sequence[int]) -> list:
         """Step 1 for each partition, one pipeline (SCRIPT LOAD reaches every primary of a
         cluster; EVALSHA goes to the partition's slot)."""
-        for attempt in (1, 2):
-            if self._sha is None:
-                self._sha = await self.redis.script_load(self._source)
-            pipe = self.redis.pipeline(transaction=False)
-            for p in partitions:
-                pipe.evalsha(self._sha, 2, self.keys.dirty(p), self.keys.dirty_taking(p), self.batch)
-            replies = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                self._sha = None  # the server lost its scripts (restart, failover): load again
-                continue
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return replies
-        raise AssertionError("unreachable")
+        return await run_script_calls(
+            self.redis, self._script, [([self.keys.dirty(p), self.keys.dirty_taking(p)], [self.batch]) for p in partitions]
+        )
 
     async def run(self, max_rounds: int = 50) -> int:
         """Hand over what is waiting (up to `batch` a partition a round). Returns marks moved."""

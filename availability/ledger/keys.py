@@ -47,6 +47,11 @@ S smaller, stream N feeds the ledger partitions N, N+S, N+2S, ... and shares a s
 first. Before this layout the streams were `{prefix}:events:N` (no tag);
 `availability ledger migrate-layout` moves what is still on them (`legacy_event_stream`).
 
+The flows' keys (named here, used by availability/flows/inventory/state.py): a flow's
+queue that belongs to no SKU takes the partition of its name (`queue_head`: one shop's push
+queue is one slot), a flow's per-SKU key the SKU's (`sku_key`), a per-partition index the
+partition's (`partition_key`). docs/shopify-push.md lists the push's.
+
 Global: `{prefix}:layout` (hash: partitions, version). The sweeps, the publisher's gather,
 the oversell listing and the journal reader iterate `range(partitions)`.
 
@@ -274,6 +279,29 @@ class KeyLayout:
     def may_group(self, reservation_id: str, sku: str) -> bool:
         """May group commit name this reservation's header beside the SKU's keys?"""
         return not self.cluster or self.reservation_partition(reservation_id) == self.partition(sku)
+
+    # --- the flows' keys (the Shopify push: availability/flows/inventory/state.py) ------------
+
+    def queue_partition(self, name: str) -> int:
+        """The partition of a flow's work queue that belongs to no SKU (one shop's push: its
+        dirty and urgent sets, SKU leases, outbox, dead letters, ...): CRC-32 of its name."""
+        return zlib.crc32(name.encode()) % self.partitions
+
+    def queue_head(self, name: str) -> str:
+        """`{prefix}:{pQ}:NAME`, the start of every key of that queue: all in one slot, so
+        a claim (marks, urgent set and leases in one script) or an outbox take-over never
+        names two slots."""
+        return self._tags[self.queue_partition(name)] + name
+
+    def sku_key(self, sku: str, name: str) -> str:
+        """`{prefix}:{pN}:SKU:NAME`: a flow's own key of one SKU, in the SKU's slot (the push's
+        last known Shopify values and its sales in flight); NAME must not be a ledger family."""
+        return self._sku(sku) + ":" + name
+
+    def partition_key(self, partition: int, name: str) -> str:
+        """`{prefix}:{pN}:NAME`: a flow's per-partition index, written in the same transaction
+        as a SKU key of that partition (the push's index of SKUs with sales held)."""
+        return self._tags[partition] + name
 
 
 class LegacyKeyLayout:

@@ -4,7 +4,7 @@ They are stored beside the rules because the publisher must see a mapping change
 rule change in the same order everyone else does: a mapping write moves the store version
 (`StoreDatabase.write`), and the publisher reloads its mappings when that version moves.
 A location mapping must name a location and channel that master data knows.
-What the mappings mean for a pushed quantity is `availability.flows.mappings`.
+What the mappings mean for a pushed quantity is `availability.flows.inventory.mappings`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,10 +19,10 @@ from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from adapters.shopify.simulator import FaultConfig, SimulatorConfig, SimulatorServer
 from availability.domain.ats import Buckets
 from availability.domain.events import StockEvent
-from availability.flows import metrics
-from availability.flows.mappings import level_value
-from availability.flows.publisher import Publisher, PushConfig
-from availability.flows.sales import SalesConfig
+from availability.flows.inventory import metrics
+from availability.flows.inventory.mappings import level_value
+from availability.flows.inventory.publisher import Publisher, PushConfig
+from availability.flows.inventory.sales import SalesConfig
 from availability.ledger.ledger import Ledger
 from availability.rules.cache import RuleCache
 from availability.rules.store import RuleStore
@@ -216,15 +217,20 @@ class WebhookIntake:
 
 @pytest.fixture
 def webhook_intake(redis_url, key_prefix):
-    """An HTTP endpoint that puts every webhook body on `{prefix}:shopify:levels`, as the
+    """An HTTP endpoint that puts every webhook body on the shop's levels stream, as the
     ingestion side does (acknowledge fast, process from the stream)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import redis as sync_redis
 
-    client = sync_redis.Redis.from_url(redis_url)
-    stream = f"{key_prefix}:shopify:levels"
+    from availability.flows.inventory.state import PushKeys
+    from availability.ledger.keys import KeyLayout
+
+    # the session's server, or a node of the local cluster (redis_url set the variable)
+    on_cluster = os.environ.get("AVAILABILITY_REDIS_CLUSTER", "").lower() == "true"
+    client = (sync_redis.RedisCluster if on_cluster else sync_redis.Redis).from_url(redis_url)
+    stream = PushKeys(KeyLayout(key_prefix)).levels_stream
     intake = WebhookIntake(url="")
 
     class Handler(BaseHTTPRequestHandler):

@@ -10,7 +10,7 @@ import msgspec
 
 from adapters.shopify.bulk import BulkClient
 from adapters.shopify.client import SetQuantity
-from availability.flows.drift import DriftRepairer
+from availability.flows.inventory.drift import DriftRepairer
 from tests.flows.conftest import wait_for
 from tests.flows.test_sales import checkout
 

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.shopify.simulator import FaultConfig
 from availability.domain.ledger_model import LedgerModel
-from availability.flows.drift import DriftRepairer
+from availability.flows.inventory.drift import DriftRepairer
 from availability.flows.machinery import Backoff
 from tests.flows.conftest import LOCATIONS, stock_event
 from tests.shopify.bucket_audit import CallLog, refused_by_documented_bucket

@@ -9,8 +9,8 @@ import httpx
 import msgspec
 import pytest
 
-from availability.flows import metrics
-from availability.flows.drift import DriftRepairer, parse_level_entry
+from availability.flows.inventory import metrics
+from availability.flows.inventory.drift import DriftRepairer, parse_level_entry
 from tests.flows.conftest import wait_for
 
 

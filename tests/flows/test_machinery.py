@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from availability.ledger.keys import KeyLayout
 from availability.flows.machinery import (
     Backoff,
     DeadLetter,
@@ -22,13 +23,18 @@ from availability.flows.machinery import (
 )
 
 
+def _head(key_prefix: str) -> str:
+    """A queue's keys share one partition's hash tag (the claim names marks, urgent marks
+    and leases in one script: one slot on Redis Cluster)."""
+    return KeyLayout(key_prefix).queue_head("test-flow")
+
+
 @pytest.fixture
 def queue(redis_client, key_prefix):
     scripts = Scripts(redis_client)
-    leases = Leases(redis_client, f"{key_prefix}:leases", scripts)
-    return WorkQueue(
-        redis_client, marks_key=f"{key_prefix}:dirty", urgent_key=f"{key_prefix}:urgent", leases=leases, scripts=scripts
-    )
+    head = _head(key_prefix)
+    leases = Leases(redis_client, f"{head}:leases", scripts)
+    return WorkQueue(redis_client, marks_key=f"{head}:dirty", urgent_key=f"{head}:urgent", leases=leases, scripts=scripts)
 
 
 def test_backoff_grows_with_jitter_and_honours_hints():
@@ -110,7 +116,7 @@ async def test_urgent_marks_skip_the_window(queue):
 
 
 async def test_outbox_messages_of_a_dead_worker_are_taken_over_with_their_key(redis_client, key_prefix):
-    outbox = Outbox(redis_client, key_prefix)
+    outbox = Outbox(redis_client, _head(key_prefix))
     msg = OutboxMessage(id="m1", flow="f", idempotency_key="k-1", payload={"x": [1, 2]}, correlation_id="c", created_ms=1)
     await outbox.put(msg, lease_ms=60_000)
     assert await outbox.take_over(lease_ms=1000) == []  # alive

@@ -6,9 +6,9 @@ import asyncio
 import dataclasses
 import time
 
-from availability.flows import metrics
+from availability.flows.inventory import metrics
 from availability.flows.machinery import OutboxMessage, new_idempotency_key, now_ms
-from availability.flows.mappings import LevelKey, Target
+from availability.flows.inventory.mappings import LevelKey, Target
 from tests.flows.conftest import stock_event, wait_for
 
 
@@ -212,7 +212,7 @@ async def test_older_api_versions_use_compare_quantity(shop_factory):
     await shop.receive("SKU-000", "DC1", 6)
     await shop.receive("SKU-001", "S1", 2)
     assert await shop.converged(5) == {}
-    # a rise (a drop would be held as Shopify's own sales in flight: flows/sales.py)
+    # a rise (a drop would be held as Shopify's own sales in flight: flows/inventory/sales.py)
     shop.state.external_change(shop.items["SKU-000"], shop.shopify_locations["DC1"], available=9)
     await shop.sell("SKU-000", "DC1", 2)
     assert await wait_for(lambda: shop.shopify("SKU-000", "DC1") == 4 and publisher.stats.stale == 1, 5)

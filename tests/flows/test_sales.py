@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from availability.flows.drift import DriftRepairer, LevelUpdate
+from availability.flows.inventory.drift import DriftRepairer, LevelUpdate
 from availability.flows.machinery import now_ms
-from availability.flows.sales import (
+from availability.flows.inventory.sales import (
     SalesConfig,
     SalesState,
     judge,
@@ -20,7 +20,7 @@ from availability.flows.sales import (
     release_units,
     settle,
 )
-from availability.flows.state import Known
+from availability.flows.inventory.state import Known
 from tests.flows.conftest import stock_event, wait_for
 
 L1, L2 = "gid://shopify/InventoryItem/1|gid://shopify/Location/1", "gid://shopify/InventoryItem/1|gid://shopify/Location/2"
@@ -297,7 +297,7 @@ async def test_the_whole_intake_path_a_checkout_webhooks_in_the_wrong_order(redi
     from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
     from adapters.shopify.webhooks import compute_hmac
     from availability.bootstrap import open_runtime
-    from availability.flows.service import build_publisher
+    from availability.flows.inventory.service import build_publisher
     from availability.ingest.consumer import StreamConsumer
     from availability.ingest.shopify_webhooks import ShopifyWebhookHandler
     from tests.ingest.conftest import make_settings

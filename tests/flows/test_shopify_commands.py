@@ -109,7 +109,7 @@ def test_sim_shopify_command_offers_the_simulators_own_options():
 async def test_publisher_service_wires_the_push_from_settings(redis_url, key_prefix, tmp_path):
     from availability.bootstrap import open_runtime
     from availability.config import Settings
-    from availability.flows.service import PublisherService
+    from availability.flows.inventory.service import PublisherService
     from tests.flows.conftest import stock_event, wait_for
 
     with SimulatorServer(SimulatorConfig()) as sim:

@@ -9,13 +9,12 @@ import pytest
 
 from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
 from adapters.shopify.simulator import SimulatorConfig, SimulatorServer
-from availability.flows.drift import DriftRepairer
-from availability.flows.mappings import level_value
-from availability.flows.machinery import Scripts
-from availability.flows.publisher import Publisher, PushConfig
-from availability.flows.sales import SalesConfig
-from availability.flows.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
-from availability.flows.state import DirtyFanout, PushKeys
+from availability.flows.inventory.drift import DriftRepairer
+from availability.flows.inventory.mappings import level_value
+from availability.flows.inventory.publisher import Publisher, PushConfig
+from availability.flows.inventory.sales import SalesConfig
+from availability.flows.inventory.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
+from availability.flows.inventory.state import DirtyFanout, PushKeys
 from availability.rules.cache import RuleCache
 from availability.rules.store import RuleStore
 from tests.flows.conftest import stock_event, wait_for
@@ -61,7 +60,7 @@ async def two_shops(ledger, tmp_path):
         for gid in shop.items.values():
             for loc in shop.locations.values():
                 sim.state.stock(gid, loc, 0)
-    fanout = DirtyFanout(ledger.redis, Scripts(ledger.redis), ledger.keys, [PushKeys(ledger.keys.prefix, s.name).dirty for s in shops])
+    fanout = DirtyFanout(ledger.redis, ledger.keys, [PushKeys(ledger.keys, s.name).dirty for s in shops])
     clients, publishers = [], []
     for sim, shop in zip(sims, shops):
         client = ShopifyAdminClient(shop.url, shop.token, shop.api_version, timeout=5, governor=ThrottleGovernor())
@@ -174,7 +173,7 @@ async def test_the_service_runs_one_push_per_shop_from_the_json_setting(redis_ur
 
     from availability.bootstrap import open_runtime
     from availability.config import Settings
-    from availability.flows.service import PublisherService
+    from availability.flows.inventory.service import PublisherService
 
     sims = [SimulatorServer(SimulatorConfig(shop_domain=f"svc-{n}.myshopify.com")) for n in ("a", "b")]
     for sim in sims:

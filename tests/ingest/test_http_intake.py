@@ -15,6 +15,7 @@ from litestar import Litestar
 from adapters.shopify.webhooks import compute_hmac
 from availability.bootstrap import open_runtime
 from availability.domain.events import decode_event
+from availability.flows.inventory.state import PushKeys
 from availability.ingest.deadletters import DeadLetters
 from availability.ingest.http import intake_router
 from availability.ingest.streams import EVENT_FIELD, StreamNames
@@ -237,8 +238,10 @@ async def test_inventory_level_updates_go_to_the_drift_stream(intake):
                                 "available": 7, "updated_at": "2026-11-20T10:00:00Z"})
     response = await intake.post("/webhooks/shopify", content=body, headers=signed(body, "inventory_levels/update", "wh-7"))
     assert response.status_code == 200 and response.json()["status"] == "accepted"
-    names = StreamNames.from_settings(intake.runtime.settings)
-    [(_, fields)] = await intake.runtime.redis.xrange(names.shopify_levels)
+    # the push's stream, named by its keys (partition-tagged: availability/flows/inventory/state.py)
+    stream = PushKeys(intake.runtime.ledger.keys).levels_stream
+    assert response.json()["stream"] == stream
+    [(_, fields)] = await intake.runtime.redis.xrange(stream)
     level = msgspec.json.decode(fields[b"level"])
     assert level["available"] == 7 and fields[b"webhook_id"] == b"wh-7"
     assert await published(intake.runtime) == []

@@ -357,7 +357,7 @@ async def build_fulfilment(settings: Any, redis: Any, *, orders: Any, erp: Any, 
     try:
         if with_erp:
             if shopify is None:
-                from availability.flows.service import build_client, select_shop
+                from availability.flows.inventory.service import build_client, select_shop
 
                 shop = select_shop(settings)
                 if not shop.url or not shop.token:

@@ -58,7 +58,7 @@ async def build_parts(settings: Settings, root, *, with_worker: bool = True) -> 
         ReturnsIntake, ReturnsQueue, ReturnsWorker, SaleLookup, StreamSink, WorkerConfig,
     )
     from availability.flows.returns.store import ReturnStore  # noqa: PLC0415
-    from availability.flows.shops import configured_shops  # noqa: PLC0415
+    from availability.flows.inventory.shops import configured_shops  # noqa: PLC0415
     from availability.ingest.publisher import EventPublisher  # noqa: PLC0415
     from availability.ingest.shopify_webhooks import _Locations  # noqa: PLC0415
 

@@ -9,7 +9,7 @@ One round:
    pushed by a later round (after this round's lease is released).
 2. **Compute** every Shopify level the claimed pairs feed (`ShopifyMappings`), from one
    `stock_many` read, with the same arithmetic as the API.
-3. **Compare** with the last value Shopify is known to hold (`{prefix}:{SKU}:shopify`).
+3. **Compare** with the last value Shopify is known to hold (`{prefix}:{pN}:SKU:shopify`).
    Equal: nothing to send. Unknown: read it back first (we only ever overwrite a value
    we have read). Different: push.
 4. **Push** in batches of up to 250 quantities, compare-and-set (`changeFromQuantity` =
@@ -54,7 +54,7 @@ from adapters.shopify.client import (
     ShopifyThrottled,
     ShopifyTransientError,
 )
-from availability.flows import metrics as m
+from availability.flows.inventory import metrics as m
 from availability.flows.machinery import (
     Backoff,
     Claimed,
@@ -64,7 +64,6 @@ from availability.flows.machinery import (
     Leases,
     Outbox,
     OutboxMessage,
-    Scripts,
     WorkQueue,
     current_correlation_id,
     new_correlation_id,
@@ -72,15 +71,16 @@ from availability.flows.machinery import (
     now_ms,
     retry_transient,
 )
-from availability.flows.mappings import (
+from availability.flows.inventory.mappings import (
     LevelKey,
     ShopifyMappings,
     Target,
     crosses,
     level_value,
 )
-from availability.flows.sales import Observation, SalesConfig, SalesInFlight
-from availability.flows.state import DirtyFanout, Known, PushKeys, PushState
+from availability.flows.inventory.migrate import LegacyPushKeysFound, legacy_keys_left
+from availability.flows.inventory.sales import Observation, SalesConfig, SalesInFlight
+from availability.flows.inventory.state import DirtyFanout, Known, PushKeys, PushScripts, PushState
 
 if TYPE_CHECKING:
     from availability.ledger.ledger import Ledger
@@ -225,12 +225,12 @@ class Publisher:
         self.on_confirm = on_confirm
         #: the shop's name in its keys ("" = the single-shop settings)
         self.shop = shop
-        self.keys = PushKeys(ledger.keys.prefix, shop)
-        self.scripts = Scripts(self.redis)
+        self.keys = PushKeys(ledger.keys, shop)
+        self.scripts = PushScripts(self.redis)
         self.leases = Leases(self.redis, self.keys.leases, self.scripts)
         #: each shop claims from its own dirty set, fed from the ledger's per-partition sets
         #: by `fanout` (shared by the shops of a process; one of its own when not given)
-        self.fanout = fanout or DirtyFanout(self.redis, self.scripts, ledger.keys, [self.keys.dirty])
+        self.fanout = fanout or DirtyFanout(self.redis, ledger.keys, [self.keys.dirty])
         self.queue = WorkQueue(
             self.redis,
             marks_key=self.keys.dirty,
@@ -247,7 +247,8 @@ class Publisher:
             known_key=self.keys.known,
             sales_key=self.keys.sales,
             applied=ledger.applied,
-            holds_index=self.keys.holds,
+            holds_index=self.keys.held_index_of,
+            holds_indexes=self.keys.all_held_indexes(),
             config=self.sales_config,
             record_known=self.scripts.record_known,
         )
@@ -267,6 +268,13 @@ class Publisher:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        left = await legacy_keys_left(self.redis, self.keys.prefix, self.shop)
+        if left:
+            # Its outbox, marks and dead letters would look absent (and be pushed again or lost).
+            raise LegacyPushKeysFound(
+                f"the Shopify push keys of shop {self.shop or 'default'!r} are under their names before "
+                f"partitions ({', '.join(left[:3])}...): stop the publishers and run `availability shopify migrate-keys`"
+            )
         await self.refresh_mappings(force=True)
         size = await self.dlq.size()
         m.DLQ_SIZE.set(size)
@@ -765,7 +773,7 @@ class Publisher:
     ) -> dict[LevelKey, Known] | None:
         """Read levels back from Shopify (paced, retried). Levels Shopify does not have are
         dead-lettered. None when the reads kept failing. What is read is an observation
-        (flows/sales.py: a drop we did not push is held), except a level reading exactly
+        (flows/inventory/sales.py: a drop we did not push is held), except a level reading exactly
         the value in `ours`: an attempt of ours that may have been applied."""
         items = sorted({k.item for k in keys})
         as_of = now_ms()
@@ -830,7 +838,7 @@ class Publisher:
         return out
 
     async def observed(self, decided: dict[LevelKey, tuple[Known | None, Observation]], source: str) -> list[LevelKey]:
-        """Count and report what observations of Shopify's values meant (flows/sales.py);
+        """Count and report what observations of Shopify's values meant (flows/inventory/sales.py);
         book adopted increases in the ledger. Returns the levels that moved externally up."""
         rises: list[LevelKey] = []
         for key, (_before, obs) in decided.items():

@@ -34,13 +34,13 @@ import msgspec
 
 from adapters.shopify.client import SetQuantity, ShopifyTransientError
 from adapters.shopify.gid import GidError, item_gid, location_gid
-from availability.flows import metrics as m
+from availability.flows.inventory import metrics as m
 from availability.flows.machinery import Backoff, GiveUp, _s, now_ms, retry_transient
-from availability.flows.mappings import LevelKey, level_value
-from availability.flows.sales import pushable
+from availability.flows.inventory.mappings import LevelKey, level_value
+from availability.flows.inventory.sales import pushable
 
 if TYPE_CHECKING:
-    from availability.flows.publisher import Publisher
+    from availability.flows.inventory.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ class DriftRepairer:
         stamp = now_ms()
         # Shopify's clock, bounded by ours: the change happened before we got the webhook.
         # A drop our pushes do not explain is held as Shopify's sales in flight, in the
-        # same transaction that records the value (flows/sales.py).
+        # same transaction that records the value (flows/inventory/sales.py).
         decided = await publisher.sales.observe(
             (key, u.available, min(u.updated_ms or stamp, stamp), "webhook") for key, u in levels
         )
@@ -315,7 +315,7 @@ class DriftRepairer:
 
     async def sweep_sales(self, limit: int = 200) -> dict[str, int]:
         """Settle holds older than the window with a read of `available` and `committed`
-        (flows/sales.py `judge`): what Shopify's committed cannot account for is an external
+        (flows/inventory/sales.py `judge`): what Shopify's committed cannot account for is an external
         decrease, released (revert: ATS is pushed again) or booked in the ledger (adopt)."""
         publisher = self.publisher
         out = {"skus": 0, "kept": 0, "external": 0}

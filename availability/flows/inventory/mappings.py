@@ -118,7 +118,7 @@ class ShopifyMappings:
         held: int = 0,
     ) -> Target:
         """The level's target: its ATS less `held`, the units Shopify sold that the ledger
-        has not seen yet (flows/sales.py), never below 0."""
+        has not seen yet (flows/inventory/sales.py), never below 0."""
         value, threshold = level_value(book, key.sku, self.rows_of.get(key.location, ()), stock)
         return Target(key, max(0, value - held), threshold, self.pairs_of(key), dirty_since_ms, computed_ms, urgent)
 

@@ -25,11 +25,12 @@ restocked), reported and, per the same setting, reverted (ATS pushed) or adopted
 The decisions are pure functions (`observe`, `settle`, `judge`) over `SalesState`, the
 table in docs/shopify-push.md; `SalesInFlight` keeps the state in Redis and applies them.
 
-    {prefix}:{SKU}:shopify:sales   hash (same {sku} slot as the ledger)
+    {prefix}:{pN}:SKU:shopify:sales  hash (the SKU's partition, beside its ledger keys)
         h|ITEM_GID|LOCATION_GID  JSON [[units, since_ms], ...]   holds, oldest first
         o|EVENT_ID               "units|noted_ms"                Shopify order lines, not yet in the ledger
         c|EVENT_ID               "units|applied_ms"              applied order units no drop has used yet
-    {prefix}:shopify:holds        zset SKU -> oldest hold ms (the sweep's index)
+    {prefix}:{pN}:shopify:held       zset SKU -> oldest hold ms, per partition (the sweep's index;
+                                          written in the SKU's transaction, so in its slot)
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from availability.flows import metrics as m
+from availability.flows.inventory import metrics as m
 from availability.flows.machinery import _s, now_ms
-from availability.flows.mappings import LevelKey
-from availability.flows.state import Known, parse_known
+from availability.flows.inventory.mappings import LevelKey
+from availability.flows.inventory.state import Known, parse_known, record_known
 
 log = logging.getLogger(__name__)
 
@@ -328,15 +329,27 @@ class SalesInFlight:
     the webhook reader and the sweep may all touch one SKU)."""
 
     def __init__(
-        self, redis: Redis, *, known_key, sales_key, applied, holds_index: str, config: SalesConfig, record_known=None
+        self,
+        redis: Redis,
+        *,
+        known_key,
+        sales_key,
+        applied,
+        holds_index,
+        holds_indexes: Sequence[str],
+        config: SalesConfig,
+        record_known=None,
     ) -> None:
         self.redis = redis
-        #: the newest-wins Lua script of the known values (flows/scripts/record_known.lua)
+        #: the newest-wins Lua script of the known values (flows/inventory/scripts/record_known.lua)
         self.record_known = record_known
         self.known_key = known_key  # sku -> the SKU's known-values hash
         self.sales_key = sales_key  # sku -> the SKU's sales hash
         self.applied = applied  # (sku, event ids) -> those the ledger has applied (Ledger.applied)
+        #: sku -> the index of SKUs with holds that the SKU's transaction writes (its partition's)
         self.holds_index = holds_index
+        #: every partition's index (the sweep reads them all)
+        self.holds_indexes = list(holds_indexes)
         self.config = config
 
     async def _transact(self, sku: str, change, *, watch_known: bool = False):
@@ -368,9 +381,9 @@ class SalesInFlight:
                             pipe.expire(self.sales_key(sku), max(STATE_TTL_S, int(self.config.max_hold_s) + 3600))
                         oldest = state.oldest_hold_ms()
                         if oldest is None:
-                            pipe.zrem(self.holds_index, sku)
+                            pipe.zrem(self.holds_index(sku), sku)
                         else:
-                            pipe.zadd(self.holds_index, {sku: oldest})
+                            pipe.zadd(self.holds_index(sku), {sku: oldest})
                     for cmd in extra:
                         cmd(pipe)
                     await pipe.execute()
@@ -484,15 +497,7 @@ class SalesInFlight:
         return out
 
     async def _record_fast(self, rows: Sequence[tuple[LevelKey, int, int, str]]) -> None:
-        by_sku: dict[str, list] = {}
-        for key, value, as_of, source in rows:
-            by_sku.setdefault(key.sku, []).extend([key.field, int(value), int(as_of), source])
-        skus = list(by_sku)
-        for i in range(0, len(skus), 1000):
-            pipe = self.redis.pipeline(transaction=False)
-            for sku in skus[i : i + 1000]:
-                await self.record_known(keys=[self.known_key(sku)], args=by_sku[sku], client=pipe)
-            await pipe.execute()
+        await record_known(self.redis, self.record_known, self.known_key, rows)
 
     async def note_orders(self, lines: Iterable[tuple[str, str, int]]) -> int:
         """Shopify order lines (sku, ledger event id, units) from orders/create: they will
@@ -500,9 +505,21 @@ class SalesInFlight:
         return await note_orders(self.redis, self.sales_key, lines)
 
     async def due(self, limit: int = 500) -> list[str]:
-        """SKUs with a hold older than the window."""
+        """SKUs with a hold older than the window, oldest first (every partition's index:
+        one pipeline, each command to its own slot)."""
         cutoff = now_ms() - self.config.window_ms
-        return [_s(s) for s in await self.redis.zrangebyscore(self.holds_index, "-inf", cutoff, start=0, num=limit)]
+        pipe = self.redis.pipeline(transaction=False)
+        for index in self.holds_indexes:
+            pipe.zrangebyscore(index, "-inf", cutoff, start=0, num=limit, withscores=True)
+        rows = [(score, _s(sku)) for found in await pipe.execute() for sku, score in found]
+        return [sku for _score, sku in sorted(rows)[:limit]]
+
+    async def holding(self) -> int:
+        """How many SKUs have units held (every partition's index)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for index in self.holds_indexes:
+            pipe.zcard(index)
+        return sum(int(n) for n in await pipe.execute())
 
     async def resolve(
         self, sku: str, levels: Mapping[LevelKey, int | None]

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.shopify.client import ShopifyAdminClient, ThrottleGovernor
-from availability.flows import metrics
-from availability.flows.drift import DriftRepairer
-from availability.flows.publisher import Publisher, PushConfig
-from availability.flows.machinery import Scripts
-from availability.flows.sales import SalesConfig
-from availability.flows.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
-from availability.flows.state import DirtyFanout, PushKeys
+from availability.flows.inventory import metrics
+from availability.flows.inventory.drift import DriftRepairer
+from availability.flows.inventory.publisher import Publisher, PushConfig
+from availability.flows.inventory.sales import SalesConfig
+from availability.flows.inventory.shops import ShopConfig, ShopConfigError, ShopMappings, configured_shops
+from availability.flows.inventory.state import DirtyFanout, PushKeys
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
@@ -84,12 +83,10 @@ def build_fanout(runtime: Runtime, shops: list[ShopConfig]) -> DirtyFanout | Non
     publisher makes its own)."""
     if len(shops) < 2:
         return None
-    prefix = runtime.ledger.keys.prefix
     return DirtyFanout(
         runtime.redis,
-        Scripts(runtime.redis),
         runtime.ledger.keys,
-        [PushKeys(prefix, shop.name).dirty for shop in shops],
+        [PushKeys(runtime.ledger.keys, shop.name).dirty for shop in shops],
     )
 
 

@@ -8,6 +8,7 @@
     availability shopify unmapped [--scan] [--limit N]    SKUs with stock changes but no item mapping
     availability shopify dlq list [--limit N]             dead-lettered pushes with their reasons
     availability shopify dlq replay (ID... | --all)       push them again (Shopify's value read first)
+    availability shopify migrate-keys [--shop NAME]...    move the push's keys to the partitioned names
     availability sim shopify [--port 8765 --plan ...]     the local Shopify Admin API simulator
 """
 
@@ -69,6 +70,14 @@ def register(sub) -> None:
     p.add_argument("--shop", default=None, help="which shop (AVAILABILITY_SHOPIFY_SHOPS name; default: the first)")
     p.set_defaults(handler=lambda args, settings: asyncio.run(dlq_replay(args, settings)))
 
+    p = ssub.add_parser(
+        "migrate-keys",
+        help="move the push's Redis keys from their names before partitions (publishers stopped)",
+    )
+    p.add_argument("--shop", action="append", default=None,
+                   help="a shop name to move besides the configured ones (repeatable)")
+    p.set_defaults(handler=lambda args, settings: asyncio.run(migrate_keys(args, settings)))
+
     _register_sim(sub)
 
 
@@ -111,8 +120,8 @@ def run_sim_shopify(args, settings: Settings) -> int:
 
 def _shop(args, settings: Settings):
     """The shop `--shop` names (None, after saying why, if there is no such shop)."""
-    from availability.flows.service import select_shop
-    from availability.flows.shops import ShopConfigError
+    from availability.flows.inventory.service import select_shop
+    from availability.flows.inventory.shops import ShopConfigError
 
     try:
         return select_shop(settings, getattr(args, "shop", None))
@@ -139,7 +148,7 @@ def _print(doc: Any) -> None:
 
 
 async def run_publish(args, settings: Settings) -> int:
-    from availability.flows.service import PublisherService, shopify_configured
+    from availability.flows.inventory.service import PublisherService, shopify_configured
 
     if not shopify_configured(settings):
         print("set AVAILABILITY_SHOPIFY_URL and AVAILABILITY_SHOPIFY_TOKEN first", file=sys.stderr)
@@ -160,8 +169,27 @@ async def run_publish(args, settings: Settings) -> int:
     return 0
 
 
+async def migrate_keys(args, settings: Settings) -> int:
+    from availability.flows.inventory.migrate import PushKeyMigration
+    from availability.flows.inventory.shops import ShopConfigError, configured_shops
+
+    try:
+        names = [shop.name for shop in configured_shops(settings)]
+    except ShopConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    names = list(dict.fromkeys([*names, *(args.shop or ())]))
+    async with args.root.open_runtime(settings) as runtime:
+        with Progress("migrate push keys", unit="keys") as bar:
+            migration = PushKeyMigration(runtime.redis, runtime.ledger.keys, names,
+                                         on_progress=lambda _phase, n: bar.update(n))
+            report = await migration.run()
+        _print({"shops": [n or "default" for n in names], **report.as_dict()})
+    return 0
+
+
 async def show_status(args, settings: Settings) -> int:
-    from availability.flows.service import build_publisher
+    from availability.flows.inventory.service import build_publisher
 
     shop = _shop(args, settings)
     if shop is None:
@@ -177,6 +205,9 @@ async def show_status(args, settings: Settings) -> int:
                 {
                     "shop": shop.label,
                     "shopify_url": shop.url,
+                    # the partition-tagged names, for redis-cli (docs/shopify-push.md "Keys")
+                    "queue_keys": f"{publisher.keys.base}:*",
+                    "levels_stream": publisher.keys.levels_stream,
                     "pending_marks": marks,
                     "urgent_marks": urgent,
                     "oldest_mark_ms": oldest,
@@ -185,8 +216,8 @@ async def show_status(args, settings: Settings) -> int:
                     "dead_letters": await publisher.dlq.size(),
                     "parked_levels": len(await publisher.state.parked_all()),
                     "unmapped_skus": await publisher.state.unmapped_count(),
-                    # SKUs with units held as Shopify's own sales in flight (flows/sales.py)
-                    "skus_with_sales_in_flight": int(await runtime.redis.zcard(publisher.keys.holds)),
+                    # SKUs with units held as Shopify's own sales in flight (flows/inventory/sales.py)
+                    "skus_with_sales_in_flight": await publisher.sales.holding(),
                 }
             )
         finally:
@@ -195,7 +226,7 @@ async def show_status(args, settings: Settings) -> int:
 
 
 async def resync(args, settings: Settings) -> int:
-    from availability.flows.service import build_publisher, build_repairer
+    from availability.flows.inventory.service import build_publisher, build_repairer
 
     shop = _shop(args, settings)
     if shop is None:
@@ -258,30 +289,18 @@ async def import_mappings(args, settings: Settings) -> int:
 
 
 async def list_unmapped(args, settings: Settings) -> int:
-    from availability.flows.machinery import Scripts
-    from availability.flows.state import PushKeys, PushState
+    from availability.flows.inventory.state import PushKeys, PushScripts, PushState
 
     async with args.root.open_runtime(settings) as runtime:
         items = await runtime.store.mappings.item_mappings()
         if args.scan:
-            skus = []
-            cursor = 0
-            keys = runtime.ledger.keys
-            while True:
-                cursor, found = await runtime.redis.scan(cursor, match=keys.stock_pattern(), count=5000)
-                for k in found:
-                    sku = keys.sku_of_stock_key(k.decode() if isinstance(k, bytes) else k)
-                    if sku not in items:
-                        skus.append(sku)
-                if int(cursor) == 0:
-                    break
-            skus = sorted(set(skus))
+            skus = sorted({sku async for batch in runtime.ledger.stock_skus() for sku in batch if sku not in items})
             _print({"unmapped": len(skus), "skus": skus[: args.limit] if args.limit > 0 else skus})
             return 0
         shop = _shop(args, settings)
         if shop is None:
             return 2
-        state = PushState(runtime.redis, PushKeys(settings.key_prefix, shop.name), Scripts(runtime.redis))
+        state = PushState(runtime.redis, PushKeys(runtime.ledger.keys, shop.name), PushScripts(runtime.redis))
         seen = [(sku, at) for sku, at in await state.unmapped(limit=0) if sku not in items]
         _print(
             {
@@ -295,13 +314,13 @@ async def list_unmapped(args, settings: Settings) -> int:
 async def dlq_list(args, settings: Settings) -> int:
     import msgspec
     from availability.flows.machinery import DeadLetterQueue
-    from availability.flows.state import PushKeys
+    from availability.flows.inventory.state import PushKeys
 
     shop = _shop(args, settings)
     if shop is None:
         return 2
     async with args.root.open_runtime(settings) as runtime:
-        dlq = DeadLetterQueue(runtime.redis, PushKeys(settings.key_prefix, shop.name).dlq)
+        dlq = DeadLetterQueue(runtime.redis, PushKeys(runtime.ledger.keys, shop.name).dlq)
         print(json.dumps({"dead_letters": await dlq.size()}), file=sys.stderr)
         for letter in await dlq.list(0, args.limit):
             print(msgspec.json.encode(letter).decode())
@@ -309,7 +328,7 @@ async def dlq_list(args, settings: Settings) -> int:
 
 
 async def dlq_replay(args, settings: Settings) -> int:
-    from availability.flows.service import build_publisher
+    from availability.flows.inventory.service import build_publisher
 
     if not args.ids and not args.all:
         print("name dead letter ids, or --all", file=sys.stderr)
