@@ -139,11 +139,8 @@ def plan_ats(plan: Plan, buckets: Sequence[int]) -> tuple[int, ...]:
 
 class _Plan:
     """A compiled plan, with what the replay looks up beside it: each selling channel's
-    index, and the (channel ATS, available) of every buckets value met so far. Pairs of a
-    category share a plan, and bucket values repeat, so most entries cost a dict hit
-    instead of parsing numbers and doing the arithmetic (keys: the journal's raw
-    "on_hand,reserved,allocated,unsellable" bytes, or a 4-tuple once a replay has left
-    the journal's buckets)."""
+    index, and the (channel ATS, available) of every buckets value a replay that left the
+    journal's buckets has met (4-tuples; `_PlanPair` keeps the journal's own values)."""
 
     __slots__ = ("plan", "channels", "index", "memo")
 
@@ -167,6 +164,31 @@ class _Plan:
         return found
 
 
+class _PlanPair:
+    """The two compiled plans of a (SKU or category, location), current and draft, with what
+    both replays get from one buckets value while they hold the journal's own buckets: the
+    raw bytes -> (current ATS, available, draft ATS, available, hidden), `hidden` being
+    ((channel, units), ...) the current rules show and the draft does not. One dict hit per
+    changed entry in the common case."""
+
+    __slots__ = ("current", "draft", "memo")
+
+    def __init__(self, current: _Plan, draft: _Plan) -> None:
+        self.current, self.draft = current, draft
+        self.memo: dict[bytes, tuple] = {}
+
+    def at(self, raw: bytes) -> tuple:
+        found = self.memo.get(raw)
+        if found is None:
+            b = tuple(map(int, raw.split(b",")))
+            available = b[0] - b[1] - b[2] - b[3]
+            c_ats, d_ats = plan_ats(self.current.plan, b), plan_ats(self.draft.plan, b)
+            if len(self.memo) >= _Plan.MEMO_SIZE:
+                self.memo.clear()
+            found = self.memo[raw] = (c_ats, available, d_ats, available, _hidden(self.current.channels, c_ats, d_ats))
+        return found
+
+
 class _Pair:
     """Both replays' state at one (SKU, location).
 
@@ -174,16 +196,15 @@ class _Pair:
     `raw` is their raw bytes: an entry whose buckets equal them costs one comparison. Once
     a replay leaves an entry out, each keeps its own buckets and offset (`raw` None)."""
 
-    __slots__ = ("raw", "c_plan", "d_plan", "c_ats", "d_ats", "c_av", "d_av", "hidden", "count",
+    __slots__ = ("raw", "plans", "c_plan", "d_plan", "c_ats", "d_ats", "c_av", "d_av", "hidden", "count",
                  "c_buckets", "d_buckets", "c_off", "d_off")
 
-    def __init__(self, raw: bytes, c_plan: _Plan, d_plan: _Plan) -> None:
+    def __init__(self, raw: bytes, plans: _PlanPair) -> None:
         self.raw: bytes | None = raw
-        self.c_plan, self.d_plan = c_plan, d_plan
-        self.c_ats, self.c_av = c_plan.at(raw)
-        self.d_ats, self.d_av = d_plan.at(raw)
-        #: ((channel, units), ...) the current rules show and the draft hides, after the last entry
-        self.hidden = _hidden(c_plan.channels, self.c_ats, self.d_ats)
+        self.plans = plans
+        self.c_plan, self.d_plan = plans.current, plans.draft
+        #: hidden: ((channel, units), ...) the current rules show and the draft hides, after the last entry
+        self.c_ats, self.c_av, self.d_ats, self.d_av, self.hidden = plans.at(raw)
         #: entries since `hidden` was last added to the totals (added when it changes, and at the end)
         self.count = 0
         self.c_buckets: tuple[int, ...] = ()
@@ -228,9 +249,12 @@ class _Side:
         self.stockouts: dict[str, int] = defaultdict(int)
         self.oversells: dict[str, int] = defaultdict(int)
 
-    def plan(self, sku: str, location: str) -> _Plan:
-        # SKUs without SKU rules share their category's terms: compiled once per category
-        shared = (sku if sku in self._skus_with_rules else None, self.book.sku_categories.get(sku), location)
+    def shared(self, sku: str, location: str) -> tuple:
+        """What a (SKU, location)'s plan depends on: SKUs without SKU rules share their
+        category's terms, so a plan is compiled once per category and location."""
+        return (sku if sku in self._skus_with_rules else None, self.book.sku_categories.get(sku), location)
+
+    def plan(self, shared: tuple, sku: str, location: str) -> _Plan:
         found = self._plans.get(shared)
         if found is None:
             found = self._plans[shared] = _Plan(compile_plan(self.book, sku, location))
@@ -248,12 +272,18 @@ class _Side:
         below 0, an oversell. Returns `now`."""
         ats, available = now
         if ats != was:
-            for i, shown in enumerate(was):
-                if shown > 0 and ats[i] == 0:
-                    self.stockouts[channels[i]] += 1
+            self.stockout(channels, was, ats)
         if selling and available < min(0, was_available):
-            self.oversells[f.get(F_CHANNEL, b"").decode() or UNATTRIBUTED] += 1
+            self.oversell(f)
         return now
+
+    def stockout(self, channels: tuple[str, ...], was: tuple[int, ...], now: tuple[int, ...]) -> None:
+        for i, shown in enumerate(was):
+            if shown > 0 and now[i] == 0:
+                self.stockouts[channels[i]] += 1
+
+    def oversell(self, f: RawEntry) -> None:
+        self.oversells[f.get(F_CHANNEL, b"").decode() or UNATTRIBUTED] += 1
 
     def counted(self) -> dict[str, "Counted"]:
         names = set(self.orders) | set(self.units) | set(self.stockouts) | set(self.oversells)
@@ -279,6 +309,7 @@ class Backtest:
         self.draft = _Side(draft)
         self.entries = 0
         self.pairs: dict[tuple[bytes, bytes], _Pair] = {}
+        self._plan_pairs: dict[tuple, _PlanPair] = {}
         #: locations met per SKU (a refused line without a location is judged over them)
         self.locations_of: dict[bytes, list[bytes]] = {}
         self.unexposed: dict[str, int] = defaultdict(int)
@@ -339,9 +370,13 @@ class Backtest:
         is this first entry's `before`."""
         sku, location = f.get(F_SKU, b""), f.get(F_LOCATION, b"")
         sku_s, location_s = sku.decode(), location.decode()
+        shared = (self.current.shared(sku_s, location_s), self.draft.shared(sku_s, location_s))
+        plans = self._plan_pairs.get(shared)
+        if plans is None:
+            plans = self._plan_pairs[shared] = _PlanPair(self.current.plan(shared[0], sku_s, location_s),
+                                                         self.draft.plan(shared[1], sku_s, location_s))
         before = f.get(F_BEFORE) or ZERO_RAW
-        pair = _Pair(before[: before.rfind(_COMMA)], self.current.plan(sku_s, location_s),
-                     self.draft.plan(sku_s, location_s))
+        pair = _Pair(before[: before.rfind(_COMMA)], plans)
         self.pairs[(sku, location)] = pair
         self.locations_of.setdefault(sku, []).append(location)
         return pair
@@ -379,9 +414,22 @@ class Backtest:
         pair.count += 1
 
     def _moved(self, pair: _Pair, raw: bytes, selling: bool, f: RawEntry) -> None:
-        """Both replays move to the journal's new buckets `raw`."""
-        self._land(pair, pair.c_plan.at(raw), pair.d_plan.at(raw), selling, f)
-        pair.raw = raw
+        """Both replays move to the journal's new buckets `raw` (the common change: one memo
+        hit gives both replays' ATS and what the draft hides)."""
+        c_ats, c_av, d_ats, d_av, hidden = pair.plans.at(raw)
+        if c_ats != pair.c_ats:
+            self.current.stockout(pair.c_plan.channels, pair.c_ats, c_ats)
+        if d_ats != pair.d_ats:
+            self.draft.stockout(pair.d_plan.channels, pair.d_ats, d_ats)
+        if selling:
+            if c_av < min(0, pair.c_av):
+                self.current.oversell(f)
+            if d_av < min(0, pair.d_av):
+                self.draft.oversell(f)
+        if hidden != pair.hidden:
+            self._flush(pair)
+            pair.hidden = hidden
+        pair.c_ats, pair.c_av, pair.d_ats, pair.d_av, pair.raw = c_ats, c_av, d_ats, d_av, raw
 
     def _land(self, pair: _Pair, c_now, d_now, selling: bool, f: RawEntry) -> None:
         """The replays whose buckets changed (their new (ATS, available); None: unchanged)
