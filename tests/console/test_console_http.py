@@ -300,6 +300,12 @@ async def test_operations_replays_a_dead_letter_for_admin_only(console):
     assert await dlq.count() == 0
     again = await console.post("/console/ops/dead-letters/replay", {"id": letter_id})
     assert again.status_code == 303 and "not%20replayed" in again.headers["location"]
+    # the counts per reason (kept between visits) follow the stream: gone once replayed, back with a new letter
+    page = await console.client.get("/console/ops")
+    assert "Dead letters (0)" in page.text and "<code>unknown-location</code>" not in page.text
+    await dlq.add([DeadLetter(reason="bad-quantity", detail="-3", payload=good, stream=stream, entry_id="1-2")])
+    page = await console.client.get("/console/ops")
+    assert "Dead letters (1)" in page.text and "<code>bad-quantity</code> 1" in page.text
 
 
 async def test_errors_for_non_browser_callers_are_problem_json(console):
