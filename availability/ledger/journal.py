@@ -29,7 +29,6 @@ names below, because building a typed object per entry costs more than replaying
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import AsyncIterator, Sequence
 
@@ -170,31 +169,22 @@ async def raw_pages(
     them, or those in `partitions`), each partition's oldest first, as XRANGE pages
     (undecoded: the backtest reads them so, and the benchmark's read ceiling too).
 
-    The next page is asked for before this one is handed on, so Redis serialises it while
-    the caller works on this one (one request in flight, never more)."""
+    One request at a time, awaited here: a page asked for ahead while the caller replays
+    the last one for longer than the client's socket timeout would time out unread."""
     end = f"{until_ms}-18446744073709551615"
     first = f"{max(0, since_ms)}-0"
-    streams = iter(keys.all_journals() if partitions is None else [keys.journal(p) for p in partitions])
-
-    def fetch(stream: str, start: str) -> asyncio.Future:
-        return asyncio.ensure_future(redis.xrange(stream, start, end, count=page))
-
-    stream = next(streams, None)
-    inflight = fetch(stream, first) if stream is not None else None
-    try:
-        while inflight is not None:
-            items = await inflight
-            if items and len(items) >= page:
-                last = items[-1][0]
-                inflight = fetch(stream, "(" + (last.decode() if isinstance(last, bytes) else str(last)))
-            else:
-                stream = next(streams, None)
-                inflight = fetch(stream, first) if stream is not None else None
-            if items:
-                yield items
-    finally:
-        if inflight is not None and not inflight.done():
-            inflight.cancel()  # the caller stopped early: drop the page nobody will read
+    streams = keys.all_journals() if partitions is None else [keys.journal(p) for p in partitions]
+    for stream in streams:
+        start = first
+        while True:
+            items = await redis.xrange(stream, start, end, count=page)
+            if not items:
+                break
+            yield items
+            if len(items) < page:
+                break
+            last = items[-1][0]
+            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
 
 
 def partition_shards(keys: KeyLayout, count: int) -> list[list[int]]:

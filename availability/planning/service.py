@@ -14,6 +14,7 @@ The replay reads raw XRANGE pages (`journal.raw_pages`): no typed object per ent
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import queue as queue_module
 from collections.abc import Callable
@@ -164,6 +165,9 @@ def _worker(redis_url, layout, current_parts, draft_parts, days, since_ms, until
     """One shard's replay (`shard`: its index and its partitions), in a process of its own
     (spawned: imports afresh)."""
     index = shard[0]
+    # The replay makes no reference cycles, and a long window holds hundreds of thousands of
+    # pair states: the cyclic collector's full passes over them would only cost time here.
+    gc.disable()
     try:
         partial = asyncio.run(_replay_shard(redis_url, layout, current_parts, draft_parts, days, since_ms, until_ms,
                                             shard, page, messages))
