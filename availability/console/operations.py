@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
 
@@ -19,6 +21,7 @@ log = logging.getLogger("availability.console")
 
 DEAD_LETTERS_SHOWN = 20
 UNMAPPED_SHOWN = 20
+FLOW_EXCEPTIONS_SHOWN = 50
 
 
 @dataclass
@@ -54,24 +57,47 @@ def dead_letter_queue(runtime: "Runtime"):
     return DeadLetters(runtime.redis, StreamNames.from_settings(runtime.settings))
 
 
-async def dead_letters(runtime: "Runtime") -> Section:
-    try:
-        dlq = dead_letter_queue(runtime)
-    except ModuleNotFoundError:
-        return Section(False, "the ingest area is not installed in this build")
-    letters = await dlq.list(limit=DEAD_LETTERS_SHOWN)
-    rows = [
-        {
-            "id": letter.id,
-            "reason": letter.reason,
-            "stream": letter.stream,
-            "detail": getattr(letter, "detail", "") or "",
-            "payload": letter.payload_text()[:300],
-            "truncated": letter.truncated,
-        }
-        for letter in letters
-    ]
-    return Section(rows=rows, total=await dlq.count(), extra={"reasons": await dlq.reasons()})
+class DeadLetterSection:
+    """The latest dead letters and the counts per reason.
+
+    Counting reasons reads the whole dead-letter stream, which can hold thousands of
+    letters: the counts are kept and read again only when the stream has moved (its length,
+    last id or last deletion changed), so a visit costs one XINFO STREAM and one short
+    XRANGE, not a scan."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        self.runtime = runtime
+        self._seen: tuple | None = None
+        self._reasons: dict[str, int] = {}
+
+    async def section(self) -> Section:
+        try:
+            dlq = dead_letter_queue(self.runtime)
+        except ModuleNotFoundError:
+            return Section(False, "the ingest area is not installed in this build")
+        letters = await dlq.list(limit=DEAD_LETTERS_SHOWN)
+        rows = [
+            {
+                "id": letter.id,
+                "reason": letter.reason,
+                "stream": letter.stream,
+                "detail": getattr(letter, "detail", "") or "",
+                "payload": letter.payload_text()[:300],
+                "truncated": letter.truncated,
+            }
+            for letter in letters
+        ]
+        try:
+            info = await self.runtime.redis.xinfo_stream(dlq.names.dlq)
+        except ResponseError:  # no dead letter was ever written
+            self._seen, self._reasons = None, {}
+            return Section(rows=rows, total=0, extra={"reasons": {}})
+        total = int(info.get("length", 0))
+        seen = (total, info.get("last-generated-id"), info.get("max-deleted-entry-id"))
+        if seen != self._seen:
+            self._reasons = await dlq.reasons()
+            self._seen = seen
+        return Section(rows=rows, total=total, extra={"reasons": dict(self._reasons)})
 
 
 async def replay_dead_letter(runtime: "Runtime", dead_letter_id: str) -> str:
@@ -92,7 +118,9 @@ class ShopifyPush:
     """Push lag from this process's metrics, and the ledger SKUs no Shopify item is mapped to.
 
     The item mappings (one row per SKU) are re-read only when the store version moves (every
-    mapping write moves it), so the page does not read 10,000 rows on every visit.
+    mapping write moves it), so the page does not read 10,000 rows on every visit. The
+    version is the one the rule cache polls in the background (a second behind at most),
+    so a visit asks SQL nothing at all.
     """
 
     def __init__(self, runtime: "Runtime") -> None:
@@ -103,7 +131,7 @@ class ShopifyPush:
 
     async def section(self, skus: list[str]) -> Section:
         store = self.runtime.store
-        version = await store.version()
+        version = self.runtime.rules.version
         if version != self._version:
             self._mapped = await store.mappings.item_mappings()
             self._locations = await store.mappings.location_mappings()
@@ -127,7 +155,10 @@ def _histogram(name: str) -> dict[str, Any] | None:
 
     count = total = 0.0
     buckets: list[tuple[float, float]] = []
-    for metric in REGISTRY.collect():
+    # Only the one collector (collecting the whole registry renders every metric of the
+    # process); the registry's name index is private, so fall back to the whole when absent.
+    collector = getattr(REGISTRY, "_names_to_collectors", {}).get(name)
+    for metric in collector.collect() if collector is not None else REGISTRY.collect():
         if metric.name != name.removesuffix("_seconds") and metric.name != name:
             continue
         for sample in metric.samples:
@@ -173,8 +204,10 @@ class OrderExceptions:
     async def section(self) -> Section:
         if not await self._open():
             return Section(False, "the order flow is not installed in this build")
-        rows = await self._store.list_exceptions(status="open")
-        return Section(rows=rows[:50], total=len(rows))
+        # One row more than is shown: the page says "50+" instead of reading every open row.
+        rows = await self._store.list_exceptions(status="open", limit=FLOW_EXCEPTIONS_SHOWN + 1)
+        return Section(rows=rows[:FLOW_EXCEPTIONS_SHOWN], total=min(len(rows), FLOW_EXCEPTIONS_SHOWN),
+                       extra={"more": len(rows) > FLOW_EXCEPTIONS_SHOWN})
 
     async def retry(self, exception_id: int, by: str) -> str:
         from availability.flows.orders.flow import retry_exception  # noqa: PLC0415

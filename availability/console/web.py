@@ -74,13 +74,16 @@ def console_router(ctx: "ApiContext") -> Router:
     index = SkuIndex(ctx.runtime.ledger)
     orders = operations.OrderExceptions(ctx.runtime)
     shopify = operations.ShopifyPush(ctx.runtime)
+    dead_letters = operations.DeadLetterSection(ctx.runtime)
     ctx.console_orders = orders  # type: ignore[attr-defined]  # closed with the app (app.py)
 
     def store():
         return ctx.runtime.store
 
-    def page(request: Request, name: str, status: int = 200, **context: Any) -> Template:
-        who = sessions.principal(request) if request.session else None
+    def page(request: Request, name: str, status: int = 200, *, who: Any = None, **context: Any) -> Template:
+        """A page; `who`: the principal the handler already checked (else looked up again)."""
+        if who is None and request.session:
+            who = sessions.principal(request)
         return Template(
             template_name=name,
             context={"who": who, "csrf": csrf_token(request), "csrf_field": CSRF_FIELD, "draft_size": len(draft_of(request)),
@@ -154,8 +157,8 @@ def console_router(ctx: "ApiContext") -> Router:
         kind: FromQuery[str] = "",
         q: FromQuery[str] = "",
     ) -> Template:
-        sessions.require(request, "read")
-        rules = await store().list_rules()
+        who = sessions.require(request, "read")
+        rules, recent = await store().rules_and_recent_changes(10)
         if selector in SCOPES:
             rules = [r for r in rules if rule_scope(r) == selector]
         if kind in RULE_KINDS:
@@ -163,8 +166,8 @@ def console_router(ctx: "ApiContext") -> Router:
         if q:
             needle = q.strip().lower()
             rules = [r for r in rules if needle in r.scope_label().lower() or needle in r.note.lower()]
-        return page(request, "rules.html", rules=rules, scope=selector, kind=kind, q=q, scopes=SCOPES, kinds=RULE_KINDS,
-                    rule_scope=rule_scope, recent=await store().recent_changes(10))
+        return page(request, "rules.html", who=who, rules=rules, scope=selector, kind=kind, q=q, scopes=SCOPES,
+                    kinds=RULE_KINDS, rule_scope=rule_scope, recent=recent)
 
     @get("/rules/new")
     async def new_rule_page(request: Request) -> Template:
@@ -365,14 +368,15 @@ def console_router(ctx: "ApiContext") -> Router:
 
     @get("/ops")
     async def ops_page(request: Request, message: FromQuery[str] = "") -> Template:
-        sessions.require(request, "read")
+        who = sessions.require(request, "read")
         runtime = ctx.runtime
         # The four sections read different stores: ask them at once.
         lag, dead, push, flows = await asyncio.gather(
-            operations.consumer_lag(runtime), operations.dead_letters(runtime),
+            operations.consumer_lag(runtime), dead_letters.section(),
             shopify.section(await index.skus()), orders.section(),
         )
-        return page(request, "ops.html", message=message[:500], lag=lag, dead=dead, shopify=push, flows=flows)
+        return page(request, "ops.html", who=who, message=message[:500], lag=lag, dead=dead, shopify=push,
+                    flows=flows)
 
     @post("/ops/dead-letters/replay", status_code=200)
     async def ops_replay(request: Request) -> Response:

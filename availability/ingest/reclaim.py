@@ -205,12 +205,18 @@ class Reclaimer:
     async def observe(self) -> dict[int, tuple[int, int]]:
         """(lag, pending) per partition for our group; sets the gauges."""
         out: dict[int, tuple[int, int]] = {}
+        # Every partition's XINFO GROUPS in one round trip (the console's operations page asks
+        # on each visit); a partition whose stream does not exist yet answers an error.
+        pipe = self.redis.pipeline(transaction=False)
         for p in self.partitions:
+            pipe.xinfo_groups(self.names.partition(p))
+        replies = await pipe.execute(raise_on_error=False)
+        for p, groups in zip(self.partitions, replies):
             stream = self.names.partition(p)
-            try:
-                groups = await self.redis.xinfo_groups(stream)
-            except ResponseError:
+            if isinstance(groups, ResponseError):
                 continue
+            if isinstance(groups, Exception):
+                raise groups
             ours = next((g for g in groups if _s(g["name"]) == self.names.group), None)
             if ours is None:
                 continue

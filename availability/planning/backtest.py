@@ -36,7 +36,22 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from availability.domain.rules import RuleBook
-from availability.ledger.journal import JournalEntry
+from availability.ledger.journal import (
+    F_AFTER,
+    F_BEFORE,
+    F_CHANNEL,
+    F_EVENT,
+    F_LOCATION,
+    F_QUANTITY,
+    F_SKU,
+    F_STATUS,
+    F_TYPE,
+    ZERO_RAW,
+    JournalEntry,
+    RawEntry,
+    encode_entry,
+    raw_order,
+)
 
 BASIS_POINTS = 10_000
 
@@ -122,212 +137,381 @@ def plan_ats(plan: Plan, buckets: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-class _Tally:
-    __slots__ = ("orders", "units", "stockouts", "oversells")
+class _Plan:
+    """A compiled plan, with what the replay looks up beside it: each selling channel's
+    index, and the (channel ATS, available) of every buckets value a replay that left the
+    journal's buckets has met (4-tuples; `_PlanPair` keeps the journal's own values)."""
 
-    def __init__(self) -> None:
-        self.orders: set[str] = set()
-        self.units = 0
-        self.stockouts = 0
-        self.oversells = 0
+    __slots__ = ("plan", "channels", "index", "memo")
+
+    #: buckets values kept per plan (a bound on memory over a long window)
+    MEMO_SIZE = 250_000
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.channels = tuple(selling[0] for selling in plan[2])
+        self.index = {channel: i for i, channel in enumerate(self.channels)}
+        self.memo: dict[bytes | tuple[int, ...], tuple[tuple[int, ...], int]] = {}
+
+    def at(self, key: bytes | tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+        """(channel ATS, available = on_hand - reserved - allocated - unsellable) of `key`."""
+        found = self.memo.get(key)
+        if found is None:
+            b = tuple(map(int, key.split(b","))) if isinstance(key, bytes) else key
+            if len(self.memo) >= self.MEMO_SIZE:
+                self.memo.clear()
+            found = self.memo[key] = (plan_ats(self.plan, b), b[0] - b[1] - b[2] - b[3])
+        return found
 
 
-class Replay:
-    """The journal replayed under one rule book (see the module docstring)."""
+class _PlanPair:
+    """The two compiled plans of a (SKU or category, location), current and draft, with what
+    both replays get from one buckets value while they hold the journal's own buckets: the
+    raw bytes -> (current ATS, available, draft ATS, available, hidden), `hidden` being
+    ((channel, units), ...) the current rules show and the draft does not. One dict hit per
+    changed entry in the common case."""
+
+    __slots__ = ("current", "draft", "memo")
+
+    def __init__(self, current: _Plan, draft: _Plan) -> None:
+        self.current, self.draft = current, draft
+        self.memo: dict[bytes, tuple] = {}
+
+    def at(self, raw: bytes) -> tuple:
+        found = self.memo.get(raw)
+        if found is None:
+            b = tuple(map(int, raw.split(b",")))
+            available = b[0] - b[1] - b[2] - b[3]
+            c_ats, d_ats = plan_ats(self.current.plan, b), plan_ats(self.draft.plan, b)
+            if len(self.memo) >= _Plan.MEMO_SIZE:
+                self.memo.clear()
+            found = self.memo[raw] = (c_ats, available, d_ats, available, _hidden(self.current.channels, c_ats, d_ats))
+        return found
+
+
+class _Pair:
+    """Both replays' state at one (SKU, location).
+
+    While neither replay has left anything out, both hold the journal's own buckets and
+    `raw` is their raw bytes: an entry whose buckets equal them costs one comparison. Once
+    a replay leaves an entry out, each keeps its own buckets and offset (`raw` None)."""
+
+    __slots__ = ("raw", "plans", "c_plan", "d_plan", "c_ats", "d_ats", "c_av", "d_av", "hidden", "count",
+                 "c_buckets", "d_buckets", "c_off", "d_off")
+
+    def __init__(self, raw: bytes, plans: _PlanPair) -> None:
+        self.raw: bytes | None = raw
+        self.plans = plans
+        self.c_plan, self.d_plan = plans.current, plans.draft
+        #: hidden: ((channel, units), ...) the current rules show and the draft hides, after the last entry
+        self.c_ats, self.c_av, self.d_ats, self.d_av, self.hidden = plans.at(raw)
+        #: entries since `hidden` was last added to the totals (added when it changes, and at the end)
+        self.count = 0
+        self.c_buckets: tuple[int, ...] = ()
+        self.d_buckets: tuple[int, ...] = ()
+        self.c_off: tuple[int, ...] | None = None
+        self.d_off: tuple[int, ...] | None = None
+
+
+def _hidden(channels: tuple[str, ...], current: tuple[int, ...], draft: tuple[int, ...]) -> tuple:
+    return tuple((channels[i], shown - draft[i]) for i, shown in enumerate(current) if shown > draft[i])
+
+
+def _four(raw: bytes | None) -> tuple[int, ...]:
+    """(on_hand, reserved, allocated, unsellable) of a raw buckets field."""
+    return tuple(map(int, (raw or ZERO_RAW).split(b",")[:4]))
+
+
+def _own_step(take: bool, buckets: tuple[int, ...], offset: tuple[int, ...] | None, plan: _Plan,
+              before: tuple[int, ...], after: tuple[int, ...]):
+    """One replay's step on its own buckets: (buckets, offset, new (ATS, available) or None
+    when unchanged). Left out (`take` False), the entry's change goes into the offset."""
+    if not take:
+        return buckets, tuple(o + b - a for o, b, a in zip(offset or (0, 0, 0, 0), before, after)), None
+    target = after if offset is None else tuple(x + o for x, o in zip(after, offset))
+    if target == buckets:
+        return buckets, offset, None
+    return target, offset, plan.at(target)
+
+
+class _Side:
+    """What one replay (the current rules, or the draft) decides and counts."""
 
     def __init__(self, book: RuleBook) -> None:
         self.book = book
+        self.known = frozenset(name.encode() for name in book.channels)
         self._skus_with_rules = frozenset(r.sku for r in book.rules if r.sku is not None)
-        self._plans: dict[tuple, Plan] = {}
-        self._pair_plan: dict[tuple[str, str], Plan] = {}
-        #: (SKU, location) -> [replay buckets (on_hand, reserved, allocated, unsellable),
-        #: channel ATS, plan, offset]: the offset is what the replay leaves out of the
-        #: journal's buckets (None while nothing is)
-        self.state: dict[tuple[str, str], list] = {}
-        #: locations met per SKU (a refused line without a location is judged over them)
-        self.locations_of: dict[str, list[str]] = defaultdict(list)
-        #: (order, SKU) the replay refused: the order's later entries for that SKU are left out
-        self.refused: set[tuple[str, str]] = set()
-        self.tally: dict[str, _Tally] = defaultdict(_Tally)
+        self._plans: dict[tuple, _Plan] = {}
+        #: SKU -> the orders this replay refused: their later entries for that SKU are left out
+        self.refused: dict[bytes, set[bytes]] = {}
+        self.orders: dict[str, set[str]] = defaultdict(set)
+        self.units: dict[str, int] = defaultdict(int)
+        self.stockouts: dict[str, int] = defaultdict(int)
+        self.oversells: dict[str, int] = defaultdict(int)
 
-    def plan(self, sku: str, location: str) -> Plan:
-        key = (sku, location)
-        found = self._pair_plan.get(key)
+    def shared(self, sku: str, location: str) -> tuple:
+        """What a (SKU, location)'s plan depends on: SKUs without SKU rules share their
+        category's terms, so a plan is compiled once per category and location."""
+        return (sku if sku in self._skus_with_rules else None, self.book.sku_categories.get(sku), location)
+
+    def plan(self, shared: tuple, sku: str, location: str) -> _Plan:
+        found = self._plans.get(shared)
         if found is None:
-            # SKUs without SKU rules share their category's terms: compile once per category
-            shared = (sku if sku in self._skus_with_rules else None, self.book.sku_categories.get(sku), location)
-            found = self._plans.get(shared)
-            if found is None:
-                found = self._plans[shared] = compile_plan(self.book, sku, location)
-            self._pair_plan[key] = found
+            found = self._plans[shared] = _Plan(compile_plan(self.book, sku, location))
         return found
 
-    def _pair(self, entry: JournalEntry) -> list:
-        """The replay's state of the entry's (SKU, location), met now if not before (its
-        state at the window's start is this first entry's `before`)."""
-        key = (entry.sku, entry.location)
-        pair = self.state.get(key)
-        if pair is None:
-            plan = self.plan(entry.sku, entry.location)
-            buckets = entry.before[:4]
-            pair = self.state[key] = [buckets, plan_ats(plan, buckets), plan, None]
-            self.locations_of[entry.sku].append(entry.location)
-        return pair
+    def refuse(self, sku: bytes, order: bytes, channel: str, units: int) -> None:
+        self.refused.setdefault(sku, set()).add(order)
+        self.orders[channel].add(order.decode())
+        self.units[channel] += units
 
-    def channel_ats(self, entry: JournalEntry, channel: str) -> int | None:
-        """The replay's ATS for `channel` at the entry's (SKU, location) just before it,
-        None when the channel does not sell there."""
-        _buckets, ats, plan, _offset = self._pair(entry)
-        for index, selling in enumerate(plan[2]):
-            if selling[0] == channel:
-                return ats[index]
-        return None
+    def moved(self, channels: tuple[str, ...], was: tuple[int, ...], was_available: int,
+              now: tuple[tuple[int, ...], int], selling: bool, f: RawEntry) -> tuple[tuple[int, ...], int]:
+        """This replay's buckets at a pair changed to `now` (ATS, available): a channel ATS
+        going from above 0 to 0 is a stockout; a selling entry that pushed available further
+        below 0, an oversell. Returns `now`."""
+        ats, available = now
+        if ats != was:
+            self.stockout(channels, was, ats)
+        if selling and available < min(0, was_available):
+            self.oversell(f)
+        return now
 
-    def takes(self, group: Sequence[JournalEntry]) -> bool:
-        """Judge one reservation's holds of one SKU (one entry per location): True when the
-        replay takes them, False when it refuses the order (counted here)."""
-        first = group[0]
-        order = (first.order, first.sku)
-        if order in self.refused:
-            return False
-        channel = first.channel
-        if channel not in self.book.channels:
-            return True  # not a channel these rules know: nothing to judge it by
-        for entry in group:
-            ats = self.channel_ats(entry, channel)
-            if ats is not None and ats < entry.quantity:
-                self.refused.add(order)
-                tally = self.tally[channel]
-                tally.orders.add(first.order)
-                tally.units += sum(e.quantity for e in group)
-                return False
-        return True
+    def stockout(self, channels: tuple[str, ...], was: tuple[int, ...], now: tuple[int, ...]) -> None:
+        for i, shown in enumerate(was):
+            if shown > 0 and now[i] == 0:
+                self.stockouts[channels[i]] += 1
 
-    def judge_refusal(self, entry: JournalEntry) -> None:
-        """A line the ledger refused: counted when this replay refuses it too."""
-        channel = entry.channel
-        if channel not in self.book.channels:
-            return
-        if entry.location:
-            locations = [entry.location]
-        else:
-            locations = self.locations_of.get(entry.sku, [])
-        available = 0
-        for location in locations:
-            pair = self.state.get((entry.sku, location))
-            if pair is None:
-                continue  # not met yet in the window: its stock then is unknown here
-            for index, selling in enumerate(pair[2][2]):
-                if selling[0] == channel:
-                    available += pair[1][index]
-        if available < entry.quantity:
-            tally = self.tally[channel]
-            tally.orders.add(entry.order)
-            tally.units += entry.quantity
+    def oversell(self, f: RawEntry) -> None:
+        self.oversells[f.get(F_CHANNEL, b"").decode() or UNATTRIBUTED] += 1
 
-    def step(self, entry: JournalEntry, *, take: bool = True) -> tuple[int, ...]:
-        """Apply one entry (or leave it out: `take` False, or its order was refused);
-        returns the channel ATS at its (SKU, location) after it."""
-        pair = self.state.get((entry.sku, entry.location)) or self._pair(entry)
-        buckets, ats, plan, offset = pair
-        b, a = entry.before, entry.after
-        if take and entry.order and (entry.order, entry.sku) in self.refused:
-            take = False
-        if not take:
-            if offset is None:
-                offset = (0, 0, 0, 0)
-            pair[3] = (offset[0] + b[0] - a[0], offset[1] + b[1] - a[1], offset[2] + b[2] - a[2], offset[3] + b[3] - a[3])
-            return ats
-        if offset is None:
-            after = a[:4]
-        else:
-            after = (a[0] + offset[0], a[1] + offset[1], a[2] + offset[2], a[3] + offset[3])
-        if after == buckets:
-            return ats
-        new_ats = plan_ats(plan, after)
-        if new_ats != ats:
-            for index, was in enumerate(ats):
-                if was > 0 and new_ats[index] == 0:
-                    self.tally[plan[2][index][0]].stockouts += 1
-        if entry.type in SELLING_TYPES:
-            was_available = buckets[0] - buckets[1] - buckets[2] - buckets[3]
-            now_available = after[0] - after[1] - after[2] - after[3]
-            if now_available < min(0, was_available):
-                self.tally[entry.channel or UNATTRIBUTED].oversells += 1
-        pair[0] = after
-        pair[1] = new_ats
-        return new_ats
-
-    def left_out(self) -> int:
-        """(SKU, location) pairs whose replay differs from the journal's buckets."""
-        return sum(1 for pair in self.state.values() if pair[3] is not None and any(pair[3]))
+    def counted(self) -> dict[str, "Counted"]:
+        names = set(self.orders) | set(self.units) | set(self.stockouts) | set(self.oversells)
+        return {
+            name: Counted(sorted(self.orders.get(name, ())), self.units.get(name, 0), self.stockouts.get(name, 0),
+                          self.oversells.get(name, 0))
+            for name in names
+        }
 
 
-def is_judged_hold(entry: JournalEntry) -> bool:
-    """A hold the reservation API placed after an ATS check (the rules decided it)."""
-    return entry.type == "reserve" and entry.status == "held"
+_RESERVE, _HELD, _REFUSE = b"reserve", b"held", b"refuse"
+_SELLING_RAW = frozenset(t.encode() for t in SELLING_TYPES)
+_COMMA = ord(",")
 
 
 class Backtest:
-    """Two replays, current rules and draft, fed the same journal pages in order."""
+    """Both replays, current rules and draft, fed the same journal pages in order (the
+    raw entries `journal.raw_pages` reads; `feed` takes typed ones)."""
 
     def __init__(self, current: RuleBook, draft: RuleBook, *, days: int) -> None:
         self.days = days
-        self.current = Replay(current)
-        self.draft = Replay(draft)
+        self.current = _Side(current)
+        self.draft = _Side(draft)
         self.entries = 0
+        self.pairs: dict[tuple[bytes, bytes], _Pair] = {}
+        self._plan_pairs: dict[tuple, _PlanPair] = {}
+        #: locations met per SKU (a refused line without a location is judged over them)
+        self.locations_of: dict[bytes, list[bytes]] = {}
         self.unexposed: dict[str, int] = defaultdict(int)
         #: a reservation's holds that a page ended in the middle of (finished by the next page)
-        self._pending: list[JournalEntry] = []
+        self._pending: list[RawEntry] = []
 
     def feed(self, entries: Iterable[JournalEntry]) -> None:
+        """Typed entries (tests, tools): fed as the fields they were read from."""
+        self.feed_raw([(b"", encode_entry(entry)) for entry in entries])
+
+    def feed_raw(self, items: Sequence[tuple[bytes, RawEntry]]) -> None:
+        """One page of raw entries, in the journal's order. The common entry (not a hold,
+        not a refusal, at a pair where neither replay left anything out, of a SKU with no
+        refused order) is replayed inline here: most of a window's cost is this loop."""
+        self.entries += len(items)
         pending = self._pending
-        current, draft, compare = self.current, self.draft, self._compare
-        for entry in entries:
-            held = entry.type == "reserve" and entry.status == "held"  # is_judged_hold, inlined
-            if pending and not (held and entry.event_id == pending[0].event_id and entry.sku == pending[0].sku):
+        pairs = self.pairs
+        c_refused, d_refused = self.current.refused, self.draft.refused
+        for _id, f in items:
+            kind = f.get(F_TYPE)
+            if kind == _RESERVE and f.get(F_STATUS) == _HELD:
+                if pending and (f.get(F_EVENT) != pending[0].get(F_EVENT) or f.get(F_SKU) != pending[0].get(F_SKU)):
+                    self._hold_group(pending)
+                    pending = self._pending = []
+                pending.append(f)
+                continue
+            if pending:
                 self._hold_group(pending)
                 pending = self._pending = []
-            if held:
-                pending.append(entry)
-            elif entry.type == "refuse":
-                self.entries += 1
-                current.judge_refusal(entry)
-                draft.judge_refusal(entry)
-            else:
-                compare(entry, current.step(entry), draft.step(entry))
+            if kind == _REFUSE:
+                self._judge_refusal(f)
+                continue
+            sku = f.get(F_SKU, b"")
+            pair = pairs.get((sku, f.get(F_LOCATION, b"")))
+            if pair is None:
+                pair = self._new_pair(f)
+            if pair.raw is None or (c_refused and sku in c_refused) or (d_refused and sku in d_refused):
+                self._step_judged(pair, f, sku)
+                continue
+            after = f.get(F_AFTER) or f.get(F_BEFORE) or ZERO_RAW
+            after = after[: after.rfind(_COMMA)]
+            if after != pair.raw:
+                self._moved(pair, after, kind in _SELLING_RAW, f)
+            pair.count += 1
 
     def finish(self) -> BacktestReport:
         if self._pending:
             self._hold_group(self._pending)
             self._pending = []
+        for pair in self.pairs.values():
+            self._flush(pair)
         return self.report()
 
-    def _hold_group(self, group: list[JournalEntry]) -> None:
-        take_current = self.current.takes(group)
-        take_draft = self.draft.takes(group)
-        for entry in group:
-            self._compare(
-                entry, self.current.step(entry, take=take_current), self.draft.step(entry, take=take_draft)
-            )
+    # --- the replay's parts -------------------------------------------------------------------
 
-    def _compare(self, entry: JournalEntry, current_ats: tuple[int, ...], draft_ats: tuple[int, ...]) -> None:
-        self.entries += 1
-        if current_ats == draft_ats:
+    def _new_pair(self, f: RawEntry) -> _Pair:
+        """The pair of the entry's (SKU, location), met now: its state at the window's start
+        is this first entry's `before`."""
+        sku, location = f.get(F_SKU, b""), f.get(F_LOCATION, b"")
+        sku_s, location_s = sku.decode(), location.decode()
+        shared = (self.current.shared(sku_s, location_s), self.draft.shared(sku_s, location_s))
+        plans = self._plan_pairs.get(shared)
+        if plans is None:
+            plans = self._plan_pairs[shared] = _PlanPair(self.current.plan(shared[0], sku_s, location_s),
+                                                         self.draft.plan(shared[1], sku_s, location_s))
+        before = f.get(F_BEFORE) or ZERO_RAW
+        pair = _Pair(before[: before.rfind(_COMMA)], plans)
+        self.pairs[(sku, location)] = pair
+        self.locations_of.setdefault(sku, []).append(location)
+        return pair
+
+    def _pair_of(self, f: RawEntry) -> _Pair:
+        return self.pairs.get((f.get(F_SKU, b""), f.get(F_LOCATION, b""))) or self._new_pair(f)
+
+    def _step_judged(self, pair: _Pair, f: RawEntry, sku: bytes) -> None:
+        """An entry of a SKU some replay refused an order of: left out of the replays that
+        refused its order."""
+        order = raw_order(f)
+        take_c = not (order and order in self.current.refused.get(sku, ()))
+        take_d = not (order and order in self.draft.refused.get(sku, ()))
+        self._step(pair, f, take_c, take_d)
+
+    def _step(self, pair: _Pair, f: RawEntry, take_c: bool, take_d: bool) -> None:
+        """Apply one entry to both replays (or leave it out of one: `take_*` False)."""
+        if pair.raw is not None and take_c and take_d:
+            after = f.get(F_AFTER) or f.get(F_BEFORE) or ZERO_RAW
+            after = after[: after.rfind(_COMMA)]
+            if after != pair.raw:
+                self._moved(pair, after, f.get(F_TYPE) in _SELLING_RAW, f)
+            pair.count += 1
             return
-        selling = self.current.state[(entry.sku, entry.location)][2][2]
-        for index, shown in enumerate(current_ats):
-            hidden = shown - draft_ats[index]
-            if hidden > 0:
-                self.unexposed[selling[index][0]] += hidden
+        if pair.raw is not None:
+            # leaving the journal's buckets: from here each replay keeps its own, and an offset
+            pair.c_buckets = pair.d_buckets = _four(pair.raw)
+            pair.raw = None
+        before = _four(f.get(F_BEFORE))
+        after = _four(f.get(F_AFTER)) if f.get(F_AFTER) else before
+        pair.c_buckets, pair.c_off, c_now = _own_step(take_c, pair.c_buckets, pair.c_off, pair.c_plan, before, after)
+        pair.d_buckets, pair.d_off, d_now = _own_step(take_d, pair.d_buckets, pair.d_off, pair.d_plan, before, after)
+        if c_now is not None or d_now is not None:
+            self._land(pair, c_now, d_now, f.get(F_TYPE) in _SELLING_RAW, f)
+        pair.count += 1
+
+    def _moved(self, pair: _Pair, raw: bytes, selling: bool, f: RawEntry) -> None:
+        """Both replays move to the journal's new buckets `raw` (the common change: one memo
+        hit gives both replays' ATS and what the draft hides)."""
+        c_ats, c_av, d_ats, d_av, hidden = pair.plans.at(raw)
+        if c_ats != pair.c_ats:
+            self.current.stockout(pair.c_plan.channels, pair.c_ats, c_ats)
+        if d_ats != pair.d_ats:
+            self.draft.stockout(pair.d_plan.channels, pair.d_ats, d_ats)
+        if selling:
+            if c_av < min(0, pair.c_av):
+                self.current.oversell(f)
+            if d_av < min(0, pair.d_av):
+                self.draft.oversell(f)
+        if hidden != pair.hidden:
+            self._flush(pair)
+            pair.hidden = hidden
+        pair.c_ats, pair.c_av, pair.d_ats, pair.d_av, pair.raw = c_ats, c_av, d_ats, d_av, raw
+
+    def _land(self, pair: _Pair, c_now, d_now, selling: bool, f: RawEntry) -> None:
+        """The replays whose buckets changed (their new (ATS, available); None: unchanged)
+        count stockouts and oversells, and what the draft hides is brought up to date."""
+        c_ats, d_ats = pair.c_ats, pair.d_ats
+        if c_now is not None:
+            pair.c_ats, pair.c_av = self.current.moved(pair.c_plan.channels, c_ats, pair.c_av, c_now, selling, f)
+        if d_now is not None:
+            pair.d_ats, pair.d_av = self.draft.moved(pair.d_plan.channels, d_ats, pair.d_av, d_now, selling, f)
+        if pair.c_ats != c_ats or pair.d_ats != d_ats:
+            self._flush(pair)
+            pair.hidden = _hidden(pair.c_plan.channels, pair.c_ats, pair.d_ats)
+
+    def _flush(self, pair: _Pair) -> None:
+        if pair.count and pair.hidden:
+            for channel, units in pair.hidden:
+                self.unexposed[channel] += units * pair.count
+        pair.count = 0
+
+    def _hold_group(self, group: list[RawEntry]) -> None:
+        """One reservation's holds of one SKU (one entry per location): each replay takes
+        them all or refuses the order, then they are applied (or left out)."""
+        pairs = [self._pair_of(f) for f in group]
+        take_c = self._takes(self.current, group, pairs, current=True)
+        take_d = self._takes(self.draft, group, pairs, current=False)
+        for f, pair in zip(group, pairs):
+            self._step(pair, f, take_c, take_d)
+
+    @staticmethod
+    def _takes(side: _Side, group: list[RawEntry], pairs: list[_Pair], *, current: bool) -> bool:
+        """True when the replay's channel ATS covers the units held at each location, just
+        before the holds; else the order is refused (counted here)."""
+        first = group[0]
+        sku, order = first.get(F_SKU, b""), raw_order(first)
+        if order in side.refused.get(sku, ()):
+            return False
+        channel = first.get(F_CHANNEL, b"")
+        if channel not in side.known:
+            return True  # not a channel these rules know: nothing to judge it by
+        name = channel.decode()
+        for f, pair in zip(group, pairs):
+            plan, ats = (pair.c_plan, pair.c_ats) if current else (pair.d_plan, pair.d_ats)
+            index = plan.index.get(name)
+            if index is not None and ats[index] < int(f.get(F_QUANTITY, b"0")):
+                side.refuse(sku, order, name, sum(int(g.get(F_QUANTITY, b"0")) for g in group))
+                return False
+        return True
+
+    def _judge_refusal(self, f: RawEntry) -> None:
+        """A line the ledger refused: counted by each replay that refuses it too."""
+        channel = f.get(F_CHANNEL, b"")
+        sku, location = f.get(F_SKU, b""), f.get(F_LOCATION, b"")
+        quantity = int(f.get(F_QUANTITY, b"0"))
+        locations = (location,) if location else self.locations_of.get(sku, ())
+        for side, current in ((self.current, True), (self.draft, False)):
+            if channel not in side.known:
+                continue
+            name = channel.decode()
+            available = 0
+            for where in locations:
+                pair = self.pairs.get((sku, where))
+                if pair is None:
+                    continue  # not met yet in the window: its stock then is unknown here
+                plan, ats = (pair.c_plan, pair.c_ats) if current else (pair.d_plan, pair.d_ats)
+                index = plan.index.get(name)
+                if index is not None:
+                    available += ats[index]
+            if available < quantity:
+                side.orders[name].add(raw_order(f).decode())
+                side.units[name] += quantity
+
+    def left_out(self) -> int:
+        """(SKU, location) pairs whose current replay differs from the journal's buckets."""
+        return sum(1 for pair in self.pairs.values() if pair.c_off is not None and any(pair.c_off))
 
     def partial(self) -> "BacktestPartial":
         """What this backtest counted, mergeable with other shards' (`merge`)."""
         return BacktestPartial(
             entries=self.entries,
             channels=sorted(self.current.book.channels),
-            current={name: _counted(t) for name, t in self.current.tally.items()},
-            draft={name: _counted(t) for name, t in self.draft.tally.items()},
+            current=self.current.counted(),
+            draft=self.draft.counted(),
             unexposed=dict(self.unexposed),
         )
 
@@ -351,10 +535,6 @@ class BacktestPartial(msgspec.Struct, kw_only=True):
     current: dict[str, Counted]
     draft: dict[str, Counted]
     unexposed: dict[str, int]
-
-
-def _counted(tally: _Tally) -> Counted:
-    return Counted(sorted(tally.orders), tally.units, tally.stockouts, tally.oversells)
 
 
 def merge(parts: Sequence[BacktestPartial], *, days: int) -> BacktestReport:

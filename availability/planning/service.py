@@ -1,16 +1,20 @@
 """Running a backtest against the ledger: read the journal window a page at a time and
 feed both replays (availability/planning/backtest.py holds the model; this only does I/O).
 
-With `workers` > 1 the SKUs are split into that many shards (journal.sku_shard), each
-replayed by a process of its own that reads the window itself and decodes only its SKUs'
-entries; every measure is per SKU, so the shards' counts add up to the one-process report
-(`backtest.merge`; tests/planning checks they are equal). The API runs its jobs this way,
-so a backtest never holds the event loop that serves lookups.
+With `workers` > 1 the journal's partitions are split into that many shards
+(journal.partition_shards), each replayed by a process of its own that reads only its
+partitions' streams: a SKU's entries all sit in its partition, and every measure is per
+SKU, so the shards' counts add up to the one-process report (`backtest.merge`;
+tests/planning checks they are equal), and no entry is read twice. The API runs its jobs
+this way, so a backtest never holds the event loop that serves lookups.
+
+The replay reads raw XRANGE pages (`journal.raw_pages`): no typed object per entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import queue as queue_module
 from collections.abc import Callable
@@ -18,7 +22,7 @@ from collections.abc import Callable
 import msgspec
 
 from availability.domain.rules import RuleBook
-from availability.ledger.journal import PAGE, estimate_entries, read_journal
+from availability.ledger.journal import PAGE, estimate_entries, partition_shards, raw_pages
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
 from availability.planning.backtest import Backtest, BacktestPartial, BacktestReport, merge
@@ -69,19 +73,19 @@ async def run_backtest(
     if workers > 1 and total >= workers_from:
         if redis_url is None:
             raise ValueError("worker processes need the Redis URL")
-        parts = await _in_workers(redis_url, ledger.keys.prefix, current, draft, days, since_ms, until_ms,
+        parts = await _in_workers(redis_url, ledger.keys, current, draft, days, since_ms, until_ms,
                                   workers, total, on_progress, page)
         return merge(parts, days=days)
     backtest = Backtest(current, draft, days=days)
     done = 0
-    async for read, entries in read_journal(ledger.redis, ledger.keys, since_ms=since_ms, until_ms=until_ms, page=page):
+    async for items in raw_pages(ledger.redis, ledger.keys, since_ms=since_ms, until_ms=until_ms, page=page):
         if slice_size:
-            for start in range(0, len(entries), slice_size):
-                backtest.feed(entries[start : start + slice_size])
+            for start in range(0, len(items), slice_size):
+                backtest.feed_raw(items[start : start + slice_size])
                 await asyncio.sleep(0)
         else:
-            backtest.feed(entries)
-        done += read
+            backtest.feed_raw(items)
+        done += len(items)
         total = max(total, done)
         if on_progress is not None:
             on_progress(done, total)
@@ -102,15 +106,17 @@ def _rebuild(parts: tuple) -> RuleBook:
     return RuleBook(version=version, locations=locations, channels=channels, rules=rules, sku_categories=categories)
 
 
-async def _in_workers(redis_url, prefix, current, draft, days, since_ms, until_ms, workers, total, on_progress,
+async def _in_workers(redis_url, keys: KeyLayout, current, draft, days, since_ms, until_ms, workers, total, on_progress,
                       page) -> list[BacktestPartial]:
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads and sockets
     messages = context.Queue()
+    shards = partition_shards(keys, workers)
+    layout = (keys.prefix, keys.partitions)
     processes = [
         context.Process(
             target=_worker,
-            args=(redis_url, prefix, _book_parts(current), _book_parts(draft), days, since_ms, until_ms,
-                  (index, workers), page, messages),
+            args=(redis_url, layout, _book_parts(current), _book_parts(draft), days, since_ms, until_ms,
+                  (index, shards[index]), page, messages),
             daemon=True,
             name=f"backtest-{index}",
         )
@@ -135,9 +141,9 @@ async def _in_workers(redis_url, prefix, current, draft, days, since_ms, until_m
                 continue
             if kind == "read":
                 read[index] = value
-                # every worker reads every entry: the slowest one is how far the job is
+                # each worker reads its own partitions: together they are how far the job is
                 if on_progress is not None:
-                    done = min(read)
+                    done = sum(read)
                     on_progress(done, max(total, done))
             elif kind == "done":
                 parts[index] = msgspec.msgpack.decode(value, type=BacktestPartial)
@@ -149,24 +155,28 @@ async def _in_workers(redis_url, prefix, current, draft, days, since_ms, until_m
                 process.terminate()
         for process in processes:
             process.join(timeout=5)
-    done = max(read) if read else 0
+    done = sum(read)
     if on_progress is not None:
         on_progress(done, done)
     return [parts[index] for index in range(workers)]
 
 
-def _worker(redis_url, prefix, current_parts, draft_parts, days, since_ms, until_ms, shard, page, messages) -> None:
-    """One shard's replay, in a process of its own (spawned: imports afresh)."""
+def _worker(redis_url, layout, current_parts, draft_parts, days, since_ms, until_ms, shard, page, messages) -> None:
+    """One shard's replay (`shard`: its index and its partitions), in a process of its own
+    (spawned: imports afresh)."""
     index = shard[0]
+    # The replay makes no reference cycles, and a long window holds hundreds of thousands of
+    # pair states: the cyclic collector's full passes over them would only cost time here.
+    gc.disable()
     try:
-        partial = asyncio.run(_replay_shard(redis_url, prefix, current_parts, draft_parts, days, since_ms, until_ms,
+        partial = asyncio.run(_replay_shard(redis_url, layout, current_parts, draft_parts, days, since_ms, until_ms,
                                             shard, page, messages))
         messages.put((index, "done", msgspec.msgpack.encode(partial)))
     except Exception as exc:  # noqa: BLE001 - reported to the job, which fails with it
         messages.put((index, "error", f"{type(exc).__name__}: {exc}"))
 
 
-async def _replay_shard(redis_url, prefix, current_parts, draft_parts, days, since_ms, until_ms, shard, page,
+async def _replay_shard(redis_url, layout, current_parts, draft_parts, days, since_ms, until_ms, shard, page,
                         messages) -> BacktestPartial:
     from redis.asyncio import Redis  # noqa: PLC0415 - in the worker only
 
@@ -174,10 +184,10 @@ async def _replay_shard(redis_url, prefix, current_parts, draft_parts, days, sin
     try:
         backtest = Backtest(_rebuild(current_parts), _rebuild(draft_parts), days=days)
         read = 0
-        async for count, entries in read_journal(redis, KeyLayout(prefix), since_ms=since_ms, until_ms=until_ms,
-                                                 page=page, shard=shard):
-            backtest.feed(entries)
-            read += count
+        async for items in raw_pages(redis, KeyLayout(*layout), since_ms=since_ms, until_ms=until_ms, page=page,
+                                     partitions=shard[1]):
+            backtest.feed_raw(items)
+            read += len(items)
             messages.put((shard[0], "read", read))
         backtest.finish()
         return backtest.partial()

@@ -286,13 +286,17 @@ class RuleStore:
     # --- rules --------------------------------------------------------------------------------
 
     async def list_rules(self, kind: str | None = None, include_deleted: bool = False) -> list[Rule]:
+        async with self.db.read() as conn:
+            return [_row_rule(r) for r in await conn.execute(self._rules_query(kind, include_deleted))]
+
+    @staticmethod
+    def _rules_query(kind: str | None = None, include_deleted: bool = False):
         query = select(rules_t).order_by(rules_t.c.id)
         if kind is not None:
             query = query.where(rules_t.c.kind == kind)
         if not include_deleted:
             query = query.where(rules_t.c.deleted.is_(False))
-        async with self.db.read() as conn:
-            return [_row_rule(r) for r in await conn.execute(query)]
+        return query
 
     async def get_rule(self, rule_id: int) -> Rule:
         """The current state of a live rule; `UnknownRule` if it never existed or was deleted."""
@@ -499,8 +503,19 @@ class RuleStore:
     async def recent_changes(self, limit: int = 100) -> list[RuleChange]:
         """The latest rule changes across all rules, newest first."""
         async with self.db.read() as conn:
-            rows = await conn.execute(select(rule_changes_t).order_by(rule_changes_t.c.id.desc()).limit(limit))
-            return [_row_change(r) for r in rows]
+            return await self._recent(conn, limit)
+
+    async def rules_and_recent_changes(self, limit: int = 10) -> tuple[list[Rule], list[RuleChange]]:
+        """The live rules and the latest `limit` changes, in one read (the console's rules
+        table): one connection and transaction instead of two, and one snapshot."""
+        async with self.db.read(snapshot=True) as conn:
+            rules = [_row_rule(r) for r in await conn.execute(self._rules_query())]
+            return rules, await self._recent(conn, limit)
+
+    @staticmethod
+    async def _recent(conn: AsyncConnection, limit: int) -> list[RuleChange]:
+        rows = await conn.execute(select(rule_changes_t).order_by(rule_changes_t.c.id.desc()).limit(limit))
+        return [_row_change(r) for r in rows]
 
     async def _rule_row(self, conn: AsyncConnection, rule_id: int) -> tuple[Rule, bool]:
         row = (await conn.execute(select(rules_t).where(rules_t.c.id == rule_id))).first()

@@ -7,9 +7,12 @@ import asyncio
 
 import re
 
+import httpx
 import pytest
 
+from availability.console.session import COOKIE
 from tests.api.conftest import ADMIN, PLANNER, READER
+from tests.console.conftest import CSRF as CSRF_VALUE
 
 pytestmark = pytest.mark.asyncio
 
@@ -22,6 +25,55 @@ async def test_login_sets_a_secure_httponly_strict_session_cookie_not_the_key(co
     assert PLANNER not in cookie
     page = await console.client.get("/console/skus")
     assert page.status_code == 200 and "planner-ann" in page.text
+
+
+def browser(console, session_id: str | None = None) -> httpx.AsyncClient:
+    """Another browser on the same app: the attacker's, or the victim's with a planted cookie."""
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=console.app), base_url="https://console.test",
+                               headers={"Accept": "text/html"}, follow_redirects=False)
+    if session_id is not None:
+        client.cookies.set(COOKIE, session_id, domain="console.test", path="/console")
+    return client
+
+
+def session_id_of(resp: httpx.Response) -> str:
+    cookie = resp.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    return cookie.split(";", 1)[0].split("=", 1)[1]
+
+
+async def test_login_renews_the_session_id_so_a_planted_one_never_logs_in(console):
+    # Visiting the login page hands out no session id to plant: nothing is stored before login.
+    async with browser(console) as attacker:
+        assert "set-cookie" not in (await attacker.get("/console/login")).headers
+        # The attacker logs in with a key of their own (read only) and holds a real, stored id ...
+        own = session_id_of(await attacker.post("/console/login", data={"api_key": READER}))
+    # ... which they plant in the planner's browser, beside an id they simply made up.
+    for planted in (own, "f" * 64):
+        async with browser(console, planted) as victim:
+            login = await victim.post("/console/login", data={"api_key": PLANNER})
+            assert login.status_code == 303
+            renewed = session_id_of(login)
+            assert renewed != planted and len(renewed) == 64
+            assert "planner-ann" in (await victim.get("/console/skus")).text  # the planner is logged in
+        async with browser(console, planted) as attacker:
+            page = await attacker.get("/console/skus")
+            # the planted id is not the planner's session: the login page, never the planner's pages
+            assert page.status_code == 303 and page.headers["location"] == "/console/login"
+    # the planted real session was dropped at the planner's login, so not even the reader's pages open
+
+
+async def test_logout_deletes_the_session_so_its_id_is_dead(console):
+    async with browser(console) as planner:
+        sid = session_id_of(await planner.post("/console/login", data={"api_key": PLANNER}))
+        page = await planner.get("/console/rules")
+        csrf = CSRF_VALUE.search(page.text).group(1)
+        out = await planner.post("/console/logout", data={"_csrf": csrf})
+        assert out.status_code == 303 and out.headers["location"] == "/console/login"
+        assert "expires=" in out.headers["set-cookie"].lower() and out.headers["set-cookie"].startswith(f"{COOKIE}=null")
+    async with browser(console, sid) as replayed:  # the old cookie, kept by someone
+        page = await replayed.get("/console/rules")
+        assert page.status_code == 303 and page.headers["location"] == "/console/login"
 
 
 async def test_wrong_key_is_401_and_pages_need_a_session(console):
@@ -248,6 +300,12 @@ async def test_operations_replays_a_dead_letter_for_admin_only(console):
     assert await dlq.count() == 0
     again = await console.post("/console/ops/dead-letters/replay", {"id": letter_id})
     assert again.status_code == 303 and "not%20replayed" in again.headers["location"]
+    # the counts per reason (kept between visits) follow the stream: gone once replayed, back with a new letter
+    page = await console.client.get("/console/ops")
+    assert "Dead letters (0)" in page.text and "<code>unknown-location</code>" not in page.text
+    await dlq.add([DeadLetter(reason="bad-quantity", detail="-3", payload=good, stream=stream, entry_id="1-2")])
+    page = await console.client.get("/console/ops")
+    assert "Dead letters (1)" in page.text and "<code>bad-quantity</code> 1" in page.text
 
 
 async def test_errors_for_non_browser_callers_are_problem_json(console):
