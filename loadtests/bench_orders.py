@@ -252,7 +252,8 @@ async def bench(args, redis_url: str, scratch: str) -> dict:
         urls = [s.url for s in servers]
         ceil = await ceiling(urls, servers[0].password(), f"ceiling-{run}", args.ceiling_orders, args.workers,
                              args.batch)
-        flow = await flash_sale(args, redis_url, scratch, urls, servers[0].password(), f"flash-{run}")
+        flow = None if args.ceiling_only else await flash_sale(args, redis_url, scratch, urls,
+                                                               servers[0].password(), f"flash-{run}")
         erp_peak = [_peak_rss_mb(s.process.pid) for s in servers if s.process]
     finally:
         for s in servers:
@@ -267,7 +268,8 @@ async def bench(args, redis_url: str, scratch: str) -> dict:
         "peak_rss_mb": {"bench_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                         "trytond_each": erp_peak},
         "ceiling": ceil, "flow": flow,
-        "ratio_flow_to_ceiling": round(flow["posted_per_sec"] / ceil["sales_per_sec"], 2) if ceil["sales_per_sec"] else None,
+        "ratio_flow_to_ceiling": round(flow["posted_per_sec"] / ceil["sales_per_sec"], 2)
+        if flow and ceil["sales_per_sec"] else None,
     }
 
 
@@ -287,6 +289,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the flow to drain")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="200 orders over 20 s")
+    parser.add_argument("--ceiling-only", action="store_true", help="measure Tryton alone (comparing set-ups)")
     args = parser.parse_args()
     if args.quick:
         args.orders, args.duration = 200, 20.0

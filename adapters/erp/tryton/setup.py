@@ -190,7 +190,14 @@ def _child(args: list[str], pass_file: Path, *, timeout: float) -> None:
 # --- what runs in the child process -----------------------------------------------------------
 
 
+def _backend(uri: str) -> None:
+    """trytond picks its database backend when `trytond.backend` is first imported (the
+    test tools below import it before proteus reads the config file): name it first."""
+    os.environ["TRYTOND_DATABASE_URI"] = uri
+
+
 def _build(db_dir: Path, skus: list[str], uri: str = "sqlite://", name: str = DB_NAME) -> None:
+    _backend(uri)
     conf = write_config(db_dir / "setup.conf", db_dir, uri=uri)
     if not is_postgresql(uri):
         (db_dir / f"{name}.sqlite").touch()
@@ -260,6 +267,7 @@ def _admin_password(cfg=None) -> None:
 
 
 def _password(db_dir: Path, uri: str = "sqlite://", name: str = DB_NAME) -> None:
+    _backend(uri)
     from proteus import config as pconfig  # noqa: PLC0415
 
     conf = write_config(db_dir / "setup.conf", db_dir, uri=uri)
