@@ -8,9 +8,10 @@ work measured in the same run (the ceiling: what the ERP does with no flow in fr
 
 1. **Ceiling**: `--ceiling-orders` sales posted straight through the ERP port by
    `--workers` clients, each taking `--batch` orders at a time and doing what the flow does
-   for them: a party per order (the customer identity flow creates one per new buyer),
-   then one `create_sales` and one `confirm_sales` for the batch: sales/s, and the seconds
-   spent in each Tryton call (where the ERP's time goes).
+   for them: a party per order (the checkouts are guests, whom customer identity makes a
+   party each, in one `create_parties` for a batch), then one `create_sales` and one
+   `confirm_sales` for the batch: sales/s, and the seconds spent waiting for each Tryton
+   method (where the ERP's time goes).
 2. **Flow**: `--orders` simulator checkouts, offered at orders/duration per second, each
    order's `orders/create` taken in by the flow's intake (as the webhook route does; a
    `--duplicate-rate` share delivered twice, as Shopify's retries do) while `--workers`
@@ -117,7 +118,7 @@ async def ceiling(urls: list[str], password: str, shop: str, orders: int, worker
         nonlocal failed
         while batches:
             group = batches.pop()
-            parties = [await transient(lambda d=d: erp.create_party(d.party)) for d in group]
+            parties = await transient(lambda: erp.create_parties([d.party for d in group]))
             sales = await transient(lambda: erp.create_sales(list(zip(group, parties))))
             ids = [s.id for s in sales if not isinstance(s, ErpError)]
             done = await transient(lambda: erp.confirm_sales(ids))

@@ -212,6 +212,10 @@ class Erp(Protocol):
     async def create_party(self, party: PartyRef) -> int:
         """A new party with its e-mail / phone contact mechanisms and its address."""
 
+    async def create_parties(self, parties: Sequence[PartyRef]) -> list[int | ErpError]:
+        """`create_party` for a batch in as few calls as it takes; one result per party (its
+        id, or its own permanent error). A transient error is raised for the batch."""
+
     async def add_party_contacts(self, party_id: int, *, email: str | None = None, phone: str | None = None) -> None:
         """Add contact mechanisms the party does not have yet (a customer's new e-mail)."""
 

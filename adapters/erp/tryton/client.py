@@ -222,6 +222,32 @@ class TrytonErp(TrytonShipments, JournalEntries):  # adapters/erp/tryton/shipmen
         return None
 
     async def create_party(self, party: PartyRef) -> int:
+        result = (await self.create_parties([party]))[0]
+        if isinstance(result, ErpError):
+            raise result
+        return result
+
+    async def create_parties(self, parties: Sequence[PartyRef]) -> list[int | ErpError]:
+        """One `party.party.create` for the batch (one transaction), each party with its
+        address and contact mechanisms; a refused batch is created party by party."""
+        values = [self._party_values(p) for p in parties]
+        if not values:
+            return []
+        try:
+            return list(await self.call("model.party.party.create", values))
+        except ErpValidationError as exc:
+            if len(values) == 1:
+                return [exc]
+        out: list[int | ErpError] = []
+        for one in values:
+            try:
+                out.append((await self.call("model.party.party.create", [one]))[0])
+            except ErpValidationError as exc:
+                out.append(exc)
+        return out
+
+    @staticmethod
+    def _party_values(party: PartyRef) -> dict:
         mechanisms = []
         if party.email:
             mechanisms.append({"type": "email", "value": party.email})
@@ -232,7 +258,7 @@ class TrytonErp(TrytonShipments, JournalEntries):  # adapters/erp/tryton/shipmen
         values: dict = {"name": party.name or "Customer", "addresses": [["create", [address]]]}
         if mechanisms:
             values["contact_mechanisms"] = [["create", mechanisms]]
-        return (await self.call("model.party.party.create", [values]))[0]
+        return values
 
     async def add_party_contacts(self, party_id: int, *, email: str | None = None, phone: str | None = None) -> None:
         rows = await self.call("model.party.contact_mechanism.search_read", [["party", "=", party_id]], 0, None,

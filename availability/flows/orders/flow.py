@@ -359,20 +359,24 @@ class OrderWorker:
         alone = [doc for doc in docs if doc.reference in found or doc.cancel_requested or doc.payload is None
                  or doc.state in ("cancelled", "awaiting_order")]
         by_itself = {doc.reference for doc in alone}
-        orders: list[tuple[Document, SaleDraft, int]] = []
+        drafts: list[tuple[Document, SaleDraft]] = []
         for doc in docs:
             if doc.reference in by_itself:
                 continue
             with _correlated(doc):
                 try:
-                    draft = mapping.to_sale(doc.shop, doc.payload, self.config.warehouses)
-                    party_id = await self.identity.party_for_order(doc.shop, doc.reference, doc.payload)
+                    drafts.append((doc, mapping.to_sale(doc.shop, doc.payload, self.config.warehouses)))
                 except mapping.InvalidOrder as exc:
                     await self._park(doc, "invalid_order", str(exc))
-                except ErpError as exc:
-                    await self._failed(doc, exc)
-                else:
-                    orders.append((doc, draft, party_id))
+        # their parties (customer identity): a flash sale's guests in one ERP create
+        parties = await self.identity.parties_for_orders([(d.shop, d.reference, d.payload) for d, _ in drafts])
+        orders: list[tuple[Document, SaleDraft, int]] = []
+        for (doc, draft), party in zip(drafts, parties):
+            if isinstance(party, ErpError):
+                with _correlated(doc):
+                    await self._failed(doc, party)
+            else:
+                orders.append((doc, draft, party))
         created = await self._batch_call([doc for doc, _, _ in orders], self.erp.create_sales,
                                          [(draft, party) for _, draft, party in orders])
         for doc, sale in created:
