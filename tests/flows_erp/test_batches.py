@@ -105,3 +105,25 @@ async def test_a_batch_already_in_the_erp_is_adopted_not_created_again(counted, 
     assert counted.calls["model.sale.sale.create"] == 1  # the two new ones, together
     for ref in (made[0].reference, made[1].reference):
         assert any("found by reference" in (h["detail"] or "") for h in await order_store.history(ref))
+
+
+async def test_guests_of_a_batch_get_a_party_each_in_one_create(counted, redis_client, key_prefix, order_store,
+                                                                shop):
+    """A flash sale's guests (no customer, e-mail, phone or address: nothing to match on)
+    become parties of their own, all of the batch's in one ERP create."""
+    queue = OrderQueue(redis_client, key_prefix)
+    intake = OrderIntake(order_store, queue, shop=shop)
+    bodies = []
+    for n in range(7401, 7406):
+        body = order(n, lines=[("SKU-0017", 1, "4.00")])
+        body["email"] = None
+        bodies.append(body)
+        await intake.enqueue_order_webhook("orders/create", body)
+    counted.calls.clear()
+    await _worker(order_store, queue, counted).drain()
+    assert counted.calls["model.party.party.create"] == 1
+    sales = await counted.list_sales(f"{shop}#")
+    assert sorted(s.reference for s in sales) == sorted(f"{shop}#{b['order_number']}" for b in bodies)
+    assert {s.state for s in sales} == {"processing"}
+    rows = await counted.call("model.sale.sale.read", [s.id for s in sales], ["party"])
+    assert len({r["party"] for r in rows}) == len(bodies)  # a party each, none shared
