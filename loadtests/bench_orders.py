@@ -118,10 +118,10 @@ async def ceiling(urls: list[str], password: str, shop: str, orders: int, worker
         nonlocal failed
         while batches:
             group = batches.pop()
-            parties = await transient(lambda: erp.create_parties([d.party for d in group]))
-            sales = await transient(lambda: erp.create_sales(list(zip(group, parties))))
+            parties = await transient(lambda g=group: erp.create_parties([d.party for d in g]))
+            sales = await transient(lambda g=group, p=parties: erp.create_sales(list(zip(g, p))))
             ids = [s.id for s in sales if not isinstance(s, ErpError)]
-            done = await transient(lambda: erp.confirm_sales(ids))
+            done = await transient(lambda i=ids: erp.confirm_sales(i))
             failed += sum(isinstance(s, ErpError) for s in [*sales, *done])
 
     started = time.perf_counter()
@@ -220,7 +220,7 @@ def _erp_db(choice: str) -> str | None:
         import psycopg  # noqa: PLC0415 - the erp-postgresql extra
 
         psycopg.connect(uri.rstrip("/") + "/postgres", connect_timeout=3).close()
-    except Exception as exc:  # noqa: BLE001 - auto falls back, an explicit URI does not
+    except Exception as exc:  # auto falls back, an explicit URI does not
         if choice != "auto":
             raise SystemExit(f"PostgreSQL at {uri} is not usable: {exc}") from exc
         return None

@@ -9,7 +9,12 @@ from __future__ import annotations
 import pytest
 
 from adapters.erp.tryton.client import TrytonErp
-from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig
+from availability.flows.orders.flow import (
+    OrderIntake,
+    OrderQueue,
+    OrderWorker,
+    WorkerConfig,
+)
 from availability.flows.orders.reconcile import reconcile
 from tests.flows_erp.helpers import expected_total, order
 
