@@ -164,7 +164,8 @@ def rows_for(name: str, result: dict) -> list[tuple[str, str, str, str]]:
                  f"{flow.get('workers')} workers; p50 {_fmt(lat.get('p50'), ' s')}, p99 {_fmt(lat.get('p99'), ' s')}; "
                  f"duplicates {flow.get('duplicates')}, lost {flow.get('lost')}",
                  _fmt(flow.get("posted_per_sec"), " sales/s"),
-                 f"Tryton's own create + confirm, {ceil.get('workers')} at a time: {_fmt(ceil.get('sales_per_sec'), '/s')}",
+                 (f"Tryton's own party + batched create + confirm, {ceil.get('workers')} at a time, "
+                  f"{ceil.get('batch')} a batch: {_fmt(ceil.get('sales_per_sec'), '/s')}"),
                  _fmt(r.get("ratio_flow_to_ceiling")))]
     if name == "rule_change":
         return [(f"global rule change over {_fmt(r.get('pairs'))} pairs: recompute + diff + mark dirty",

@@ -13,6 +13,7 @@ as it is and become exceptions people work (docs/flows.md).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
@@ -216,6 +217,10 @@ class Erp(Protocol):
     async def create_party(self, party: PartyRef) -> int:
         """A new party with its e-mail / phone contact mechanisms and its address."""
 
+    async def create_parties(self, parties: Sequence[PartyRef]) -> list[int | ErpError]:
+        """`create_party` for a batch in as few calls as it takes; one result per party (its
+        id, or its own permanent error). A transient error is raised for the batch."""
+
     async def add_party_contacts(self, party_id: int, *, email: str | None = None, phone: str | None = None) -> None:
         """Add contact mechanisms the party does not have yet (a customer's new e-mail)."""
 
@@ -228,13 +233,24 @@ class Erp(Protocol):
     async def party_replaced_by(self, party_id: int) -> int:
         """The party standing for `party_id` now: itself, or the end of its replacements."""
 
+    async def find_sales_by_reference(self, references: Sequence[str]) -> dict[str, ErpSale]:
+        """reference -> sale for those of the batch the ERP has (one lookup for a batch)."""
+
     async def create_sale(self, draft: SaleDraft, party_id: int) -> ErpSale:
         """Create the sale as a quotation. Raises UnknownSku before creating anything."""
+
+    async def create_sales(self, orders: Sequence[tuple[SaleDraft, int]]) -> list[ErpSale | ErpError]:
+        """Create a batch of (draft, party id) as quotations, in as few ERP calls as it takes.
+        One result per order, in order: its sale, or the permanent error of that order alone
+        (the others are created). A transient error is raised for the batch."""
 
     async def update_quotation(self, sale_id: int, draft: SaleDraft) -> ErpSale:
         """Replace the lines of a sale still in draft or quotation."""
 
     async def confirm_sale(self, sale_id: int) -> ErpSale: ...
+
+    async def confirm_sales(self, sale_ids: Sequence[int]) -> list[ErpSale | ErpError]:
+        """Confirm a batch; one result per id as `create_sales`."""
 
     async def cancel_sale(self, sale_id: int) -> ErpSale:
         """Cancel a sale not shipped yet (ErpValidationError when it has shipped)."""

@@ -59,8 +59,12 @@ async def test_erp_down_then_back_posts_each_order_once(own_tryton, redis_client
         await erp.aclose()
 
 
-async def test_worker_killed_between_erp_create_and_bookkeeping_gives_one_sale(
-        tryton, erp, redis_client, redis_url, key_prefix, order_store, shop, tmp_path):
+@pytest.mark.parametrize("killed_after", ["create_sales", "confirm_sales"])
+async def test_worker_killed_mid_batch_gives_one_sale_per_order(
+        tryton, erp, redis_client, redis_url, key_prefix, order_store, shop, tmp_path, killed_after):
+    """SIGKILLed right after the batch's ERP create (nothing recorded), or after its confirm
+    (recorded as posted, not as confirmed): the survivor looks the batch up by reference
+    and ends with one sale per order, each confirmed once."""
     queue = OrderQueue(redis_client, key_prefix)
     intake = OrderIntake(order_store, queue, shop=shop)
     bodies = {n: order(n, lines=[("SKU-0009", 1, "6.00"), ("SKU-0010", 2, "1.50")]) for n in range(9001, 9004)}
@@ -70,22 +74,32 @@ async def test_worker_killed_between_erp_create_and_bookkeeping_gives_one_sale(
     lease_ms = 1500
     killed_on = await kill_at_marker(
         [sys.executable, "-m", "tests.flows_erp._worker", redis_url, key_prefix, order_store.url, tryton.url,
-         tryton.password(), str(marker), str(lease_ms)],
+         tryton.password(), str(marker), str(lease_ms), killed_after],
         marker, cwd=ROOT, timeout=60)
-    # the ERP has the sale, the flow never recorded it, its outbox message is still there
-    assert (await order_store.get(killed_on)).erp_sale_id is None
-    assert await queue.outbox.pending() >= 1
+    before = {s.reference: s for s in await erp.list_sales(f"{shop}#")}
+    assert sorted(before) == sorted(f"{shop}#{n}" for n in bodies)  # the whole batch in one create
+    killed_doc = await order_store.get(killed_on)
+    if killed_after == "create_sales":
+        # the ERP has the sales, the flow never recorded them, their outbox messages are still there
+        assert killed_doc.erp_sale_id is None and killed_doc.state == "received"
+        assert {s.state for s in before.values()} == {"quotation"}
+    else:
+        assert killed_doc.erp_sale_id == before[killed_on].id and killed_doc.state == "posted"
+        assert {s.state for s in before.values()} == {"processing"}
+    assert await queue.outbox.pending() == len(bodies)
     await asyncio.sleep(lease_ms / 1000 + 0.2)
     survivor = OrderWorker(order_store, queue, erp, config=WorkerConfig(lease_ms=lease_ms))
     await survivor.drain(timeout=60)
     sales = await erp.list_sales(f"{shop}#")
     assert sorted(s.reference for s in sales) == sorted(f"{shop}#{n}" for n in bodies)  # one each
+    assert {s.id for s in sales} == {s.id for s in before.values()}  # the same sales, adopted
     for sale in sales:
         assert sale.state == "processing"
         assert sale.total == expected_total(bodies[int(sale.reference.rsplit("#", 1)[1])]) == Decimal("9.00")
     doc = await order_store.get(killed_on)
-    assert doc.state == "confirmed" and doc.erp_sale_id is not None
-    assert any("found by reference" in (h["detail"] or "") for h in await order_store.history(killed_on))
+    assert doc.state == "confirmed" and doc.erp_sale_id == before[killed_on].id
+    if killed_after == "create_sales":
+        assert any("found by reference" in (h["detail"] or "") for h in await order_store.history(killed_on))
 
 
 async def test_reconcile_reports_a_sale_deleted_behind_the_flows_back(redis_client, key_prefix, order_store, erp,

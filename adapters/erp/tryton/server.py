@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from adapters.erp.tryton.setup import ADMIN, DB_NAME, create_database, write_config
+from adapters.erp.tryton.setup import ADMIN, DB_NAME, create_database, is_postgresql, write_config
 
 
 class TrytonServerError(RuntimeError):
@@ -45,10 +45,17 @@ def trytond_available() -> str | None:
 
 
 class ErpHome:
-    """`<data_dir>/erp/`: the database file, the admin password, the server's config and log."""
+    """`<data_dir>/erp/`: the database file, the admin password, the server's config and log.
 
-    def __init__(self, data_dir: str | Path) -> None:
+    With `uri` (`postgresql://user@host:port/`) the database `name` lives on that PostgreSQL
+    server instead of in the SQLite file, so several trytond processes can write at once
+    (the benchmark's set-up, loadtests/bench_orders.py); the folder keeps the password, the
+    config and Tryton's file store."""
+
+    def __init__(self, data_dir: str | Path, *, uri: str | None = None, name: str = DB_NAME) -> None:
         self.dir = Path(data_dir) / "erp"
+        self.uri = uri if is_postgresql(uri) else None
+        self.name = name if self.uri else DB_NAME
 
     @property
     def database(self) -> Path:
@@ -59,7 +66,8 @@ class ErpHome:
         return self.dir / "admin-password"
 
     def initialised(self) -> bool:
-        return self.database.exists() and self.password_file.exists()
+        made = (self.dir / f"postgresql-{self.name}").exists() if self.uri else self.database.exists()
+        return made and self.password_file.exists()
 
     def password(self) -> str:
         return self.password_file.read_text().strip()
@@ -71,7 +79,9 @@ class ErpHome:
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
         password = password or secrets.token_urlsafe(18)
-        create_database(self.dir, skus, password, cache_dir=cache_dir)
+        create_database(self.dir, skus, password, cache_dir=cache_dir, uri=self.uri, name=self.name)
+        if self.uri:
+            (self.dir / f"postgresql-{self.name}").write_text(self.uri)
         fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(password)
@@ -79,8 +89,9 @@ class ErpHome:
 
 
 class TrytonServer:
-    def __init__(self, data_dir: str | Path, *, port: int = 0, host: str = "127.0.0.1") -> None:
-        self.home = ErpHome(data_dir)
+    def __init__(self, data_dir: str | Path, *, port: int = 0, host: str = "127.0.0.1",
+                 home: ErpHome | None = None) -> None:
+        self.home = home or ErpHome(data_dir)
         self.port = port or free_port()
         #: where trytond listens (0.0.0.0 in a container, for other services to reach it)
         self.host = host
@@ -91,7 +102,7 @@ class TrytonServer:
     @property
     def url(self) -> str:
         """JSON-RPC root of the database (what AVAILABILITY_ERP_URL holds for an existing one)."""
-        return f"http://127.0.0.1:{self.port}/{DB_NAME}/"
+        return f"http://127.0.0.1:{self.port}/{self.home.name}/"
 
     @property
     def login(self) -> str:
@@ -103,12 +114,16 @@ class TrytonServer:
     def start(self, timeout: float = 60.0) -> "TrytonServer":
         if not self.home.initialised():
             raise TrytonServerError(f"no ERP database in {self.home.dir}: run `availability erp init` first")
-        conf = write_config(self.home.dir / "trytond.conf", self.home.dir.resolve(), listen=f"{self.host}:{self.port}")
+        # a config per port: several trytond processes may serve one PostgreSQL database
+        conf_name = "trytond.conf" if not self.home.uri else f"trytond-{self.port}.conf"
+        conf = write_config(self.home.dir / conf_name, self.home.dir.resolve(), listen=f"{self.host}:{self.port}",
+                            uri=self.home.uri or "sqlite://")
         log = open(self.home.dir / "trytond.log", "ab")
         # Own session, as for Redis: Ctrl-C reaches the service, which stops the ERP last.
         self.process = subprocess.Popen(
             # -d: load the database before serving, so no request meets a half-loaded pool
-            [self.binary, "-c", str(conf), "-d", DB_NAME], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [self.binary, "-c", str(conf), "-d", self.home.name], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -66,11 +66,13 @@ class ErpSetupError(RuntimeError):
     pass
 
 
-def write_config(path: Path, db_dir: Path, *, listen: str = "127.0.0.1:0") -> Path:
-    """A trytond configuration file: SQLite under `db_dir`, JSON-RPC on `listen`."""
+def write_config(path: Path, db_dir: Path, *, listen: str = "127.0.0.1:0", uri: str = "sqlite://") -> Path:
+    """A trytond configuration file: SQLite under `db_dir` (or the PostgreSQL server of
+    `uri`, `postgresql://user@host:port/`; `db_dir` then keeps only Tryton's file store),
+    JSON-RPC on `listen`."""
     path.write_text(
         "[database]\n"
-        "uri = sqlite://\n"
+        f"uri = {uri}\n"
         f"path = {db_dir}\n"
         "[web]\n"
         f"listen = {listen}\n"
@@ -80,6 +82,10 @@ def write_config(path: Path, db_dir: Path, *, listen: str = "127.0.0.1:0") -> Pa
         "max_attempt = 100\n"
     )
     return path
+
+
+def is_postgresql(uri: str | None) -> bool:
+    return bool(uri) and uri.split(":", 1)[0] in ("postgresql", "postgres")
 
 
 def cache_key(skus: list[str]) -> str:
@@ -92,9 +98,13 @@ def cache_key(skus: list[str]) -> str:
 
 
 def create_database(db_dir: Path, skus: list[str], password: str, *, cache_dir: Path | None = None,
-                    timeout: float = 600.0) -> Path:
+                    timeout: float = 600.0, uri: str | None = None, name: str = DB_NAME) -> Path:
     """Create `db_dir/availability.sqlite` (replacing none: fails if it exists), from the
-    cache when an equal one was made before. Returns the database file."""
+    cache when an equal one was made before. Returns the database file. With a PostgreSQL
+    `uri` the database `name` is created on that server instead (`create_pg_database`)."""
+    if is_postgresql(uri):
+        create_pg_database(db_dir, skus, password, uri=uri, name=name, timeout=timeout)
+        return db_dir
     db_dir.mkdir(parents=True, exist_ok=True)
     target = db_dir / f"{DB_NAME}.sqlite"
     if target.exists():
@@ -106,13 +116,7 @@ def create_database(db_dir: Path, skus: list[str], password: str, *, cache_dir: 
             shutil.copyfile(cached, target)
             _set_password(db_dir, password, timeout=timeout)
             return target
-    with tempfile.TemporaryDirectory(prefix="av-erp-setup-") as work:
-        work_dir = Path(work)
-        sku_file = work_dir / "skus.txt"
-        sku_file.write_text("\n".join(skus))
-        pass_file = work_dir / "pass"
-        pass_file.write_text(password)
-        _child(["build", str(db_dir), str(sku_file)], pass_file, timeout=timeout)
+    _build_in_child(db_dir, skus, password, timeout=timeout)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
@@ -121,11 +125,68 @@ def create_database(db_dir: Path, skus: list[str], password: str, *, cache_dir: 
     return target
 
 
-def _set_password(db_dir: Path, password: str, *, timeout: float) -> None:
+def _build_in_child(db_dir: Path, skus: list[str], password: str, *, timeout: float, uri: str = "sqlite://",
+                    name: str = DB_NAME) -> None:
+    with tempfile.TemporaryDirectory(prefix="av-erp-setup-") as work:
+        work_dir = Path(work)
+        sku_file = work_dir / "skus.txt"
+        sku_file.write_text("\n".join(skus))
+        pass_file = work_dir / "pass"
+        pass_file.write_text(password)
+        _child(["build", str(db_dir), str(sku_file), "--uri", uri, "--name", name], pass_file, timeout=timeout)
+
+
+def create_pg_database(db_dir: Path, skus: list[str], password: str, *, uri: str, name: str,
+                       timeout: float = 600.0) -> None:
+    """The database `name` on the PostgreSQL server of `uri`, for Tryton with several
+    worker processes (SQLite serialises every write on one file lock). The first set-up of a
+    kind is kept as a template database (`avail_tpl_<cache key>`, never dropped here) and
+    later ones are a `CREATE DATABASE ... TEMPLATE` copy, as the SQLite file is copied."""
+    import psycopg  # noqa: PLC0415 - optional extra (erp-postgresql)
+    from psycopg import sql  # noqa: PLC0415
+
+    db_dir.mkdir(parents=True, exist_ok=True)
+    template = f"avail_tpl_{cache_key(skus)}"
+    with psycopg.connect(_pg_dsn(uri, "postgres"), autocommit=True) as conn:
+        have = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname IN (%s, %s)",
+                                           (template, name))}
+        if name in have:
+            raise ErpSetupError(f"database {name} exists already on {uri}: the ERP database is set up once")
+        if template not in have:
+            conn.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+                sql.Identifier(template)))
+            try:
+                _build_in_child(db_dir, skus, password, timeout=timeout, uri=uri, name=template)
+            except BaseException:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(template)))
+                raise
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                       sql.Identifier(template)))
+    _set_password(db_dir, password, timeout=timeout, uri=uri, name=name)
+
+
+def drop_pg_database(uri: str, name: str) -> None:
+    """Drop a database this code created (a benchmark's own); never a template or another's."""
+    import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
+
+    if name.startswith("avail_tpl_"):
+        raise ErpSetupError("template databases are kept")
+    with psycopg.connect(_pg_dsn(uri, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _pg_dsn(uri: str, dbname: str) -> str:
+    """Tryton's `postgresql://user@host:port/` with a database name, for psycopg."""
+    return uri.rstrip("/") + "/" + dbname
+
+
+def _set_password(db_dir: Path, password: str, *, timeout: float, uri: str = "sqlite://",
+                  name: str = DB_NAME) -> None:
     with tempfile.TemporaryDirectory(prefix="av-erp-pass-") as work:
         pass_file = Path(work) / "pass"
         pass_file.write_text(password)
-        _child(["password", str(db_dir)], pass_file, timeout=timeout)
+        _child(["password", str(db_dir), "--uri", uri, "--name", name], pass_file, timeout=timeout)
 
 
 def _child(args: list[str], pass_file: Path, *, timeout: float) -> None:
@@ -139,12 +200,19 @@ def _child(args: list[str], pass_file: Path, *, timeout: float) -> None:
 # --- what runs in the child process -----------------------------------------------------------
 
 
-def _build(db_dir: Path, skus: list[str]) -> None:
-    conf = write_config(db_dir / "setup.conf", db_dir)
-    db_file = db_dir / f"{DB_NAME}.sqlite"
-    db_file.touch()
+def _backend(uri: str) -> None:
+    """trytond picks its database backend when `trytond.backend` is first imported (the
+    test tools below import it before proteus reads the config file): name it first."""
+    os.environ["TRYTOND_DATABASE_URI"] = uri
+
+
+def _build(db_dir: Path, skus: list[str], uri: str = "sqlite://", name: str = DB_NAME) -> None:
+    _backend(uri)
+    conf = write_config(db_dir / "setup.conf", db_dir, uri=uri)
+    if not is_postgresql(uri):
+        (db_dir / f"{name}.sqlite").touch()
     subprocess.run(
-        [str(Path(sys.executable).with_name("trytond-admin")), "-c", str(conf), "-d", DB_NAME,
+        [str(Path(sys.executable).with_name("trytond-admin")), "-c", str(conf), "-d", name,
          "--all", "--activate-dependencies", "-u", *MODULES, "--email", "admin@localhost"],
         check=True, env=os.environ, stdout=subprocess.DEVNULL,
     )
@@ -153,7 +221,7 @@ def _build(db_dir: Path, skus: list[str]) -> None:
     from trytond.modules.account_invoice.tests.tools import set_fiscalyear_invoice_sequences  # noqa: PLC0415
     from trytond.modules.company.tests.tools import create_company, get_company  # noqa: PLC0415
 
-    cfg = pconfig.set_trytond(database=DB_NAME, config_file=str(conf))
+    cfg = pconfig.set_trytond(database=name, config_file=str(conf))
     Party = Model.get("party.party")
     create_company(party=Party(name="Availability Retail Co"), currency=COMPANY_CURRENCY)
     company = get_company()
@@ -222,11 +290,12 @@ def _admin_password(cfg=None) -> None:
     admin.save()
 
 
-def _password(db_dir: Path) -> None:
+def _password(db_dir: Path, uri: str = "sqlite://", name: str = DB_NAME) -> None:
+    _backend(uri)
     from proteus import config as pconfig  # noqa: PLC0415
 
-    conf = write_config(db_dir / "setup.conf", db_dir)
-    pconfig.set_trytond(database=DB_NAME, config_file=str(conf))
+    conf = write_config(db_dir / "setup.conf", db_dir, uri=uri)
+    pconfig.set_trytond(database=name, config_file=str(conf))
     _admin_password()
 
 
@@ -235,13 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("step", choices=["build", "password"])
     parser.add_argument("db_dir")
     parser.add_argument("sku_file", nargs="?")
+    parser.add_argument("--uri", default="sqlite://")
+    parser.add_argument("--name", default=DB_NAME)
     args = parser.parse_args(argv)
     db_dir = Path(args.db_dir).resolve()
     if args.step == "build":
         skus = [s.strip() for s in Path(args.sku_file).read_text().splitlines() if s.strip()]
-        _build(db_dir, skus)
+        _build(db_dir, skus, args.uri, args.name)
     else:
-        _password(db_dir)
+        _password(db_dir, args.uri, args.name)
     return 0
 
 

@@ -90,6 +90,39 @@ class CustomerIdentity:
             return (await self._guest(guest_source(reference), shop)).party_id
         return (await self.resolve(guest_source(reference), person, shop=shop, payload=None)).party_id
 
+    async def parties_for_orders(self, orders: list[tuple[str, str, dict]]) -> list[int | ErpError]:
+        """`party_for_order` for a batch of (shop, reference, order): guests with nothing to
+        match on (no customer, no e-mail, phone or name with address; a flash sale's usual
+        buyer) become parties of their own in one ERP call; every other order goes through
+        `party_for_order` (its claims and rules) one by one. One result per order: its party,
+        or the ERP error of that order (a transient one for the batch's guests together)."""
+        results: list[int | ErpError | None] = [None] * len(orders)
+        guests: list[tuple[int, str, str, str]] = []  # (index, shop, source, name)
+        for i, (shop, reference, order) in enumerate(orders):
+            person = matching.person_from_order(order)
+            own = (not order.get("customer") and self.guest_party == GUEST_CREATE
+                   and (person.anonymous or not matching.keys(person, self.default_region)))
+            if own:
+                source = guest_source(reference)
+                existing = await self.store.get(source)
+                if existing is None or existing.party_id is None:
+                    guests.append((i, shop, source, person.name or f"Guest {source.split(':', 1)[-1]}"))
+                    continue
+            try:
+                results[i] = await self.party_for_order(shop, reference, order)
+            except ErpError as exc:
+                results[i] = exc
+        if guests:
+            try:
+                created = await self.erp.create_parties([PartyRef(name=name) for _, _, _, name in guests])
+            except ErpError as exc:
+                created = [exc] * len(guests)
+            for (i, shop, source, _), party_id in zip(guests, created):
+                if not isinstance(party_id, ErpError):
+                    await self._own_party(source, shop, party_id)
+                results[i] = party_id
+        return results  # type: ignore[return-value]
+
     async def resolve_customer(self, source: str) -> Match | None:
         """Match a received Shopify customer (the customer worker); None when not stored."""
         row = await self.store.get(source)
@@ -232,9 +265,15 @@ class CustomerIdentity:
             if existing is not None and existing.party_id is not None:
                 return Match(existing.party_id, existing.rule or "new", existing.confidence or 1.0,
                              existing.matched_key, existing.detail or "")
-            party_id = await self.erp.create_party(PartyRef(name=name))
-            match = Match(party_id, "new", 1.0, None, "nothing to match on (no e-mail, phone, or name with address): "
-                          + matching.explain("new", None, party_id))
+            return await self._own_party(source, shop, await self.erp.create_party(PartyRef(name=name)))
+        await self.store.matched(source, party_id=match.party_id, rule=match.rule, confidence=match.confidence,
+                                 matched_key=match.key, detail=match.detail, shop=shop)
+        return match
+
+    async def _own_party(self, source: str, shop: str, party_id: int) -> Match:
+        """Record a party made for one guest with nothing to match on."""
+        match = Match(party_id, "new", 1.0, None, "nothing to match on (no e-mail, phone, or name with address): "
+                      + matching.explain("new", None, party_id))
         await self.store.matched(source, party_id=match.party_id, rule=match.rule, confidence=match.confidence,
                                  matched_key=match.key, detail=match.detail, shop=shop)
         return match

@@ -6,9 +6,12 @@ durable before it answers: the webhook id is recorded (a redelivery storm is dro
 order's document is merged in SQL (newest `updated_at` wins), then the order is marked
 urgent in the flow's `WorkQueue`. Nothing is posted in the request.
 
-The worker (`OrderWorker.run_once` / `run`) claims marked orders with a lease (one worker
-per order at a time), writes an outbox message *before* touching the ERP, and settles the
-order from its document:
+The worker (`OrderWorker.run_once` / `run`) claims a batch of marked orders with a lease
+(one worker per order at a time), writes an outbox message *before* touching the ERP, and
+settles the batch in a few ERP calls (`_settle_batch`: one lookup by reference, one create
+of the new sales, one confirm of the paid ones: per-call costs dominate an ERP like Tryton,
+docs/performance.md); what needs more than create-and-confirm is settled one order at a
+time from its document:
 
 - no order content yet (only `orders/paid`): stays `awaiting_order`, nothing is posted;
 - cancelled: cancel the ERP sale if there is one (never create one to cancel it);
@@ -31,6 +34,7 @@ newer edit of the order arrives. Other orders keep flowing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -41,7 +45,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from adapters.erp.port import Erp, ErpError, ErpSale, UnknownSku
+from adapters.erp.port import Erp, ErpError, ErpSale, SaleDraft, UnknownSku
 from availability.flows.customers.identity import CustomerIdentity
 from availability.flows.customers.store import CustomerStore
 from availability.flows.machinery import (
@@ -62,8 +66,20 @@ from availability.flows.orders.store import Document, OrderStore
 log = logging.getLogger(__name__)
 
 FLOW = "orders"
+#: `_settle`'s "look the sale up yourself" (None is an answer: the ERP has no such sale)
+_LOOKUP = object()
 #: states the flow still has work for
 OPEN_STATES = ("received", "posted", "awaiting_order")
+
+
+@contextlib.contextmanager
+def _correlated(doc: Document):
+    """Log and call with the order's correlation id (the batch works on several orders)."""
+    token = current_correlation_id.set(doc.correlation_id)
+    try:
+        yield
+    finally:
+        current_correlation_id.reset(token)
 
 
 class OrderKeys:
@@ -181,7 +197,7 @@ class OrderWorker:
             reference = message.payload.get("reference")
             if reference and await self.queue.leases.acquire([reference], self.owner, self.config.lease_ms):
                 log.info("order %s: resending after its worker stopped (key %s)", reference, message.idempotency_key)
-                await self._holding(reference, message.id, self.settle(reference, message))
+                await self._holding([reference], [message.id], self.settle(reference, message))
                 await self.queue.leases.release([reference], self.owner)
                 done += 1
             else:
@@ -195,32 +211,40 @@ class OrderWorker:
         for item in claimed:
             messages[item.group] = self._message(item.group)
             await self.queue.outbox.put(messages[item.group], self.config.lease_ms)
-        for item in claimed:
-            # The batch is settled one order after the other: an order further down may have
-            # outlived its lease meanwhile and been taken over (its outbox message too) by
-            # another worker. Still ours: renewed, and kept renewed while it is settled.
-            if not await self.queue.leases.renew([item.group], self.owner, self.config.lease_ms):
-                log.info("order %s: lease lapsed and taken over by another worker; left to it", item.group)
-                continue
-            try:
-                await self.queue.outbox.renew(messages[item.group].id, self.config.lease_ms)
-                await self._holding(item.group, messages[item.group].id,
-                                    self.settle(item.group, messages[item.group]))
-            finally:
-                await self.queue.leases.release([item.group], self.owner)
-            done += 1
+        if type(self).settle is OrderWorker.settle:
+            done += await self._settle_batch([item.group for item in claimed], messages)
+        else:  # the fulfilment and returns workers settle their own documents one by one
+            done += await self._settle_each([item.group for item in claimed], messages)
         await self._gauges()
         return done
 
-    async def _holding(self, group: str, message_id: str, work):
-        """Run `work` while renewing the group's lease and its outbox message every third of
-        the lease, so a slow ERP (a call near the client timeout, several calls per order)
-        never lets another worker take the order over while this one still posts it."""
+    async def _settle_each(self, groups: list[str], messages: dict[str, OutboxMessage]) -> int:
+        done = 0
+        for group in groups:
+            # The batch is settled one order after the other: an order further down may have
+            # outlived its lease meanwhile and been taken over (its outbox message too) by
+            # another worker. Still ours: renewed, and kept renewed while it is settled.
+            if not await self.queue.leases.renew([group], self.owner, self.config.lease_ms):
+                log.info("order %s: lease lapsed and taken over by another worker; left to it", group)
+                continue
+            try:
+                await self.queue.outbox.renew(messages[group].id, self.config.lease_ms)
+                await self._holding([group], [messages[group].id], self.settle(group, messages[group]))
+            finally:
+                await self.queue.leases.release([group], self.owner)
+            done += 1
+        return done
+
+    async def _holding(self, groups: list[str], message_ids: list[str], work):
+        """Run `work` while renewing the groups' leases and their outbox messages every third
+        of the lease, so a slow ERP (a call near the client timeout, several calls per order
+        or per batch) never lets another worker take an order over while this one posts it."""
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self.config.lease_ms / 3000)
-                await self.queue.leases.renew([group], self.owner, self.config.lease_ms)
-                await self.queue.outbox.renew(message_id, self.config.lease_ms)
+                await self.queue.leases.renew(groups, self.owner, self.config.lease_ms)
+                for message_id in message_ids:
+                    await self.queue.outbox.renew(message_id, self.config.lease_ms)
 
         keeper = asyncio.create_task(beat())
         try:
@@ -279,27 +303,145 @@ class OrderWorker:
             if message is not None:
                 await self.queue.outbox.done(message.id)
             return "unknown"
-        token = current_correlation_id.set(doc.correlation_id)
         if message is None:
             message = self._message(reference, doc.correlation_id)
             await self.queue.outbox.put(message, self.config.lease_ms)
-        try:
-            state = await self._settle(doc)
-        except ErpError as exc:
-            state = await self._failed(doc, exc)
-        except mapping.InvalidOrder as exc:
-            state = await self._park(doc, "invalid_order", str(exc))
-        finally:
-            current_correlation_id.reset(token)
+        state = await self._settle_doc(doc)
         await self.queue.outbox.done(message.id)
         return state
 
-    async def _settle(self, doc: Document) -> str:
+    async def _settle_doc(self, doc: Document, found: Any = _LOOKUP) -> str:
+        """`_settle` with the order's failures turned into its retry or exception."""
+        with _correlated(doc):
+            try:
+                return await self._settle(doc, found)
+            except ErpError as exc:
+                return await self._failed(doc, exc)
+            except mapping.InvalidOrder as exc:
+                return await self._park(doc, "invalid_order", str(exc))
+
+    async def _settle_batch(self, groups: list[str], messages: dict[str, OutboxMessage]) -> int:
+        """Settle a claimed batch with as few ERP calls as the batch allows: one lookup by
+        reference for all of it, one create for the orders the ERP does not have yet, one
+        confirm for those paid (`Erp.create_sales`, `confirm_sales`), where one order at a
+        time costs each ERP call per order. The lookup before the create is what keeps a
+        resend exactly-once, as for one order. Orders that need more than create-and-confirm
+        (found in the ERP, cancelled, awaiting the order) are settled one by one with the
+        lookup's answer; an order the ERP refuses fails alone, the others post."""
+        ours = []
+        for group in groups:
+            if await self.queue.leases.renew([group], self.owner, self.config.lease_ms):
+                ours.append(group)
+            else:
+                log.info("order %s: lease lapsed and taken over by another worker; left to it", group)
+        if not ours:
+            return 0
+        ids = [messages[g].id for g in ours]
+        try:
+            for message_id in ids:
+                await self.queue.outbox.renew(message_id, self.config.lease_ms)
+            await self._holding(ours, ids, self._post_batch(ours))
+            for message_id in ids:
+                await self.queue.outbox.done(message_id)
+        finally:
+            await self.queue.leases.release(ours, self.owner)
+        return len(ours)
+
+    async def _post_batch(self, references: list[str]) -> None:
+        docs = [doc for doc in [await self.store.get(ref) for ref in references] if doc is not None]
+        try:
+            found = await self.erp.find_sales_by_reference([doc.reference for doc in docs])
+        except ErpError as exc:
+            for doc in docs:
+                with _correlated(doc):
+                    await self._failed(doc, exc)
+            return
+        alone = [doc for doc in docs if doc.reference in found or doc.cancel_requested or doc.payload is None
+                 or doc.state in ("cancelled", "awaiting_order")]
+        by_itself = {doc.reference for doc in alone}
+        drafts: list[tuple[Document, SaleDraft]] = []
+        for doc in docs:
+            if doc.reference in by_itself:
+                continue
+            with _correlated(doc):
+                try:
+                    drafts.append((doc, mapping.to_sale(doc.shop, doc.payload, self.config.warehouses)))
+                except mapping.InvalidOrder as exc:
+                    await self._park(doc, "invalid_order", str(exc))
+        # their parties (customer identity): a flash sale's guests in one ERP create
+        parties = await self.identity.parties_for_orders([(d.shop, d.reference, d.payload) for d, _ in drafts])
+        orders: list[tuple[Document, SaleDraft, int]] = []
+        for (doc, draft), party in zip(drafts, parties):
+            if isinstance(party, ErpError):
+                with _correlated(doc):
+                    await self._failed(doc, party)
+            else:
+                orders.append((doc, draft, party))
+        created = await self._batch_call([doc for doc, _, _ in orders], self.erp.create_sales,
+                                         [(draft, party) for _, draft, party in orders])
+        for doc, sale in created:
+            m.ERP_CALLS.labels("create", "ok").inc()
+            with _correlated(doc):
+                await self._record_created(doc, sale)
+        paid = [(doc, sale) for doc, sale in created if doc.paid and sale.state in ("draft", "quotation")]
+        confirmed = {doc.reference: sale for doc, sale in await self._batch_call(
+            [doc for doc, _ in paid], self.erp.confirm_sales, [sale.id for _, sale in paid])}
+        for doc, sale in created:
+            if doc.paid and sale.state in ("draft", "quotation"):
+                if doc.reference not in confirmed:
+                    continue  # failed: retried or parked by _batch_call
+                sale = confirmed[doc.reference]
+                m.ERP_CALLS.labels("confirm", "ok").inc()
+            with _correlated(doc):
+                await self._settled(doc, sale)
+        for doc in alone:
+            await self._settle_doc(doc, found.get(doc.reference))
+
+    async def _batch_call(self, docs: list[Document], call, args: list) -> list[tuple[Document, ErpSale]]:
+        """One batch ERP call; each order's error (or the batch's transient one) goes to that
+        order's retry or exception. Returns (doc, sale) of those that succeeded."""
+        if not docs:
+            return []
+        try:
+            results = await call(args)
+        except ErpError as exc:
+            results = [exc] * len(docs)
+        out = []
+        for doc, result in zip(docs, results):
+            if isinstance(result, ErpError):
+                with _correlated(doc):
+                    await self._failed(doc, result)
+            else:
+                out.append((doc, result))
+        return out
+
+    async def _record_created(self, doc: Document, sale: ErpSale) -> None:
+        await self.store.transition(doc.reference, "posted", detail=f"ERP sale {sale.id} created as a quotation",
+                                    correlation_id=doc.correlation_id or "", erp_sale_id=sale.id, posted_ms=now_ms(),
+                                    posted_version=doc.payload_updated_at, reason=None, last_error=None)
+
+    async def _settled(self, doc: Document, sale: ErpSale) -> str:
+        """Record where the order's sale stands after posting: confirmed, or posted (unpaid)."""
+        ref = doc.reference
+        if sale.state in ("confirmed", "processing", "done"):
+            if doc.state != "confirmed":
+                stamp = now_ms()
+                await self.store.transition(ref, "confirmed", detail=f"ERP sale {sale.id} confirmed ({sale.state})",
+                                            correlation_id=doc.correlation_id or "", erp_sale_id=sale.id,
+                                            confirmed_ms=stamp, posted_ms=doc.posted_ms or stamp, reason=None)
+                m.POSTING_LATENCY.observe(max(0, stamp - doc.received_ms) / 1000)
+            await self.store.close_exceptions(ref, by="flow", note="posted")
+            return "confirmed"
+        await self.store.close_exceptions(ref, by="flow", note="posted")
+        return "posted"
+
+    async def _settle(self, doc: Document, found: Any = _LOOKUP) -> str:
+        """One order; `found` is the ERP's sale for it when the caller looked it up already."""
         ref = doc.reference
         if doc.state == "cancelled":
             return "cancelled"
         if doc.cancel_requested:
-            sale = await self._find(doc)
+            sale = await self._find(doc) if found is _LOOKUP else found
             if sale is None:
                 await self.store.transition(ref, "cancelled", detail="cancelled before it reached the ERP",
                                             correlation_id=doc.correlation_id or "")
@@ -319,15 +461,12 @@ class OrderWorker:
         if doc.state == "awaiting_order" or doc.payload is None:
             return "awaiting_order"  # orders/paid came first: wait for orders/create
         draft = mapping.to_sale(doc.shop, doc.payload, self.config.warehouses)
-        sale = await self._find(doc)
+        sale = await self._find(doc) if found is _LOOKUP else found
         if sale is None:
             party_id = await self.identity.party_for_order(doc.shop, ref, doc.payload)
             sale = await self.erp.create_sale(draft, party_id)
             m.ERP_CALLS.labels("create", "ok").inc()
-            await self.store.transition(ref, "posted", detail=f"ERP sale {sale.id} created as a quotation",
-                                        correlation_id=doc.correlation_id or "", erp_sale_id=sale.id,
-                                        posted_ms=now_ms(), posted_version=doc.payload_updated_at, reason=None,
-                                        last_error=None)
+            await self._record_created(doc, sale)
         else:
             if doc.erp_sale_id != sale.id or doc.state in ("received", "exception"):
                 # created by a worker that stopped before recording it: adopt, never recreate
@@ -352,17 +491,7 @@ class OrderWorker:
         if doc.paid and sale.state in ("draft", "quotation"):
             sale = await self.erp.confirm_sale(sale.id)
             m.ERP_CALLS.labels("confirm", "ok").inc()
-        if sale.state in ("confirmed", "processing", "done"):
-            if doc.state != "confirmed":
-                stamp = now_ms()
-                await self.store.transition(ref, "confirmed", detail=f"ERP sale {sale.id} confirmed ({sale.state})",
-                                            correlation_id=doc.correlation_id or "", erp_sale_id=sale.id,
-                                            confirmed_ms=stamp, posted_ms=doc.posted_ms or stamp, reason=None)
-                m.POSTING_LATENCY.observe(max(0, stamp - doc.received_ms) / 1000)
-            await self.store.close_exceptions(ref, by="flow", note="posted")
-            return "confirmed"
-        await self.store.close_exceptions(ref, by="flow", note="posted")
-        return "posted"
+        return await self._settled(doc, sale)
 
     async def _find(self, doc: Document) -> ErpSale | None:
         return await self.erp.find_sale_by_reference(doc.reference)
