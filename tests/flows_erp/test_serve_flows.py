@@ -136,6 +136,10 @@ async def test_serve_runs_every_flow_from_the_webhook_route_to_tryton(
             "transactions": [{"orderId": order["admin_graphql_api_id"], "amount": "10.00",
                               "gateway": "shopify_payments", "kind": "REFUND"}]}
         async with httpx.AsyncClient(timeout=10) as http:  # refundCreate: Shopify sends refunds/create
+            # the simulator's refunds count fulfilled units from this control call, not yet
+            # from fulfillmentCreate (docs/flows.md, "The simulator")
+            marked = await http.post(f"{sim.base_url}/_sim/orders/{order['id']}/fulfilled", json={})
+            assert marked.status_code == 200, marked.text
             reply = await http.post(sim.graphql_url(), json={"query": REFUND, "variables": {"input": refund_input}},
                                     headers={"X-Shopify-Access-Token": sim.config.access_token})
         answer = reply.json()["data"]["refundCreate"]
