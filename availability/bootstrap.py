@@ -45,7 +45,8 @@ class Runtime:
     #: extra things to close, in reverse order, when the runtime closes
     closers: list = field(default_factory=list)
     #: the sibling ERP flows (AVAILABILITY_FLOWS) when this runtime was opened with
-    #: flows=True; the webhook route hands order topics to `erp_flows.order_intake`
+    #: flows=True; the webhook route hands order, customer, refund and return topics to
+    #: their intakes (`erp_flows.webhook_intakes()`)
     erp_flows: "ErpFlows | None" = None
 
 
@@ -154,7 +155,7 @@ async def open_runtime(
                     # the intakes (the webhook route), not the ERP or Shopify clients
                     with_erp = settings.services is None or "flows" in settings.services
                     runtime.erp_flows = await stack.enter_async_context(
-                        open_erp_flows(settings, redis, with_erp=with_erp))
+                        open_erp_flows(settings, redis, with_erp=with_erp, runtime=runtime))
                 yield runtime
         finally:
             for closer in reversed(runtime.closers):
@@ -167,17 +168,30 @@ async def open_runtime(
             owned_redis.stop()
 
 
-# --- the sibling ERP flows (availability/flows/orders, availability/flows/fulfilment) -----------
+# --- the sibling ERP flows (availability/flows/{orders,customers,fulfilment,returns,finance}) ---
 
 #: the flows AVAILABILITY_FLOWS may name
-ERP_FLOWS = ("orders", "fulfilment")
+ERP_FLOWS = ("orders", "customers", "fulfilment", "returns", "finance")
+
+
+@dataclass
+class FlowParts:
+    """One sibling flow's parts: its store and work queue, the intake the webhook route and
+    `flows ... feed` hand payloads to (none for finance: payouts are polled), and what the
+    `flows` service runs (`run(stop)`; built only with the ERP)."""
+
+    store: Any
+    queue: Any
+    intake: Any = None
+    worker: Any = None
 
 
 @dataclass
 class ErpFlows:
     """The ERP flows' parts, built once here: the order flow's intake (the webhook route and
-    `flows orders feed` use it), its worker, the fulfilment flow's intake and worker, the
-    ERP client (and the embedded Tryton when this process started it)."""
+    `flows orders feed` use it) and worker, and the customers, fulfilment, returns and
+    finance flows named in AVAILABILITY_FLOWS, the ERP client (and the embedded Tryton when
+    this process started it)."""
 
     names: list[str]
     order_store: Any
@@ -186,6 +200,9 @@ class ErpFlows:
     erp: Any = None
     order_worker: Any = None
     fulfilment: Any = None  # availability.flows.fulfilment.flow.FulfilmentParts
+    customers: FlowParts | None = None
+    returns: FlowParts | None = None
+    finance: FlowParts | None = None  # worker: the payout poller (FinanceFlow)
     erp_server: Any = None
 
     @property
@@ -198,6 +215,27 @@ class ErpFlows:
             out.append(self.fulfilment.worker)
             if self.fulfilment.watcher is not None:
                 out.append(self.fulfilment.watcher)
+        for parts in (self.customers, self.returns, self.finance):
+            if parts is not None and parts.worker is not None:
+                out.append(parts.worker)
+        return out
+
+    def webhook_intakes(self) -> dict[str, tuple[str, Any, tuple[type[Exception], ...]]]:
+        """Shopify topic -> (flow, its intake's `enqueue(topic, payload, headers)`, the
+        errors meaning "this payload is not one the flow can take"), for the flows named."""
+        from availability.flows.customers.flow import CUSTOMER_TOPICS, InvalidCustomer  # noqa: PLC0415
+        from availability.flows.orders.mapping import ORDER_TOPICS, InvalidOrder  # noqa: PLC0415
+        from availability.flows.returns.mapping import REFUND_TOPICS, RETURN_TOPICS, InvalidRefund  # noqa: PLC0415
+
+        out: dict[str, tuple[str, Any, tuple[type[Exception], ...]]] = {}
+        if "orders" in self.names:
+            out |= {t: ("orders", self.order_intake.enqueue_order_webhook, (InvalidOrder,)) for t in ORDER_TOPICS}
+        if self.customers is not None:
+            out |= {t: ("customers", self.customers.intake.enqueue_customer_webhook, (InvalidCustomer,))
+                    for t in CUSTOMER_TOPICS}
+        if self.returns is not None:
+            out |= {t: ("returns", self.returns.intake.enqueue_webhook, (InvalidRefund,))
+                    for t in REFUND_TOPICS + RETURN_TOPICS}
         return out
 
 
@@ -227,14 +265,27 @@ def erp_client(settings: Settings):
     return TrytonErp(server.url, server.login, server.password()), server
 
 
+def order_worker_config(settings: Settings, config_class: Any = None, **extra: Any) -> Any:
+    """The order flow's worker settings (AVAILABILITY_ORDERS_*), which the returns worker
+    shares (its config class extends the order worker's)."""
+    from availability.flows.orders.flow import WorkerConfig  # noqa: PLC0415
+
+    return (config_class or WorkerConfig)(
+        lease_ms=int(settings.orders_lease_seconds * 1000), retry_cap_s=settings.orders_retry_cap_seconds,
+        erp_down_exception_after=settings.orders_erp_down_exception_after, **extra)
+
+
 @asynccontextmanager
 async def open_erp_flows(settings: Settings, redis: Redis, *, names: list[str] | None = None,
-                         with_erp: bool = True, shopify: Any = None) -> AsyncIterator[ErpFlows]:
+                         with_erp: bool = True, shopify: Any = None, runtime: Runtime | None = None
+                         ) -> AsyncIterator[ErpFlows]:
     """Build the ERP flows over a Redis client: the order flow always (its store holds the
-    orders the fulfilment flow ships), the fulfilment flow when named. `with_erp=False`
-    builds intakes and stores only (CLI feed, status, exceptions). `shopify`: a Shopify
-    Admin client for the fulfilment flow (default: the configured shop's)."""
-    from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig  # noqa: PLC0415
+    orders the fulfilment flow ships and the returns flow credits), the others when named.
+    `with_erp=False` builds intakes and stores only (an API-only node, CLI feed, status,
+    exceptions). `shopify`: a Shopify Admin client for the fulfilment flow (default: the
+    configured shop's). `runtime`: the returns worker's ledger, event publisher and
+    location map (required for it)."""
+    from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker  # noqa: PLC0415
     from availability.flows.orders.mapping import default_shop  # noqa: PLC0415
     from availability.flows.orders.store import OrderStore  # noqa: PLC0415
 
@@ -255,16 +306,93 @@ async def open_erp_flows(settings: Settings, redis: Redis, *, names: list[str] |
             if server is not None:
                 stack.callback(server.stop)
             flows.erp, flows.erp_server = erp, server
-            flows.order_worker = OrderWorker(store, queue, erp, config=WorkerConfig(
-                lease_ms=int(settings.orders_lease_seconds * 1000), retry_cap_s=settings.orders_retry_cap_seconds,
-                erp_down_exception_after=settings.orders_erp_down_exception_after, guest_party=settings.guest_party,
-                phone_region=settings.customer_phone_region, warehouses=dict(settings.erp_warehouses)))
+            flows.order_worker = OrderWorker(store, queue, erp, config=order_worker_config(
+                settings, guest_party=settings.guest_party, phone_region=settings.customer_phone_region,
+                warehouses=dict(settings.erp_warehouses)))
+        if "customers" in names:
+            flows.customers = _customer_flow(settings, redis, store, flows.erp, shop)
         if "fulfilment" in names:
             from availability.flows.fulfilment.flow import build_fulfilment  # noqa: PLC0415
 
             flows.fulfilment = await stack.enter_async_context(
                 build_fulfilment(settings, redis, orders=store, erp=flows.erp, shopify=shopify, with_erp=with_erp))
+        if "returns" in names:
+            flows.returns = await _returns_flow(stack, settings, redis, store, flows.erp, shop, runtime)
+        if "finance" in names:
+            flows.finance = await _finance_flow(stack, settings, redis, flows.erp, shop)
         yield flows
+
+
+def _customer_flow(settings: Settings, redis: Redis, orders: Any, erp: Any, shop: str) -> FlowParts:
+    from availability.flows.customers.flow import CustomerIntake, CustomerQueue, CustomerWorker  # noqa: PLC0415
+    from availability.flows.customers.identity import CustomerIdentity  # noqa: PLC0415
+    from availability.flows.customers.store import CustomerStore  # noqa: PLC0415
+
+    store = CustomerStore(orders.engine)  # the identity map lives beside the order documents
+    queue = CustomerQueue(redis, settings.key_prefix)
+    parts = FlowParts(store, queue, CustomerIntake(store, queue, shop=shop))
+    if erp is not None:
+        identity = CustomerIdentity(store, erp, guest_party=settings.guest_party,
+                                    default_region=settings.customer_phone_region)
+        parts.worker = CustomerWorker(identity, queue, lease_ms=int(settings.orders_lease_seconds * 1000))
+    return parts
+
+
+async def _returns_flow(stack: AsyncExitStack, settings: Settings, redis: Redis, orders: Any, erp: Any, shop: str,
+                        runtime: Runtime | None) -> FlowParts:
+    from availability.flows.returns.flow import (  # noqa: PLC0415
+        ReturnsIntake, ReturnsQueue, ReturnsWorker, SaleLookup, StreamSink, WorkerConfig,
+    )
+    from availability.flows.returns.store import ReturnStore  # noqa: PLC0415
+
+    store = await ReturnStore(settings.resolved_database_url()).open()
+    stack.push_async_callback(store.close)
+    queue = ReturnsQueue(redis, settings.key_prefix)
+    parts = FlowParts(store, queue, ReturnsIntake(store, queue, shop=shop))
+    if erp is not None:
+        from availability.flows.inventory.shops import configured_shops  # noqa: PLC0415
+        from availability.ingest.publisher import EventPublisher  # noqa: PLC0415
+        from availability.ingest.shopify_webhooks import ShopLocations  # noqa: PLC0415
+
+        if runtime is None:
+            raise SystemExit("the returns worker books restocks in the ledger: build it with the runtime")
+        shops = configured_shops(settings)
+        if not shops:
+            raise SystemExit("the returns flow needs a Shopify shop (its location map): AVAILABILITY_SHOPIFY_SHOPS "
+                             "or AVAILABILITY_SHOPIFY_SHOP_DOMAIN")
+        # restocks go to the ingest stream like every source's events (the consumer applies them)
+        publisher = EventPublisher(runtime)
+        await publisher.start()
+        stack.push_async_callback(publisher.close)
+        parts.worker = ReturnsWorker(store, queue, erp, StreamSink(publisher, runtime.ledger),
+                                     SaleLookup(engine=orders.engine), ShopLocations(runtime, shops[0]).get,
+                                     config=order_worker_config(settings, WorkerConfig))
+    return parts
+
+
+async def _finance_flow(stack: AsyncExitStack, settings: Settings, redis: Redis, erp: Any, shop: str) -> FlowParts:
+    from availability.flows.finance.flow import FinanceConfig, FinanceFlow, finance_queue  # noqa: PLC0415
+    from availability.flows.finance.store import FinanceStore  # noqa: PLC0415
+
+    store = await FinanceStore(settings.resolved_database_url()).open()
+    stack.push_async_callback(store.close)
+    parts = FlowParts(store, finance_queue(redis, settings.key_prefix))
+    if erp is not None:
+        from adapters.shopify.client import ShopifyAdminClient  # noqa: PLC0415
+        from adapters.shopify.payments import ShopifyPayments  # noqa: PLC0415
+
+        if not (settings.shopify_url and settings.shopify_token):
+            raise SystemExit("the finance flow polls Shopify Payments: set AVAILABILITY_SHOPIFY_URL and "
+                             "AVAILABILITY_SHOPIFY_TOKEN (scope shopify_payments_payouts)")
+        client = ShopifyAdminClient(settings.shopify_url, settings.shopify_token, settings.shopify_api_version,
+                                    timeout=settings.shopify_timeout_seconds)
+        stack.push_async_callback(client.aclose)
+        parts.worker = FinanceFlow(store, parts.queue, erp, ShopifyPayments(client), shop=shop, config=FinanceConfig(
+            # a payout's listing and entry take longer than a sale: twice the order flow's lease
+            lease_ms=int(settings.orders_lease_seconds * 2000), retry_cap_s=settings.orders_retry_cap_seconds,
+            erp_down_exception_after=settings.orders_erp_down_exception_after,
+            poll_interval_s=settings.finance_poll_seconds))
+    return parts
 
 
 class CommandRoot:

@@ -206,18 +206,22 @@ class Settings(BaseSettings):
     #: ERP-down retries: backoff cap, and attempts before an `erp_down` exception is opened
     orders_retry_cap_seconds: float = 30.0
     orders_erp_down_exception_after: int = 5
-    #: sibling ERP flows `serve` runs (AVAILABILITY_FLOWS=orders,fulfilment): the webhook
-    #: route feeds them and their workers run beside the API; empty = none
+    #: sibling ERP flows `serve` runs (AVAILABILITY_FLOWS: any of orders, customers,
+    #: fulfilment, returns, finance, comma-separated): the webhook route feeds them and their
+    #: workers run beside the API; empty = none
     flows: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: fulfilment flow (availability/flows/fulfilment): seconds between two reads of the
     #: ERP's done shipments, and how long a worker holds a shipment
     fulfilment_poll_seconds: float = 5.0
     fulfilment_lease_seconds: float = 60.0
+    #: finance flow (availability/flows/finance): seconds between two polls of Shopify
+    #: Payments' payouts (there is no payout webhook)
+    finance_poll_seconds: float = 60.0
 
     @field_validator("flows", mode="before")
     @classmethod
     def _flow_names(cls, value):
-        # "orders,fulfilment" or a JSON list; names are checked where the flows are built
+        # "orders,returns" or a JSON list; names are checked where the flows are built
         if isinstance(value, str):
             value = value.strip()
             if value.startswith("["):

@@ -35,7 +35,7 @@ from adapters.erp.tryton.server import ErpHome, TrytonServer, free_port, trytond
 from adapters.shopify.client import ShopifyAdminClient
 from adapters.shopify.payments import ShopifyPayments
 from availability.flows.finance import mapping
-from availability.flows.finance.flow import FinanceConfig, FinanceFlow, FinanceQueue
+from availability.flows.finance.flow import FinanceConfig, FinanceFlow, finance_queue
 from availability.flows.finance.store import FinanceStore
 from loadtests.target import bench_redis
 
@@ -117,7 +117,7 @@ async def run(args) -> dict:
             redis = Redis.from_url(redis_url)
             store = await FinanceStore(f"sqlite+aiosqlite:///{scratch}/finance.db").open()
             try:
-                flow = FinanceFlow(store, FinanceQueue(redis, f"bench{os.getpid()}"), erp, payments, shop=SHOP,
+                flow = FinanceFlow(store, finance_queue(redis, f"bench{os.getpid()}"), erp, payments, shop=SHOP,
                                    config=FinanceConfig(lease_ms=600_000, batch=10))
                 rss_before = _rss_mb()
                 t0 = time.perf_counter()

@@ -2,21 +2,22 @@
 
     GET  /v1/flows/exceptions                  list (filter: flow, owner, reason, open, all)
     GET  /v1/flows/exceptions/{id}             one
-    POST /v1/flows/exceptions/{id}/retry       close it and settle its order again
+    POST /v1/flows/exceptions/{id}/retry       close it and settle its document again
     POST /v1/flows/exceptions/{id}/resolve     close it, post nothing (handled elsewhere)
     POST /v1/flows/exceptions/{id}/replay      post the order again from its stored
-                                               document, also after a resolve
+                                               document, also after a resolve (orders)
     GET  /v1/flows/customers/matches           why each customer maps to its ERP party
 
-Reads need the `read` scope, the three actions `flows` (people who work the queue). The
-order store (SQL, the service's database) is opened on first use and closed with the app.
-The same operations are `availability flows exceptions ...` on the CLI
-(docs/runbooks/order-exceptions.md).
+The queue is the shared `flow_exceptions` table (availability/flows/documents.py): the
+order, returns and finance flows' exceptions, one id space; retry and resolve go to the
+exception's own flow (its store and work queue). Reads need the `read` scope, the three
+actions `flows` (people who work the queue). The stores (SQL, the service's database) are
+opened on first use and closed with the app. The same operations are `availability flows
+[returns|finance] exceptions ...` on the CLI (docs/runbooks/order-exceptions.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from litestar import Request, get, post
@@ -49,10 +50,12 @@ class NotReplayableOrder(ApiError):
 
 class ExceptionView(Struct, kw_only=True):
     id: int
+    #: orders, returns, finance
     flow: str
-    #: the document it is about (an order's "shop#number")
+    #: the document it is about (an order's "shop#number", a refund's "shop#refund-ID", a
+    #: payout's "shop#payout-ID")
     reference: str
-    #: unknown_sku, unknown_location, erp_validation, erp_down, invalid_order, ...
+    #: unknown_sku, unknown_location, erp_validation, erp_down, invalid_order, amount_mismatch, ...
     reason: str
     #: who works it: commerce, operations, finance, platform
     owner: str
@@ -63,6 +66,8 @@ class ExceptionView(Struct, kw_only=True):
     resolved_ms: int | None = None
     resolved_by: str | None = None
     note: str | None = None
+    #: the documents involved (finance: payout, transactions, ERP entry, both amounts)
+    documents: dict[str, Any] | None = None
 
 
 class ExceptionPage(Struct, kw_only=True):
@@ -102,28 +107,19 @@ class MatchReport(Struct, kw_only=True):
 
 
 class _Stores:
-    """The order store and queue, opened once per app on first use."""
+    """The exception desk (every flow's queue, availability/flows/desk.py), opened once per
+    app on first use; `get()` is the order flow's store and queue (the match report)."""
 
     def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-        self._parts: tuple[Any, Any] | None = None
-        self._lock = asyncio.Lock()
+        from availability.flows.desk import ExceptionDesk  # noqa: PLC0415
+
+        self.desk = ExceptionDesk(ctx.settings.resolved_database_url(), ctx.runtime.redis, ctx.settings.key_prefix)
 
     async def get(self):
-        if self._parts is None:
-            async with self._lock:
-                if self._parts is None:
-                    from availability.flows.orders.flow import OrderQueue  # noqa: PLC0415
-                    from availability.flows.orders.store import OrderStore  # noqa: PLC0415
-
-                    store = await OrderStore(self.ctx.settings.resolved_database_url()).open()
-                    self._parts = (store, OrderQueue(self.ctx.runtime.redis, self.ctx.settings.key_prefix))
-        return self._parts
+        return await self.desk.parts("orders")
 
     async def close(self) -> None:
-        if self._parts is not None:
-            await self._parts[0].close()
-            self._parts = None
+        await self.desk.close()
 
 
 def _actor(request: Request) -> str:
@@ -135,9 +131,10 @@ def routes(ctx: ApiContext) -> list:
     stores = _Stores(ctx)
     ctx.flow_stores = stores  # type: ignore[attr-defined]  # closed by the app's shutdown hook
 
+    desk = stores.desk
+
     async def _one(exception_id: int) -> dict:
-        store, _ = await stores.get()
-        row = await store.get_exception(exception_id)
+        row = await desk.get(exception_id)
         if row is None:
             raise UnknownException(f"no flow exception {exception_id}")
         return row
@@ -146,7 +143,8 @@ def routes(ctx: ApiContext) -> list:
          description="Oldest first. `open=false` lists resolved ones, `all=true` both.",
          responses=problem_responses(401, 403, 429))
     async def list_exceptions(
-        flow: Annotated[str | None, QueryParameter(description="orders", pattern=r"^[a-z_]{1,32}$")] = None,
+        flow: Annotated[str | None, QueryParameter(description="orders, returns, finance",
+                                                   pattern=r"^[a-z_]{1,32}$")] = None,
         owner: Annotated[str | None, QueryParameter(description="commerce, operations, finance, platform",
                                                     pattern=r"^[a-z_]{1,32}$")] = None,
         reason: Annotated[str | None, QueryParameter(description="e.g. unknown_sku", pattern=r"^[a-z_]{1,64}$")] = None,
@@ -155,10 +153,8 @@ def routes(ctx: ApiContext) -> list:
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
         after: Annotated[int, QueryParameter(description="the `next` of the previous page", ge=0, le=2**53)] = 0,
     ) -> ExceptionPage:
-        store, _ = await stores.get()
         status = None if all else ("open" if open else "resolved")
-        rows = await store.list_exceptions(status=status, reason=reason, flow=flow, owner=owner, limit=limit,
-                                           after_id=after)
+        rows = await desk.list(status=status, reason=reason, flow=flow, owner=owner, limit=limit, after_id=after)
         views = [ExceptionView(**row) for row in rows]
         return ExceptionPage(exceptions=views, next=views[-1].id if len(views) == limit else None)
 
@@ -168,42 +164,36 @@ def routes(ctx: ApiContext) -> list:
         return ExceptionView(**await _one(exception_id))
 
     @post("/v1/flows/exceptions/{exception_id:int}/retry", opt=WORK, tags=["flows"], status_code=202,
-          summary="Close the exception and settle its order again (after the cause was fixed)",
+          summary="Close the exception and settle its document again (after the cause was fixed)",
           responses=problem_responses(401, 403, 404, 409, 429))
     async def retry(exception_id: ExceptionId, request: Request) -> ActionResult:
-        from availability.flows.orders.flow import retry_exception  # noqa: PLC0415
-
         row = await _one(exception_id)
         if row["status"] != "open":
             raise ExceptionClosed(f"exception {exception_id} is {row['status']}: replay it to post the order again")
-        store, queue = await stores.get()
-        await retry_exception(store, queue, exception_id, by=_actor(request))
+        await desk.retry(exception_id, by=_actor(request))
         return ActionResult(id=exception_id, reference=row["reference"], outcome="retrying")
 
     @post("/v1/flows/exceptions/{exception_id:int}/resolve", opt=WORK, tags=["flows"], status_code=200,
           summary="Close the exception without posting (handled outside the flow)",
           responses=problem_responses(401, 403, 404, 409, 429))
     async def resolve(exception_id: ExceptionId, data: JSONBody[ResolveBody], request: Request) -> ActionResult:
-        from availability.flows.orders.flow import resolve_exception  # noqa: PLC0415
-
         row = await _one(exception_id)
         if row["status"] != "open":
             raise ExceptionClosed(f"exception {exception_id} is already {row['status']}")
-        store, _ = await stores.get()
-        await resolve_exception(store, exception_id, by=_actor(request), note=data.note[:2000])
+        await desk.resolve(exception_id, by=_actor(request), note=data.note[:2000])
         return ActionResult(id=exception_id, reference=row["reference"], outcome="resolved")
 
     @post("/v1/flows/exceptions/{exception_id:int}/replay", opt=WORK, tags=["flows"], status_code=202,
           summary="Post the exception's order again from its stored document (open or resolved)",
           responses=problem_responses(401, 403, 404, 409, 429))
     async def replay(exception_id: ExceptionId, request: Request) -> ActionResult:
-        from availability.flows.orders.flow import NotReplayable, replay_exception  # noqa: PLC0415
+        from availability.flows.desk import NotReplayable as OtherFlow  # noqa: PLC0415
+        from availability.flows.orders.flow import NotReplayable  # noqa: PLC0415
 
         row = await _one(exception_id)
-        store, queue = await stores.get()
         try:
-            await replay_exception(store, queue, exception_id, by=_actor(request))
-        except NotReplayable as exc:
+            await desk.replay(exception_id, by=_actor(request))
+        except (NotReplayable, OtherFlow) as exc:
             raise NotReplayableOrder(str(exc)) from None
         return ActionResult(id=exception_id, reference=row["reference"], outcome="replaying")
 

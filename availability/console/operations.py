@@ -176,57 +176,51 @@ def _histogram(name: str) -> dict[str, Any] | None:
 
 
 class OrderExceptions:
-    """The order flow's exception queue, opened on first use (its store is the flow's own)."""
+    """The sync flows' exception queue (orders, returns, finance: availability/flows/desk.py),
+    opened on first use."""
 
     def __init__(self, runtime: "Runtime") -> None:
         self.runtime = runtime
-        self._store: Any = None
-        self._queue: Any = None
+        self._desk: Any = None
 
     async def _open(self) -> bool:
-        if self._store is not None:
+        if self._desk is not None:
             return True
         try:
-            from availability.flows.orders.flow import OrderQueue  # noqa: PLC0415
-            from availability.flows.orders.store import OrderStore  # noqa: PLC0415
+            from availability.flows.desk import ExceptionDesk  # noqa: PLC0415
         except ModuleNotFoundError:
             return False
         settings = self.runtime.settings
-        self._store = await OrderStore(settings.resolved_database_url()).open()
-        self._queue = OrderQueue(self.runtime.redis, settings.key_prefix)
+        self._desk = ExceptionDesk(settings.resolved_database_url(), self.runtime.redis, settings.key_prefix)
         return True
 
     async def close(self) -> None:
-        if self._store is not None:
-            await self._store.close()
-            self._store = None
+        if self._desk is not None:
+            await self._desk.close()
+            self._desk = None
 
     async def section(self) -> Section:
         if not await self._open():
-            return Section(False, "the order flow is not installed in this build")
+            return Section(False, "the sync flows are not installed in this build")
         # One row more than is shown: the page says "50+" instead of reading every open row.
-        rows = await self._store.list_exceptions(status="open", limit=FLOW_EXCEPTIONS_SHOWN + 1)
+        rows = await self._desk.list(status="open", limit=FLOW_EXCEPTIONS_SHOWN + 1)
         return Section(rows=rows[:FLOW_EXCEPTIONS_SHOWN], total=min(len(rows), FLOW_EXCEPTIONS_SHOWN),
                        extra={"more": len(rows) > FLOW_EXCEPTIONS_SHOWN})
 
     async def retry(self, exception_id: int, by: str) -> str:
-        from availability.flows.orders.flow import retry_exception  # noqa: PLC0415
-
         if not await self._open():
-            return "the order flow is not installed in this build"
+            return "the sync flows are not installed in this build"
         try:
-            row = await retry_exception(self._store, self._queue, exception_id, by=by)
+            row = await self._desk.retry(exception_id, by=by)
         except KeyError:
             return f"no flow exception {exception_id}"
-        return f"exception {exception_id} closed; order {row['reference']} will be settled again"
+        return f"exception {exception_id} closed; {row['flow']} document {row['reference']} will be settled again"
 
     async def resolve(self, exception_id: int, by: str, note: str) -> str:
-        from availability.flows.orders.flow import resolve_exception  # noqa: PLC0415
-
         if not await self._open():
-            return "the order flow is not installed in this build"
+            return "the sync flows are not installed in this build"
         try:
-            row = await resolve_exception(self._store, exception_id, by=by, note=note)
+            row = await self._desk.resolve(exception_id, by=by, note=note)
         except KeyError:
             return f"no flow exception {exception_id}"
-        return f"exception {exception_id} resolved ({row['reference']}); the order stays as it is"
+        return f"exception {exception_id} resolved ({row['flow']} {row['reference']}); nothing is posted"

@@ -441,3 +441,54 @@ async def run_rounds(one_round: Callable[[], Awaitable[int]], stop: Any, *, idle
                 await asyncio.wait_for(stop.wait(), idle_sleep_s)
             except TimeoutError:
                 pass
+
+
+# --- one flow's Redis side --------------------------------------------------------------------
+
+
+class FlowKeys:
+    def __init__(self, prefix: str, flow: str) -> None:
+        base = f"{prefix}:{flow}"
+        self.base = base
+        self.marks = f"{base}:marks"
+        self.urgent = f"{base}:urgent"
+        self.leases = f"{base}:inflight"
+        #: document -> when its retry is due (ms)
+        self.retry = f"{base}:retry"
+
+
+class FlowQueue:
+    """A document flow's Redis side under `{prefix}:{flow}`: work marks (one group per
+    document), leases, outbox, retry schedule. The order, fulfilment, returns and finance
+    flows each have one; `member` is the work-mark suffix of a document (`ref|order`)."""
+
+    def __init__(self, redis: Redis, prefix: str, flow: str, *, member: str = "order") -> None:
+        self.redis = redis
+        self.flow = flow
+        self.member = member
+        self.keys = FlowKeys(prefix, flow)
+        scripts = Scripts(redis)
+        self.leases = Leases(redis, self.keys.leases, scripts)
+        self.work = WorkQueue(redis, marks_key=self.keys.marks, urgent_key=self.keys.urgent, leases=self.leases,
+                              scripts=scripts)
+        self.outbox = Outbox(redis, self.keys.base, scripts)
+
+    async def wake(self, *references: str) -> None:
+        if references:
+            await self.work.flag_urgent([f"{r}|{self.member}" for r in references])
+
+    async def schedule_retry(self, reference: str, delay_s: float) -> None:
+        await self.redis.zadd(self.keys.retry, {reference: now_ms() + int(delay_s * 1000)})
+
+    async def promote_due_retries(self, limit: int = 500) -> int:
+        due = await self.redis.zrangebyscore(self.keys.retry, "-inf", now_ms(), start=0, num=limit)
+        refs = [_s(d) for d in due]
+        if refs:
+            await self.wake(*refs)
+            await self.redis.zrem(self.keys.retry, *refs)
+        return len(refs)
+
+    async def idle(self) -> bool:
+        """Nothing marked, in the outbox or due for a retry (drains in tests and `--once`)."""
+        marks, urgent = await self.work.pending()
+        return not (marks or urgent or await self.outbox.pending() or await self.redis.zcard(self.keys.retry))

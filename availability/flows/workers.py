@@ -1,10 +1,11 @@
 """`ErpFlowsService`: the sibling ERP flows' workers as a background service of
 `availability serve` (registered as "flows" in availability/services.py).
 
-The composition root builds the flows named in AVAILABILITY_FLOWS (orders, fulfilment)
-into `runtime.erp_flows` (availability/bootstrap.py `open_erp_flows`); this service only
-runs their loops (the order worker, the fulfilment worker and its ERP-shipment watcher)
-and stops them, letting the round in progress finish. Several `serve` processes may run
+The composition root builds the flows named in AVAILABILITY_FLOWS (orders, customers,
+fulfilment, returns, finance) into `runtime.erp_flows` (availability/bootstrap.py
+`open_erp_flows`); this service only runs their loops (`ErpFlows.workers`: the order,
+customer, fulfilment and returns workers, the ERP-shipment watcher, the payout poller)
+and stops them on SIGTERM, letting the round in progress finish. Several `serve` processes may run
 them at once: each order or shipment is leased to one worker (flows/machinery.py).
 """
 
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING
 
 # imported so that every `serve` names the flows' metrics on /metrics (alerts and
 # dashboards use them) even before a flow has done anything
+from availability.flows.finance import metrics as _finance_metrics  # noqa: F401
 from availability.flows.fulfilment import metrics as _fulfilment_metrics  # noqa: F401
 from availability.flows.orders import metrics as _order_metrics  # noqa: F401
+from availability.flows.returns import metrics as _returns_metrics  # noqa: F401
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime

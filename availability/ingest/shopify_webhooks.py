@@ -19,10 +19,16 @@ does (the route only reads the body and turns the `WebhookAnswer` into a respons
    published to the ingest stream; `orders/create` lines are also noted as the shop's
    Shopify sales, which settle units held as sales in flight once the ledger has them
    (availability/flows/sales.py). Unmappable but genuine: dead-lettered, 200.
-7. **ERP flows**: when `serve` runs the order flow (AVAILABILITY_FLOWS=orders), the order
-   topics (create, updated, paid, cancelled) are also handed to its intake, which the
-   composition root built (`runtime.erp_flows.order_intake`); it records the order in SQL
-   before the answer. An order it cannot read is dead-lettered with the reason, 200.
+7. **ERP flows**: the topics of the sibling flows AVAILABILITY_FLOWS names go to the
+   intakes the composition root built (`runtime.erp_flows.webhook_intakes()`), each of
+   which records the document in SQL before the answer: order topics (create, updated,
+   paid, cancelled) to the order flow, beside the ledger events they already make;
+   `customers/create|update|merge` to the customer identity flow; `refunds/create`,
+   `returns/*` and `reverse_fulfillment_orders/dispose` to the returns flow, which then
+   owns the refund's restocks (the route publishes no ledger events for `refunds/create`,
+   `FLOW_OWNS_STOCK`, so a restock is booked once). A payload a flow cannot read is
+   dead-lettered with the reason (`order_flow_rejected`, `customer_flow_rejected`,
+   `returns_flow_rejected`), 200.
 
 Any failure after the dedupe marks were set removes them, so Shopify's retry gets another
 chance.
@@ -30,6 +36,7 @@ chance.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -50,6 +57,8 @@ from availability.ingest.streams import StreamNames
 
 if TYPE_CHECKING:
     from availability.bootstrap import Runtime
+
+log = logging.getLogger(__name__)
 
 LEVELS_STREAM_CAP = 100_000
 
@@ -73,9 +82,9 @@ class WebhookAnswer:
     problem: str | None = None
 
 
-class _Locations:
+class ShopLocations:
     """A shop's Shopify location id/GID -> our location code, and its default location;
-    reloaded when the rule store's version moves."""
+    reloaded when the rule store's version moves (the returns worker maps restocks with it)."""
 
     def __init__(self, runtime: Runtime, shop: ShopConfig) -> None:
         self.runtime = runtime
@@ -115,10 +124,11 @@ class ShopifyWebhookHandler:
         self.shops = shops if shops is not None else configured_shops(runtime.settings)
         self.names = StreamNames.from_settings(self.settings)
         self.publisher, self.dead_letters = EventPublisher(runtime), DeadLetters(self.redis, self.names)
-        self._locations = {shop.name: _Locations(runtime, shop) for shop in self.shops}
+        self._locations = {shop.name: ShopLocations(runtime, shop) for shop in self.shops}
         self._newest = self.redis.register_script(_NEWEST_WINS)
         flows = getattr(runtime, "erp_flows", None)
-        self.order_intake = flows.order_intake if flows is not None and "orders" in flows.names else None
+        #: topic -> (flow, intake, rejected errors) of the sibling flows this process feeds
+        self.flow_intakes = flows.webhook_intakes() if flows is not None else {}
 
     def keys(self, shop: ShopConfig) -> PushKeys:
         return PushKeys(self.runtime.ledger.keys, shop.name)
@@ -179,11 +189,11 @@ class ShopifyWebhookHandler:
         except RedisError:
             return WebhookAnswer(503, {"detail": "the event stream is unavailable; retry later"}, "unavailable")
         try:
-            to_flow = await self.to_order_flow(topic, body, pairs, hook) if self.order_intake is not None else None
-            if label == "other":
-                if to_flow is not None:
+            to_flow = await self.to_flow(topic, body, pairs, hook)
+            if label == "other" or (to_flow is not None and topic in FLOW_OWNS_STOCK.get(to_flow[0], ())):
+                if to_flow is not None:  # a flow's topic: a bounded label
                     metrics.WEBHOOKS.labels(topic, "accepted").inc()
-                    return WebhookAnswer(200, {"status": "accepted", "events": 0, "order_flow": to_flow})
+                    return WebhookAnswer(200, {"status": "accepted", "events": 0, **_flow_answer(to_flow)})
                 metrics.WEBHOOKS.labels(label, "unhandled").inc()
                 return WebhookAnswer(200, {"status": "ignored", "topic": topic})
             location_map, default_location = await self.locations(shop)
@@ -207,9 +217,7 @@ class ShopifyWebhookHandler:
                     ]
                 )
                 metrics.WEBHOOKS.labels(label, "dead_lettered").inc()
-                answer = {"status": "dead_lettered", "reason": exc.detail}
-                if to_flow is not None:
-                    answer["order_flow"] = to_flow
+                answer = {"status": "dead_lettered", "reason": exc.detail, **_flow_answer(to_flow)}
                 return WebhookAnswer(200, answer)
             keys = self.keys(shop)
             if isinstance(mapped, InventoryLevelUpdate):
@@ -247,30 +255,36 @@ class ShopifyWebhookHandler:
                     pass
             raise
         metrics.WEBHOOKS.labels(label, "accepted").inc()
-        answer = {"status": "accepted", "events": len(mapped), "skipped_without_sku": mapped.skipped_without_sku}
-        if to_flow is not None:
-            answer["order_flow"] = to_flow
+        answer = {"status": "accepted", "events": len(mapped), "skipped_without_sku": mapped.skipped_without_sku,
+                  **_flow_answer(to_flow)}
         return WebhookAnswer(200, answer)
 
-    async def to_order_flow(self, topic: str, body: bytes, pairs: list, hook: Any) -> str | None:
-        """Hand an order topic to the order flow's intake (durable in SQL before we answer).
-        Returns its outcome, or None for a topic the flow does not take. An order it cannot
-        read is dead-lettered with the reason (Shopify gets 200: retrying cannot fix it)."""
-        from availability.flows.orders.mapping import ORDER_TOPICS, InvalidOrder  # noqa: PLC0415
-
-        if topic not in ORDER_TOPICS:
+    async def to_flow(self, topic: str, body: bytes, pairs: list, hook: Any) -> tuple[str, str] | None:
+        """Hand a topic a sibling flow takes (order, customer, refund, return) to that flow's
+        intake, durable in SQL before we answer. Returns (flow, its outcome), or None when
+        no flow of this process takes the topic. A payload the flow cannot read is
+        dead-lettered with the reason (Shopify gets 200: retrying cannot fix it)."""
+        target = self.flow_intakes.get(topic)
+        if target is None:
             return None
+        flow, enqueue, rejected = target
         headers = {_name(k): (v.decode("latin-1") if isinstance(v, bytes) else str(v)) for k, v in pairs}
         try:
             payload = msgspec.json.decode(body)
-            answer = await self.order_intake.enqueue_order_webhook(topic, payload, headers)
-        except (InvalidOrder, msgspec.DecodeError) as exc:
+            if not isinstance(payload, dict):
+                raise msgspec.DecodeError("the body is not a JSON object")
+            answer = await enqueue(topic, payload, headers)
+        except (*rejected, msgspec.DecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            if not isinstance(exc, (*rejected, msgspec.DecodeError)):
+                # a payload shape the flow's parser did not expect: parked with the reason
+                # (the body waits in the DLQ for a fix and a replay), never a 500
+                log.warning("%s flow could not read a %s webhook", flow, topic, exc_info=True)
             await self.dead_letters.add([DeadLetter(
-                reason="order_flow_rejected", detail=str(exc), payload=body,
+                reason=f"{FLOW_LABELS[flow]}_rejected", detail=str(exc) or type(exc).__name__, payload=body,
                 stream=f"{INTAKE_PREFIX}shopify:{topic}", entry_id=hook.webhook_id, source="shopify",
             )])
-            return "dead_lettered"
-        return str(answer.get("outcome", "queued"))
+            return flow, "dead_lettered"
+        return flow, str(answer.get("outcome", "queued"))
 
     async def note_sales(self, keys: PushKeys, events: Iterable[Any]) -> None:
         """Note the order's lines as the shop's Shopify sales (flows/inventory/sales.py): once the
@@ -280,6 +294,21 @@ class ShopifyWebhookHandler:
             keys.sales,
             [(e.sku, e.event_id, e.quantity) for e in events if e.type in ("reserve", "pos_sale")],
         )
+
+
+#: dead-letter reason and answer field of each flow ("order_flow_rejected", "order_flow": ...)
+FLOW_LABELS = {"orders": "order_flow", "customers": "customer_flow", "returns": "returns_flow"}
+
+#: topics whose ledger effects a flow books itself when this process feeds it: the returns
+#: flow restocks a refund's lines (and releases CANCEL lines only once the order's reserve
+#: is in the ledger), so the route must not publish them too: an event id is only
+#: idempotent inside the ledger's window, and a worker kept down past it would count the
+#: restock twice
+FLOW_OWNS_STOCK = {"returns": ("refunds/create",)}
+
+
+def _flow_answer(to_flow: tuple[str, str] | None) -> dict[str, str]:
+    return {FLOW_LABELS[to_flow[0]]: to_flow[1]} if to_flow is not None else {}
 
 
 def _name(key: Any) -> str:

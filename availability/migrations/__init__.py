@@ -49,13 +49,14 @@ _loop_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
 def target_metadata() -> list[MetaData]:
     """Every MetaData whose tables the migrations manage (add a new store's here)."""
     from availability.flows.customers.store import metadata as customers  # noqa: PLC0415
+    from availability.flows.documents import metadata as shared  # noqa: PLC0415
     from availability.flows.finance.store import metadata as finance  # noqa: PLC0415
     from availability.flows.fulfilment.store import metadata as fulfilment  # noqa: PLC0415
     from availability.flows.orders.store import metadata as orders  # noqa: PLC0415
     from availability.flows.returns.store import metadata as returns  # noqa: PLC0415
     from availability.rules.models import Base  # noqa: PLC0415
 
-    return [Base.metadata, orders, customers, fulfilment, returns, finance]
+    return [Base.metadata, orders, shared, customers, fulfilment, returns, finance]
 
 
 def alembic_config(connection: Connection | None = None):

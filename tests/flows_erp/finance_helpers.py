@@ -12,7 +12,7 @@ from adapters.shopify.payments import ShopifyPayments
 from adapters.shopify.simulator.config import SimulatorConfig
 from adapters.shopify.simulator.payments import generate_activity
 from adapters.shopify.simulator.server import SimulatorServer
-from availability.flows.finance.flow import FinanceConfig, FinanceFlow, FinanceQueue
+from availability.flows.finance.flow import FinanceConfig, FinanceFlow, finance_queue
 from availability.flows.orders.flow import OrderIntake, OrderQueue, OrderWorker, WorkerConfig
 
 
@@ -39,7 +39,7 @@ def payments_client(sim: SimulatorServer) -> ShopifyPayments:
 
 def finance_flow(store, redis, prefix, erp, sim, shop, **config) -> FinanceFlow:
     cfg = FinanceConfig(**({"lease_ms": 60_000, "retry_cap_s": 0.5} | config))
-    return FinanceFlow(store, FinanceQueue(redis, prefix), erp, payments_client(sim), shop=shop, config=cfg)
+    return FinanceFlow(store, finance_queue(redis, prefix), erp, payments_client(sim), shop=shop, config=cfg)
 
 
 def activity(sim: SimulatorServer, days: int, **kw) -> dict:

@@ -101,3 +101,70 @@ async def test_upgrade_stops_at_a_named_revision_and_goes_on_from_there(tmp_path
         assert await migrations.upgrade(engine) == migrations.head_revision()
     finally:
         await engine.dispose()
+
+
+def _exception_row(reference: str, reason: str, status: str = "open") -> dict:
+    return {"reference": reference, "reason": reason, "owner": "finance", "detail": f"{reason} of {reference}",
+            "status": status, "created_ms": 1_700_000_000_000, "resolved_ms": None, "resolved_by": None, "note": None}
+
+
+async def test_0004_moves_every_flows_exceptions_into_flow_exceptions(any_url):
+    """Rows of the three old exception tables survive the move: the order flow's keep their
+    ids, the returns' and finance's (with their documents) follow; downgrading moves them back."""
+    if any_url.startswith("sqlite"):
+        Path(any_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(any_url)
+    cols = "reference, reason, owner, detail, status, created_ms, resolved_ms, resolved_by, note"
+    values = ":reference, :reason, :owner, :detail, :status, :created_ms, :resolved_ms, :resolved_by, :note"
+    try:
+        assert await migrations.upgrade(engine, "0003") == "0003"
+        async with engine.begin() as conn:
+            for i, ref in ((7, "shop#1001"), (9, "shop#1002")):
+                await conn.execute(text(f"INSERT INTO order_exceptions (id, flow, {cols}) VALUES (:id, 'orders', {values})"),
+                                   {"id": i, **_exception_row(ref, "unknown_sku")})
+            await conn.execute(text(f"INSERT INTO return_exceptions (flow, {cols}) VALUES ('returns', {values})"),
+                               _exception_row("shop#refund-1", "amount_mismatch", status="resolved"))
+            await conn.execute(text(f"INSERT INTO finance_exceptions (flow, documents, {cols}) "
+                                    f"VALUES ('finance', :documents, {values})"),
+                               {"documents": '{"payout": "gid://shopify/ShopifyPaymentsPayout/5", "fee": "0.59"}',
+                                **_exception_row("shop#payout-5", "payout_unbalanced")})
+        assert await migrations.upgrade(engine) == migrations.head_revision()
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
+            assert "flow_exceptions" in tables and not {"order_exceptions", "return_exceptions",
+                                                        "finance_exceptions"} & set(tables)
+            rows = (await conn.execute(text("SELECT id, flow, reference, reason, status FROM flow_exceptions "
+                                            "ORDER BY id"))).all()
+            assert [tuple(r) for r in rows] == [
+                (7, "orders", "shop#1001", "unknown_sku", "open"), (9, "orders", "shop#1002", "unknown_sku", "open"),
+                (10, "returns", "shop#refund-1", "amount_mismatch", "resolved"),
+                (11, "finance", "shop#payout-5", "payout_unbalanced", "open")]
+            assert await conn.run_sync(_diff) == []
+        # the stores read them through the shared queue, each its own flow's
+        from availability.flows.finance.store import FinanceStore
+        from availability.flows.orders.store import OrderStore
+        from availability.flows.returns.store import ReturnStore
+
+        finance, orders, returns = FinanceStore(any_url), OrderStore(any_url), ReturnStore(any_url)
+        try:
+            [payout] = await finance.list_exceptions()
+            assert payout["documents"] == {"payout": "gid://shopify/ShopifyPaymentsPayout/5", "fee": "0.59"}
+            assert [e["id"] for e in await orders.list_exceptions()] == [7, 9]
+            assert await orders.get_exception(11) is None and (await finance.get_exception(11))["flow"] == "finance"
+            assert [e["reference"] for e in await returns.list_exceptions(status=None)] == ["shop#refund-1"]
+            # a new exception takes the next id (PostgreSQL: the sequence moved past the copied ids)
+            assert await orders.open_exception("shop#1003", "unknown_sku", "no product") == 12
+        finally:
+            for store in (finance, orders, returns):
+                await store.close()
+        from alembic import command
+
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(migrations.alembic_config(c), "0003"))
+        async with engine.connect() as conn:
+            back = {t: (await conn.execute(text(f"SELECT reference FROM {t} ORDER BY id"))).scalars().all()
+                    for t in ("order_exceptions", "return_exceptions", "finance_exceptions")}
+            assert back == {"order_exceptions": ["shop#1001", "shop#1002", "shop#1003"],
+                            "return_exceptions": ["shop#refund-1"], "finance_exceptions": ["shop#payout-5"]}
+    finally:
+        await engine.dispose()

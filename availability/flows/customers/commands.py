@@ -32,23 +32,14 @@ def register(fsub) -> None:
 def _parts(settings: Settings, root, *, with_erp: bool):
     from availability.flows.orders.commands import build_parts  # noqa: PLC0415
 
-    return build_parts(settings, root, with_erp=with_erp)
+    return build_parts(settings, root, with_erp=with_erp, names=["orders", "customers"])
 
 
 def _customer_parts(settings: Settings, parts: dict) -> dict:
-    from availability.flows.customers.flow import CustomerIntake, CustomerQueue, CustomerWorker  # noqa: PLC0415
-    from availability.flows.customers.identity import CustomerIdentity  # noqa: PLC0415
-    from availability.flows.customers.store import CustomerStore  # noqa: PLC0415
-    from availability.flows.orders.commands import shop_name  # noqa: PLC0415
-
-    store = CustomerStore(parts["store"].engine)
-    queue = CustomerQueue(parts["queue"].redis, settings.key_prefix)
-    out = {"store": store, "queue": queue, "intake": CustomerIntake(store, queue, shop=shop_name(settings))}
-    if parts.get("erp") is not None:
-        identity = CustomerIdentity(store, parts["erp"], guest_party=settings.guest_party,
-                                    default_region=settings.customer_phone_region)
-        out["worker"] = CustomerWorker(identity, queue)
-    return out
+    """The flow the composition root built (`open_erp_flows`): store, queue, intake, worker."""
+    customers = parts["flows"].customers
+    return {"store": customers.store, "queue": customers.queue, "intake": customers.intake,
+            "worker": customers.worker}
 
 
 def _feed(args, settings: Settings) -> int:

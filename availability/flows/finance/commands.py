@@ -36,7 +36,8 @@ def register(fsub, rsub) -> None:
     add_exception_commands(sub, name="exceptions", dest="finance_exceptions_command",
                            help="the finance exception queue: list, retry, resolve",
                            retry_help="close the exception and post its payout again",
-                           handlers=(_exceptions_list, _exceptions_retry, _exceptions_resolve))
+                           open_parts=lambda args, settings: build_parts(settings, args.root, with_erp=False),
+                           actions="availability.flows.finance.flow")
 
     p = rsub.add_parser("finance", help="payouts, captured payments and refunds of a day against the ERP; "
                                         "exit 1 on drift")
@@ -47,37 +48,16 @@ def register(fsub, rsub) -> None:
 
 @asynccontextmanager
 async def build_parts(settings: Settings, root, *, with_erp: bool = True) -> AsyncIterator[dict]:
-    """The order flow's parts (Redis, embedded or configured ERP) plus this flow's."""
-    from adapters.shopify.client import ShopifyAdminClient  # noqa: PLC0415
-    from adapters.shopify.payments import ShopifyPayments  # noqa: PLC0415
-    from availability.flows.finance.flow import FinanceConfig, FinanceFlow, FinanceQueue  # noqa: PLC0415
-    from availability.flows.finance.store import FinanceStore  # noqa: PLC0415
+    """The flow's parts from the composition root (`root.open_erp_flows`, through the order
+    commands' `build_parts`: Redis, the embedded or configured ERP); with the ERP, the
+    poller (`flow`) and its Shopify Payments client."""
     from availability.flows.orders.commands import build_parts as order_parts, shop_name  # noqa: PLC0415
 
-    if with_erp and not (settings.shopify_url and settings.shopify_token):
-        raise SystemExit("the finance flow reads Shopify Payments: set AVAILABILITY_SHOPIFY_URL and "
-                         "AVAILABILITY_SHOPIFY_TOKEN (scope shopify_payments_payouts)")
-    async with order_parts(settings, root, with_erp=with_erp) as base:
-        store = await FinanceStore(settings.resolved_database_url()).open()
-        queue = FinanceQueue(base["queue"].redis, settings.key_prefix)
-        parts = {"store": store, "queue": queue, "erp": base["erp"], "shop": shop_name(settings)}
-        shopify = None
-        if base["erp"] is not None:
-            shopify = ShopifyAdminClient(settings.shopify_url, settings.shopify_token, settings.shopify_api_version,
-                                         timeout=settings.shopify_timeout_seconds)
-            parts["payments"] = ShopifyPayments(shopify)
-            parts["flow"] = FinanceFlow(store, queue, base["erp"], parts["payments"], shop=parts["shop"],
-                                        config=FinanceConfig(
-                # a payout's listing and entry take longer than a sale: twice the order flow's lease
-                lease_ms=int(settings.orders_lease_seconds * 2000),
-                retry_cap_s=settings.orders_retry_cap_seconds,
-                erp_down_exception_after=settings.orders_erp_down_exception_after))
-        try:
-            yield parts
-        finally:
-            if shopify is not None:
-                await shopify.aclose()
-            await store.close()
+    async with order_parts(settings, root, with_erp=with_erp, names=["orders", "finance"]) as base:
+        finance = base["flows"].finance
+        flow = finance.worker
+        yield {"store": finance.store, "queue": finance.queue, "erp": base["erp"], "shop": shop_name(settings),
+               "flow": flow, "payments": flow.payments if flow is not None else None}
 
 
 def _finance_run(args, settings: Settings) -> int:
@@ -125,46 +105,6 @@ def _finance_show(args, settings: Settings) -> int:
         return 0
 
     return asyncio.run(run())
-
-
-def _exceptions_list(args, settings: Settings) -> int:
-    async def run() -> int:
-        async with build_parts(settings, args.root, with_erp=False) as parts:
-            for row in await parts["store"].list_exceptions(status=None if args.all else "open", reason=args.reason):
-                _print(row)
-        return 0
-
-    return asyncio.run(run())
-
-
-def _exceptions_act(args, settings: Settings, *, retry: bool) -> int:
-    async def run() -> int:
-        from availability.flows.finance.flow import resolve_exception, retry_exception  # noqa: PLC0415
-
-        missing = 0
-        async with build_parts(settings, args.root, with_erp=False) as parts:
-            for exception_id in args.ids:
-                try:
-                    if retry:
-                        row = await retry_exception(parts["store"], parts["queue"], exception_id, by=args.by)
-                    else:
-                        row = await resolve_exception(parts["store"], exception_id, by=args.by, note=args.note)
-                    _print({"id": exception_id, "reference": row["reference"],
-                            "outcome": "retrying" if retry else "resolved"})
-                except KeyError:
-                    missing += 1
-                    _print({"id": exception_id, "outcome": "not found"})
-        return 1 if missing else 0
-
-    return asyncio.run(run())
-
-
-def _exceptions_retry(args, settings: Settings) -> int:
-    return _exceptions_act(args, settings, retry=True)
-
-
-def _exceptions_resolve(args, settings: Settings) -> int:
-    return _exceptions_act(args, settings, retry=False)
 
 
 def _reconcile_finance(args, settings: Settings) -> int:

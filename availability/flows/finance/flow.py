@@ -43,7 +43,7 @@ from adapters.shopify.payments import BalanceTransaction, Payout
 from availability.flows.finance import mapping
 from availability.flows.finance import metrics as m
 from availability.flows.finance.store import OPEN_STATES, FinanceStore, PayoutDoc
-from availability.flows.machinery import Backoff, Leases, Outbox, OutboxMessage, Scripts, WorkQueue, now_ms
+from availability.flows.machinery import Backoff, FlowQueue, OutboxMessage, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -54,38 +54,10 @@ class LeaseLost(Exception):
     """Another worker took the payout over (this one was too slow): leave it to them."""
 
 
-class FinanceQueue:
-    """The flow's Redis side: work marks, leases, outbox, retry schedule."""
-
-    def __init__(self, redis: Redis, prefix: str) -> None:
-        self.redis = redis
-        base = f"{prefix}:finance"
-        self.base = base
-        self.retry_key = f"{base}:retry"
-        scripts = Scripts(redis)
-        self.leases = Leases(redis, f"{base}:inflight", scripts)
-        self.work = WorkQueue(redis, marks_key=f"{base}:marks", urgent_key=f"{base}:urgent", leases=self.leases,
-                              scripts=scripts)
-        self.outbox = Outbox(redis, base, scripts)
-
-    async def wake(self, payout_ids: list[str]) -> None:
-        if payout_ids:
-            await self.work.flag_urgent([f"{p}|payout" for p in payout_ids])
-
-    async def schedule_retry(self, payout_id: str, delay_s: float) -> None:
-        await self.redis.zadd(self.retry_key, {payout_id: now_ms() + int(delay_s * 1000)})
-
-    async def promote_due_retries(self, limit: int = 500) -> int:
-        due = await self.redis.zrangebyscore(self.retry_key, "-inf", now_ms(), start=0, num=limit)
-        ids = [d.decode() if isinstance(d, bytes) else d for d in due]
-        if ids:
-            await self.wake(ids)
-            await self.redis.zrem(self.retry_key, *ids)
-        return len(ids)
-
-    async def idle(self) -> bool:
-        marks, urgent = await self.work.pending()
-        return not (marks or urgent or await self.outbox.pending() or await self.redis.zcard(self.retry_key))
+def finance_queue(redis: Redis, prefix: str) -> FlowQueue:
+    """The flow's Redis side (marks, leases, outbox, retry schedule) under `{prefix}:finance`,
+    one group per payout."""
+    return FlowQueue(redis, prefix, FLOW, member="payout")
 
 
 @dataclass
@@ -101,7 +73,7 @@ class FinanceConfig:
 
 
 class FinanceFlow:
-    def __init__(self, store: FinanceStore, queue: FinanceQueue, erp: Erp, payments: Any, *, shop: str,
+    def __init__(self, store: FinanceStore, queue: FlowQueue, erp: Erp, payments: Any, *, shop: str,
                  config: FinanceConfig | None = None, owner: str | None = None) -> None:
         self.store = store
         self.queue = queue
@@ -126,7 +98,7 @@ class FinanceFlow:
             _doc, needs_work = await self.store.observe(self.shop, payout)
             if needs_work:
                 work.append(payout.id)
-        await self.queue.wake(work)
+        await self.queue.wake(*work)
         await self._gauges()
         return {"payouts": len(seen), "marked": len(work)}
 
@@ -353,7 +325,7 @@ class FinanceFlow:
 # --- exception queue operations (CLI) ---------------------------------------------------------
 
 
-async def retry_exception(store: FinanceStore, queue: FinanceQueue, exception_id: int, *, by: str) -> dict:
+async def retry_exception(store: FinanceStore, queue: FlowQueue, exception_id: int, *, by: str) -> dict:
     """Close the exception and settle its payout again (after the fix was made)."""
     exc = await store.get_exception(exception_id)
     if exc is None:
@@ -364,7 +336,7 @@ async def retry_exception(store: FinanceStore, queue: FinanceQueue, exception_id
         doc = await store.get(payout_id)
         if doc is not None and doc.state == "exception":
             await store.transition(payout_id, "pending", detail=f"retried by {by} (exception {exception_id})")
-        await queue.wake([payout_id])
+        await queue.wake(payout_id)
     return exc
 
 

@@ -11,7 +11,7 @@ For day D (UTC), from Shopify's own statement of account and the ERP's books:
    (confirmed; invoices on order);
 3. **refunds**: the REFUNDs processed on D = the ERP's credit notes of D.
 
-Each mismatch is a `finance_exceptions` row (owner finance) carrying the documents
+Each mismatch is a `flow_exceptions` row (flow and owner finance) carrying the documents
 involved (payout, transactions, ERP entry, orders / sales, credit notes), and the report
 counts it as drift (the CLI exits 1).
 """

@@ -7,7 +7,8 @@ Tables:
     finance_payout_history    every state change with when and why
     finance_transactions      every balance transaction posted, keyed by its id: a
                               transaction is posted once, in one payout, ever
-    finance_exceptions        what finance must look at (reason, owner, the documents)
+    (exceptions: the shared flow_exceptions, flow `finance`, with the documents involved;
+    availability/flows/documents.py)
 
 States (`STATES`, transitions checked on every change):
 
@@ -23,20 +24,19 @@ States (`STATES`, transitions checked on every change):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Column, Integer, MetaData, String, Table, Text, func, insert, select, update,
+    BigInteger, Column, Integer, MetaData, String, Table, Text, func, insert, select, update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.shopify.payments import BalanceTransaction, Payout
-from availability.flows.documents import sql_engine
+from availability.flows.documents import ExceptionQueue, FlowExceptionMethods, flow_exceptions, sql_engine
 
 metadata = MetaData()
 
@@ -116,23 +116,6 @@ transactions = Table(
     Column("entry_id", Integer),
 )
 
-exceptions = Table(
-    "finance_exceptions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("flow", String(32), nullable=False, default="finance"),
-    Column("reference", String(200), nullable=False, index=True),
-    Column("reason", String(64), nullable=False),
-    Column("owner", String(32), nullable=False),
-    Column("detail", Text),
-    Column("documents", JSON),
-    Column("status", String(16), nullable=False),  # open | resolved
-    Column("created_ms", BigInteger, nullable=False),
-    Column("resolved_ms", BigInteger),
-    Column("resolved_by", String(100)),
-    Column("note", Text),
-)
-
-
 class IllegalTransition(RuntimeError):
     """A state change the flow's state machine does not allow (a bug, never data)."""
 
@@ -170,10 +153,12 @@ class PayoutDoc:
         return dict(self.__dict__)
 
 
-class FinanceStore:
+class FinanceStore(FlowExceptionMethods):
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = sql_engine(url)
+        self.exceptions = ExceptionQueue(self.engine, flow_exceptions, "reference", OWNERS, flow="finance",
+                                         default_owner="finance")
 
     async def open(self) -> "FinanceStore":
         from availability.migrations import upgrade  # noqa: PLC0415
@@ -311,52 +296,3 @@ class FinanceStore:
     async def transaction_count(self) -> int:
         async with self.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(transactions))).scalar() or 0)
-
-    # --- exceptions -------------------------------------------------------------------------
-
-    async def open_exception(self, reference: str, reason: str, detail: str, documents: dict | None = None) -> int:
-        """Open (or refresh) the one open exception of this reason for the reference."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(select(exceptions.c.id).where(
-                exceptions.c.reference == reference, exceptions.c.reason == reason,
-                exceptions.c.status == "open"))).first()
-            if row:
-                await conn.execute(update(exceptions).where(exceptions.c.id == row[0]).values(
-                    detail=detail[:4000], documents=documents or {}))
-                return int(row[0])
-            result = await conn.execute(insert(exceptions).values(
-                flow="finance", reference=reference, reason=reason, owner=OWNERS.get(reason, "finance"),
-                detail=detail[:4000], documents=documents or {}, status="open", created_ms=now_ms()))
-            return int(result.inserted_primary_key[0])
-
-    async def close_exceptions(self, reference: str, *, by: str, note: str, reasons: list[str] | None = None,
-                               ids: list[int] | None = None) -> int:
-        async with self.engine.begin() as conn:
-            stmt = update(exceptions).where(exceptions.c.reference == reference, exceptions.c.status == "open")
-            if reasons:
-                stmt = stmt.where(exceptions.c.reason.in_(reasons))
-            if ids:
-                stmt = stmt.where(exceptions.c.id.in_(ids))
-            result = await conn.execute(stmt.values(status="resolved", resolved_ms=now_ms(), resolved_by=by,
-                                                    note=note))
-            return int(result.rowcount or 0)
-
-    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
-        async with self.engine.connect() as conn:
-            stmt = select(exceptions).order_by(exceptions.c.id)
-            if status:
-                stmt = stmt.where(exceptions.c.status == status)
-            if reason:
-                stmt = stmt.where(exceptions.c.reason == reason)
-            out = []
-            for r in (await conn.execute(stmt)).mappings():
-                row = dict(r)
-                if isinstance(row.get("documents"), str):
-                    row["documents"] = json.loads(row["documents"])
-                out.append(row)
-            return out
-
-    async def get_exception(self, exception_id: int) -> dict | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(exceptions).where(exceptions.c.id == exception_id))).mappings().first()
-            return dict(row) if row else None

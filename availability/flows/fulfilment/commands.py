@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 from availability.config import Settings
 from availability.flows.commandkit import add_exception_commands
@@ -30,13 +32,20 @@ def register(fsub) -> None:
     add_exception_commands(sub, name="exceptions", dest="fulfilment_exceptions_command",
                            help="the fulfilment flow's exception queue: list, retry, resolve",
                            retry_help="close the exception and settle its shipment again",
-                           handlers=(_exceptions_list, _exceptions_retry, _exceptions_resolve))
+                           open_parts=_queue_parts, actions="availability.flows.fulfilment.flow", key="shipment_id")
 
 
 def _parts(settings: Settings, args, *, with_erp: bool = False):
     from availability.flows.orders.commands import build_parts
 
     return build_parts(settings, args.root, with_erp=with_erp, names=["orders", "fulfilment"])
+
+
+@asynccontextmanager
+async def _queue_parts(args, settings: Settings) -> AsyncIterator[dict]:
+    """The fulfilment flow's store and queue, no ERP (the exception commands)."""
+    async with _parts(settings, args) as parts:
+        yield {"store": parts["flows"].fulfilment.store, "queue": parts["flows"].fulfilment.queue}
 
 
 def _print(value) -> None:
@@ -112,49 +121,3 @@ def _show(args, settings: Settings) -> int:
         return 0
 
     return asyncio.run(run())
-
-
-def _exceptions_list(args, settings: Settings) -> int:
-    async def run() -> int:
-        async with _parts(settings, args) as parts:
-            store = parts["flows"].fulfilment.store
-            for row in await store.list_exceptions(status=None if args.all else "open", reason=args.reason):
-                _print(row)
-        return 0
-
-    return asyncio.run(run())
-
-
-def _exceptions_apply(args, settings: Settings, action) -> int:
-    async def run() -> int:
-        missing = 0
-        async with _parts(settings, args) as parts:
-            ful = parts["flows"].fulfilment
-            for exception_id in args.ids:
-                try:
-                    row, outcome = await action(ful, exception_id)
-                    _print({"id": exception_id, "shipment_id": row["shipment_id"], "outcome": outcome})
-                except KeyError:
-                    missing += 1
-                    _print({"id": exception_id, "outcome": "not found"})
-        return 1 if missing else 0
-
-    return asyncio.run(run())
-
-
-def _exceptions_retry(args, settings: Settings) -> int:
-    from availability.flows.fulfilment.flow import retry_exception
-
-    async def action(ful, exception_id):
-        return await retry_exception(ful.store, ful.queue, exception_id, by=args.by), "retrying"
-
-    return _exceptions_apply(args, settings, action)
-
-
-def _exceptions_resolve(args, settings: Settings) -> int:
-    from availability.flows.fulfilment.flow import resolve_exception
-
-    async def action(ful, exception_id):
-        return await resolve_exception(ful.store, exception_id, by=args.by, note=args.note), "resolved"
-
-    return _exceptions_apply(args, settings, action)

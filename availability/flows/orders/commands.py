@@ -59,7 +59,7 @@ def register(sub) -> None:
     add_exception_commands(fsub, name="exceptions", dest="exceptions_command",
                            help="the order flow's exception queue: list, retry, resolve",
                            retry_help="close the exception and post its order again",
-                           handlers=(_exceptions_list, _exceptions_retry, _exceptions_resolve))
+                           open_parts=_queue_parts, actions="availability.flows.orders.flow")
 
     from availability.flows.customers.commands import register as register_customers  # noqa: PLC0415
     from availability.flows.fulfilment.commands import register as register_fulfilment  # noqa: PLC0415
@@ -108,6 +108,11 @@ async def build_parts(settings: Settings, root, *, with_erp: bool = True, names:
             await embedded.__aexit__(None, None, None)
         else:
             await redis.aclose()
+
+
+def _queue_parts(args, settings: Settings):
+    """The order flow's store and queue, no ERP (the exception commands)."""
+    return build_parts(settings, args.root, with_erp=False)
 
 
 def _print(value) -> None:
@@ -206,43 +211,6 @@ def _orders_show(args, settings: Settings) -> int:
 
         async with build_parts(settings, args.root, with_erp=False) as parts:
             return await show_document(parts["store"], args.reference, "order")
-
-    return asyncio.run(run())
-
-
-# --- exceptions ---------------------------------------------------------------------------------
-
-
-def _exceptions_list(args, settings: Settings) -> int:
-    async def run() -> int:
-        from availability.flows.commandkit import list_exceptions  # noqa: PLC0415
-
-        async with build_parts(settings, args.root, with_erp=False) as parts:
-            return await list_exceptions(parts["store"], include_resolved=args.all, reason=args.reason)
-
-    return asyncio.run(run())
-
-
-def _exceptions_retry(args, settings: Settings) -> int:
-    async def run() -> int:
-        from availability.flows.commandkit import work_exceptions  # noqa: PLC0415
-        from availability.flows.orders.flow import retry_exception  # noqa: PLC0415
-
-        async with build_parts(settings, args.root, with_erp=False) as parts:
-            return await work_exceptions(
-                args.ids, lambda i: retry_exception(parts["store"], parts["queue"], i, by=args.by), "retrying")
-
-    return asyncio.run(run())
-
-
-def _exceptions_resolve(args, settings: Settings) -> int:
-    async def run() -> int:
-        from availability.flows.commandkit import work_exceptions  # noqa: PLC0415
-        from availability.flows.orders.flow import resolve_exception  # noqa: PLC0415
-
-        async with build_parts(settings, args.root, with_erp=False) as parts:
-            return await work_exceptions(
-                args.ids, lambda i: resolve_exception(parts["store"], i, by=args.by, note=args.note), "resolved")
 
     return asyncio.run(run())
 

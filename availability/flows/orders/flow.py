@@ -50,11 +50,8 @@ from availability.flows.customers.identity import CustomerIdentity
 from availability.flows.customers.store import CustomerStore
 from availability.flows.machinery import (
     Backoff,
-    Leases,
-    Outbox,
+    FlowQueue,
     OutboxMessage,
-    Scripts,
-    WorkQueue,
     current_correlation_id,
     new_correlation_id,
     now_ms,
@@ -82,46 +79,12 @@ def _correlated(doc: Document):
         current_correlation_id.reset(token)
 
 
-class OrderKeys:
-    def __init__(self, prefix: str, flow: str = FLOW) -> None:
-        base = f"{prefix}:{flow}"
-        self.base = base
-        self.marks = f"{base}:marks"
-        self.urgent = f"{base}:urgent"
-        self.leases = f"{base}:inflight"
-        #: reference -> when an ERP-down retry is due (ms)
-        self.retry = f"{base}:retry"
-
-
-class OrderQueue:
-    """The flow's Redis side: work marks, leases, outbox, retry schedule (one per order;
-    the fulfilment flow has its own, `flow="fulfilment"`, also one group per order)."""
-
-    #: the work-mark suffix of one document (`reference|order`)
-    member = "order"
+class OrderQueue(FlowQueue):
+    """The flow's Redis side (flows/machinery.py `FlowQueue`) under `{prefix}:orders`; the
+    fulfilment flow has its own, `flow="fulfilment"`, also one group per order."""
 
     def __init__(self, redis: Redis, prefix: str, flow: str = FLOW) -> None:
-        self.redis = redis
-        self.keys = OrderKeys(prefix, flow)
-        scripts = Scripts(redis)
-        self.leases = Leases(redis, self.keys.leases, scripts)
-        self.work = WorkQueue(redis, marks_key=self.keys.marks, urgent_key=self.keys.urgent, leases=self.leases,
-                              scripts=scripts)
-        self.outbox = Outbox(redis, self.keys.base, scripts)
-
-    async def wake(self, reference: str) -> None:
-        await self.work.flag_urgent([f"{reference}|{self.member}"])
-
-    async def schedule_retry(self, reference: str, delay_s: float) -> None:
-        await self.redis.zadd(self.keys.retry, {reference: now_ms() + int(delay_s * 1000)})
-
-    async def promote_due_retries(self, limit: int = 500) -> int:
-        due = await self.redis.zrangebyscore(self.keys.retry, "-inf", now_ms(), start=0, num=limit)
-        refs = [d.decode() if isinstance(d, bytes) else d for d in due]
-        if refs:
-            await self.work.flag_urgent([f"{r}|{self.member}" for r in refs])
-            await self.redis.zrem(self.keys.retry, *refs)
-        return len(refs)
+        super().__init__(redis, prefix, flow, member="order")
 
 
 class OrderIntake:

@@ -8,7 +8,8 @@ outbox (availability/flows/machinery.py); everything those would need to rebuild
                             (newest `updated_at` wins), paid / cancel flags, the ERP sale id
     order_document_history  every state change with when, why and the correlation id
     order_webhooks          X-Shopify-Webhook-Id values seen (a redelivery storm is dropped)
-    order_exceptions        what people must look at: reason, owner, open/resolved
+    flow_exceptions         what people must look at: reason, owner, open/resolved (shared
+                            with the returns and finance flows, availability/flows/documents.py)
 
 States: received -> posted (ERP quotation) -> confirmed (paid: ERP sale confirmed);
 awaiting_order (orders/paid came before orders/create); cancelled; exception.
@@ -29,7 +30,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from availability.flows.documents import ExceptionQueue, exceptions_table, history_table, sql_engine
+from availability.flows.documents import (
+    ExceptionQueue, FlowExceptionMethods, flow_exceptions, history_table, sql_engine,
+)
 
 metadata = MetaData()
 
@@ -64,12 +67,6 @@ webhooks = Table(
     Column("topic", String(64), nullable=False),
     Column("reference", String(200)),
     Column("at_ms", BigInteger, nullable=False),
-)
-
-exceptions = exceptions_table(
-    "order_exceptions", metadata,
-    Column("flow", String(32), nullable=False, default="orders"),
-    Column("reference", String(200), nullable=False, index=True),
 )
 
 #: who works an exception of each reason
@@ -131,19 +128,18 @@ def _newer(incoming: str | None, stored: str | None) -> bool:
         return incoming >= stored
 
 
-class OrderStore:
+class OrderStore(FlowExceptionMethods):
     # the tables, flow name and owners the shared parts below (open, webhooks, the
     # exception queue) use: the returns flow's store reuses them with its own
     metadata = metadata
     webhooks_table = webhooks
-    exceptions_table = exceptions
     flow = "orders"
     owners = OWNERS
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = sql_engine(url)
-        self.exceptions = ExceptionQueue(self.engine, self.exceptions_table, "reference", self.owners)
+        self.exceptions = ExceptionQueue(self.engine, flow_exceptions, "reference", self.owners, flow=self.flow)
 
     async def open(self) -> "OrderStore":
         from availability.migrations import upgrade  # noqa: PLC0415
@@ -277,21 +273,3 @@ class OrderStore:
             rows = await conn.execute(select(documents.c.state, func.count()).group_by(documents.c.state))
             return {state: int(n) for state, n in rows}
 
-    # --- exceptions -------------------------------------------------------------------------
-
-    async def open_exception(self, reference: str, reason: str, detail: str) -> int:
-        """Open (or refresh the detail of) the one open exception of this reason for the order."""
-        return (await self.exceptions.open(reference, reason, detail, flow=self.flow))[0]
-
-    async def close_exceptions(self, reference: str, *, by: str, note: str, reasons: list[str] | None = None,
-                               ids: list[int] | None = None) -> int:
-        return await self.exceptions.close(reference, by=by, note=note, reasons=reasons, ids=ids)
-
-    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None,
-                              flow: str | None = None, owner: str | None = None, limit: int | None = None,
-                              after_id: int | None = None) -> list[dict]:
-        return await self.exceptions.list(status=status, reason=reason, flow=flow, owner=owner, limit=limit,
-                                          after_id=after_id)
-
-    async def get_exception(self, exception_id: int) -> dict | None:
-        return await self.exceptions.get(exception_id)

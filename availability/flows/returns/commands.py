@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import AsyncIterator
 
 from availability.config import Settings
-from availability.flows.commandkit import (
-    add_exception_commands, feed_files, list_exceptions, print_json, run_worker, show_document, work_exceptions,
-)
+from availability.flows.commandkit import add_exception_commands, feed_files, print_json, run_worker, show_document
 
 TOPICS = ("refunds/create", "returns/request", "returns/approve", "returns/decline", "returns/cancel",
           "returns/close", "returns/reopen", "returns/update", "reverse_fulfillment_orders/dispose")
@@ -48,53 +45,22 @@ def register(sub) -> None:
     add_exception_commands(rsub, name="exceptions", dest="returns_exceptions_command",
                            help="the returns flow's exception queue: list, retry, resolve",
                            retry_help="close the exception and settle its document again",
-                           handlers=(_exceptions_list, _exceptions_retry, _exceptions_resolve))
+                           open_parts=_queue_parts, actions="availability.flows.returns.flow")
 
 
 @asynccontextmanager
 async def build_parts(settings: Settings, root, *, with_worker: bool = True) -> AsyncIterator[dict]:
-    from availability.flows.orders.commands import shop_name  # noqa: PLC0415
-    from availability.flows.returns.flow import (  # noqa: PLC0415
-        ReturnsIntake, ReturnsQueue, ReturnsWorker, SaleLookup, StreamSink, WorkerConfig,
-    )
-    from availability.flows.returns.store import ReturnStore  # noqa: PLC0415
-    from availability.flows.inventory.shops import configured_shops  # noqa: PLC0415
-    from availability.ingest.publisher import EventPublisher  # noqa: PLC0415
-    from availability.ingest.shopify_webhooks import _Locations  # noqa: PLC0415
+    """The flow's parts from the composition root (`root.open_erp_flows` over a runtime: the
+    worker books restocks through the runtime's ledger and event publisher)."""
+    async with root.open_runtime(settings) as runtime, root.open_erp_flows(
+            settings, runtime.redis, names=["orders", "returns"], with_erp=with_worker, runtime=runtime) as flows:
+        returns = flows.returns
+        yield {"store": returns.store, "queue": returns.queue, "intake": returns.intake, "worker": returns.worker}
 
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    async with root.open_runtime(settings) as runtime:
-        url = settings.resolved_database_url()
-        store = await ReturnStore(url).open()
-        queue = ReturnsQueue(runtime.redis, settings.key_prefix)
-        parts: dict = {"store": store, "queue": queue, "intake": ReturnsIntake(store, queue, shop=shop_name(settings))}
-        erp = server = publisher = sales = None
-        try:
-            if with_worker:
-                erp, server = root.erp_client(settings)
-                publisher = EventPublisher(runtime)
-                await publisher.start()
-                shops = configured_shops(settings)
-                if not shops:
-                    raise SystemExit("no Shopify shop configured: the location map comes from its settings")
-                sales = SaleLookup(url)
-                parts["worker"] = ReturnsWorker(
-                    store, queue, erp, StreamSink(publisher, runtime.ledger), sales,
-                    _Locations(runtime, shops[0]).get, config=WorkerConfig(
-                        lease_ms=int(settings.orders_lease_seconds * 1000),
-                        retry_cap_s=settings.orders_retry_cap_seconds,
-                        erp_down_exception_after=settings.orders_erp_down_exception_after))
-            yield parts
-        finally:
-            if publisher is not None:
-                await publisher.close()
-            if sales is not None:
-                await sales.engine.dispose()
-            if erp is not None:
-                await erp.aclose()
-            if server is not None:
-                server.stop()
-            await store.close()
+
+def _queue_parts(args, settings: Settings):
+    """The flow's store and queue, no ERP (the exception commands)."""
+    return build_parts(settings, args.root, with_worker=False)
 
 
 def _feed(args, settings: Settings) -> int:
@@ -133,35 +99,5 @@ def _show(args, settings: Settings) -> int:
     async def run() -> int:
         async with build_parts(settings, args.root, with_worker=False) as parts:
             return await show_document(parts["store"], args.key, "refund or return")
-
-    return asyncio.run(run())
-
-
-def _exceptions_list(args, settings: Settings) -> int:
-    async def run() -> int:
-        async with build_parts(settings, args.root, with_worker=False) as parts:
-            return await list_exceptions(parts["store"], include_resolved=args.all, reason=args.reason)
-
-    return asyncio.run(run())
-
-
-def _exceptions_retry(args, settings: Settings) -> int:
-    async def run() -> int:
-        from availability.flows.returns.flow import retry_exception  # noqa: PLC0415
-
-        async with build_parts(settings, args.root, with_worker=False) as parts:
-            return await work_exceptions(
-                args.ids, lambda i: retry_exception(parts["store"], parts["queue"], i, by=args.by), "retrying", "key")
-
-    return asyncio.run(run())
-
-
-def _exceptions_resolve(args, settings: Settings) -> int:
-    async def run() -> int:
-        from availability.flows.returns.flow import resolve_exception  # noqa: PLC0415
-
-        async with build_parts(settings, args.root, with_worker=False) as parts:
-            return await work_exceptions(
-                args.ids, lambda i: resolve_exception(parts["store"], i, by=args.by, note=args.note), "resolved", "key")
 
     return asyncio.run(run())

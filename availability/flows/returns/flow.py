@@ -36,9 +36,9 @@ from sqlalchemy import select
 
 from adapters.erp.port import Erp, ErpError
 from availability.domain.events import StockEvent
-from availability.flows.machinery import OutboxMessage, current_correlation_id, new_correlation_id, now_ms
+from availability.flows.machinery import FlowQueue, OutboxMessage, current_correlation_id, new_correlation_id, now_ms
 from availability.flows.orders import flow as orders_flow
-from availability.flows.orders.flow import OrderQueue, OrderWorker
+from availability.flows.orders.flow import OrderWorker
 from availability.flows.orders.flow import WorkerConfig as OrderWorkerConfig
 from availability.flows.returns import mapping
 from availability.flows.returns import metrics as m
@@ -51,13 +51,11 @@ FLOW = "returns"
 OPEN_STATES = ("received", "awaiting_sale", "posted")
 
 
-class ReturnsQueue(OrderQueue):
+class ReturnsQueue(FlowQueue):
     """The flow's Redis side (marks, leases, outbox, retry schedule), under `{prefix}:returns`."""
 
-    member = "doc"
-
     def __init__(self, redis, prefix: str) -> None:
-        super().__init__(redis, prefix, FLOW)
+        super().__init__(redis, prefix, FLOW, member="doc")
 
 
 class StockSink(Protocol):

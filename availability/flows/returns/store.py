@@ -7,7 +7,7 @@ Shopify return, their history, and the flow's exception queue (SQL, like the ord
                              the shop / presentment amounts, for returns the dispositions
     return_document_history  every state change with when, why and the correlation id
     return_webhooks          X-Shopify-Webhook-Id values seen (a redelivery storm is dropped)
-    return_exceptions        what people must look at: reason, owner, open/resolved
+    (exceptions: the shared flow_exceptions, flow `returns`; availability/flows/documents.py)
 
 The state machines are data (`REFUND_STATES`, `RETURN_STATES`), checked on every
 transition. Tables come from the Alembic migrations (revision 0003), applied on open as the order flow's are.
@@ -63,11 +63,10 @@ documents = Table(
 
 
 
-# history, webhook ids and exceptions have the order flow's columns (the history's and
-# the exceptions' `reference` holds the document key)
+# history and webhook ids have the order flow's columns (the history's `reference` holds
+# the document key, as the shared flow_exceptions' does for this flow's rows)
 history = orders_store.history.to_metadata(metadata, name="return_document_history")
 webhooks = orders_store.webhooks.to_metadata(metadata, name="return_webhooks")
-exceptions = orders_store.exceptions.to_metadata(metadata, name="return_exceptions")
 
 #: a refund's life: state -> the states it may go to
 REFUND_STATES: dict[str, tuple[str, ...]] = {
@@ -173,7 +172,6 @@ class ReturnStore(OrderStore):
 
     metadata = metadata
     webhooks_table = webhooks
-    exceptions_table = exceptions
     flow = "returns"
     owners = OWNERS
 
