@@ -201,19 +201,19 @@ def test_server_choice_from_the_environment(monkeypatch):
     from availability.api.commands import default_server
 
     monkeypatch.delenv("AVAILABILITY_SERVER", raising=False)
-    assert default_server() == "uvicorn"
-    monkeypatch.setenv("AVAILABILITY_SERVER", "Granian")
     assert default_server() == "granian"
+    monkeypatch.setenv("AVAILABILITY_SERVER", "Uvicorn")
+    assert default_server() == "uvicorn"
     monkeypatch.setenv("AVAILABILITY_SERVER", "gunicorn")
-    with pytest.raises(SystemExit, match="uvicorn, granian"):
+    with pytest.raises(SystemExit, match="granian, uvicorn"):
         default_server()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_granian_serves_the_same_lookup_and_counts_it(redis_url, key_prefix, tmp_path, workers):
-    """`availability serve --server granian`, a real process: the fast path answers as under the
-    in-process app, and /metrics counts every worker's lookups."""
+    """`availability serve --server granian` (RSGI, api/rsgi.py), a real process: the fast path
+    answers as under the in-process app, and /metrics counts every worker's lookups."""
     import os
     import signal
     import subprocess
