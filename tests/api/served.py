@@ -103,18 +103,25 @@ def _listening(port: int, thread: threading.Thread, timeout: float = 30) -> bool
     return False
 
 
-@pytest.fixture(scope="module")
-def served(redis_url, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("fuzz")
-    config = Settings(
+def served_settings(redis_url: str, data_dir, prefix: str, keys: list[dict], **extra) -> Settings:
+    """Settings of a served test app: the session's Redis under a fresh key prefix, a SQLite
+    store in `data_dir`, these API keys, events applied directly, no rate limit."""
+    return Settings(
         _env_file=None,
         redis_url=redis_url,
-        key_prefix=f"fz{uuid.uuid4().hex[:8]}",
+        key_prefix=f"{prefix}{uuid.uuid4().hex[:8]}",
         data_dir=str(data_dir),
         database_url=f"sqlite+aiosqlite:///{data_dir}/rules.db",
-        api_keys=json.dumps([{"key": KEY, "scopes": ["admin"], "name": "fuzzer"}]),
+        api_keys=json.dumps(keys),
         events_mode="direct",
         rate_limit_per_second=0,
+        **extra,
     )
+
+
+@pytest.fixture(scope="module")
+def served(redis_url, tmp_path_factory):
+    keys = [{"key": KEY, "scopes": ["admin"], "name": "fuzzer"}]
+    config = served_settings(redis_url, tmp_path_factory.mktemp("fuzz"), "fz", keys)
     with running(config, "fuzz-server") as port:
         yield f"http://127.0.0.1:{port}"

@@ -15,7 +15,7 @@ import pytest
 from availability.embedded_redis import free_port
 from availability.ledger.stockreader import PipelinedStockReader
 
-from tests.api.conftest import ADMIN, PLANNER, READER, RESERVER, bearer
+from tests.api.conftest import ADMIN, PLANNER, READER, RESERVER, bearer, receipt
 from tests.api.test_availability import setup_stores
 
 NO_KEY = {"Authorization": ""}
@@ -258,3 +258,26 @@ def test_granian_serves_the_same_lookup_and_counts_it(redis_url, key_prefix, tmp
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+async def test_a_kept_answer_is_not_given_once_stock_or_rules_change(api):
+    """The fast path resends its last answer for a (SKU, query) only while the stock hash and
+    the RuleBook are the ones it was computed from: a receipt, a reservation and a rule
+    change each give a new answer, the same bytes as Litestar's."""
+    await setup_stores(api)
+    url = "/v1/availability/TEE"
+    first = await same_answer(api, "GET", url, fast=True)
+    again = await same_answer(api, "GET", url, fast=True)
+    assert again.content == first.content and first.json()["ats"] == 17
+    await api.seed(receipt("TEE", "DC1", 5, event_id="more-tee"))
+    after_receipt = await same_answer(api, "GET", url, fast=True)
+    assert after_receipt.json()["ats"] == 22
+    resp = await api.client.post("/v1/reservations", json={"reservation_id": "kept-1", "channel": "online",
+                                                            "lines": [{"sku": "TEE", "quantity": 2}]})
+    assert resp.status_code == 201, resp.text
+    assert (await same_answer(api, "GET", url, fast=True)).json()["ats"] == 20
+    resp = await api.client.post("/v1/rules", json={"kind": "safety_stock", "units": 1})
+    assert resp.status_code == 201, resp.text
+    await api.runtime.rules.refresh()
+    after_rule = await same_answer(api, "GET", url, fast=True)
+    assert after_rule.json()["ats"] == 17 and after_rule.json()["rules_version"] > first.json()["rules_version"]

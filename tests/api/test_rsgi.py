@@ -11,7 +11,6 @@ uploads in chunks, streamed answers, errors, and the metrics of both paths.
 from __future__ import annotations
 
 import json
-import uuid
 from types import SimpleNamespace
 
 import httpx
@@ -19,27 +18,15 @@ import pytest
 
 pytest.importorskip("granian")
 
-from availability.config import Settings  # noqa: E402
 from tests.api.conftest import ADMIN, KEYS, READER, RESERVER, bearer  # noqa: E402
-from tests.api.served import serving_rsgi  # noqa: E402
+from tests.api.served import served_settings, serving_rsgi  # noqa: E402
 from tests.api.test_availability import setup_stores  # noqa: E402
 from tests.api.test_fastpath import BATCH_FAST, BATCH_LITESTAR, SINGLE_FAST, SINGLE_LITESTAR  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def rsgi_server(redis_url, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("rsgi")
-    config = Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        key_prefix=f"rs{uuid.uuid4().hex[:8]}",
-        data_dir=str(data_dir),
-        database_url=f"sqlite+aiosqlite:///{data_dir}/rules.db",
-        api_keys=json.dumps(KEYS),
-        events_mode="direct",
-        rate_limit_per_second=0,
-        services=["expiry"],
-    )
+    config = served_settings(redis_url, tmp_path_factory.mktemp("rsgi"), "rs", KEYS, services=["expiry"])
     with serving_rsgi(config) as (port, app):
         yield f"http://127.0.0.1:{port}", app
 
