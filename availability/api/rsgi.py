@@ -154,10 +154,13 @@ class RsgiServedApp:
                     template = SINGLE_TEMPLATE
                 elif method == "POST" and path == BATCH_PATH:
                     headers = scope.headers
-                    body = await proto()
                     key = _key(headers)
-                    if key is not _UNDECIDED and headers.get("content-type") == _JSON and self._whole(headers, body):
-                        answer = await fast.batch(body, key, _host(scope.client) if key is None else None)
+                    # read here only a JSON body of a declared length within the limit; any
+                    # other is streamed to Litestar, which judges it (and its size) as it reads
+                    if key is not _UNDECIDED and headers.get("content-type") == _JSON and self._fits(headers):
+                        body = await proto()
+                        if len(body) == int(headers.get("content-length")):
+                            answer = await fast.batch(body, key, _host(scope.client) if key is None else None)
                     template = BATCH_PATH
                 if answer is not None:
                     proto.response_bytes(
@@ -173,15 +176,10 @@ class RsgiServedApp:
                     return
         await asgi_bridge(self.served, scope, proto, body)
 
-    def _whole(self, headers: Any, body: bytes) -> bool:
-        """The body is all a declared Content-Length said, and within the app's limit (else Litestar judges)."""
+    def _fits(self, headers: Any) -> bool:
+        """A declared Content-Length within the app's body limit (else Litestar judges the body)."""
         length = headers.get("content-length")
-        return (
-            length is not None
-            and length.isdigit()
-            and int(length) == len(body)
-            and len(body) <= self.served.settings.max_body_bytes
-        )
+        return length is not None and length.isdigit() and int(length) <= self.served.settings.max_body_bytes
 
 
 async def asgi_bridge(app: Any, scope: Any, proto: Any, body: bytes | None = None) -> None:

@@ -178,3 +178,21 @@ async def test_metrics_count_both_paths(api):
     after = (await api.client.get("/metrics")).text
     assert count(after, "200") - count(before, "200") == 5
     assert count(after, "404") - count(before, "404") == 1
+
+
+async def test_a_batch_without_length_or_over_the_limit_is_streamed_to_litestar(api):
+    """The RSGI path reads a batch body itself only when its declared length fits the limit."""
+    switch = api.app.state.fast_lookups
+    headers = {"Content-Type": "application/json"}
+
+    async def chunks(data: bytes):
+        yield data
+
+    before = switch.answered
+    resp = await api.client.post("/v1/availability/batch", content=chunks(b'{"skus":["TEE"]}'), headers=headers)
+    assert resp.status_code == 200 and switch.answered == before, "chunked: Litestar's route answers"
+    fast = await api.client.post("/v1/availability/batch", content=b'{"skus":["TEE"]}', headers=headers)
+    assert fast.content == resp.content and switch.answered == before + 1
+    big = b'{"skus":["TEE"],"pad":"' + b"x" * (1024 * 1024) + b'"}'
+    resp = await api.client.post("/v1/availability/batch", content=big, headers=headers)
+    assert resp.status_code == 413 and switch.answered == before + 1
