@@ -44,15 +44,18 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _JSON = "application/json"
 
 
-def _host(address: str) -> str:
-    """'127.0.0.1:5000' / '[::1]:5000' -> the host part, as an ASGI server's client[0]."""
-    host = address.rpartition(":")[0]
-    return host[1:-1] if host.startswith("[") else host
+#: what `_key` answers when only the headers' order could decide
+_UNDECIDED: Any = object()
 
 
 def _address(address: str) -> tuple[str, int]:
+    """'127.0.0.1:5000' / '[::1]:5000' -> (host, port), as an ASGI server's client / server."""
     host, _, port = address.rpartition(":")
     return (host[1:-1] if host.startswith("[") else host), int(port) if port.isdigit() else 0
+
+
+def _host(address: str) -> str:
+    return _address(address)[0]
 
 
 def _key(headers: Any) -> Any:
@@ -73,9 +76,6 @@ def _key(headers: Any) -> Any:
             return _UNDECIDED  # both usable: the first in the request wins
         return next((v.strip() for v in headers.get_all("x-api-key") if v), None)
     return bearer
-
-
-_UNDECIDED: Any = object()
 
 
 def _correlation_id(headers: Any) -> str:
