@@ -6,8 +6,8 @@ else the CLI command run (cli.py). A contextvar: free to read, set once per unit
 from __future__ import annotations
 
 import contextvars
+import os
 import re
-import uuid
 
 current_correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "availability_correlation_id", default=None
@@ -19,7 +19,8 @@ _SANE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 def new_correlation_id() -> str:
-    return uuid.uuid4().hex
+    # 32 random hex digits, as uuid4().hex gave, for a third of its cost (every lookup makes one)
+    return os.urandom(16).hex()
 
 
 def sane(value: str | bytes | None) -> str | None:

@@ -198,3 +198,97 @@ async def open_loop(
         if conn.transport is not None:
             conn.transport.close()
     return stats
+
+
+# --- wrk: the closed-loop peak from a compiled load generator ------------------------------
+#
+# A Python client on the same two cores caps what it can measure (it spends about as much
+# CPU per request as the server under test), so peaks are taken with wrk (Debian's `wrk`,
+# C + LuaJIT) when it is installed, pinned to a core of its own. wrk has no open loop
+# (fixed request rate) mode, so latency at half peak stays with `open_loop` above.
+
+WRK_LUA = r"""
+local pool = {}
+local n = 0
+local i = 0
+function init(args)
+  for line in io.lines("%(requests)s") do
+    local method, path, body = line:match("^(%%S+) (%%S+) ?(.*)$")
+    local headers = { ["Authorization"] = "%(auth)s" }
+    if body ~= "" then headers["Content-Type"] = "application/json" else body = nil end
+    n = n + 1
+    pool[n] = wrk.format(method, path, headers, body)
+  end
+end
+function request()
+  i = i + 1
+  return pool[(i %% n) + 1]
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK-JSON {"requests":%%d,"duration_us":%%d,"connect_errors":%%d,"read_errors":%%d,' ..
+    '"write_errors":%%d,"timeouts":%%d,"non_2xx":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,' ..
+    '"p999_us":%%d,"max_us":%%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+"""
+
+
+def wrk_path() -> str | None:
+    import shutil  # noqa: PLC0415
+
+    return shutil.which("wrk")
+
+
+def wrk_closed_loop(
+    host: str,
+    port: int,
+    requests: list[tuple[str, str, str]],
+    auth: str,
+    *,
+    connections: int,
+    seconds: float,
+    cpus: set[int] | None = None,
+) -> dict:
+    """wrk, one thread (pinned to `cpus`), `connections` keep-alive connections cycling
+    through `requests` ((method, path, JSON body or "")). Same keys as `Stats.summary()`."""
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    binary = wrk_path()
+    if binary is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
+        listing = os.path.join(tmp, "requests.txt")
+        with open(listing, "w") as fh:
+            for method, path, body in requests:
+                fh.write(f"{method} {path} {body}".rstrip() + "\n")
+        script = os.path.join(tmp, "bench.lua")
+        with open(script, "w") as fh:
+            fh.write(WRK_LUA % {"requests": listing, "auth": auth})
+        cmd = [binary, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+               "-s", script, f"http://{host}:{port}/"]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=seconds + 60,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK-JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    raw = json.loads(line[len("WRK-JSON "):])
+    secs = raw["duration_us"] / 1e6
+    errors = raw["connect_errors"] + raw["read_errors"] + raw["write_errors"] + raw["timeouts"]
+    return {
+        "requests": raw["requests"],
+        "seconds": round(secs, 3),
+        "requests_per_sec": round(raw["requests"] / secs, 1) if secs else 0.0,
+        **{f"{q}_ms": round(raw[f"{q}_us"] / 1000, 3) for q in ("p50", "p90", "p99", "p999", "max")},
+        # wrk counts answers, not statuses: everything but 2xx/3xx is `non_2xx`
+        "statuses": {"2xx/3xx": raw["requests"] - raw["non_2xx"], "other": raw["non_2xx"]},
+        "errors": errors,
+        "loadgen": "wrk",
+    }

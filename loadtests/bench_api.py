@@ -1,37 +1,41 @@
 """Benchmark: the HTTP API under load, beside the same server answering a constant. Prints JSON.
 
     python -m loadtests.bench_api [--quick] [--redis-url URL] [--workers 1] [--concurrency 32]
-                                  [--skus 10000] [--out FILE]
+                                  [--skus 10000] [--no-pin] [--out FILE]
 
-What it does, in one run (about 60 s; --quick about 15 s):
+What it does, in one run (about 4 minutes; --quick about 1.5):
 
-1. Starts Redis (embedded redis-server, unless --redis-url), then the service exactly as
-   operators do (`python -m availability.cli serve`, uvicorn) on a free loopback port with
-   the benchmark's constant endpoint enabled (AVAILABILITY_BENCH_ENDPOINTS), an admin API
-   key, and the rate limit set out of reach (the limiter still runs on every request).
+1. Starts Redis (embedded, unless --redis-url), then the service exactly as operators do
+   (`python -m availability.cli serve`: its default server, Granian on RSGI, api/rsgi.py)
+   on a free loopback port with the benchmark's constant endpoint enabled
+   (AVAILABILITY_BENCH_ENDPOINTS), an admin API key, and the rate limit set out of reach
+   (the limiter still runs on every request).
 2. Seeds master data and rules through the API (3 locations, a global safety stock, an
    online buffer) and stock for --skus SKUs at every location straight into the ledger.
 3. Lookups: `GET /v1/availability/{sku}` (random seeded SKU) and `GET /bench/constant`
-   (same app, same auth gate and metrics, no Redis, no rules), each first closed-loop with
-   --concurrency connections (peak throughput), then open-loop at half that peak (p50/p99
-   at half of peak, the product target: p99 under 5 ms). From the two peaks it derives the
-   time per request the Redis read plus ATS cost on top of the framework's own.
+   (same app, same auth gate and metrics, no Redis, no rules: under Granian it is Litestar
+   behind the RSGI bridge, the framework's own ceiling on that server), each first
+   closed-loop with --concurrency connections (peak throughput), then open-loop at half
+   that peak (p50/p99 at half of peak; issue 17's aim: p99 under 2 ms).
 4. Batch: `POST /v1/availability/batch` with 100 SKUs, closed-loop.
 5. Reservations (`reservations`): one hot SKU, more single-unit reservations than it has ATS, from 64
    connections at once; reports reservations per second and `oversold` (successes beyond
    the ATS before the run; must be 0), cross-checked with the ledger's reserved count.
 6. Lookup variants (`lookup_variants`, skip with --no-variants): the main server stopped, one
-   server at a time over the same Redis and rules: uvicorn or Granian (`--server`), with the
-   lookup fast path (api/fastpath.py) or with Litestar answering (AVAILABILITY_FAST_LOOKUPS=0),
-   1 or 2 workers; peak and p99 at half peak, each as a ratio to step 3's uvicorn constant
-   endpoint (Granian also measures its own constant endpoint).
+   server at a time over the same Redis and rules: uvicorn (ASGI), Granian on ASGI
+   (`granian --interface asgi`, the previous best) and Granian on RSGI (`serve`'s default),
+   with the lookup fast path (api/fastpath.py) or with Litestar answering
+   (AVAILABILITY_FAST_LOOKUPS=0), 1 or 2 workers; peak and p99 at half peak, each as a
+   ratio to the uvicorn constant endpoint measured in the same run (`uvicorn_constant`)
+   and to its own server's constant endpoint.
 
-The main server (steps 3-5) is uvicorn with the fast path on, as `availability serve
---server uvicorn` runs; --no-fast-path measures it with Litestar answering lookups.
-
-The load generator is loadtests/api_loadgen.py (raw asyncio protocols, uvloop when
-installed). It and the server share the machine: figures are for this machine, and the
-ratios to the constant endpoint are what carries across machines.
+Load generators: the closed-loop peaks are taken by `wrk` (C, one thread) when it is on
+PATH (`apt-get install wrk`), else by loadtests/api_loadgen.py; the open loop at half peak
+is loadtests/api_loadgen.py (wrk has no fixed-rate mode). Unless --no-pin, on a machine
+with 2+ cores the load generators, this process and the embedded Redis run on the last
+core and a 1-worker server on the others (`os.sched_setaffinity`), so "one worker" is one
+core the client does not share; a 2-worker server gets every core, the client's too.
+The JSON's `client` says which generator measured what.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ from availability.domain.events import StockEvent
 from availability.embedded_redis import EmbeddedRedis, free_port
 from availability.ledger.keys import KeyLayout
 from availability.ledger.ledger import Ledger
-from loadtests.api_loadgen import build_request, closed_loop, open_loop
+from loadtests.api_loadgen import build_request, closed_loop, open_loop, wrk_closed_loop, wrk_path
 
 HOST = "127.0.0.1"
 KEY = "bench-admin-" + uuid.uuid4().hex[:12]
@@ -68,9 +72,25 @@ HOT_SKU = "HOT-SNEAKER-42"
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
 
 
+#: what the load generator, this process and Redis are pinned to, and what a server gets
+PIN: dict[str, set[int] | None] = {"client": None, "server": None, "all": None}
+
+
+def plan_cpus(pin: bool) -> None:
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if pin and len(cpus) >= 2:
+        PIN.update(client={cpus[-1]}, server=set(cpus[:-1]), all=set(cpus))
+
+
+def _pinned(cpus: set[int] | None):
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
 def start_server(
-    redis_url: str, port: int, prefix: str, data_dir: str, workers: int, server: str = "uvicorn", fast: bool = True
+    redis_url: str, port: int, prefix: str, data_dir: str, workers: int, server: str = "granian", fast: bool = True
 ) -> subprocess.Popen:
+    """`server`: granian (serve's default: RSGI), uvicorn, or granian-asgi (Granian's own CLI on
+    the ASGI factory, the interface `serve --server granian` used before RSGI)."""
     env = dict(os.environ)
     env.update(
         AVAILABILITY_REDIS_URL=redis_url,
@@ -84,24 +104,39 @@ def start_server(
         AVAILABILITY_FAST_LOOKUPS="1" if fast else "0",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "availability.cli",
-        "--log-level",
-        "WARNING",
-        "serve",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--server",
-        server,
-    ]
+    if server == "granian-asgi":
+        cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", HOST, "--port",
+               str(port), "--workers", str(workers), "--log-level", "warning", "availability.api.app:create_asgi_app"]
+    else:
+        cmd = [sys.executable, "-m", "availability.cli", "--log-level", "WARNING", "serve", "--host", HOST,
+               "--port", str(port), "--workers", str(workers), "--server", server]
     log = open(Path(data_dir) / f"server-{port}.log", "wb")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cpus = PIN["server"] if workers == 1 else PIN["all"]
+    # The process's own session (stop_server kills the group) and its cores (workers inherit them).
+    def setup() -> None:
+        os.setsid()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=setup)
+    SERVER_SESSION[port] = proc.pid  # setsid: the session id is the server's pid
+    return proc
+
+
+def session_cpu_seconds(session: int) -> float:
+    """User + system CPU of every live process in `session` (the server and its workers)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # field 6 of stat: the session id
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -114,7 +149,7 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-async def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+async def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
@@ -176,36 +211,85 @@ async def settle(base: str, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.2)
 
 
-def lookup_factory(skus: int):
+AUTH = f"Bearer {KEY}"
+
+
+def lookup_requests(skus: int) -> list[tuple[str, str, str]]:
     rng = random.Random(11)
-    auth = {"Authorization": f"Bearer {KEY}"}
-    pool = [build_request("GET", f"/v1/availability/SKU-{rng.randrange(skus):06d}", HOST, auth) for _ in range(4096)]
-    return lambda i: pool[i & 4095]
+    return [("GET", f"/v1/availability/SKU-{rng.randrange(skus):06d}", "") for _ in range(4096)]
 
 
-def constant_factory():
-    raw = build_request("GET", "/bench/constant", HOST, {"Authorization": f"Bearer {KEY}"})
-    return lambda i: raw
+def constant_requests() -> list[tuple[str, str, str]]:
+    return [("GET", "/bench/constant", "")]
 
 
-def batch_factory(skus: int, size: int = 100):
+def batch_requests(skus: int, size: int = 100) -> list[tuple[str, str, str]]:
     rng = random.Random(13)
-    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    pool = []
+    out = []
     for _ in range(256):
-        body = json.dumps({"skus": [f"SKU-{rng.randrange(skus):06d}" for _ in range(size)]}).encode()
-        pool.append(build_request("POST", "/v1/availability/batch", HOST, auth, body))
-    return lambda i: pool[i & 255]
+        body = json.dumps({"skus": [f"SKU-{rng.randrange(skus):06d}" for _ in range(size)]}, separators=(",", ":"))
+        out.append(("POST", "/v1/availability/batch", body))
+    return out
+
+
+def factory(requests: list[tuple[str, str, str]]):
+    """The same requests for the Python load generator: pre-encoded, cycled."""
+    headers = {"Authorization": AUTH}
+    pool = []
+    for method, path, body in requests:
+        extra = {"Content-Type": "application/json"} if body else {}
+        pool.append(build_request(method, path, HOST, {**headers, **extra}, body.encode()))
+    size = len(pool)
+    return lambda i: pool[i % size]
+
+
+async def peak(port: int, requests: list[tuple[str, str, str]], concurrency: int, seconds: float,
+               warmup: float) -> dict:
+    """Closed loop: wrk on the client's core when installed, else the Python generator. With
+    the server's session known (SERVER_SESSION), also its CPU per request: a figure that
+    holds better than requests/s on a loaded machine (20,000/s on one core = 50 µs)."""
+    session = SERVER_SESSION.get(port)
+    if session is None:
+        return await _peak(port, requests, concurrency, seconds, warmup)
+    await _peak(port, requests, concurrency, warmup, 0)
+    before = session_cpu_seconds(session)
+    result = await _peak(port, requests, concurrency, seconds, 0)
+    used = session_cpu_seconds(session) - before
+    result["server_cpu_us_per_request"] = round(used / result["requests"] * 1e6, 1) if result["requests"] else None
+    return result
+
+
+#: port -> the session id of the server process listening there (start_server)
+SERVER_SESSION: dict[int, int] = {}
+
+
+async def _peak(port: int, requests: list[tuple[str, str, str]], concurrency: int, seconds: float,
+                warmup: float) -> dict:
+    if wrk_path():
+        if warmup:
+            await asyncio.to_thread(wrk_closed_loop, HOST, port, requests, AUTH, connections=concurrency,
+                                    seconds=warmup, cpus=PIN["client"])
+        return await asyncio.to_thread(wrk_closed_loop, HOST, port, requests, AUTH, connections=concurrency,
+                                       seconds=seconds, cpus=PIN["client"])
+    make = factory(requests)
+    if warmup:
+        await closed_loop(HOST, port, make, concurrency=concurrency, seconds=warmup)
+    return dict((await closed_loop(HOST, port, make, concurrency=concurrency, seconds=seconds)).summary(),
+                loadgen="loadtests/api_loadgen.py")
+
+
+async def peak_and_half(port: int, requests: list[tuple[str, str, str]], concurrency: int, seconds: float,
+                        warmup: float) -> dict:
+    top = await peak(port, requests, concurrency, seconds, warmup)
+    half_rate = max(50.0, top["requests_per_sec"] / 2)
+    half = (await open_loop(HOST, port, factory(requests), rate=half_rate, seconds=seconds)).summary()
+    return {"peak": top, "at_half_peak": dict(half, target_rate=round(half_rate, 1), loadgen="loadtests/api_loadgen.py")}
 
 
 async def lookups(port: int, skus: int, concurrency: int, seconds: float, warmup: float) -> dict:
     out: dict = {}
-    for name, make in (("constant", constant_factory()), ("availability", lookup_factory(skus))):
-        await closed_loop(HOST, port, make, concurrency=concurrency, seconds=warmup)
-        peak = (await closed_loop(HOST, port, make, concurrency=concurrency, seconds=seconds)).summary()
-        half_rate = max(50.0, peak["requests_per_sec"] / 2)
-        half = (await open_loop(HOST, port, make, rate=half_rate, seconds=seconds)).summary()
-        out[name] = {"peak": peak, "at_half_peak": dict(half, target_rate=round(half_rate, 1))}
+    for name, requests in (("constant", constant_requests()), ("availability", lookup_requests(skus))):
+        out[name] = await peak_and_half(port, requests, concurrency, seconds, warmup)
     const_rps = out["constant"]["peak"]["requests_per_sec"]
     avail_rps = out["availability"]["peak"]["requests_per_sec"]
     framework_us = 1e6 / const_rps if const_rps else 0.0
@@ -213,62 +297,85 @@ async def lookups(port: int, skus: int, concurrency: int, seconds: float, warmup
     out["comparison"] = {
         "throughput_ratio": round(avail_rps / const_rps, 3) if const_rps else None,
         "framework_us_per_request": round(framework_us, 1),
-        "redis_and_ats_us_per_request": round(total_us - framework_us, 1),
-        "redis_and_ats_within_framework_overhead": total_us - framework_us <= framework_us,
+        "lookup_us_per_request": round(total_us, 1),
+        "lookup_server_cpu_us": out["availability"]["peak"].get("server_cpu_us_per_request"),
+        "constant_server_cpu_us": out["constant"]["peak"].get("server_cpu_us_per_request"),
         "p99_ms_at_half_peak": out["availability"]["at_half_peak"]["p99_ms"],
-        "p99_under_5ms_at_half_peak": out["availability"]["at_half_peak"]["p99_ms"] < 5.0,
+        "p99_under_2ms_at_half_peak": out["availability"]["at_half_peak"]["p99_ms"] < 2.0,
     }
     return out
 
 
-#: (server, fast path, workers) measured beside the main server's uvicorn constant endpoint
+#: (server, fast path, workers) measured one at a time beside the uvicorn constant endpoint;
+#: the main server (granian, fast, 1 worker) is measured in step 3
 VARIANTS = (
-    ("uvicorn", False, 1),
-    ("uvicorn", True, 2),
-    ("granian", False, 1),
     ("granian", True, 1),
+    ("uvicorn", False, 1),
+    ("uvicorn", True, 1),
+    ("uvicorn", True, 2),
+    ("granian-asgi", True, 1),
+    ("granian", False, 1),
     ("granian", True, 2),
 )
+#: servers whose own constant endpoint is measured too (1 worker)
+CONSTANTS = ("uvicorn", "granian-asgi")
+
+
+def _entry(server: str, fast: bool, workers: int, measured: dict) -> dict:
+    top, half = measured["peak"], measured["at_half_peak"]
+    return {
+        "server": server,
+        "fast_path": fast,
+        "workers": workers,
+        "peak_rps": top["requests_per_sec"],
+        "peak_statuses": top["statuses"],
+        "peak_loadgen": top.get("loadgen"),
+        "server_cpu_us_per_request": top.get("server_cpu_us_per_request"),
+        "at_half_peak": {q: half[q] for q in ("p50_ms", "p90_ms", "p99_ms", "p999_ms")},
+        "half_peak_target_rate": half["target_rate"],
+        "half_peak_achieved_rate": half["requests_per_sec"],
+    }
+
+
+def _name(server: str, fast: bool, workers: int) -> str:
+    return f"{server.replace('-', '_')}_{'fast' if fast else 'litestar'}_w{workers}"
 
 
 async def lookup_variants(
-    redis_url: str, prefix: str, work: str, skus: int, concurrency: int, seconds: float, warmup: float, const_rps: float
+    redis_url: str, prefix: str, work: str, skus: int, concurrency: int, seconds: float, warmup: float,
+    main: dict, main_kind: tuple[str, bool, int],
 ) -> dict:
     """The lookup under each (server, fast path, workers), one server at a time, same Redis and
-    rules as the main run. Each reports its ratio to the main run's uvicorn constant endpoint;
-    Granian servers also measure their own constant endpoint (the framework under Granian)."""
-    out: dict = {}
-    make = lookup_factory(skus)
+    rules as the main run; the main server's own figures stand for its kind."""
+    out: dict = {_name(*main_kind): dict(
+        _entry(*main_kind, main["availability"]),
+        constant_peak_rps=main["constant"]["peak"]["requests_per_sec"],
+        constant_server_cpu_us_per_request=main["constant"]["peak"].get("server_cpu_us_per_request"),
+    )}
+    requests = lookup_requests(skus)
     for server, fast, workers in VARIANTS:
-        name = f"{server}_{'fast' if fast else 'litestar'}_w{workers}"
+        name = _name(server, fast, workers)
+        if name in out:
+            continue
         port = free_port()
         proc = start_server(redis_url, port, prefix, work, workers, server=server, fast=fast)
         try:
             await wait_ready(f"http://{HOST}:{port}", proc)
-            entry: dict = {"server": server, "fast_path": fast, "workers": workers}
-            if server == "granian" and workers == 1:
-                constant = constant_factory()
-                await closed_loop(HOST, port, constant, concurrency=concurrency, seconds=warmup)
-                entry["constant_peak_rps"] = (
-                    await closed_loop(HOST, port, constant, concurrency=concurrency, seconds=seconds)
-                ).summary()["requests_per_sec"]
-            await closed_loop(HOST, port, make, concurrency=concurrency, seconds=warmup)
-            peak = (await closed_loop(HOST, port, make, concurrency=concurrency, seconds=seconds)).summary()
-            half_rate = max(50.0, peak["requests_per_sec"] / 2)
-            half = (await open_loop(HOST, port, make, rate=half_rate, seconds=seconds)).summary()
-            rps = peak["requests_per_sec"]
-            entry.update(
-                peak_rps=rps,
-                peak_statuses=peak["statuses"],
-                at_half_peak={q: half[q] for q in ("p50_ms", "p90_ms", "p99_ms", "p999_ms")},
-                half_peak_target_rate=round(half_rate, 1),
-                ratio_to_uvicorn_constant=round(rps / const_rps, 3) if const_rps else None,
-            )
+            entry = _entry(server, fast, workers, await peak_and_half(port, requests, concurrency, seconds, warmup))
+            if server in CONSTANTS and workers == 1 and fast:
+                constant = await peak(port, constant_requests(), concurrency, seconds, warmup)
+                entry["constant_peak_rps"] = constant["requests_per_sec"]
+                entry["constant_server_cpu_us_per_request"] = constant.get("server_cpu_us_per_request")
             out[name] = entry
         finally:
             stop_server(proc)
+    const = out.get("uvicorn_fast_w1", {}).get("constant_peak_rps")
     base = out.get("uvicorn_litestar_w1", {}).get("peak_rps")
+    own_constants = {e["server"]: e["constant_peak_rps"] for e in out.values() if "constant_peak_rps" in e}
     for entry in out.values():
+        entry["ratio_to_uvicorn_constant"] = round(entry["peak_rps"] / const, 3) if const else None
+        own = own_constants.get(entry["server"])
+        entry["ratio_to_own_constant"] = round(entry["peak_rps"] / own, 3) if own else None
         entry["speedup_vs_uvicorn_litestar_w1"] = round(entry["peak_rps"] / base, 2) if base else None
     for server in ("uvicorn", "granian"):
         one, two = out.get(f"{server}_fast_w1"), out.get(f"{server}_fast_w2")
@@ -278,9 +385,7 @@ async def lookup_variants(
 
 
 async def batch(port: int, skus: int, seconds: float) -> dict:
-    make = batch_factory(skus)
-    await closed_loop(HOST, port, make, concurrency=8, seconds=min(1.0, seconds))
-    result = (await closed_loop(HOST, port, make, concurrency=8, seconds=seconds)).summary()
+    result = await peak(port, batch_requests(skus), 8, seconds, min(1.0, seconds))
     result["peak_rps"] = result["requests_per_sec"]
     result["skus_per_request"] = 100
     result["skus_per_sec"] = round(result["requests_per_sec"] * 100, 1)
@@ -346,16 +451,21 @@ async def run(args: argparse.Namespace) -> dict:
     warmup = 0.5 if args.quick else 1.5
     skus = args.skus or (2000 if args.quick else 10_000)
     hot_stock = 1500 if args.quick else 5000
+    plan_cpus(not args.no_pin)
+    if PIN["client"]:
+        os.sched_setaffinity(0, PIN["client"])  # this process runs the Python load generator
     work = tempfile.mkdtemp(prefix="bench-api-")
     embedded = None
     redis_url = args.redis_url
     if not redis_url:
         embedded = EmbeddedRedis(Path(work) / "redis", appendonly=False).start()
         redis_url = embedded.url
+        if PIN["client"] and embedded.process is not None:
+            os.sched_setaffinity(embedded.process.pid, PIN["client"])
     prefix = f"ba{uuid.uuid4().hex[:6]}"
     port = free_port()
     base = f"http://{HOST}:{port}"
-    proc = start_server(redis_url, port, prefix, work, args.workers, server="uvicorn", fast=not args.no_fast_path)
+    proc = start_server(redis_url, port, prefix, work, args.workers, server=args.server, fast=not args.no_fast_path)
     started = time.perf_counter()
     try:
         await wait_ready(base, proc)
@@ -371,17 +481,23 @@ async def run(args: argparse.Namespace) -> dict:
             },
             "server": {
                 "workers": args.workers,
-                "server": "uvicorn",
+                "server": args.server,
+                "interface": "RSGI (api/rsgi.py)" if args.server == "granian" else "ASGI",
                 "fast_path": not args.no_fast_path,
                 "granian": _module_version("granian"),
+                "uvicorn": _module_version("uvicorn"),
                 "redis": "embedded" if embedded else "given",
                 "loop": _module_version("uvloop"),
-                "http": _module_version("httptools"),
+                "cpus": sorted(PIN["server"]) if PIN["server"] and args.workers == 1 else "all",
             },
             "client": {
                 "concurrency": args.concurrency,
-                "loadgen": "loadtests/api_loadgen.py",
+                "peak_loadgen": "wrk (1 thread)" if wrk_path() else "loadtests/api_loadgen.py",
+                "wrk": wrk_path(),
+                "half_peak_loadgen": "loadtests/api_loadgen.py open loop",
                 "loop": "uvloop" if _has("uvloop") else "asyncio",
+                "cpus": sorted(PIN["client"]) if PIN["client"] else "all",
+                "redis_cpus": sorted(PIN["client"]) if PIN["client"] and embedded else "not pinned",
             },
             "seeded": seeded,
             "lookups": await lookups(port, skus, args.concurrency, seconds, warmup),
@@ -390,22 +506,24 @@ async def run(args: argparse.Namespace) -> dict:
         }
         if not args.no_variants:
             stop_server(proc)  # one server at a time: they share the two cores with the client
-            result["lookup_variants"] = await lookup_variants(
-                redis_url,
-                prefix,
-                work,
-                skus,
-                args.concurrency,
-                seconds,
-                warmup,
-                result["lookups"]["constant"]["peak"]["requests_per_sec"],
+            result["lookup_variants"] = variants = await lookup_variants(
+                redis_url, prefix, work, skus, args.concurrency, seconds, warmup, result["lookups"],
+                (args.server, not args.no_fast_path, args.workers),
             )
+            uvicorn = variants.get("uvicorn_fast_w1", {})
+            result["uvicorn_constant"] = {"peak_rps": uvicorn.get("constant_peak_rps")}
+            result["lookup_2_workers"] = {
+                "peak_rps": variants.get("granian_fast_w2", {}).get("peak_rps"),
+                **variants.get("granian_fast_w2", {}).get("at_half_peak", {}),
+            }
         # Flat figures for loadtests/suite.py's table: peak throughput, latency at half peak.
         for name, part in (("lookup", "availability"), ("constant", "constant")):
             measured = result["lookups"][part]
             half = measured["at_half_peak"]
             result[name] = {
+                "server": args.server,
                 "peak_rps": measured["peak"]["requests_per_sec"],
+                "server_cpu_us_per_request": measured["peak"].get("server_cpu_us_per_request"),
                 **{q: half[q] for q in ("p50_ms", "p90_ms", "p99_ms", "p999_ms")},
             }
         result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -439,7 +557,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about 15 s: shorter phases, fewer SKUs")
     parser.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers (default 1: the client needs a core)")
+    parser.add_argument("--workers", type=int, default=1, help="main server's workers (default 1: the client needs a core)")
+    parser.add_argument("--server", choices=("granian", "uvicorn", "granian-asgi"), default="granian",
+                        help="main server (default granian, as `availability serve` runs)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the client and the server to separate cores")
     parser.add_argument("--concurrency", type=int, default=32, help="connections for the closed-loop runs")
     parser.add_argument("--skus", type=int, help="SKUs to seed (default 10000; 2000 with --quick)")
     parser.add_argument("--out", help="also write the JSON here")

@@ -261,15 +261,33 @@ def reservation_rows(r: dict) -> list[tuple[str, str, str, str]]:
 
 def api_rows(r: dict) -> list[tuple[str, str, str, str]]:
     lookup, constant = r.get("lookup", {}), r.get("constant", {})
+    server = lookup.get("server", "uvicorn")
+    uvicorn_constant = _find(r.get("uvicorn_constant", {}), "peak_rps")
+    variants = r.get("lookup_variants", {})
     rows = []
     if lookup:
-        rows.append(("GET /v1/availability/{sku} peak requests/s", _fmt(_find(lookup, "peak_rps"), "/s"),
-                     f"constant endpoint, same server {_fmt(_find(constant, 'peak_rps'), '/s')}",
-                     _fmt(_ratio(_find(lookup, "peak_rps"), _find(constant, "peak_rps")))))
-        rows.append(("GET /v1/availability/{sku} p50 / p99 at half peak",
+        peers = f"{server} constant endpoint (Litestar), same run {_fmt(_find(constant, 'peak_rps'), '/s')}"
+        ratios = _fmt(_ratio(_find(lookup, "peak_rps"), _find(constant, "peak_rps")))
+        if uvicorn_constant:
+            peers += f"; uvicorn constant endpoint {_fmt(uvicorn_constant, '/s')}"
+            ratios += f"; {_fmt(_ratio(_find(lookup, 'peak_rps'), uvicorn_constant))}"
+        rows.append((f"GET /v1/availability/{{sku}} peak requests/s, {server}, 1 worker", _fmt(_find(lookup, "peak_rps"), "/s"),
+                     peers, ratios))
+        rows.append(("GET /v1/availability/{sku} p50 / p99 at half peak (aim p99 < 2 ms)",
                      f"{_fmt(_find(lookup, 'p50_ms'), ' ms')} / {_fmt(_find(lookup, 'p99_ms'), ' ms')}",
                      f"constant {_fmt(_find(constant, 'p50_ms'), ' ms')} / {_fmt(_find(constant, 'p99_ms'), ' ms')}",
                      ""))
+    two = variants.get(f"{server}_fast_w2", {})
+    if two:
+        half = two.get("at_half_peak", {})
+        rows.append((f"... 2 workers (p50 / p99 at half peak {_fmt(half.get('p50_ms'), ' ms')} / "
+                     f"{_fmt(half.get('p99_ms'), ' ms')})", _fmt(two.get("peak_rps"), "/s"),
+                     f"1 worker {_fmt(_find(lookup, 'peak_rps'), '/s')}", _fmt(two.get("scaling_vs_w1"))))
+    before = variants.get("uvicorn_litestar_w1", {})
+    if before and lookup:
+        rows.append(("... the same lookup through uvicorn + Litestar (before the fast path)",
+                     _fmt(before.get("peak_rps"), "/s"), f"{server} fast path {_fmt(_find(lookup, 'peak_rps'), '/s')}",
+                     _fmt(_ratio(_find(lookup, "peak_rps"), before.get("peak_rps")))))
     batch = r.get("batch_100", {})
     if batch:
         rows.append(("POST /v1/availability/batch (100 SKUs) requests/s", _fmt(_find(batch, "peak_rps"), "/s"),

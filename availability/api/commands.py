@@ -3,10 +3,12 @@
     availability serve [--host H] [--port P] [--workers N] [--server uvicorn|granian] [--access-log]
 
 Host, port and workers default to AVAILABILITY_HOST / _PORT / _WORKERS, the server to
-AVAILABILITY_SERVER (default uvicorn). Both run the same ASGI app with its lifespan. Granian
-served more lookups/s in bench_api (docs/performance.md), but the deploy contract of JSON
-log lines with uvicorn's access logger (tests/deploy/test_logs.py) is uvicorn's, so uvicorn
-stays the default until the logs are carried over. Each worker runs
+AVAILABILITY_SERVER (default granian). Both run the same app with its lifespan: Granian on
+its RSGI interface (api/rsgi.py: the two lookup routes answered from Granian's request
+object, everything else handed to Litestar as ASGI), uvicorn on ASGI. Granian is the
+default because the lookup path measured several times faster under it in bench_api
+(docs/performance.md, "Lookups"); uvicorn stays selectable. Either server's own loggers
+(granian.access / uvicorn.access) write through the same log configuration. Each worker runs
 the API and the background services (expiry sweeper, rules-dirty marker, and the
 consumer and publisher when installed); the services coordinate through Redis.
 
@@ -37,12 +39,14 @@ from availability.logs import log_config
 log = logging.getLogger("availability.api")
 
 ASGI_FACTORY = "availability.api.app:create_asgi_app"
-SERVERS = ("uvicorn", "granian")
+RSGI_FACTORY = "availability.api.rsgi:create_rsgi_app"
+SERVERS = ("granian", "uvicorn")
+DEFAULT_SERVER = "granian"
 
 
 def default_server() -> str:
-    """AVAILABILITY_SERVER, else uvicorn (read here: the server is chosen before Settings matter)."""
-    chosen = os.environ.get("AVAILABILITY_SERVER", "").strip().lower() or "uvicorn"
+    """AVAILABILITY_SERVER, else granian (read here: the server is chosen before Settings matter)."""
+    chosen = os.environ.get("AVAILABILITY_SERVER", "").strip().lower() or DEFAULT_SERVER
     if chosen not in SERVERS:
         raise SystemExit(f"AVAILABILITY_SERVER={chosen!r}: choose one of {', '.join(SERVERS)}")
     return chosen
@@ -58,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", help="bind address (default AVAILABILITY_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default AVAILABILITY_PORT or 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default AVAILABILITY_WORKERS or 1)")
-    parser.add_argument("--server", choices=SERVERS, help="HTTP server (default AVAILABILITY_SERVER or uvicorn)")
+    parser.add_argument("--server", choices=SERVERS, help="HTTP server (default AVAILABILITY_SERVER or granian)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
     parser.set_defaults(handler=serve)
 
@@ -139,11 +143,11 @@ def _run_granian(host: str, port: int, workers: int, access_log: bool, level: st
     # Granian handles SIGINT/SIGTERM itself and returns from serve(), so `finally` stops Redis.
     # One runtime thread per worker (Granian's default): the app is one asyncio loop; scale with --workers.
     Granian(
-        ASGI_FACTORY,
+        RSGI_FACTORY,
         factory=True,
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,
         workers=workers,
         log_level=level.lower(),
         log_access=access_log,
@@ -157,7 +161,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _stop_serving(reason: str) -> None:
-    # From the supervisor thread: shut uvicorn down as on SIGTERM; serve then exits 1.
+    # From the supervisor thread: shut the server down as on SIGTERM; serve then exits 1.
     os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -42,6 +42,11 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 REPLY_TIMEOUT_SECONDS = 5.0
 
 
+def parse_stock(reply: list) -> dict[str, Buckets]:
+    """An HGETALL reply of a SKU's stock hash: location -> buckets."""
+    return {reply[i].decode(): parse_buckets(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+
 class StockReader(Protocol):
     async def stock_many(self, skus: Iterable[str]) -> dict[str, dict[str, Buckets]]: ...
 
@@ -174,11 +179,26 @@ class PipelinedStockReader:
         for sku, reply in zip(skus, replies):
             if isinstance(reply, Exception):
                 raise RedisUnavailable(f"Redis answered an error reading {sku!r}: {reply}")
-            out[sku] = {reply[i].decode(): parse_buckets(reply[i + 1]) for i in range(0, len(reply), 2)}
+            out[sku] = parse_stock(reply)
         return out
 
     async def stock(self, sku: str) -> dict[str, Buckets]:
         return (await self.stock_many([sku]))[sku]
+
+    def stock_command(self, sku: str) -> bytes:
+        return _command(b"HGETALL", self.keys.stock(sku).encode())
+
+    async def stock_raw(self, command: bytes) -> list:
+        """One SKU's stock hash as Redis answered it (`[location, buckets, ...]`, bytes), for
+        `stock_command(sku)`: the lookup fast path compares it with the reply its cached
+        answer was computed from, and parses it (`parse_stock`) only when it differs."""
+        conn = self._conn
+        if conn is None or conn.lost is not None:
+            conn = await self._connection()
+        reply = (await conn.request(command, 1))[0]
+        if isinstance(reply, Exception):
+            raise RedisUnavailable(f"Redis answered an error: {reply}")
+        return reply
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -15,7 +15,7 @@ import pytest
 from availability.embedded_redis import free_port
 from availability.ledger.stockreader import PipelinedStockReader
 
-from tests.api.conftest import ADMIN, PLANNER, READER, RESERVER, bearer
+from tests.api.conftest import ADMIN, PLANNER, READER, RESERVER, bearer, receipt
 from tests.api.test_availability import setup_stores
 
 NO_KEY = {"Authorization": ""}
@@ -201,19 +201,19 @@ def test_server_choice_from_the_environment(monkeypatch):
     from availability.api.commands import default_server
 
     monkeypatch.delenv("AVAILABILITY_SERVER", raising=False)
-    assert default_server() == "uvicorn"
-    monkeypatch.setenv("AVAILABILITY_SERVER", "Granian")
     assert default_server() == "granian"
+    monkeypatch.setenv("AVAILABILITY_SERVER", "Uvicorn")
+    assert default_server() == "uvicorn"
     monkeypatch.setenv("AVAILABILITY_SERVER", "gunicorn")
-    with pytest.raises(SystemExit, match="uvicorn, granian"):
+    with pytest.raises(SystemExit, match="granian, uvicorn"):
         default_server()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_granian_serves_the_same_lookup_and_counts_it(redis_url, key_prefix, tmp_path, workers):
-    """`availability serve --server granian`, a real process: the fast path answers as under the
-    in-process app, and /metrics counts every worker's lookups."""
+    """`availability serve --server granian` (RSGI, api/rsgi.py), a real process: the fast path
+    answers as under the in-process app, and /metrics counts every worker's lookups."""
     import os
     import signal
     import subprocess
@@ -258,3 +258,26 @@ def test_granian_serves_the_same_lookup_and_counts_it(redis_url, key_prefix, tmp
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+async def test_a_kept_answer_is_not_given_once_stock_or_rules_change(api):
+    """The fast path resends its last answer for a (SKU, query) only while the stock hash and
+    the RuleBook are the ones it was computed from: a receipt, a reservation and a rule
+    change each give a new answer, the same bytes as Litestar's."""
+    await setup_stores(api)
+    url = "/v1/availability/TEE"
+    first = await same_answer(api, "GET", url, fast=True)
+    again = await same_answer(api, "GET", url, fast=True)
+    assert again.content == first.content and first.json()["ats"] == 17
+    await api.seed(receipt("TEE", "DC1", 5, event_id="more-tee"))
+    after_receipt = await same_answer(api, "GET", url, fast=True)
+    assert after_receipt.json()["ats"] == 22
+    resp = await api.client.post("/v1/reservations", json={"reservation_id": "kept-1", "channel": "online",
+                                                            "lines": [{"sku": "TEE", "quantity": 2}]})
+    assert resp.status_code == 201, resp.text
+    assert (await same_answer(api, "GET", url, fast=True)).json()["ats"] == 20
+    resp = await api.client.post("/v1/rules", json={"kind": "safety_stock", "units": 1})
+    assert resp.status_code == 201, resp.text
+    await api.runtime.rules.refresh()
+    after_rule = await same_answer(api, "GET", url, fast=True)
+    assert after_rule.json()["ats"] == 17 and after_rule.json()["rules_version"] > first.json()["rules_version"]

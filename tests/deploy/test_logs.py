@@ -1,7 +1,7 @@
 """AVAILABILITY_LOG_FORMAT=json: every line a process writes is one JSON object with the
 correlation id; checked on the formatter and on a real `availability serve` with two
-uvicorn workers, as compose runs the API (the format must reach uvicorn's own loggers and
-the worker processes). The same server answers the image's Docker HEALTHCHECK script."""
+workers of its default server (Granian) and of uvicorn, as compose runs the API (the format
+must reach the server's own loggers and the worker processes). The same server answers the image's Docker HEALTHCHECK script."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from availability.embedded_redis import free_port
 from tests.deploy.support import DEPLOY
@@ -59,7 +60,11 @@ def _healthcheck(port: int, path: str) -> int:
     return subprocess.run([sys.executable, str(script), path], env=env, capture_output=True, timeout=30).returncode
 
 
-def test_serve_with_json_logs_writes_only_json_lines(redis_url, key_prefix, tmp_path):
+ACCESS_LOGGER = {"granian": "granian.access", "uvicorn": "uvicorn.access"}
+
+
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+def test_serve_with_json_logs_writes_only_json_lines(redis_url, key_prefix, tmp_path, server):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AVAILABILITY_")}
     env.update({
@@ -71,7 +76,8 @@ def test_serve_with_json_logs_writes_only_json_lines(redis_url, key_prefix, tmp_
         "AVAILABILITY_SERVICES": '["expiry"]',
     })
     proc = subprocess.Popen(
-        [sys.executable, "-m", "availability.cli", "serve", "--port", str(port), "--workers", "2", "--access-log"],
+        [sys.executable, "-m", "availability.cli", "serve", "--port", str(port), "--workers", "2", "--access-log",
+         "--server", server],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -100,7 +106,7 @@ def test_serve_with_json_logs_writes_only_json_lines(redis_url, key_prefix, tmp_
             raise AssertionError(f"not a JSON line: {line!r}\n{output[-3000:]}") from None
     assert all("correlation_id" in r for r in records)
     loggers = {r["logger"] for r in records}
-    assert "uvicorn.access" in loggers, loggers  # uvicorn's own loggers, from the worker processes
+    assert ACCESS_LOGGER[server] in loggers, loggers  # the server's own loggers, from the worker processes
     assert "availability.api" in loggers, loggers
     assert any("GET /health/live" in r["message"] for r in records)
     assert not any("color_message" in r for r in records)
