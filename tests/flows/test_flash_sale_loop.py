@@ -280,13 +280,17 @@ async def _flash_sale(redis_url, key_prefix, tmp_path, seed: int, *, duration_s:
     sim, items, loc, traffic, shopify_sold, api_sold, converged = await _run_flash_sale(
         redis_url, key_prefix, tmp_path, seed=seed, stock=stock, fenced=True, duration_s=duration_s, **overrides
     )
-    assert converged is True, f"Shopify converges to ATS after the traffic: {converged}"
-    assert sum(shopify_sold.values()) > 0 and sum(api_sold.values()) > 0, "both channels sold"
-    assert traffic.sold_out, f"the flash sale sold out on Shopify and the API within {SALE_BOUND_S} s"
+    # The pushes first: a push that re-offers sold units also keeps the sale from selling out,
+    # and this says which push did it.
+    # (pushes during the sale: as many as the sale's order needs; when Shopify sells out
+    # first, the API's sales leave its 0 unchanged and only the set-up pushes are checked)
+    checked, _during_sale = _check_pushes(sim, items, loc, stock, traffic, kept_back=stock // 3)
+    assert checked >= len(SKUS), checked
     for sku in SKUS:
         assert shopify_sold.get(sku, 0) + api_sold[sku] <= stock, f"{sku} oversold"
-    checked, matched = _check_pushes(sim, items, loc, stock, traffic, kept_back=stock // 3)
-    assert checked >= len(SKUS) and matched >= 1, (checked, matched)
+    assert sum(shopify_sold.values()) > 0 and sum(api_sold.values()) > 0, "both channels sold"
+    assert traffic.sold_out, f"the flash sale sold out on Shopify and the API within {SALE_BOUND_S} s"
+    assert converged is True, f"Shopify converges to ATS after the traffic: {converged}"
 
 
 @pytest.mark.parametrize("seed", [1, 2])
