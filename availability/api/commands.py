@@ -42,6 +42,8 @@ ASGI_FACTORY = "availability.api.app:create_asgi_app"
 RSGI_FACTORY = "availability.api.rsgi:create_rsgi_app"
 SERVERS = ("granian", "uvicorn")
 DEFAULT_SERVER = "granian"
+#: seconds a uvicorn worker may take to answer its supervisor's health ping (see _run_uvicorn)
+WORKER_HEALTHCHECK_S = 60
 
 
 def default_server() -> str:
@@ -125,6 +127,11 @@ def _run_uvicorn(host: str, port: int, workers: int, access_log: bool, level: st
         access_log=access_log,
         log_level=level.lower(),
         timeout_graceful_shutdown=15,
+        # uvicorn kills and respawns a worker that does not answer its supervisor's ping within
+        # this (default 5 s). A spawned worker answers only once it has re-imported the CLI, and
+        # on a loaded host that takes longer: every worker was killed before it could serve,
+        # forever. A hung worker is still replaced, a minute later.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         log_config=log_config(level, settings.log_format),
     )
 
