@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     #: X-Shopify-Shop-Domain the single shop's webhooks must carry (default: the host of
     #: shopify_url when it is *.myshopify.com); a webhook from any other shop is 401
     shopify_shop_domain: str | None = None
-    #: several shops (JSON list; availability/flows/shops.py): each with name, url, token,
+    #: several shops (JSON list; availability/flows/inventory/shops.py): each with name, url, token,
     #: api_version, webhook_secrets, shop_domain, channel, locations, items; replaces the
     #: single-shop settings above, which stay the shorthand for one shop
     shopify_shops: list[dict] | None = None
@@ -182,7 +182,7 @@ class Settings(BaseSettings):
     shopify_timeout_seconds: float = 10.0
     push_max_attempts: int = 8
     push_batch_size: int = 250
-    #: Shopify's own sales in flight (availability/flows/sales.py, docs/shopify-push.md): a
+    #: Shopify's own sales in flight (availability/flows/inventory/sales.py, docs/shopify-push.md): a
     #: drop of Shopify's available that our pushes do not explain is held (not offered
     #: again) until its order is in the ledger, or for the window, after which a read of
     #: `committed` settles it; held at most max_hold (Shopify retries webhooks for 4 h).

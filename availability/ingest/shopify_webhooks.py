@@ -18,7 +18,7 @@ does (the route only reads the body and turns the `WebhookAnswer` into a respons
    fulfilment and refund topics become canonical events (booked under the shop's channel)
    published to the ingest stream; `orders/create` lines are also noted as the shop's
    Shopify sales, which settle units held as sales in flight once the ledger has them
-   (availability/flows/sales.py). Unmappable but genuine: dead-lettered, 200.
+   (availability/flows/inventory/sales.py). Unmappable but genuine: dead-lettered, 200.
 7. **ERP flows**: the topics of the sibling flows AVAILABILITY_FLOWS names go to the
    intakes the composition root built (`runtime.erp_flows.webhook_intakes()`), each of
    which records the document in SQL before the answer: order topics (create, updated,

@@ -1,4 +1,4 @@
-"""Shopify's own sales in flight (availability/flows/sales.py): the decision table as pure
+"""Shopify's own sales in flight (availability/flows/inventory/sales.py): the decision table as pure
 functions, then against the simulator and the real ledger: a checkout Shopify made whose
 level webhook lands before its order is not offered again, as it was before."""
 

@@ -1,7 +1,7 @@
 """`PublisherService`: the Shopify push as a background service of `availability serve`
 (registered as "publisher" in availability/services.py) and of `availability publish`.
 
-It runs, per shop (availability/flows/shops.py), the publisher loop, outbox recovery, and
+It runs, per shop (availability/flows/inventory/shops.py), the publisher loop, outbox recovery, and
 drift repair (the webhook stream, the periodic pass, the sales sweep); with several shops
 each claims from its own dirty set, fed from the ledger's (`DirtyFanout`). With no
 `AVAILABILITY_SHOPIFY_URL` / `AVAILABILITY_SHOPIFY_TOKEN` (or shops) it does nothing but say so: the dirty set it would drain holds one member per (SKU, location) at
