@@ -278,6 +278,19 @@ if sys.platform.startswith("linux"):
         _libc = None
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` to this process when the thread that forked it dies (also
+    on SIGKILL of the parent), and exit at once if the parent is already gone. For processes
+    forked by `serve` (the embedded server, Granian's workers): a SIGKILLed `serve` must not
+    leave a worker serving on without its supervisor and its Redis. No-op off Linux."""
+    if _libc is None:
+        return
+    parent_pid = os.getppid()
+    _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent_pid or parent_pid == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _child_setup(parent_pid: int) -> Callable[[], None] | None:
     """preexec_fn for the server: SIGTERM when the thread that started it dies, also on
     SIGKILL of the parent. (prctl ties the signal to the *thread*: whoever starts a server

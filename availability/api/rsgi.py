@@ -266,5 +266,10 @@ async def asgi_bridge(app: Any, scope: Any, proto: Any, body: bytes | None = Non
 
 
 def create_rsgi_app() -> RsgiServedApp:
-    """RSGI factory (`granian --interface rsgi --factory availability.api.rsgi:create_rsgi_app`)."""
+    """RSGI factory (`granian --interface rsgi --factory availability.api.rsgi:create_rsgi_app`).
+    Called in each Granian worker, which `serve` forks: the worker dies with `serve`, as the
+    embedded server does, so a SIGKILLed `serve` leaves no worker running its services."""
+    from availability.embedded_redis import die_with_parent  # noqa: PLC0415
+
+    die_with_parent()
     return RsgiServedApp(create_asgi_app())

@@ -331,6 +331,8 @@ class OrderWorker:
                     drafts.append((doc, mapping.to_sale(doc.shop, doc.payload, self.config.warehouses)))
                 except mapping.InvalidOrder as exc:
                     await self._park(doc, "invalid_order", str(exc))
+                except ErpError as exc:  # e.g. a store with no ERP warehouse: this order alone
+                    await self._failed(doc, exc)
         # their parties (customer identity): a flash sale's guests in one ERP create
         parties = await self.identity.parties_for_orders([(d.shop, d.reference, d.payload) for d, _ in drafts])
         orders: list[tuple[Document, SaleDraft, int]] = []
