@@ -87,6 +87,10 @@ async def test_every_mapped_level_converges_to_ats_after_random_faults(shop_fact
             await shop.apply(*batch)
             if step % 12 == 6:
                 shop.state.set_faults(force_throttle=3)
+            if step % 12 == 9:
+                # error_rate's draws share the simulator's generator with its writer,
+                # so a short run can draw no 5xx at all; this one always comes
+                shop.state.set_faults(force_error=1)
             await asyncio.sleep(rng.uniform(0.0, 0.06))
         shop.state.set_faults(
             error_rate=0.0, timeout_rate=0.0, latency_ms=0.0, latency_jitter_ms=0.0, external_writer_interval_s=0.0

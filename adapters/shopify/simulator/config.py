@@ -92,6 +92,9 @@ class FaultConfig(msgspec.Struct, kw_only=True):
     timeout_rate: float = 0.0
     timeout_s: float = 30.0
     force_throttle: int = 0
+    # The next N requests answer with the first of error_statuses, whatever error_rate
+    # draws: a test that must see a 5xx does not depend on how the draws fall.
+    force_error: int = 0
     throttle_all: bool = False
     external_writer_interval_s: float = 0.0
     external_writer_max_delta: int = 5

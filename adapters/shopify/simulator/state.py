@@ -479,6 +479,9 @@ class SimulatorState(FulfillmentMixin, SalesMixin, CustomersMixin):
             error = None
             if f.error_rate > 0 and self._rng.random() < f.error_rate and f.error_statuses:
                 error = self._rng.choice(f.error_statuses)
+            if f.force_error > 0 and f.error_statuses:
+                f.force_error -= 1
+                error = f.error_statuses[0]
             timeout = f.timeout_rate > 0 and self._rng.random() < f.timeout_rate
             latency = max(0.0, f.latency_ms + (self._rng.uniform(-1, 1) * f.latency_jitter_ms)) / 1000.0
             return error, timeout, latency
