@@ -826,8 +826,17 @@ class Ledger:
         set_args: list = []
         requests: list = []
         header_keys: list[str] = []
+        # each distinct expiry zset once (64 partitions: a batch of 64 ids names about 40),
+        # each request saying which is its own
+        expiry_index: dict[int, int] = {}
+        expiry_keys: list[str] = []
         for rid, channel, expires, doc, _stamp, lines in entries:
-            header_keys += (keys.reservation(rid), keys.expiry_of(rid))
+            partition = keys.reservation_partition(rid)
+            header_keys.append(keys.reservation_in(partition, rid))
+            expiry = expiry_index.get(partition)
+            if expiry is None:
+                expiry = expiry_index[partition] = len(expiry_keys) + 1
+                expiry_keys.append(keys.expiry(partition))
             placed = []
             for quantity, candidates in lines:
                 index = set_index.get(id(candidates))
@@ -835,11 +844,12 @@ class Ledger:
                     index = set_index[id(candidates)] = len(set_index) + 1
                     set_args += candidates
                 placed.append((quantity, index))
-            requests.append((rid, channel, str(expires), doc.decode(), placed))
+            requests.append((rid, channel, str(expires), doc.decode(), placed, expiry))
         call = (
-            self._sha.get("reserve_group", ""), 4 + 2 * len(entries),
-            keys.stock(sku), keys.holds(sku), keys.dirty_of(sku), keys.journal_of(sku), *header_keys,
-            entries[0][4], sku, self.limits.journal_cap, token, len(set_index), *set_args, msgspec.json.encode(requests),
+            self._sha.get("reserve_group", ""), 4 + len(expiry_keys) + len(entries),
+            keys.stock(sku), keys.holds(sku), keys.dirty_of(sku), keys.journal_of(sku), *expiry_keys, *header_keys,
+            entries[0][4], sku, self.limits.journal_cap, token, len(expiry_keys), len(set_index), *set_args,
+            msgspec.msgpack.encode(requests),
         )
         await self._debug_pause("before-group")
         try:
