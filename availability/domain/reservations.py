@@ -14,6 +14,9 @@ MAX_TTL_SECONDS = 7 * 24 * 3600
 #: None asks for the ledger's default TTL
 NO_EXPIRY = 0
 
+#: characters a SKU may not contain (key delimiters and the hold record's separator)
+_SKU_FORBIDDEN = frozenset("{}|")
+
 ReservationStatus = Literal["held", "committed", "released", "expired", "mixed", "pending"]
 
 #: hold state letters in the ledger -> status words
@@ -73,7 +76,7 @@ def check_request(request: ReservationRequest) -> ReservationRequest:
     for index, line in enumerate(request.lines):
         if line.quantity < 1 or line.quantity > 1_000_000:
             raise InvalidReservation(f"line {index}: quantity must be between 1 and 1000000")
-        if not line.sku or len(line.sku) > 128 or any(c in line.sku for c in "{}|"):
+        if not line.sku or len(line.sku) > 128 or not _SKU_FORBIDDEN.isdisjoint(line.sku):
             raise InvalidReservation(f"line {index}: sku must be 1..128 characters without '{{', '}}' or '|'")
     if request.ttl_seconds is not None and not 0 <= request.ttl_seconds <= MAX_TTL_SECONDS:
         raise InvalidReservation(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS} (0: never expires)")
