@@ -67,9 +67,9 @@ class Oracle:
         return placed
 
 
-async def _attempt(ledger, request, rules):
+async def _attempt(ledger, request, rules, **kw):
     try:
-        return await ledger.reserve(request, rules)
+        return await ledger.reserve(request, rules, **kw)
     except InsufficientStock as exc:
         return exc
 
@@ -152,3 +152,33 @@ async def test_an_idle_request_is_sent_at_once_and_off_means_the_per_sku_protoco
         held = await asyncio.wait_for(led.reserve(ReservationRequest(one, "online", [ReservationLine("HOT", 1)]), rules), 5)
         assert held.status == "held" and led.group.batches == batches
         assert await led.index_count(led.keys.pending) == 0
+
+
+async def test_a_batch_past_the_scripts_write_chunk_holds_indexes_and_expires_every_reservation(redis_client, key_prefix):
+    # 1,100 requests in one call: the script writes the batch's holds in one HSET and its TTL
+    # entries in one ZADD per expiry zset, each cut into calls of at most 1,000 arguments,
+    # with ids spread over the partitions (each expiry zset named once however many share it)
+    led = Ledger(redis_client, keys=KeyLayout(key_prefix), reservations=ReservationPolicy(group_max=1200))
+    await led.load_scripts()
+    rules = book()
+    await led.apply(event("receipt", sku="HOT", quantity=1000))
+    ids = [groupable(led.keys, "HOT", f"big{i}") for i in range(1100)]
+    answers = await asyncio.gather(*(
+        _attempt(led, ReservationRequest(rid, "online", [ReservationLine("HOT", 1)], 60), rules, at_ms=5_000)
+        for rid in ids
+    ))
+    assert led.group.batches == 1
+    held = [rid for rid, answer in zip(ids, answers) if not isinstance(answer, InsufficientStock)]
+    assert held == ids[:1000]  # arrival order: the first 1,000 are held, the last 100 short
+    holds = await led.redis.hgetall(led.keys.holds("HOT"))
+    assert sorted(k.decode() for k in holds) == sorted(held)
+    for rid in held:
+        assert await led.redis.zscore(led.keys.expiry_of(rid), rid) == 65_000
+        assert (await led.get_reservation(rid)).status == "held"
+    for rid in ids[1000:]:
+        assert not await led.redis.exists(led.keys.reservation(rid))
+        assert await led.redis.zscore(led.keys.expiry_of(rid), rid) is None
+    assert (await led.stock("HOT"))["DC1"].reserved == 1000
+    while await led.expire_due(at_ms=65_000):
+        pass
+    assert (await led.stock("HOT"))["DC1"].reserved == 0
