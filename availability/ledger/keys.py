@@ -258,11 +258,6 @@ class KeyLayout:
     def reservation(self, reservation_id: str) -> str:
         return self._tags[self.reservation_partition(reservation_id)] + "resv:" + reservation_id
 
-    def reservation_in(self, partition: int, reservation_id: str) -> str:
-        """`reservation(reservation_id)` when its partition is known (group commit computes it
-        once per id for the header and the expiry zset)."""
-        return self._tags[partition] + "resv:" + reservation_id
-
     def expiry(self, partition: int) -> str:
         return self._tags[partition] + "resv:expiry"
 

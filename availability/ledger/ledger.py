@@ -829,15 +829,13 @@ class Ledger:
         header_keys: list[str] = []
         # each distinct expiry zset once (64 partitions: a batch of 64 ids names about 40),
         # each request saying which is its own
-        expiry_index: dict[int, int] = {}
-        expiry_keys: list[str] = []
+        expiry_index: dict[str, int] = {}
         for rid, channel, expires, doc, _stamp, lines in entries:
-            partition = keys.reservation_partition(rid)
-            header_keys.append(keys.reservation_in(partition, rid))
-            expiry = expiry_index.get(partition)
+            header_keys.append(keys.reservation(rid))
+            expiry_key = keys.expiry_of(rid)
+            expiry = expiry_index.get(expiry_key)
             if expiry is None:
-                expiry = expiry_index[partition] = len(expiry_keys) + 1
-                expiry_keys.append(keys.expiry(partition))
+                expiry = expiry_index[expiry_key] = len(expiry_index) + 1
             placed = []
             for quantity, candidates in lines:
                 index = set_index.get(id(candidates))
@@ -847,9 +845,9 @@ class Ledger:
                 placed.append((quantity, index))
             requests.append((rid, channel, str(expires), doc.decode(), placed, expiry))
         call = (
-            self._sha.get("reserve_group", ""), 4 + len(expiry_keys) + len(entries),
-            keys.stock(sku), keys.holds(sku), keys.dirty_of(sku), keys.journal_of(sku), *expiry_keys, *header_keys,
-            entries[0][4], sku, self.limits.journal_cap, token, len(expiry_keys), len(set_index), *set_args,
+            self._sha.get("reserve_group", ""), 4 + len(expiry_index) + len(entries),
+            keys.stock(sku), keys.holds(sku), keys.dirty_of(sku), keys.journal_of(sku), *expiry_index, *header_keys,
+            entries[0][4], sku, self.limits.journal_cap, token, len(expiry_index), len(set_index), *set_args,
             msgspec.msgpack.encode(requests),
         )
         await self._debug_pause("before-group")
