@@ -182,3 +182,23 @@ async def test_a_batch_past_the_scripts_write_chunk_holds_indexes_and_expires_ev
     while await led.expire_due(at_ms=65_000):
         pass
     assert (await led.stock("HOT"))["DC1"].reserved == 0
+
+
+async def test_an_id_an_order_event_already_holds_is_not_held_twice_by_a_batch(ledger):
+    # The hold exists with no header (an order event's): the batch answers it 'again' (one
+    # HMGET of the batch's ids finds it) and the per-SKU protocol refuses it as taken, while
+    # the request beside it in the same call is held.
+    rules = book()
+    await ledger.apply(event("receipt", sku="HOT", quantity=10))
+    taken = groupable(ledger.keys, "HOT", "ord")
+    await ledger.apply(event("reserve", sku="HOT", quantity=2, reference=taken))
+    fresh = groupable(ledger.keys, "HOT", "fresh")
+    results = await asyncio.gather(
+        ledger.reserve(ReservationRequest(taken, "online", [ReservationLine("HOT", 1)]), rules),
+        ledger.reserve(ReservationRequest(fresh, "online", [ReservationLine("HOT", 1)]), rules),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], ReservationConflict)
+    assert results[1].status == "held" and ledger.group.batches == 1
+    assert (await ledger.stock("HOT"))["DC1"].reserved == 3
+    assert not await ledger.redis.exists(ledger.keys.reservation(taken))

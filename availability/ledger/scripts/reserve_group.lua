@@ -75,11 +75,21 @@ local replies = {}
 local hold_fields, expiry_members = {}, {}
 for e = 1, n_expiry do expiry_members[e] = {} end
 local requests = cmsgpack.unpack(ARGV[pos])
+-- which ids already have a hold on this SKU: one HMGET for the batch, not an HEXISTS each
+-- (a hold this batch places is written at the end; a repeated id in the batch is caught
+-- by its header, written as soon as the first is held)
+local rids = {}
+for ri, request in ipairs(requests) do rids[ri] = request[1] end
+local had_hold = {}
+for i = 1, #rids, CHUNK do
+  local found = redis.call('HMGET', KEYS[2], unpack(rids, i, math.min(i + CHUNK - 1, #rids)))
+  for k = 1, #found do had_hold[i + k - 1] = found[k] end
+end
 for ri, request in ipairs(requests) do
   local rid, channel, expires, doc, lines = request[1], request[2], request[3], request[4], request[5]
   local n_lines = #lines
   local header = KEYS[4 + n_expiry + ri]
-  if redis.call('EXISTS', header) == 1 or redis.call('HEXISTS', KEYS[2], rid) == 1 then
+  if had_hold[ri] or redis.call('EXISTS', header) == 1 then
     replies[ri] = {'again'}
   else
     -- decide every line against tentative buckets; undo them if one is short
