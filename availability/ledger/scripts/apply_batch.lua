@@ -19,8 +19,13 @@
 -- (what apply_event.lua would have answered as an error reply).
 
 local nb = tonumber(ARGV[8])
-local tail = {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
-for b = 1, nb do tail[7 + b] = ARGV[8 + b] end
+local ids = {}
+for b = 1, nb do ids[b] = ARGV[8 + b] end
+-- Where a SKU's key block puts its keys, from its base index (the stock hash): idm +1,
+-- holds +2, count cuts +3, ended holds +4, idempotency tables +4+i.
+local AT = {idm = 1, holds = 2, cuts = 3, ended = 4, idb = 4}
+local C = apply_context(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ids, AT,
+                        KEYS[1], KEYS[2], KEYS[3], KEYS[4], true)
 local PER = 15
 local first = 9 + nb
 local n = (#ARGV - first + 1) / PER
@@ -32,14 +37,8 @@ for i = 0, n - 1 do
   if halted then
     replies[i + 1] = {'error', halted}
   else
-    local base, dlog = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-    local K = {KEYS[base], KEYS[base + 1], KEYS[dlog], KEYS[base + 2], KEYS[1], KEYS[2], KEYS[3],
-               KEYS[base + 3], KEYS[base + 4], KEYS[4]}
-    for b = 1, nb do K[10 + b] = KEYS[base + 4 + b] end
-    local A = {}
-    for j = 1, 13 do A[j] = ARGV[at + 1 + j] end
-    for j = 1, 7 + nb do A[13 + j] = tail[j] end
-    local ok, r = pcall(apply_one, K, A)
+    -- the event's 13 arguments follow its SKU's base index and its delta log's index
+    local ok, r = pcall(apply_one, C, KEYS, tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV, at + 1)
     if ok and type(r) == 'table' and r.err == nil then
       replies[i + 1] = r
     else

@@ -44,4 +44,11 @@
 --   corrupt_idempotency / invalid_argument.
 
 
-return apply_one(KEYS, ARGV)
+-- Where this script's KEYS put a SKU's keys, from KEYS[1] (the stock hash): idm +1, holds
+-- +3, count cuts +7, ended holds +8, idempotency tables +9+i; the delta log is KEYS[3].
+local AT = {idm = 1, holds = 3, cuts = 7, ended = 8, idb = 9}
+local ids = {}
+for i = 21, #ARGV do ids[#ids + 1] = ARGV[i] end
+local C = apply_context(ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20], ids, AT,
+                        KEYS[5], KEYS[6], KEYS[7], KEYS[10], #KEYS - 10 == #ids)
+return apply_one(C, KEYS, 1, 3, ARGV, 0)
