@@ -80,6 +80,10 @@ async def test_idempotency_records_are_8_byte_digests_that_expire_with_the_windo
     ttl = await redis_client.pttl(table)
     width = limits.bucket_width_ms()
     assert 0 < ttl <= limits.idempotency_window_ms + width
+    # so does the SKU's table of tables, from its first event on (a SKU never seen again
+    # leaves nothing behind)
+    meta_ttl = await redis_client.pttl(ledger.keys.idempotency_meta(SKU))
+    assert 0 < meta_ttl <= limits.idempotency_window_ms + width
     # after the window (plus at most one bucket) it is a new event again
     assert (await ledger.apply_batch([receipt], at_ms=t + 7 * 60_000 + width))[0].status == "applied"
     assert (await ledger.stock(SKU))["DC1"].on_hand == 2

@@ -386,6 +386,7 @@ local function apply_one(C, KEYS, ks, kd, ARGV, o)
 
   -- Idempotency record in the newest bucket's table (grown by doubling at 3/4 full).
   local idkey, idfield = KEYS[idb + 1], ids[1]
+  local meta_new = false
   local slots, count, slot_at = new_slots, new_count, new_slot
   if slots == 0 then
     slots, count = 8, 0
@@ -398,8 +399,11 @@ local function apply_one(C, KEYS, ks, kd, ARGV, o)
                'PX', math.max(1, C.expires - now))
     -- The meta lives as long as the newest table, which only changes with a new bucket.
     -- PEXPIRE answers 0 when there is no meta yet (a SKU's first bucket): then there are
-    -- no expired buckets' fields to forget either, and no HKEYS to read them.
-    if redis.call('PEXPIRE', idm_key, math.max(1, C.expires - now)) == 1 then
+    -- no expired buckets' fields to forget either, and no HKEYS to read them; the meta's
+    -- expiry is set once the HSET below has made it (else a SKU never seen again would
+    -- keep its meta for ever).
+    meta_new = redis.call('PEXPIRE', idm_key, math.max(1, C.expires - now)) == 0
+    if not meta_new then
       -- a new bucket: forget the meta of buckets that have expired
       local fields = redis.call('HKEYS', idm_key)
       local oldest = C.oldest
@@ -430,6 +434,7 @@ local function apply_one(C, KEYS, ks, kd, ARGV, o)
     redis.call('SETRANGE', idkey, slot_at * 8, digest)
   end
   redis.call('HSET', idm_key, idfield, string.format('%d,%d', slots, count + 1))
+  if meta_new then redis.call('PEXPIRE', idm_key, math.max(1, C.expires - now)) end
 
   if hold_write then redis.call('HSET', holds_key, ref, hold_write) end
   if hold_due then
