@@ -294,6 +294,13 @@ async def open_erp_flows(settings: Settings, redis: Redis, *, names: list[str] |
     if unknown:
         raise SystemExit(f"AVAILABILITY_FLOWS names unknown flow(s) {', '.join(unknown)} (known: {', '.join(ERP_FLOWS)})")
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    # queues of a deployment from before the flows' hash tag (flows/keymoves.py): idempotent,
+    # a few commands when there is nothing to move, so every start checks
+    from availability.flows.keymoves import move_legacy_flow_keys  # noqa: PLC0415
+
+    moved = await move_legacy_flow_keys(redis, settings.key_prefix, dict.fromkeys(["orders", *names]))
+    if moved["moved"] or moved["merged"]:
+        log.info("ERP flows' queue keys moved to their hash-tagged names: %s", moved)
     async with AsyncExitStack() as stack:
         store = await OrderStore(settings.resolved_database_url()).open()
         stack.push_async_callback(store.close)

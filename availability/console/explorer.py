@@ -20,7 +20,8 @@ SCAN_BATCH = 2000
 
 
 class SkuIndex:
-    """The SKUs the ledger holds, sorted, refreshed by one SCAN at most every `ttl` seconds.
+    """The SKUs the ledger holds, sorted, refreshed by one SCAN (of every primary, on a
+    cluster) at most every `ttl` seconds.
 
     A planner searching "TEE-BL" should not cost a ledger-wide SCAN per keystroke: 10,000
     SKUs are a few hundred kB in memory, and a SKU that appeared in the last half minute can
@@ -57,15 +58,11 @@ class SkuIndex:
         return found[:limit], len(found)
 
     async def _reload(self) -> None:
-        keys = self.ledger.keys
+        # Through the ledger's walk of its stock keys, not a bare SCAN cursor: on Redis
+        # Cluster a cursor answers for one node, and the SKUs of the others' slots were missing.
         found: set[str] = set()
-        cursor = 0
-        while True:
-            cursor, batch = await self.ledger.redis.scan(cursor, match=keys.stock_pattern(), count=SCAN_BATCH)
-            for raw in batch:
-                found.add(keys.sku_of_stock_key(raw.decode() if isinstance(raw, bytes) else raw))
-            if int(cursor) == 0:
-                break
+        async for batch in self.ledger.stock_skus(SCAN_BATCH):
+            found.update(batch)
         # Sorted by the upper-cased code so a prefix search is one bisect.
         pairs = sorted((s.upper(), s) for s in found)
         self._upper = [u for u, _ in pairs]

@@ -20,8 +20,9 @@ returns and refunds, finance posting, customer identity) plug into the same piec
 - correlation ids: one per unit of work, carried in logs, outbox messages and dead letters.
 
 A queue's keys (marks, urgent marks, leases; an outbox and its leases) are named in one
-script or MULTI, so on Redis Cluster they must share a hash tag: name them under one
-`KeyLayout.queue_head(name)` (availability/ledger/keys.py), as the Shopify push does.
+script or MULTI, so on Redis Cluster they must share a hash tag: the Shopify push names them
+under one `KeyLayout.queue_head(name)` (availability/ledger/keys.py; its SKU keys live in
+the ledger's partitions), the ERP flows under `FlowKeys`' `{prefix}:{FLOW}`.
 
 Nothing here knows Shopify; flow-specific decisions (what is transient, what is
 permanent, what a replay does) are made by the flow.
@@ -447,8 +448,22 @@ async def run_rounds(one_round: Callable[[], Awaitable[int]], stop: Any, *, idle
 
 
 class FlowKeys:
+    """An ERP flow's Redis keys, all under `{prefix}:{FLOW}` with the flow's name as the hash
+    tag: `claim.lua` names the marks, urgent marks and leases, `outbox_claim.lua` and
+    `Outbox.put`/`done` the outbox and its leases, so on Redis Cluster they must be in one
+    slot. One slot per flow (not one per document) is enough: a flow's throughput is bound
+    by its ERP (the flash sale posts 4.4 sales a second into Tryton, docs/performance.md;
+    a claim or outbox write is a few commands per document), far below what one node serves. The ledger's `{pN}` tags stay out of it: a flow's queue belongs to no SKU,
+    and a name that does not depend on AVAILABILITY_LEDGER_PARTITIONS is one every process
+    (API node, CLI, console) derives from the prefix alone."""
+
+    #: every key under the base, by its name after it (what moves from the untagged names)
+    SUFFIXES = ("marks", "urgent", "inflight", "retry", "outbox", "outbox:lease")
+
     def __init__(self, prefix: str, flow: str) -> None:
-        base = f"{prefix}:{flow}"
+        self.prefix = prefix
+        self.flow = flow
+        base = f"{prefix}:{{{flow}}}"
         self.base = base
         self.marks = f"{base}:marks"
         self.urgent = f"{base}:urgent"
@@ -456,9 +471,14 @@ class FlowKeys:
         #: document -> when its retry is due (ms)
         self.retry = f"{base}:retry"
 
+    def legacy_names(self) -> dict[str, str]:
+        """Old name -> new name: the keys as they were before the hash tag (`{prefix}:{FLOW}:marks`,
+        ...), moved at start-up by flows/keymoves.py `move_legacy_flow_keys`."""
+        return {f"{self.prefix}:{self.flow}:{suffix}": f"{self.base}:{suffix}" for suffix in self.SUFFIXES}
+
 
 class FlowQueue:
-    """A document flow's Redis side under `{prefix}:{flow}`: work marks (one group per
+    """A document flow's Redis side under `{prefix}:{FLOW}` (`FlowKeys`): work marks (one group per
     document), leases, outbox, retry schedule. The order, fulfilment, returns and finance
     flows each have one; `member` is the work-mark suffix of a document (`ref|order`)."""
 

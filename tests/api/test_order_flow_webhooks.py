@@ -17,7 +17,6 @@ from availability.config import Settings
 from availability.ingest.deadletters import DeadLetters
 from availability.ingest.streams import StreamNames
 from tests.api.conftest import ADMIN, KEYS, Lifespan, bearer
-from tests.conftest import differs_on_cluster
 
 SECRET = "flow-secret"
 SHOP = "retailco.myshopify.com"
@@ -165,8 +164,6 @@ async def _settled(check, timeout: float = 60.0):
     raise AssertionError("not settled in time")
 
 
-@differs_on_cluster("not built there yet: the ERP flows' queues carry no hash tag, so their workers' claim and "
-                    "outbox scripts name several slots (README, 'What is not here')")
 async def test_a_refunds_restock_lands_on_the_ledger_exactly_once(redis_url, key_prefix, tmp_path):
     """With the returns flow fed by the route, the route books no refund events and the
     flow books the restock once, whatever the redeliveries; without it the route books it."""

@@ -120,6 +120,18 @@ async def test_sku_explorer_finds_a_sku_and_shows_its_arithmetic_with_rule_links
     assert f'href="/console/rules/{safety.id}#v1"' in row and f'href="/console/rules/{buffer.id}#v1"' in row
 
 
+async def test_sku_search_finds_skus_of_every_partition(console):
+    # 24 SKUs over many ledger partitions: on Redis Cluster their stock keys are on every
+    # primary, and a search that SCANs one node lists only that node's share
+    skus = [f"ROAM-{i:02d}" for i in range(24)]
+    assert len({console.runtime.ledger.keys.partition(s) for s in skus}) >= 12
+    await console.seed_stock(*((sku, "DC1", 1) for sku in skus))
+    await console.login(PLANNER)
+    found = await console.client.get("/console/skus?q=roam-", headers={"HX-Request": "true"})
+    assert found.status_code == 200 and "24 SKUs" in found.text, found.text
+    assert all(f">{sku}</a>" in found.text for sku in skus)
+
+
 async def test_rules_table_filters_by_scope(console):
     await console.runtime.store.create_rule({"kind": "safety_stock", "units": 2}, actor="t")
     await console.runtime.store.create_rule({"kind": "buffer", "units": 1, "channel": "online", "sku": "TEE"}, actor="t")

@@ -13,6 +13,7 @@ from adapters.erp.tryton.client import TrytonErp
 from adapters.shopify.client import ShopifyAdminClient
 from adapters.shopify.payments import ShopifyPayments
 from availability.bootstrap import make_redis
+from availability.config import Settings
 from availability.flows.finance.flow import FinanceConfig, FinanceFlow, finance_queue
 from availability.flows.finance.store import FinanceStore
 
@@ -33,7 +34,7 @@ async def main(redis_url, prefix, db_url, erp_url, password, shopify_url, shop, 
     store = await FinanceStore(db_url).open()
     erp = StallingErp(erp_url, "admin", password, marker=Path(marker))
     payments = ShopifyPayments(ShopifyAdminClient(shopify_url, "shpat_simulator", timeout=30))
-    flow = FinanceFlow(store, finance_queue(make_redis(redis_url), prefix), erp, payments, shop=shop,
+    flow = FinanceFlow(store, finance_queue(make_redis(redis_url, cluster=Settings(_env_file=None).redis_cluster), prefix), erp, payments, shop=shop,
                        config=FinanceConfig(lease_ms=2000))
     await flow.poll(issued_from=dt.date.fromisoformat(since))
     await flow.run()

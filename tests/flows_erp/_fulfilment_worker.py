@@ -11,6 +11,7 @@ from pathlib import Path
 from adapters.erp.tryton.client import TrytonErp
 from adapters.shopify.client import ShopifyAdminClient
 from availability.bootstrap import make_redis
+from availability.config import Settings
 from availability.flows.fulfilment import flow
 from availability.flows.fulfilment.store import FulfilmentStore
 from availability.flows.orders.flow import OrderQueue, WorkerConfig
@@ -27,7 +28,7 @@ async def main(redis_url, prefix, db_url, erp_url, password, shop_url, token, ma
         return result
 
     flow.create_fulfillment = stalling
-    redis = make_redis(redis_url)
+    redis = make_redis(redis_url, cluster=Settings(_env_file=None).redis_cluster)
     store = await FulfilmentStore(db_url).open()
     orders = await OrderStore(db_url).open()
     worker = flow.FulfilmentWorker(store, OrderQueue(redis, prefix, flow="fulfilment"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from adapters.erp.tryton.client import TrytonErp
 from availability.bootstrap import make_redis
+from availability.config import Settings
 from availability.flows.returns.flow import (
     LedgerSink, ReturnsQueue, ReturnsWorker, SaleLookup, WorkerConfig, static_locations,
 )
@@ -21,7 +22,7 @@ from tests.flows_erp.returns_helpers import DEFAULT_LOCATION, LOCATIONS
 
 
 async def main(redis_url, prefix, db_url, erp_url, password, marker, lease_ms) -> None:
-    redis = make_redis(redis_url)
+    redis = make_redis(redis_url, cluster=Settings(_env_file=None).redis_cluster)
     store = await ReturnStore(db_url).open()
     ledger = Ledger(redis, keys=KeyLayout(prefix))
     await ledger.load_scripts()

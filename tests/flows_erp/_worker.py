@@ -11,6 +11,7 @@ from pathlib import Path
 
 from adapters.erp.tryton.client import TrytonErp
 from availability.bootstrap import make_redis
+from availability.config import Settings
 from availability.flows.orders.flow import OrderQueue, OrderWorker, WorkerConfig
 from availability.flows.orders.store import OrderStore
 
@@ -31,7 +32,7 @@ def stall_after(erp, method: str, marker: Path, reference_of, *, of_result: bool
 
 
 async def main(redis_url, prefix, db_url, erp_url, password, marker, lease_ms, method="create_sales") -> None:
-    redis = make_redis(redis_url)
+    redis = make_redis(redis_url, cluster=Settings(_env_file=None).redis_cluster)
     store = await OrderStore(db_url).open()
     erp = TrytonErp(erp_url, "admin", password)
     if method == "create_sales":  # the batch's sales created (and quoted), none recorded

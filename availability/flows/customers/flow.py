@@ -30,7 +30,7 @@ from availability.flows.customers import matching
 from availability.flows.customers.identity import CustomerIdentity, customer_source
 from availability.flows.customers.store import CustomerStore
 
-from availability.flows.machinery import Leases, Scripts, WorkQueue, now_ms, run_rounds
+from availability.flows.machinery import FlowKeys, Leases, Scripts, WorkQueue, now_ms, run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,15 @@ class InvalidCustomer(ValueError):
 
 
 class CustomerQueue:
+    """The flow's marks and leases under `{prefix}:{customers}` (machinery.py `FlowKeys`: one
+    hash tag, so the claim names one slot on Redis Cluster); no outbox or retry schedule."""
+
     def __init__(self, redis: Redis, prefix: str) -> None:
-        base = f"{prefix}:customers"
+        self.keys = FlowKeys(prefix, "customers")
         scripts = Scripts(redis)
         self.redis = redis
-        self.leases = Leases(redis, f"{base}:inflight", scripts)
-        self.work = WorkQueue(redis, marks_key=f"{base}:marks", urgent_key=f"{base}:urgent", leases=self.leases,
+        self.leases = Leases(redis, self.keys.leases, scripts)
+        self.work = WorkQueue(redis, marks_key=self.keys.marks, urgent_key=self.keys.urgent, leases=self.leases,
                               scripts=scripts)
 
     async def wake(self, sources: list[str]) -> None:

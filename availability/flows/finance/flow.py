@@ -55,7 +55,7 @@ class LeaseLost(Exception):
 
 
 def finance_queue(redis: Redis, prefix: str) -> FlowQueue:
-    """The flow's Redis side (marks, leases, outbox, retry schedule) under `{prefix}:finance`,
+    """The flow's Redis side (marks, leases, outbox, retry schedule) under `{prefix}:{finance}`,
     one group per payout."""
     return FlowQueue(redis, prefix, FLOW, member="payout")
 

@@ -10,9 +10,10 @@ run this after it, against the target):
 
 - a shop's queue keys (marks, urgent marks, leases, outbox and its leases, dead letters,
   parked levels, unmapped SKUs, the webhook stream and its dedupe hash, the last drift pass)
-  and every SKU's known-values and sales hash go to their new names: DUMP / RESTORE with
-  their TTL when the new name is free, else merged into it (hash fields and zset members
-  the new key lacks, list items it does not hold, stream entries appended);
+  and every SKU's known-values and sales hash go to their new names (flows/keymoves.py
+  `KeyMover`: DUMP / RESTORE with their TTL when the new name is free, else merged into it:
+  hash fields and zset members the new key lacks, list items it does not hold, stream
+  entries appended);
 - the held-sales index is split member by member into each SKU's partition (ZADD NX);
 - the old key is deleted once its copy is written.
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from availability.flows.inventory.state import PushKeys
+from availability.flows.keymoves import KeyMover
 from availability.flows.machinery import _s
 from availability.ledger.keys import KeyLayout, LegacyKeyLayout
 
@@ -100,6 +102,7 @@ class PushKeyMigration:
         self.shops = list(shops)
         self.on_progress = on_progress or (lambda phase, n: None)
         self.report = MigrationReport()
+        self.mover = KeyMover(redis)
 
     async def run(self) -> MigrationReport:
         for shop in self.shops:
@@ -119,42 +122,8 @@ class PushKeyMigration:
         return self.report
 
     async def _move(self, old: str, new: str) -> None:
-        kind = _s(await self.redis.type(old))
-        if kind == "none":
-            return
-        if not await self.redis.exists(new):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.dump(old)
-            pipe.pttl(old)
-            payload, ttl = await pipe.execute()
-            if payload is None:
-                return  # expired meanwhile
-            await self.redis.restore(new, ttl if ttl and ttl > 0 else 0, payload, replace=True)
-            self.report.moved += 1
-        else:
-            await self._merge(kind, old, new)
-            self.report.merged += 1
-        await self.redis.delete(old)
-
-    async def _merge(self, kind: str, old: str, new: str) -> None:
-        """The new key exists (a publisher ran on the new names, or a run was cut after the
-        copy): add what it lacks, never overwrite what it holds."""
-        if kind == "hash":
-            for field, value in (await self.redis.hgetall(old)).items():
-                await self.redis.hsetnx(new, field, value)
-        elif kind == "zset":
-            rows = await self.redis.zrange(old, 0, -1, withscores=True)
-            if rows:
-                await self.redis.zadd(new, dict(rows), nx=True)
-        elif kind == "list":
-            held = set(await self.redis.lrange(new, 0, -1))
-            missing = [item for item in await self.redis.lrange(old, 0, -1) if item not in held]
-            if missing:
-                await self.redis.rpush(new, *missing)
-        elif kind == "stream":
-            for _id, fields in await self.redis.xrange(old):
-                await self.redis.xadd(new, fields)
-        # a string (the last drift pass): the new one is newer
+        await self.mover.move(old, new)
+        self.report.moved, self.report.merged = self.mover.moved, self.mover.merged
 
     async def _split_holds(self, old: str, new: PushKeys) -> None:
         rows = await self.redis.zrange(old, 0, -1, withscores=True)

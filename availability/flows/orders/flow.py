@@ -80,7 +80,7 @@ def _correlated(doc: Document):
 
 
 class OrderQueue(FlowQueue):
-    """The flow's Redis side (flows/machinery.py `FlowQueue`) under `{prefix}:orders`; the
+    """The flow's Redis side (flows/machinery.py `FlowQueue`) under `{prefix}:{orders}`; the
     fulfilment flow has its own, `flow="fulfilment"`, also one group per order."""
 
     def __init__(self, redis: Redis, prefix: str, flow: str = FLOW) -> None:

@@ -52,7 +52,7 @@ OPEN_STATES = ("received", "awaiting_sale", "posted")
 
 
 class ReturnsQueue(FlowQueue):
-    """The flow's Redis side (marks, leases, outbox, retry schedule), under `{prefix}:returns`."""
+    """The flow's Redis side (marks, leases, outbox, retry schedule), under `{prefix}:{returns}` (machinery.py `FlowKeys`)."""
 
     def __init__(self, redis, prefix: str) -> None:
         super().__init__(redis, prefix, FLOW, member="doc")
