@@ -6,7 +6,12 @@ import asyncio
 
 import pytest
 
-from adapters.shopify.client import ThrottleGovernor, ThrottleStatus, estimate_available, pacing_delay
+from adapters.shopify.client import (
+    ThrottleGovernor,
+    ThrottleStatus,
+    estimate_available,
+    pacing_delay,
+)
 
 STATUS = ThrottleStatus(maximum_available=2000.0, currently_available=100.0, restore_rate=100.0)
 
