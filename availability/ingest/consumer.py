@@ -11,7 +11,8 @@ broker is `Settings.broker`:
   processes through leases in Redis (leases.py) and follow them as they join, leave or
   die: a subscriber per partition held, started and stopped as the assignment changes.
 - nats: JetStream pull consumers (durable `{group}-{p}`), batches of `batch_size`;
-  JetStream redelivers what is not acked within its ack wait.
+  JetStream redelivers what is not acked within its ack wait. The pull loop is ours, not
+  FastStream's (see `_read_nats`); the broker only holds the connection.
 - kafka: one topic keyed by SKU, consumer group `consumer_group`, batches of `batch_size`,
   offsets committed after the batch is applied.
 
@@ -109,6 +110,9 @@ class StreamConsumer:
         self.leases: PartitionLeases | None = None
         self._lease_task: asyncio.Task | None = None
         self._lease_stop = asyncio.Event()
+        #: NATS: one pull loop per partition, and the flag that ends them
+        self._nats_readers: list[asyncio.Task] = []
+        self._nats_stop = asyncio.Event()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -140,6 +144,8 @@ class StreamConsumer:
         else:  # pragma: no cover
             raise ValueError(f"unknown broker {kind!r}")
         await self._broker.start()
+        if kind == "nats":
+            await self._start_nats_readers()
         if self.leased:
             ttl_ms = int(self.settings.consumer_lease_seconds * 1000)
             self.leases = PartitionLeases(self.runtime.redis, self.names, self.consumer_name, ttl_ms=ttl_ms)
@@ -180,6 +186,13 @@ class StreamConsumer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reclaim_task
             self._reclaim_task = None
+        if self._nats_readers:
+            # each loop ends after its fetch in flight (at most the poll timeout) and its batch
+            # (no retrying a batch while Redis is away: it stays unacked, JetStream redelivers)
+            self._stopping = True
+            self._nats_stop.set()
+            await asyncio.gather(*self._nats_readers, return_exceptions=True)
+            self._nats_readers = []
         if self._broker is not None:
             # FastStream waits (graceful_timeout) for in-flight batches to finish and ack.
             self._stopping = True
@@ -321,35 +334,56 @@ class StreamConsumer:
             waited += 0.05
 
     def _nats_broker(self) -> Any:
-        from faststream.nats import JStream, NatsBroker, PullSub
+        from faststream.nats import NatsBroker
 
-        broker = NatsBroker(self.settings.broker_url or "nats://127.0.0.1:4222", graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
-        stream = JStream(self.names.nats_stream, subjects=[self.names.nats_subjects_wildcard])
-        pipeline = self.pipeline
+        return NatsBroker(self.settings.broker_url or "nats://127.0.0.1:4222", graceful_timeout=30.0, logger=log, log_level=logging.DEBUG)
 
-        async def on_nats_batch(message: Message) -> None:
-            entries = [Entry(str(m.metadata.sequence.stream), m.data, m.subject) for m in message.raw_message]
-            await pipeline.process(entries)
-            await message.ack()
+    async def _start_nats_readers(self) -> None:
+        from availability.ingest.publisher import ensure_nats_stream
 
+        connection = self._broker.connection
+        await ensure_nats_stream(connection, self.names)
+        js = connection.jetstream()
+        self._nats_stop.clear()
         for p in self.partitions:
-            sub = broker.subscriber(
-                self.names.nats_subject(p),
-                stream=stream,
-                durable=f"{self.names.group}-{p}",
-                pull_sub=PullSub(batch_size=self.settings.batch_size, timeout=max(self.settings.consumer_poll_ms / 1000, 0.5), batch=True),
-                parser=self._keep_raw_nats,
-                decoder=_no_decode,
-                ack_policy=AckPolicy.MANUAL,
+            sub = await js.pull_subscribe(
+                self.names.nats_subject(p), durable=f"{self.names.group}-{p}", stream=self.names.nats_stream
             )
-            sub(on_nats_batch)
-        return broker
+            self._nats_readers.append(asyncio.create_task(self._read_nats(sub), name=f"ingest-nats-{p}"))
 
-    @staticmethod
-    async def _keep_raw_nats(msg: Any) -> Any:
-        from faststream.nats.message import NatsBatchMessage
+    async def _read_nats(self, sub: Any) -> None:
+        """Pull batches of a partition's durable consumer until `stop()`, acking each batch
+        once applied (a batch that fails stays unacked: JetStream redelivers it).
 
-        return NatsBatchMessage(raw_message=msg, body=b"")
+        FastStream 0.7.8's pull loop catches only `nats.errors.TimeoutError`, but nats-py
+        2.16's `fetch` of a batch also raises a bare `asyncio.TimeoutError` when the answer
+        to its no-wait probe is handled after the fetch's deadline (a stalled event loop:
+        a loaded machine). That escaped the loop and ended the partition's reader for good,
+        so nothing more was read. Here both are an empty poll: `TimeoutError` is the
+        builtin that both are (`asyncio.TimeoutError` is it since Python 3.11)."""
+        from nats.errors import ConnectionClosedError
+        from nats.js.errors import ServiceUnavailableError
+
+        timeout = max(self.settings.consumer_poll_ms / 1000, 0.5)
+        while not self._nats_stop.is_set():
+            try:
+                msgs = await sub.fetch(self.settings.batch_size, timeout=timeout)
+            except TimeoutError:
+                continue  # nothing new within the poll
+            except (ConnectionClosedError, ServiceUnavailableError) as exc:
+                if self._nats_stop.is_set():
+                    return
+                log.warning("NATS fetch failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            entries = [Entry(str(m.metadata.sequence.stream), m.data, m.subject) for m in msgs]
+            try:
+                await self._process_with_retry(entries)
+            except Exception:
+                log.exception("batch of %d from %s not applied; JetStream redelivers it", len(entries), msgs[0].subject)
+                continue
+            for m in msgs:
+                await m.ack()
 
     def _kafka_broker(self) -> Any:
         from faststream.kafka import KafkaBroker

@@ -222,7 +222,9 @@ async def test_an_external_decrease_is_reverted_after_the_window_and_committed_k
     shop = await shop_factory(["A", "B"], initial=0)
     await shop.receive("A", "DC1", 5)
     await shop.receive("B", "DC1", 5)
-    publisher = await shop.publisher(start=False, sales=SalesConfig(window_s=0.3))
+    # a window long enough that the first sweep below falls inside it on a loaded machine
+    window_s = 2.0
+    publisher = await shop.publisher(start=False, sales=SalesConfig(window_s=window_s))
     repairer = DriftRepairer(publisher, interval_s=0)
     await publisher.drain(timeout=5)
     shop.state.external_change(shop.items["A"], shop.shopify_locations["DC1"], available=2)  # an admin edit
@@ -231,7 +233,7 @@ async def test_an_external_decrease_is_reverted_after_the_window_and_committed_k
     await publisher.drain(timeout=5)
     assert (shop.shopify("A", "DC1"), shop.shopify("B", "DC1")) == (2, 3)  # both held for now
     assert await repairer.sweep_sales() == {"skus": 0, "kept": 0, "external": 0}  # inside the window
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(window_s + 0.05)  # the holds began before the first sweep: past it now
     swept = await repairer.sweep_sales()
     assert swept == {"skus": 2, "kept": 2, "external": 3}
     await publisher.drain(timeout=5)

@@ -102,7 +102,7 @@ def test_sigkill_of_serve_leaves_no_server_behind(site):
     assert site.cli("apply", str(site.write_events("a.jsonl", [receipt("k1", "TEE", 4)]))).returncode == 0
     site.serve_proc.send_signal(signal.SIGKILL)
     site.serve_proc.wait(10)
-    eventually(lambda: not pid_alive(server_pid), timeout=10)
+    eventually(lambda: not pid_alive(server_pid), timeout=60)
     assert not _servers_in(site.redis_dir)
     # the next owner starts cleanly on the same data
     site.serve()
@@ -116,8 +116,8 @@ def test_sigkill_of_the_server_is_recovered_by_serve(site):
     assert site.cli("apply", str(site.write_events("a.jsonl", [receipt("r1", "TEE", 6)]))).returncode == 0
     first = site.owner().server_pid
     os.kill(first, signal.SIGKILL)
-    # back within seconds, same data (AOF replayed), and the record says it was restarted
-    eventually(lambda: site.ready().status_code == 200 and site.owner().server_pid != first, timeout=15)
+    # back (within seconds; the bound is for a loaded machine), same data (AOF replayed), and the record says it was restarted
+    eventually(lambda: site.ready().status_code == 200 and site.owner().server_pid != first, timeout=60)
     owner = site.owner()
     assert owner.state == "running" and owner.restarts == 1, owner
     assert site.ready().json()["checks"]["embedded_redis"] == "ok"
@@ -172,7 +172,7 @@ def test_two_servers_on_one_data_dir_are_impossible_and_an_orphan_is_stopped(tmp
     orphan = subprocess.Popen([find_redis_server(binary), "--port", str(port), "--dir", str(tmp_path),
                                "--appendonly", "yes", "--save", ""], stdout=subprocess.DEVNULL, start_new_session=True)
     try:
-        eventually(lambda: _answers(f"redis://127.0.0.1:{port}/0"), timeout=10)
+        eventually(lambda: _answers(f"redis://127.0.0.1:{port}/0"), timeout=60)
         assert _servers_in(tmp_path) == [orphan.pid]
         server = EmbeddedRedis(tmp_path, binary=binary).start()
         try:
