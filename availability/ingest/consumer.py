@@ -361,19 +361,18 @@ class StreamConsumer:
         a loaded machine). That escaped the loop and ended the partition's reader for good,
         so nothing more was read. Here both are an empty poll: `TimeoutError` is the
         builtin that both are (`asyncio.TimeoutError` is it since Python 3.11)."""
-        from nats.errors import ConnectionClosedError
-        from nats.js.errors import ServiceUnavailableError
-
         timeout = max(self.settings.consumer_poll_ms / 1000, 0.5)
         while not self._nats_stop.is_set():
             try:
                 msgs = await sub.fetch(self.settings.batch_size, timeout=timeout)
             except TimeoutError:
                 continue  # nothing new within the poll
-            except (ConnectionClosedError, ServiceUnavailableError) as exc:
+            except Exception as exc:  # noqa: BLE001 - connection closed, JetStream unavailable, ...
+                # any other failure of a fetch is retried too: a reader that ends reads
+                # nothing more for its partition, which is the lost-events bug above
                 if self._nats_stop.is_set():
                     return
-                log.warning("NATS fetch failed (%s); retrying", exc)
+                log.warning("NATS fetch failed (%r); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
             entries = [Entry(str(m.metadata.sequence.stream), m.data, m.subject) for m in msgs]
@@ -382,8 +381,11 @@ class StreamConsumer:
             except Exception:
                 log.exception("batch of %d from %s not applied; JetStream redelivers it", len(entries), msgs[0].subject)
                 continue
-            for m in msgs:
-                await m.ack()
+            try:
+                for m in msgs:
+                    await m.ack()
+            except Exception as exc:  # noqa: BLE001 - the unacked rest is redelivered and is a duplicate then
+                log.warning("NATS ack failed (%r); JetStream redelivers the batch's rest", exc)
 
     def _kafka_broker(self) -> Any:
         from faststream.kafka import KafkaBroker
