@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from availability.api.rsgi import RsgiServedApp
 
 KEY = "fuzz-admin-key"
+#: Start-up bound of the server thread: generous for a shared CI machine under load; a thread
+#: that dies (its start-up raised) fails the wait at once, with what it raised.
+START_UP_BOUND_S = 180
 
 
 @contextmanager
@@ -41,12 +44,15 @@ def running(config: Settings, name: str = "api-server", server: str = "granian")
     server = uvicorn.Server(
         uvicorn.Config(ServedApp(config), host="127.0.0.1", port=port, lifespan="on", log_level="warning")
     )
-    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    failed: list[BaseException] = []
+    thread = threading.Thread(target=_recording(server.run, failed), name=name, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_UP_BOUND_S
     while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the API server did not start")
+        if not thread.is_alive():
+            pytest.fail(f"the API server stopped before it started: {failed!r}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the API server did not start in {START_UP_BOUND_S}s")
         time.sleep(0.05)
     try:
         yield port
@@ -79,10 +85,18 @@ def serving_rsgi(config: Settings, name: str = "rsgi-server") -> Iterator[tuple[
         finally:
             await app.shutdown()
 
-    thread = threading.Thread(target=lambda: asyncio.run(main()), name=name, daemon=True)
+    failed: list[BaseException] = []
+    thread = threading.Thread(target=_recording(lambda: asyncio.run(main()), failed), name=name, daemon=True)
     thread.start()
-    if not ready.wait(30) or not _listening(port, thread):
-        pytest.fail("the API server did not start")
+    deadline = time.monotonic() + START_UP_BOUND_S
+    while not ready.wait(0.05):
+        if not thread.is_alive():
+            pytest.fail(f"the API server stopped before it started: {failed!r}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the API server did not start in {START_UP_BOUND_S}s")
+    if not _listening(port, thread, deadline - time.monotonic()):
+        pytest.fail(f"the API server did not listen: {failed!r}" if not thread.is_alive()
+                    else f"the API server did not listen in {START_UP_BOUND_S}s")
     try:
         yield port, app
     finally:
@@ -90,7 +104,21 @@ def serving_rsgi(config: Settings, name: str = "rsgi-server") -> Iterator[tuple[
         thread.join(timeout=20)
 
 
-def _listening(port: int, thread: threading.Thread, timeout: float = 30) -> bool:
+def _recording(run, failed: list[BaseException]):
+    """`run`, keeping what it raised in `failed` (a thread's exception is otherwise only
+    printed), so a start-up wait can say why the server died."""
+
+    def target() -> None:
+        try:
+            run()
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    return target
+
+
+def _listening(port: int, thread: threading.Thread, timeout: float = START_UP_BOUND_S) -> bool:
     import socket
 
     deadline = time.monotonic() + timeout

@@ -19,6 +19,9 @@ from tests.api.conftest import ADMIN, PLANNER, READER, RESERVER, bearer, receipt
 from tests.api.test_availability import setup_stores
 
 NO_KEY = {"Authorization": ""}
+#: Start-up bound of the real `serve` process: generous for a shared CI machine under load,
+#: still inside pytest's 300 s per test.
+START_UP_BOUND_S = 180
 
 
 async def same_answer(api, method: str, url: str, *, fast: bool, headers=None, content=None, **kw):
@@ -234,17 +237,27 @@ def test_granian_serves_the_same_lookup_and_counts_it(redis_url, key_prefix, tmp
         AVAILABILITY_SERVICES='["expiry"]',
     )
     cmd = [sys.executable, "-m", "availability.cli", "serve", "--server", "granian", "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--workers", str(workers)], env=env, cwd=tmp_path)
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([*cmd, "--workers", str(workers)], env=env, cwd=tmp_path,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+    def log_tail() -> str:
+        return log_path.read_text(errors="replace")[-4000:]
+
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        # Generous for a loaded CI machine (workers spawn and import everything); a serve that
+        # dies fails the wait at once, with its log, as tests/runtime/conftest.py does.
+        deadline = time.monotonic() + START_UP_BOUND_S
         while True:
+            assert proc.poll() is None, f"granian exited with {proc.returncode}: {log_tail()}"
             try:
-                if httpx.get(f"{base}/health/ready").status_code == 200:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline and proc.poll() is None, "granian did not become ready"
+            assert time.monotonic() < deadline, f"granian not ready in {START_UP_BOUND_S}s: {log_tail()}"
             time.sleep(0.2)
         for _ in range(6):
             resp = httpx.get(f"{base}/v1/availability/NEVER-SEEN", headers=bearer(READER))
@@ -257,7 +270,7 @@ def test_granian_serves_the_same_lookup_and_counts_it(redis_url, key_prefix, tmp
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    assert proc.returncode == 0
+    assert proc.returncode == 0, log_tail()
 
 
 async def test_a_kept_answer_is_not_given_once_stock_or_rules_change(api):
