@@ -5,6 +5,7 @@ level webhook lands before its order is not offered again, as it was before."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -25,6 +26,9 @@ from tests.flows.conftest import stock_event, wait_for
 
 L1, L2 = "gid://shopify/InventoryItem/1|gid://shopify/Location/1", "gid://shopify/InventoryItem/1|gid://shopify/Location/2"
 W, MAX = 1000, 10_000
+#: Bound of a drain (it returns once the queue is empty): generous for a loaded CI machine,
+#: and asserted, so a drain cut short fails there rather than as a wrong level further on.
+DRAIN_S = 60
 
 
 # --- the decision table (docs/shopify-push.md) ---------------------------------------------------
@@ -157,12 +161,12 @@ async def test_level_webhook_before_the_order_is_not_reoffered_as_it_was(shop_fa
         await shop.receive(hot, "DC1", 5)
         publisher = await shop.publisher(start=False, sales=SalesConfig(enabled=enabled, window_s=60))
         repairer = DriftRepairer(publisher, interval_s=0)
-        await publisher.drain(timeout=5)
+        assert await publisher.drain(timeout=DRAIN_S)
         assert shop.shopify(hot, "DC1") == 5
 
         checkout(shop, hot, "DC1", 1)  # a shopper buys the fifth-last unit on Shopify
         await repairer.handle_updates([level_webhook(shop, hot, "DC1")])  # its level webhook first
-        await publisher.drain(timeout=5)
+        assert await publisher.drain(timeout=DRAIN_S)
         outcomes[enabled] = shop.shopify(hot, "DC1")
         if not enabled:
             continue
@@ -170,14 +174,14 @@ async def test_level_webhook_before_the_order_is_not_reoffered_as_it_was(shop_fa
         assert repairer.webhook_drift == 0
 
         await shop.receive(hot, "DC1", 3)  # stock moves before the order arrives: ATS 8
-        await publisher.drain(timeout=5)
+        assert await publisher.drain(timeout=DRAIN_S)
         assert shop.shopify(hot, "DC1") == 7  # ATS less the sale in flight
 
         # the order arrives: noted by the webhook handler, applied by the ledger
         await publisher.sales.note_orders([(hot, f"shopify:orders/create:{9000 + int(enabled)}:1", 1)])
         await shop.apply(order_event(9000 + int(enabled), 1, hot, 1))
         await shop.receive(hot, "DC1", 1)  # and something marks the level: ATS 8, held 0
-        await publisher.drain(timeout=5)
+        assert await publisher.drain(timeout=DRAIN_S)
         assert shop.shopify(hot, "DC1") == 8
         assert await publisher.sales.held([k for k in publisher.mappings.all_levels(hot)]) == {
             k: 0 for k in publisher.mappings.all_levels(hot)
@@ -191,16 +195,16 @@ async def test_order_before_its_level_webhook_holds_nothing(shop_factory):
     await shop.receive("HOT", "DC1", 5)
     publisher = await shop.publisher(start=False)
     repairer = DriftRepairer(publisher, interval_s=0)
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     checkout(shop, "HOT", "DC1", 2)
     await publisher.sales.note_orders([("HOT", "shopify:orders/create:1:1", 2)])
     await shop.apply(order_event(1, 1, "HOT", 2))  # ATS 3; the level (3) is right already
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     assert shop.shopify("HOT", "DC1") == 3
     await repairer.handle_updates([level_webhook(shop, "HOT", "DC1")])  # late, and explained
     key = publisher.mappings.all_levels("HOT")
     assert set((await publisher.sales.held(key)).values()) == {0}
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     assert shop.shopify("HOT", "DC1") == 3
 
 
@@ -210,10 +214,10 @@ async def test_a_stale_push_reads_the_sale_and_holds_it(shop_factory):
     shop = await shop_factory(["HOT"], initial=0)
     await shop.receive("HOT", "DC1", 5)
     publisher = await shop.publisher(start=False)
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     checkout(shop, "HOT", "DC1", 1)  # no webhook yet
     await shop.receive("HOT", "DC1", 2)  # ATS 7
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     assert publisher.stats.stale == 1
     assert shop.shopify("HOT", "DC1") == 6
 
@@ -222,21 +226,24 @@ async def test_an_external_decrease_is_reverted_after_the_window_and_committed_k
     shop = await shop_factory(["A", "B"], initial=0)
     await shop.receive("A", "DC1", 5)
     await shop.receive("B", "DC1", 5)
-    # a window long enough that the first sweep below falls inside it on a loaded machine
-    window_s = 2.0
-    publisher = await shop.publisher(start=False, sales=SalesConfig(window_s=window_s))
+    # a window no loaded machine outlasts before the first sweep below; shortened after it
+    publisher = await shop.publisher(start=False, sales=SalesConfig(window_s=60))
     repairer = DriftRepairer(publisher, interval_s=0)
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     shop.state.external_change(shop.items["A"], shop.shopify_locations["DC1"], available=2)  # an admin edit
     checkout(shop, "B", "DC1", 2)  # a sale whose order is late
     await repairer.handle_updates([level_webhook(shop, "A", "DC1"), level_webhook(shop, "B", "DC1")])
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     assert (shop.shopify("A", "DC1"), shop.shopify("B", "DC1")) == (2, 3)  # both held for now
     assert await repairer.sweep_sales() == {"skus": 0, "kept": 0, "external": 0}  # inside the window
-    await asyncio.sleep(window_s + 0.05)  # the holds began before the first sweep: past it now
+    # The window is now 0.2 s, and the holds began before the first sweep: past it after the
+    # sleep (the sweep and `due` read the window from the config at each call).
+    window_s = 0.2
+    publisher.sales_config = publisher.sales.config = replace(publisher.sales_config, window_s=window_s)
+    await asyncio.sleep(window_s + 0.05)
     swept = await repairer.sweep_sales()
     assert swept == {"skus": 2, "kept": 2, "external": 3}
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     # A: committed 0, so no sale: ATS pushed back. B: committed 2 covers it: still held.
     assert (shop.shopify("A", "DC1"), shop.shopify("B", "DC1")) == (5, 3)
 
@@ -246,18 +253,18 @@ async def test_adopt_books_external_edits_in_the_ledger(shop_factory):
     await shop.receive("A", "DC1", 5)
     publisher = await shop.publisher(start=False, sales=SalesConfig(window_s=0.2, policy="adopt"))
     repairer = DriftRepairer(publisher, interval_s=0)
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     shop.state.external_change(shop.items["A"], shop.shopify_locations["DC1"], available=8)
     await repairer.handle_updates([level_webhook(shop, "A", "DC1")])
     assert (await shop.ledger.stock("A"))["DC1"].on_hand == 8  # found +3
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     assert shop.shopify("A", "DC1") == 8
     shop.state.external_change(shop.items["A"], shop.shopify_locations["DC1"], available=6)
     await repairer.handle_updates([level_webhook(shop, "A", "DC1")])
     await asyncio.sleep(0.25)
     assert (await repairer.sweep_sales())["external"] == 2
     assert (await shop.ledger.stock("A"))["DC1"].on_hand == 6  # lost −2
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     assert shop.shopify("A", "DC1") == 6 and await shop.differences() == {}
     assert await wait_for(lambda: publisher.stats.quantities_pushed == 1, 1)  # nothing pushed over the edits
 
@@ -271,19 +278,28 @@ async def test_a_retried_push_applied_without_idempotency_is_not_taken_for_a_sal
     await shop.receive("OLD", "DC1", 5)
     client = shop.client(version="2025-10", timeout=0.2)
     publisher = await shop.publisher(start=False, client=client, backoff=Backoff(base=0.01, cap=0.05, max_attempts=5))
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     await shop.sell("OLD", "DC1", 2)  # ATS 3
     shop.state.set_faults(timeout_rate=1.0, timeout_s=0.5)  # applied, answer lost
     original = client.set_available
 
+    def api_writes() -> int:
+        return sum(1 for r in shop.state.history if r.source == "api")
+
     async def lose_one_answer(*args, **kwargs):
+        client.set_available = original  # the retry goes straight through
+        before = api_writes()
         try:
             return await original(*args, **kwargs)
         finally:
             shop.state.set_faults(timeout_rate=0.0)
+            # The client gives up after 0.2 s, which a loaded machine can pass before the
+            # simulator has even applied the call; the retry must come after it is applied
+            # (else it applies itself and nothing is stale), so wait for the application.
+            assert await wait_for(lambda: api_writes() > before, 60), "the lost call was never applied"
 
     client.set_available = lose_one_answer
-    await publisher.drain(timeout=5)
+    assert await publisher.drain(timeout=DRAIN_S)
     assert shop.shopify("OLD", "DC1") == 3
     assert publisher.stats.stale == 1 and publisher.stats.retries >= 1
     assert set((await publisher.sales.held(publisher.mappings.all_levels("OLD"))).values()) == {0}
@@ -327,7 +343,7 @@ async def test_the_whole_intake_path_a_checkout_webhooks_in_the_wrong_order(redi
             handler = ShopifyWebhookHandler(runtime)
             try:
                 await runtime.ledger.apply(stock_event("receipt", "HOT", "DC1", 5))
-                await publisher.drain(timeout=5)
+                assert await publisher.drain(timeout=DRAIN_S)
                 assert sim.state.available(item, loc) == 5
 
                 def signed(topic: str, body: dict, n: int) -> tuple[dict, bytes]:
@@ -347,7 +363,7 @@ async def test_the_whole_intake_path_a_checkout_webhooks_in_the_wrong_order(redi
                 assert answer.status == 200 and answer.body["status"] == "accepted"
                 await repairer.handle_entries(await runtime.redis.xrange(publisher.keys.levels_stream))
                 await runtime.ledger.apply(stock_event("receipt", "HOT", "DC1", 2))  # stock moves meanwhile: ATS 7
-                await publisher.drain(timeout=5)
+                assert await publisher.drain(timeout=DRAIN_S)
                 assert sim.state.available(item, loc) == 6  # not 7: one of them is sold
 
                 order = {"id": 4242, "created_at": now, "line_items": [{"id": 1, "sku": "HOT", "quantity": 1}]}
@@ -355,9 +371,9 @@ async def test_the_whole_intake_path_a_checkout_webhooks_in_the_wrong_order(redi
                 async with StreamConsumer(runtime):
                     async def booked():
                         return (await runtime.ledger.stock("HOT"))["DC1"].reserved == 1
-                    assert await wait_for(booked, 10)
+                    assert await wait_for(booked, 60)
                 await runtime.ledger.apply(stock_event("receipt", "HOT", "DC1", 1))  # ATS 7, nothing held
-                await publisher.drain(timeout=5)
+                assert await publisher.drain(timeout=DRAIN_S)
                 assert sim.state.available(item, loc) == 7
                 assert set((await publisher.sales.held(publisher.mappings.all_levels("HOT"))).values()) == {0}
             finally:
