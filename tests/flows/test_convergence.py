@@ -22,6 +22,9 @@ from tests.flows.conftest import LOCATIONS, stock_event
 from tests.shopify.bucket_audit import CallLog, refused_by_documented_bucket
 
 FAST_RETRIES = Backoff(base=0.02, cap=0.25, max_attempts=40)
+#: Bound of the traffic the pacing and two-publisher tests drive until their behaviour has
+#: shown (generous for a loaded machine; a quiet one shows it in about 1-2 s).
+TRAFFIC_BOUND_S = 60
 
 
 def random_events(rng: random.Random, skus: list[str], n: int):
@@ -165,8 +168,15 @@ async def test_pacing_keeps_a_small_bucket_from_being_overdrawn_or_throttled(sho
     log.attach(client._http)
     publisher = await shop.publisher(client=client, window_s=0.05)
     rng = random.Random(5)
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:
+
+    def pacing_needed_and_done() -> bool:
+        return shop.state.stats.points_spent > 200 and publisher.client.stats.paced_seconds > 0
+
+    # Traffic until the pacing has shown (more than a bucketful spent, some waits paced), not
+    # for a wall time a loaded machine may fill with fewer pushes; bounded.
+    deadline = time.monotonic() + TRAFFIC_BOUND_S
+    while not pacing_needed_and_done():
+        assert time.monotonic() < deadline, (shop.state.stats, publisher.client.stats)
         await shop.apply(*random_events(rng, skus, 10))
         await asyncio.sleep(0.02)
     assert await shop.converged(30) == {}
@@ -189,10 +199,24 @@ async def test_two_publishers_never_push_the_same_level_at_once(shop_factory):
         instrument(client, name, intervals)
         pubs.append(await shop.publisher(client=client, window_s=0.02, rounds_in_flight=3))
     rng = random.Random(9)
-    deadline = time.monotonic() + 2.5
-    while time.monotonic() < deadline:
+
+    def contended() -> bool:
+        # both publishers worked, and some level was pushed by each (else there is no pair of
+        # their spans to compare)
+        names: dict = defaultdict(set)
+        for level, _started, _ended, name in intervals:
+            names[level].add(name)
+        return all(p.stats.quantities_pushed > 0 for p in pubs) and any(len(n) == 2 for n in names.values())
+
+    # At least 100 steps of traffic (a spread of levels and rounds), then on until the two have
+    # contended, not for a wall time a loaded machine may fill with few pushes; bounded.
+    deadline = time.monotonic() + TRAFFIC_BOUND_S
+    steps = 0
+    while steps < 100 or not contended():
+        assert time.monotonic() < deadline, [p.stats for p in pubs]
         await shop.apply(*random_events(rng, skus, 4))
         await asyncio.sleep(0.01)
+        steps += 1
     assert await shop.converged(15) == {}
 
     by_level = defaultdict(list)
