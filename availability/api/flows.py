@@ -9,11 +9,11 @@
     GET  /v1/flows/customers/matches           why each customer maps to its ERP party
 
 The queue is the shared `flow_exceptions` table (availability/flows/documents.py): the
-order, returns and finance flows' exceptions, one id space; retry and resolve go to the
+order, returns, finance and fulfilment flows' exceptions, one id space; retry and resolve go to the
 exception's own flow (its store and work queue). Reads need the `read` scope, the three
 actions `flows` (people who work the queue). The stores (SQL, the service's database) are
 opened on first use and closed with the app. The same operations are `availability flows
-[returns|finance] exceptions ...` on the CLI (docs/runbooks/order-exceptions.md).
+[returns|finance|fulfilment] exceptions ...` on the CLI (docs/runbooks/order-exceptions.md).
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ class NotReplayableOrder(ApiError):
 
 class ExceptionView(Struct, kw_only=True):
     id: int
-    #: orders, returns, finance
+    #: orders, returns, finance, fulfilment
     flow: str
     #: the document it is about (an order's "shop#number", a refund's "shop#refund-ID", a
-    #: payout's "shop#payout-ID")
+    #: payout's "shop#payout-ID", a shipment's "wms:WAREHOUSE:ID" / "erp:ID")
     reference: str
     #: unknown_sku, unknown_location, erp_validation, erp_down, invalid_order, amount_mismatch, ...
     reason: str
@@ -143,7 +143,7 @@ def routes(ctx: ApiContext) -> list:
          description="Oldest first. `open=false` lists resolved ones, `all=true` both.",
          responses=problem_responses(401, 403, 429))
     async def list_exceptions(
-        flow: Annotated[str | None, QueryParameter(description="orders, returns, finance",
+        flow: Annotated[str | None, QueryParameter(description="orders, returns, finance, fulfilment",
                                                    pattern=r"^[a-z_]{1,32}$")] = None,
         owner: Annotated[str | None, QueryParameter(description="commerce, operations, finance, platform",
                                                     pattern=r"^[a-z_]{1,32}$")] = None,

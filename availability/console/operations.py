@@ -176,7 +176,8 @@ def _histogram(name: str) -> dict[str, Any] | None:
 
 
 class OrderExceptions:
-    """The sync flows' exception queue (orders, returns, finance: availability/flows/desk.py),
+    """The sync flows' exception queue (orders, returns, finance,
+    fulfilment: availability/flows/desk.py),
     opened on first use."""
 
     def __init__(self, runtime: "Runtime") -> None:

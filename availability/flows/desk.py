@@ -1,7 +1,7 @@
 """`ExceptionDesk`: every flow's exception queue worked from one place (the HTTP API,
 availability/api/flows.py, and the console's operations view).
 
-The order, returns and finance flows keep their exceptions in the shared
+The order, returns, finance and fulfilment flows keep their exceptions in the shared
 `flow_exceptions` table (availability/flows/documents.py), so one list shows them all with
 one id space; retry and resolve go to the exception's own flow (its store, whose queue is
 scoped to the flow, and its work queue), replay to the order flow only. Stores are opened
@@ -22,6 +22,8 @@ FLOW_PARTS = {
                 "availability.flows.returns.flow"),
     "finance": ("availability.flows.finance.store:FinanceStore", "availability.flows.finance.flow:finance_queue",
                 "availability.flows.finance.flow"),
+    "fulfilment": ("availability.flows.fulfilment.store:FulfilmentStore",
+                   "availability.flows.fulfilment.flow:fulfilment_queue", "availability.flows.fulfilment.flow"),
 }
 
 

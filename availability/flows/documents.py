@@ -3,10 +3,10 @@
 per-document history table and the exception queue people work (reason, owner,
 open/resolved, who resolved it and why).
 
-`flow_exceptions` is the one exception table of the order, returns and finance flows
-(column `flow`; migration 0004 moved the returns' and finance's own tables into it), so
-the operations view and `GET /v1/flows/exceptions` list them together with one id space.
-The fulfilment flow keeps its own (keyed by shipment, `fulfilment_exceptions`)."""
+`flow_exceptions` is the one exception table of the order, returns, finance and fulfilment
+flows (column `flow`; migration 0004 moved the returns' and finance's own tables into it,
+0005 the fulfilment flow's, whose `reference` is the shipment id), so the operations view
+and `GET /v1/flows/exceptions` list them together with one id space."""
 
 from __future__ import annotations
 
@@ -83,9 +83,11 @@ metadata = MetaData()
 flow_exceptions = exceptions_table(
     "flow_exceptions", metadata,
     Column("flow", String(32), nullable=False, index=True),
-    #: the document the exception is about: an order's "shop#1001", a refund's key, a payout's reference
+    #: the document the exception is about: an order's "shop#1001", a refund's key, a payout's reference,
+    #: a shipment's id
     Column("reference", String(200), nullable=False, index=True),
-    #: the documents involved (finance: the payout, its transactions, the ERP entry, amounts)
+    #: the documents involved (finance: the payout, its transactions, the ERP entry, amounts;
+    #: fulfilment: the shipment's order)
     Column("documents", JSON),
 )
 

@@ -95,3 +95,55 @@ async def test_people_list_retry_resolve_and_replay_exceptions(make_api, tmp_pat
             assert "ExceptionPage" in schema["components"]["schemas"]
         finally:
             await store.close()
+
+
+async def test_fulfilment_exceptions_are_listed_retried_and_resolved_on_the_desk(make_api, redis_client, key_prefix):
+    """A 945 the fulfilment flow cannot post (its order unknown, more units than open) is on
+    `GET /v1/flows/exceptions` with the other flows' (one id space), and retry / resolve
+    over the API reach the shipment; replay stays the order flow's."""
+    from availability.flows.fulfilment.flow import fulfilment_queue
+    from availability.flows.fulfilment.mapping import Shipment
+    from availability.flows.fulfilment.store import FulfilmentStore
+
+    async with make_api() as api:
+        url = api.runtime.settings.resolved_database_url()
+        orders, fulfilment = await OrderStore(url).open(), await FulfilmentStore(url).open()
+        try:
+            sku = await _park(orders, 1, "unknown_sku")
+            parked = {}
+            for sid, reason in (("wms:ACME3PL:X-1", "unknown_order"), ("wms:ACME3PL:X-2", "line_not_open")):
+                assert await fulfilment.receive(Shipment(sid, "wms", f"{SHOP}#7", (("TEE-BLK-M", 5),)), "c")
+                await fulfilment.transition(sid, "exception", detail=reason)
+                assert await fulfilment.open_exception(sid, f"{SHOP}#7", reason, f"{reason} of {sid}")
+                parked[reason] = (await fulfilment.list_exceptions(reason=reason))[0]["id"]
+            c = api.client
+
+            page = (await c.get("/v1/flows/exceptions")).json()["exceptions"]
+            assert [(e["id"], e["flow"]) for e in page] == [(sku, "orders"), (parked["unknown_order"], "fulfilment"),
+                                                            (parked["line_not_open"], "fulfilment")]
+            mine = (await c.get("/v1/flows/exceptions?flow=fulfilment&owner=operations")).json()["exceptions"]
+            assert [(e["reference"], e["reason"], e["documents"]) for e in mine] == [
+                ("wms:ACME3PL:X-1", "unknown_order", {"order": f"{SHOP}#7"}),
+                ("wms:ACME3PL:X-2", "line_not_open", {"order": f"{SHOP}#7"})]
+
+            # retry: closed, the shipment back to received, its order marked for the fulfilment worker
+            r = await c.post(f"/v1/flows/exceptions/{parked['unknown_order']}/retry")
+            assert r.status_code == 202 and r.json()["reference"] == "wms:ACME3PL:X-1"
+            assert (await fulfilment.get("wms:ACME3PL:X-1")).state == "received"
+            assert sum(await fulfilment_queue(redis_client, key_prefix).work.pending()) >= 1
+            assert (await c.post(f"/v1/flows/exceptions/{parked['unknown_order']}/retry")).status_code == 409
+
+            r = await c.post(f"/v1/flows/exceptions/{parked['line_not_open']}/resolve", json={"note": "shipped by hand"})
+            assert r.status_code == 200 and r.json()["outcome"] == "resolved"
+            assert await fulfilment.list_exceptions() == []
+            [got] = await fulfilment.list_exceptions(status="resolved", reason="line_not_open")
+            assert (got["shipment_id"], got["order"], got["note"]) == ("wms:ACME3PL:X-2", f"{SHOP}#7", "shipped by hand")
+            assert (await fulfilment.get("wms:ACME3PL:X-2")).state == "exception"  # resolving posts nothing
+
+            r = await c.post(f"/v1/flows/exceptions/{parked['line_not_open']}/replay")
+            assert r.status_code == 409 and r.json()["type"].endswith("not-replayable")
+            # the order flow's queue is untouched by the fulfilment rows
+            assert [e["id"] for e in await orders.list_exceptions()] == [sku]
+        finally:
+            await orders.close()
+            await fulfilment.close()

@@ -168,3 +168,58 @@ async def test_0004_moves_every_flows_exceptions_into_flow_exceptions(any_url):
                             "return_exceptions": ["shop#refund-1"], "finance_exceptions": ["shop#payout-5"]}
     finally:
         await engine.dispose()
+
+
+async def test_0005_moves_the_fulfilment_flows_exceptions_into_flow_exceptions(any_url):
+    """Open and resolved rows of `fulfilment_exceptions` move in as flow `fulfilment` (the
+    shipment as the reference, the order among the documents) after the rows already there;
+    the fulfilment store reads them as before; downgrading moves them back."""
+    if any_url.startswith("sqlite"):
+        Path(any_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(any_url)
+    cols = "reference, reason, owner, detail, status, created_ms, resolved_ms, resolved_by, note"
+    values = ":reference, :reason, :owner, :detail, :status, :created_ms, :resolved_ms, :resolved_by, :note"
+    try:
+        assert await migrations.upgrade(engine, "0004") == "0004"
+        async with engine.begin() as conn:
+            await conn.execute(text(f"INSERT INTO flow_exceptions (flow, {cols}) VALUES ('orders', {values})"),
+                               _exception_row("shop#1001", "unknown_sku"))
+            for sid, status in (("wms:ACME3PL:X-1", "open"), ("erp:41", "resolved")):
+                await conn.execute(text(f"INSERT INTO fulfilment_exceptions (shipment_id, {cols}) "
+                                        f"VALUES (:shipment_id, {values})"),
+                                   {"shipment_id": sid, **_exception_row("shop#1002", "unknown_order", status)})
+        assert await migrations.upgrade(engine) == migrations.head_revision()
+        async with engine.connect() as conn:
+            assert "fulfilment_exceptions" not in await conn.run_sync(lambda c: inspect(c).get_table_names())
+            rows = (await conn.execute(text("SELECT id, flow, reference, status FROM flow_exceptions ORDER BY id"))).all()
+            assert [tuple(r) for r in rows] == [(1, "orders", "shop#1001", "open"),
+                                                (2, "fulfilment", "wms:ACME3PL:X-1", "open"),
+                                                (3, "fulfilment", "erp:41", "resolved")]
+            assert await conn.run_sync(_diff) == []
+        from availability.flows.fulfilment.store import FulfilmentStore
+        from availability.flows.orders.store import OrderStore
+
+        fulfilment, orders = FulfilmentStore(any_url), OrderStore(any_url)
+        try:
+            [open_one] = await fulfilment.list_exceptions()
+            assert (open_one["id"], open_one["shipment_id"], open_one["order"]) == (2, "wms:ACME3PL:X-1", "shop#1002")
+            assert [e["id"] for e in await orders.list_exceptions()] == [1]
+            assert await fulfilment.get_exception(1) is None
+            assert await fulfilment.open_exception("wms:ACME3PL:X-2", "shop#1003", "line_not_open", "5 > 2")
+        finally:
+            for store in (fulfilment, orders):
+                await store.close()
+        from alembic import command
+
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda c: command.downgrade(migrations.alembic_config(c), "0004"))
+        async with engine.connect() as conn:
+            back = (await conn.execute(text("SELECT id, shipment_id, reference, status FROM fulfilment_exceptions "
+                                            "ORDER BY id"))).all()
+            assert [tuple(r) for r in back] == [(2, "wms:ACME3PL:X-1", "shop#1002", "open"),
+                                                (3, "erp:41", "shop#1002", "resolved"),
+                                                (4, "wms:ACME3PL:X-2", "shop#1003", "open")]
+            left = (await conn.execute(text("SELECT flow FROM flow_exceptions"))).scalars().all()
+            assert left == ["orders"]
+    finally:
+        await engine.dispose()

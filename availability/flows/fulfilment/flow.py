@@ -306,7 +306,7 @@ class FulfilmentWorker(OrderWorker):
         return "exception"
 
 
-# --- exception queue operations (CLI) ---------------------------------------------------------
+# --- exception queue operations (CLI, API, console: availability/flows/desk.py) ---------------------------------------------------------
 
 
 async def retry_exception(store: FulfilmentStore, queue: OrderQueue, exception_id: int, *, by: str) -> dict:
@@ -320,7 +320,8 @@ async def retry_exception(store: FulfilmentStore, queue: OrderQueue, exception_i
     if doc is not None and doc.state == "exception":
         back = "fulfilled" if doc.shopify_fulfillment_id else "received"
         await store.transition(doc.shipment_id, back, detail=f"retried by {by} (exception {exception_id})")
-    await queue.wake(exc["reference"])
+    # the work queue is per order: the order's worker picks up all its shipments
+    await queue.wake(doc.reference if doc is not None else exc["order"])
     return exc
 
 
@@ -333,6 +334,12 @@ async def resolve_exception(store: FulfilmentStore, exception_id: int, *, by: st
 
 
 # --- composition (called by availability/bootstrap.py) ----------------------------------------
+
+
+def fulfilment_queue(redis: Any, prefix: str) -> OrderQueue:
+    """The flow's Redis side (one group per order, under the flow's own keys); the exception
+    desk builds it for a retry from the API or the console."""
+    return OrderQueue(redis, prefix, flow=FLOW)
 
 
 @dataclass
@@ -350,7 +357,7 @@ async def build_fulfilment(settings: Any, redis: Any, *, orders: Any, erp: Any, 
     from availability.flows.orders.mapping import default_shop
 
     store = await FulfilmentStore(settings.resolved_database_url()).open()
-    queue = OrderQueue(redis, settings.key_prefix, flow=FLOW)
+    queue = fulfilment_queue(redis, settings.key_prefix)
     shop = default_shop(settings.erp_shop, settings.shopify_url, settings.shopify_shop_domain)
     parts = FulfilmentParts(store, queue, FulfilmentIntake(store, queue, shop=shop))
     own_client = None

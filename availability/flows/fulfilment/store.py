@@ -7,11 +7,12 @@ became which Shopify fulfillment must survive a Redis loss and be auditable.
                                  reference, lines, tracking, state, the Shopify fulfillment
                                  id and the ERP shipment it settled
     fulfilment_document_history  every state change with when, why and the correlation id
-    fulfilment_exceptions        what people must look at: reason, owner, open/resolved
+    (exceptions: the shared flow_exceptions, flow `fulfilment`, `reference` the shipment id,
+    the order's reference under `documents`; availability/flows/documents.py)
 
 States: received -> posting (a fulfillmentCreate may be in flight: look before sending
 again) -> fulfilled (on Shopify) -> done (the ERP shipment settled too); exception.
-Tables come from the Alembic migrations (availability/migrations/, revision 0003), applied on open.
+Tables come from the Alembic migrations (availability/migrations/, revisions 0003 and 0005), applied on open.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from availability.flows.documents import (
     ExceptionQueue,
-    exceptions_table,
+    flow_exceptions,
     history_table,
     now_ms,
     sql_engine,
@@ -70,11 +71,7 @@ documents = Table(
 )
 
 history = history_table("fulfilment_document_history", metadata, "shipment_id")
-exceptions = exceptions_table(
-    "fulfilment_exceptions", metadata,
-    Column("shipment_id", String(200), nullable=False, index=True),
-    Column("reference", String(200), nullable=False),
-)
+FLOW = "fulfilment"
 
 #: who works an exception of each reason
 OWNERS = {
@@ -131,7 +128,9 @@ class FulfilmentStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = sql_engine(url)
-        self.exceptions = ExceptionQueue(self.engine, exceptions, "shipment_id", OWNERS)
+        # the shared table, scoped to this flow: the document is the shipment (one order can
+        # ship in several, each with its own exception), the order rides in `documents`
+        self.exceptions = ExceptionQueue(self.engine, flow_exceptions, "reference", OWNERS, flow=FLOW)
 
     async def open(self) -> FulfilmentStore:
         from availability.migrations import upgrade  # noqa: PLC0415
@@ -221,13 +220,21 @@ class FulfilmentStore:
 
     async def open_exception(self, shipment_id: str, reference: str, reason: str, detail: str) -> bool:
         """Open (or refresh) the one open exception of this reason; True when newly opened."""
-        return (await self.exceptions.open(shipment_id, reason, detail, reference=reference))[1]
+        return (await self.exceptions.open(shipment_id, reason, detail, documents={"order": reference}))[1]
 
     async def close_exceptions(self, shipment_id: str, *, by: str, note: str, ids: list[int] | None = None) -> int:
         return await self.exceptions.close(shipment_id, by=by, note=note, ids=ids)
 
-    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None) -> list[dict]:
-        return await self.exceptions.list(status=status, reason=reason)
+    async def list_exceptions(self, *, status: str | None = "open", reason: str | None = None, **filters: Any
+                              ) -> list[dict]:
+        return [_exception(r) for r in await self.exceptions.list(status=status, reason=reason, **filters)]
 
     async def get_exception(self, exception_id: int) -> dict | None:
-        return await self.exceptions.get(exception_id)
+        row = await self.exceptions.get(exception_id)
+        return _exception(row) if row else None
+
+
+def _exception(row: dict) -> dict:
+    """A shared-table row with the shipment and its order named as the flow names them
+    (`shipment_id`, `order`): the CLI's lines and the retry's wake-up read them."""
+    return {**row, "shipment_id": row["reference"], "order": (row.get("documents") or {}).get("order")}
