@@ -15,6 +15,7 @@ from litestar import Litestar
 
 from availability.bootstrap import open_runtime
 from availability.config import Settings
+from availability.flows.desk import ExceptionDesk
 from availability.ingest.dropfolder import DropFolderWatcher
 from availability.ingest.http import intake_router
 from tests.flows_erp.fulfilment_helpers import edi_945, simulator_shop
@@ -76,6 +77,14 @@ async def test_an_uploaded_945_becomes_the_orders_fulfillment_and_the_erp_shipme
                 assert unknown.json()["fulfilment"]["outcome"] == "queued", unknown.text
                 await flows.fulfilment.worker.drain(timeout=120)
                 [exc] = await flows.fulfilment.store.list_exceptions()
-                assert (exc["reason"], exc["owner"], exc["shipment_id"], exc["reference"]) == (
+                assert (exc["reason"], exc["owner"], exc["shipment_id"], exc["order"]) == (
                     "unknown_order", "operations", "wms:ACME3PL:SHP-9", f"{shop}#4242")
+                # the same exception is on the shared desk (the API's and the console's list)
+                desk = ExceptionDesk(settings.resolved_database_url(), runtime.redis, key_prefix)
+                try:
+                    [listed] = await desk.list(flow="fulfilment")
+                    assert (listed["id"], listed["reference"], listed["documents"]) == (
+                        exc["id"], "wms:ACME3PL:SHP-9", {"order": f"{shop}#4242"})
+                finally:
+                    await desk.close()
                 assert len(sim_shop.sim.state.fulfillments_of(body["id"])) == 1
