@@ -51,8 +51,11 @@ class KeyMover:
 
     async def _merge(self, kind: str, old: str, new: str) -> None:
         if kind == "hash":
+            # one pipeline, not a round trip per field (a SKU's sales hash can be large)
+            pipe = self.redis.pipeline(transaction=False)
             for field, value in (await self.redis.hgetall(old)).items():
-                await self.redis.hsetnx(new, field, value)
+                pipe.hsetnx(new, field, value)
+            await pipe.execute()
         elif kind == "zset":
             rows = await self.redis.zrange(old, 0, -1, withscores=True)
             if rows:
@@ -63,8 +66,10 @@ class KeyMover:
             if missing:
                 await self.redis.rpush(new, *missing)
         elif kind == "stream":
+            pipe = self.redis.pipeline(transaction=False)
             for _id, fields in await self.redis.xrange(old):
-                await self.redis.xadd(new, fields)
+                pipe.xadd(new, fields)
+            await pipe.execute()
         # a string (the push's last drift pass): the new one is newer
 
 

@@ -453,9 +453,10 @@ class FlowKeys:
     `Outbox.put`/`done` the outbox and its leases, so on Redis Cluster they must be in one
     slot. One slot per flow (not one per document) is enough: a flow's throughput is bound
     by its ERP (the flash sale posts 4.4 sales a second into Tryton, docs/performance.md;
-    a claim or outbox write is a few commands per document), far below what one node serves. The ledger's `{pN}` tags stay out of it: a flow's queue belongs to no SKU,
-    and a name that does not depend on AVAILABILITY_LEDGER_PARTITIONS is one every process
-    (API node, CLI, console) derives from the prefix alone."""
+    a claim or outbox write is a few commands per document), far below what one node
+    serves. The ledger's `{pN}` tags stay out of it: a flow's queue belongs to no SKU, and a
+    name that does not depend on AVAILABILITY_LEDGER_PARTITIONS is one every process (API
+    node, CLI, console) derives from the prefix alone."""
 
     #: every key under the base, by its name after it (what moves from the untagged names)
     SUFFIXES = ("marks", "urgent", "inflight", "retry", "outbox", "outbox:lease")

@@ -103,6 +103,11 @@ async def test_upgrade_stops_at_a_named_revision_and_goes_on_from_there(tmp_path
         await engine.dispose()
 
 
+#: an exception row's columns and their bind names, for the raw INSERTs into old tables
+EXCEPTION_COLUMNS = "reference, reason, owner, detail, status, created_ms, resolved_ms, resolved_by, note"
+EXCEPTION_VALUES = ", ".join(f":{c.strip()}" for c in EXCEPTION_COLUMNS.split(","))
+
+
 def _exception_row(reference: str, reason: str, status: str = "open") -> dict:
     return {"reference": reference, "reason": reason, "owner": "finance", "detail": f"{reason} of {reference}",
             "status": status, "created_ms": 1_700_000_000_000, "resolved_ms": None, "resolved_by": None, "note": None}
@@ -114,18 +119,16 @@ async def test_0004_moves_every_flows_exceptions_into_flow_exceptions(any_url):
     if any_url.startswith("sqlite"):
         Path(any_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(any_url)
-    cols = "reference, reason, owner, detail, status, created_ms, resolved_ms, resolved_by, note"
-    values = ":reference, :reason, :owner, :detail, :status, :created_ms, :resolved_ms, :resolved_by, :note"
     try:
         assert await migrations.upgrade(engine, "0003") == "0003"
         async with engine.begin() as conn:
             for i, ref in ((7, "shop#1001"), (9, "shop#1002")):
-                await conn.execute(text(f"INSERT INTO order_exceptions (id, flow, {cols}) VALUES (:id, 'orders', {values})"),
+                await conn.execute(text(f"INSERT INTO order_exceptions (id, flow, {EXCEPTION_COLUMNS}) VALUES (:id, 'orders', {EXCEPTION_VALUES})"),
                                    {"id": i, **_exception_row(ref, "unknown_sku")})
-            await conn.execute(text(f"INSERT INTO return_exceptions (flow, {cols}) VALUES ('returns', {values})"),
+            await conn.execute(text(f"INSERT INTO return_exceptions (flow, {EXCEPTION_COLUMNS}) VALUES ('returns', {EXCEPTION_VALUES})"),
                                _exception_row("shop#refund-1", "amount_mismatch", status="resolved"))
-            await conn.execute(text(f"INSERT INTO finance_exceptions (flow, documents, {cols}) "
-                                    f"VALUES ('finance', :documents, {values})"),
+            await conn.execute(text(f"INSERT INTO finance_exceptions (flow, documents, {EXCEPTION_COLUMNS}) "
+                                    f"VALUES ('finance', :documents, {EXCEPTION_VALUES})"),
                                {"documents": '{"payout": "gid://shopify/ShopifyPaymentsPayout/5", "fee": "0.59"}',
                                 **_exception_row("shop#payout-5", "payout_unbalanced")})
         assert await migrations.upgrade(engine) == migrations.head_revision()
@@ -177,16 +180,14 @@ async def test_0005_moves_the_fulfilment_flows_exceptions_into_flow_exceptions(a
     if any_url.startswith("sqlite"):
         Path(any_url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(any_url)
-    cols = "reference, reason, owner, detail, status, created_ms, resolved_ms, resolved_by, note"
-    values = ":reference, :reason, :owner, :detail, :status, :created_ms, :resolved_ms, :resolved_by, :note"
     try:
         assert await migrations.upgrade(engine, "0004") == "0004"
         async with engine.begin() as conn:
-            await conn.execute(text(f"INSERT INTO flow_exceptions (flow, {cols}) VALUES ('orders', {values})"),
+            await conn.execute(text(f"INSERT INTO flow_exceptions (flow, {EXCEPTION_COLUMNS}) VALUES ('orders', {EXCEPTION_VALUES})"),
                                _exception_row("shop#1001", "unknown_sku"))
             for sid, status in (("wms:ACME3PL:X-1", "open"), ("erp:41", "resolved")):
-                await conn.execute(text(f"INSERT INTO fulfilment_exceptions (shipment_id, {cols}) "
-                                        f"VALUES (:shipment_id, {values})"),
+                await conn.execute(text(f"INSERT INTO fulfilment_exceptions (shipment_id, {EXCEPTION_COLUMNS}) "
+                                        f"VALUES (:shipment_id, {EXCEPTION_VALUES})"),
                                    {"shipment_id": sid, **_exception_row("shop#1002", "unknown_order", status)})
         assert await migrations.upgrade(engine) == migrations.head_revision()
         async with engine.connect() as conn:
